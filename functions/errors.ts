@@ -1,0 +1,61 @@
+// The one error type of the proxy and the spec's table from errorName to HTTP status
+// (spec: Error codes).
+import { HsmError } from '../layers/pkcs11/hsm.ts';
+
+export const ERROR_STATUS = {
+  ValidationException: 400,
+  InvalidStateException: 400,
+  InvalidCiphertextException: 400,
+  InvalidKeyUsageException: 400,
+  AuthenticationFailedException: 401,
+  AccessDeniedException: 403,
+  KeyNotFoundException: 404,
+  InvalidUriPathException: 404,
+  ThrottlingException: 429,
+  InternalException: 500,
+  UnsupportedOperationException: 501,
+  DependencyTimeoutException: 503,
+  // Not an XKS error name: the spec (API operations) only says a GET MUST get 405.
+  MethodNotAllowed: 405,
+} as const;
+
+export type ErrorName = keyof typeof ERROR_STATUS;
+
+/**
+ * An error the proxy answers with. Its message goes to KMS (and from there to the customer's
+ * CloudWatch logs), so it never carries plaintext, AAD, keys, PINs or secrets.
+ */
+export class XksError extends Error {
+  readonly errorName: ErrorName;
+
+  constructor(errorName: ErrorName, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'XksError';
+    this.errorName = errorName;
+  }
+
+  get statusCode(): number {
+    return ERROR_STATUS[this.errorName];
+  }
+}
+
+/** Any thrown value as an XksError: HSM errors by kind, everything unexpected as InternalException. */
+export function toXksError(err: unknown): XksError {
+  if (err instanceof XksError) return err;
+  if (err instanceof HsmError) {
+    switch (err.kind) {
+      case 'invalidCiphertext':
+        return new XksError('InvalidCiphertextException', err.message, { cause: err });
+      case 'keyUsage':
+        return new XksError('InvalidKeyUsageException', err.message, { cause: err });
+      default:
+        return new XksError('InternalException', err.message, { cause: err });
+    }
+  }
+  return new XksError('InternalException', 'Internal error', { cause: err });
+}
+
+/** errorMessage: printable ASCII (0x20-0x7e) and shorter than 512 characters (spec: Error codes). */
+export function safeErrorMessage(message: string): string {
+  return message.replace(/[^\x20-\x7e]/g, '?').slice(0, 511);
+}

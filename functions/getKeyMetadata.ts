@@ -1,0 +1,16 @@
+// GetKeyMetadata (spec: API operations, GetKeyMetadata): what KMS CreateKey checks before it uses
+// an external key: AES_256, ENCRYPT and DECRYPT, ENABLED.
+import { xksHandler } from './middleware.ts';
+import type { KeyMetadataRequest } from './schemas.ts';
+import { findKey } from './xks.ts';
+
+export const handler = xksHandler<KeyMetadataRequest>('GetKeyMetadata', ({ hsm, keystore, keyId }) => {
+  const key = findKey(hsm, keystore.keys, keyId);
+  return {
+    keySpec: key.keySpec,
+    // From CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE: at most 7 (< 10).
+    keyUsage: [...key.usage],
+    // Neither SoftHSM nor this proxy disable single keys yet: the spec then says ENABLED.
+    keyStatus: 'ENABLED',
+  };
+});

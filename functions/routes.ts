@@ -1,0 +1,30 @@
+// The four XKS routes under `[/<path-prefix>]/kms/xks/v1` (spec: API operations).
+
+export type Operation = 'GetHealthStatus' | 'GetKeyMetadata' | 'Encrypt' | 'Decrypt';
+
+export const OPERATIONS: readonly Operation[] = ['GetHealthStatus', 'GetKeyMetadata', 'Encrypt', 'Decrypt'];
+
+export interface Route {
+  operation: Operation;
+  /** Everything before `/kms/xks/v1`: '' or '/a/b'. */
+  pathPrefix: string;
+  /** The `{externalKeyId}` path segment, as sent; undefined for GetHealthStatus. */
+  keyId: string | undefined;
+}
+
+const ROUTE = /^(.*)\/kms\/xks\/v1\/(?:(health)|keys\/([^/]+)\/(metadata|encrypt|decrypt))$/;
+const OPERATION_OF_SUFFIX: Record<string, Operation> = {
+  metadata: 'GetKeyMetadata',
+  encrypt: 'Encrypt',
+  decrypt: 'Decrypt',
+};
+
+/** The route a path names, or undefined when it names none (404 InvalidUriPathException). */
+export function parseRoute(path: string): Route | undefined {
+  const match = ROUTE.exec(path);
+  if (match === null) return undefined;
+  const [, pathPrefix = '', health, keyId, suffix] = match;
+  if (health !== undefined) return { operation: 'GetHealthStatus', pathPrefix, keyId: undefined };
+  const operation = OPERATION_OF_SUFFIX[suffix as string] as Operation;
+  return { operation, pathPrefix, keyId };
+}

@@ -1,0 +1,107 @@
+// XKS domain rules that are pure computation: Base64 fields, the AAD handed to the HSM, the
+// proxy's ciphertextMetadata, and the CDIV.
+import { createHash } from 'node:crypto';
+import type { Hsm, HsmKey, KeyUsage } from '../layers/pkcs11/hsm.ts';
+import { XksError } from './errors.ts';
+
+/** Sizes this proxy supports (the spec's minimums are 4300-byte plaintext and 8192-byte AAD). */
+export const LIMITS = {
+  /** Plaintext and ciphertext bytes; larger: 501 UnsupportedOperationException. */
+  data: 65_536,
+  /** AAD bytes: the AAD encoding carries its length in 2 bytes. */
+  aad: 65_535,
+  /** ciphertextMetadata bytes (spec: MUST NOT exceed 20). */
+  ciphertextMetadata: 20,
+} as const;
+
+/** Version 1 of this proxy's ciphertextMetadata: one byte, the format of the HSM AAD below. */
+export const METADATA_V1 = Buffer.from([0x01]);
+
+/**
+ * Decodes a standard Base64 (RFC 4648 section 4) field that the schema already matched against
+ * the Base64 alphabet; rejects non-canonical encodings (non-zero padding bits), which would
+ * otherwise let two different strings stand for the same bytes.
+ */
+export function decodeBase64(field: string, value: string): Buffer {
+  const bytes = Buffer.from(value, 'base64');
+  if (bytes.toString('base64') !== value) {
+    throw new XksError('ValidationException', `${field} is not canonical Base64`);
+  }
+  return bytes;
+}
+
+/** Like decodeBase64, and at most `max` bytes: 501 beyond what this proxy supports. */
+export function decodeSized(field: string, value: string, max: number): Buffer {
+  // 4 Base64 characters per 3 bytes: check before decoding, so a huge field costs nothing.
+  if (value.length > Math.ceil(max / 3) * 4) tooLarge(field, max);
+  const bytes = decodeBase64(field, value);
+  if (bytes.length > max) tooLarge(field, max);
+  return bytes;
+}
+
+function tooLarge(field: string, max: number): never {
+  throw new XksError(
+    'UnsupportedOperationException',
+    `${field} is larger than the ${max} bytes this proxy supports`,
+  );
+}
+
+/**
+ * The AAD given to the HSM (spec: Encrypt, ciphertextMetadata NOTE):
+ * 2-byte big-endian len(AAD) || AAD || 1-byte len(ciphertextMetadata) || ciphertextMetadata.
+ * Explicit lengths stop an AAD and a ciphertextMetadata from being swapped.
+ */
+export function hsmAad(aad: Buffer | undefined, ciphertextMetadata: Buffer | undefined): Buffer {
+  const a = aad ?? Buffer.alloc(0);
+  const m = ciphertextMetadata ?? Buffer.alloc(0);
+  const out = Buffer.allocUnsafe(2 + a.length + 1 + m.length);
+  out.writeUInt16BE(a.length, 0);
+  a.copy(out, 2);
+  out.writeUInt8(m.length, 2 + a.length);
+  m.copy(out, 3 + a.length);
+  return out;
+}
+
+/** CDIV (spec: Appendix C): Base64 SHA-256 over AAD || ciphertextMetadata || IV || ciphertext || tag. */
+export function cdiv(
+  aad: Buffer | undefined,
+  ciphertextMetadata: Buffer | undefined,
+  iv: Buffer,
+  ciphertext: Buffer,
+  tag: Buffer,
+): string {
+  const hash = createHash('sha256');
+  if (aad !== undefined) hash.update(aad);
+  if (ciphertextMetadata !== undefined) hash.update(ciphertextMetadata);
+  return hash.update(iv).update(ciphertext).update(tag).digest('base64');
+}
+
+/**
+ * Checks the ciphertextMetadata of a Decrypt. Ours is METADATA_V1; none at all means a
+ * ciphertext made without metadata (the spec's plain encoding with length 0). Any other value is
+ * not ours: tampered with, or from another proxy.
+ */
+export function checkCiphertextMetadata(metadata: Buffer | undefined): void {
+  if (metadata === undefined || metadata.length === 0 || metadata.equals(METADATA_V1)) return;
+  throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is not one this proxy produced');
+}
+
+/**
+ * The external key for a request: only ids the key store lists, and only keys the HSM has
+ * (404 KeyNotFoundException otherwise, without saying which of the two).
+ */
+export function findKey(hsm: Hsm, keys: ReadonlySet<string>, keyId: string): HsmKey {
+  const key = keys.has(keyId) ? hsm.findKey(keyId) : undefined;
+  if (key === undefined) throw new XksError('KeyNotFoundException', 'The external key was not found');
+  return key;
+}
+
+/** 400 InvalidKeyUsageException unless the key is AES-256 and allows `usage` (spec: Error codes). */
+export function requireUsage(key: HsmKey, usage: KeyUsage): void {
+  if (key.keySpec !== 'AES_256') {
+    throw new XksError('InvalidKeyUsageException', `The external key is ${key.keySpec}, not AES_256`);
+  }
+  if (!key.usage.has(usage)) {
+    throw new XksError('InvalidKeyUsageException', `The external key does not allow ${usage}`);
+  }
+}

@@ -1,0 +1,62 @@
+// The small interface the XKS handlers use to reach an HSM. The handlers depend on this file only;
+// `pkcs11-hsm.ts` implements it with pkcs11js against any vendor's PKCS#11 library.
+
+/** Key usages as GetKeyMetadata reports them (spec: GetKeyMetadata, keyUsage). */
+export type KeyUsage = 'ENCRYPT' | 'DECRYPT' | 'WRAP' | 'UNWRAP' | 'SIGN' | 'VERIFY' | 'DERIVE';
+
+export interface HsmKey {
+  /** The PKCS#11 CKA_LABEL, which is the XKS externalKeyId. */
+  readonly label: string;
+  /** `AES_256` for 256-bit AES keys; other sizes and types get other names. */
+  readonly keySpec: string;
+  readonly usage: ReadonlySet<KeyUsage>;
+}
+
+export interface AesGcmCiphertext {
+  readonly iv: Buffer;
+  readonly ciphertext: Buffer;
+  readonly tag: Buffer;
+}
+
+export interface HsmInfo {
+  /** Unique id of this HSM (token serial number) for ekmFleetDetails.id. */
+  readonly id: string;
+  /** Manufacturer, for ekmVendor. */
+  readonly vendor: string;
+  /** Model, hardware and firmware versions, library version: for ekmFleetDetails.model. */
+  readonly model: string;
+}
+
+export interface Hsm {
+  /** What the HSM says about itself; undefined until a first successful connection. */
+  info(): HsmInfo | undefined;
+  /** The secret key whose label is `label`, or undefined when there is none. */
+  findKey(label: string): HsmKey | undefined;
+  /** AES-GCM encrypt with a fresh 12-byte IV from the HSM's RNG and a 16-byte tag. */
+  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext;
+  /** AES-GCM decrypt; a failed authentication throws HsmError kind 'invalidCiphertext'. */
+  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer;
+  close(): void;
+}
+
+/**
+ * What went wrong, in terms the XKS layer can map to the spec's errors:
+ * - invalidCiphertext: the HSM rejected a decrypt's ciphertext, IV, tag or AAD
+ * - keyUsage: the key may not be used for this operation (CKR_KEY_FUNCTION_NOT_PERMITTED, ...)
+ * - unavailable: no usable session even after one re-initialisation
+ * - failed: anything else the HSM reported
+ */
+export type HsmErrorKind = 'invalidCiphertext' | 'keyUsage' | 'unavailable' | 'failed';
+
+export class HsmError extends Error {
+  readonly kind: HsmErrorKind;
+  /** The PKCS#11 return value name (CKR_...), when there was one. Never secret. */
+  readonly ckr: string | undefined;
+
+  constructor(kind: HsmErrorKind, message: string, ckr?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'HsmError';
+    this.kind = kind;
+    this.ckr = ckr;
+  }
+}

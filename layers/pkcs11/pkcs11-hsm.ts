@@ -1,0 +1,336 @@
+// The Hsm interface on pkcs11js (synchronous API: in Lambda there is one request per environment,
+// and the sync calls cost less CPU than the async ones; see FIELD-NOTES, PKCS#11 layer).
+import { createRequire } from 'node:module';
+import type * as pkcs11 from 'pkcs11js';
+import {
+  type AesGcmCiphertext,
+  type Hsm,
+  HsmError,
+  type HsmInfo,
+  type HsmKey,
+  type KeyUsage,
+} from './hsm.ts';
+
+// pkcs11js is a native addon shipped in the Lambda layer (/opt/nodejs/node_modules), which only
+// `require` finds (through NODE_PATH); esbuild keeps it external.
+type Pkcs11js = typeof import('pkcs11js');
+const pkcs11js: Pkcs11js = createRequire(import.meta.url)('pkcs11js');
+const P = pkcs11js;
+
+export interface Pkcs11Config {
+  /** Absolute path of the vendor's PKCS#11 library. */
+  modulePath: string;
+  /** CKA_LABEL of the token (trailing blanks ignored). */
+  tokenLabel: string;
+  /** The crypto user's PIN. Never logged. */
+  pin: string;
+  /** How long a key's handle and attributes are reused before the HSM is asked again. */
+  keyCacheTtlMs?: number;
+}
+
+/** Codes after which the session (or the whole library state) is not trusted any more. */
+const SESSION_ERRORS = new Set([
+  P.CKR_SESSION_HANDLE_INVALID,
+  P.CKR_SESSION_CLOSED,
+  P.CKR_DEVICE_ERROR,
+  P.CKR_DEVICE_REMOVED,
+  P.CKR_DEVICE_MEMORY,
+  P.CKR_TOKEN_NOT_PRESENT,
+  P.CKR_TOKEN_NOT_RECOGNIZED,
+  P.CKR_OPERATION_ACTIVE,
+  P.CKR_USER_NOT_LOGGED_IN,
+  P.CKR_CRYPTOKI_NOT_INITIALIZED,
+]);
+const STALE_HANDLE_ERRORS = new Set([P.CKR_OBJECT_HANDLE_INVALID, P.CKR_KEY_HANDLE_INVALID]);
+/** What HSMs answer to a GCM decrypt whose tag does not verify (SoftHSM: CKR_GENERAL_ERROR). */
+const BAD_CIPHERTEXT_ERRORS = new Set([
+  P.CKR_ENCRYPTED_DATA_INVALID,
+  P.CKR_ENCRYPTED_DATA_LEN_RANGE,
+  P.CKR_FUNCTION_FAILED,
+  P.CKR_GENERAL_ERROR,
+]);
+const KEY_USAGE_ERRORS = new Set([
+  P.CKR_KEY_FUNCTION_NOT_PERMITTED,
+  P.CKR_KEY_TYPE_INCONSISTENT,
+  P.CKR_MECHANISM_INVALID,
+]);
+
+const USAGE_ATTRIBUTES: ReadonlyArray<readonly [number, KeyUsage]> = [
+  [P.CKA_ENCRYPT, 'ENCRYPT'],
+  [P.CKA_DECRYPT, 'DECRYPT'],
+  [P.CKA_WRAP, 'WRAP'],
+  [P.CKA_UNWRAP, 'UNWRAP'],
+  [P.CKA_SIGN, 'SIGN'],
+  [P.CKA_VERIFY, 'VERIFY'],
+  [P.CKA_DERIVE, 'DERIVE'],
+];
+
+/** PKCS#11 pads strings with blanks; some libraries (and pkcs11js's C_InitToken) with NULs. */
+const BLANKS = /[\s\0]+$/;
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+
+interface CachedKey {
+  key: HsmKey;
+  handle: Buffer;
+  expires: number;
+}
+
+export class Pkcs11Hsm implements Hsm {
+  readonly #config: Pkcs11Config;
+  readonly #lib: pkcs11.PKCS11;
+  readonly #keys = new Map<string, CachedKey>();
+  readonly #keyTtlMs: number;
+  #session: Buffer | undefined;
+  #info: HsmInfo | undefined;
+
+  /** Loads the library and connects (Lambda init phase). A failed connection is retried per call. */
+  constructor(config: Pkcs11Config) {
+    this.#config = config;
+    this.#keyTtlMs = config.keyCacheTtlMs ?? 60_000;
+    this.#lib = new P.PKCS11();
+    this.#lib.load(config.modulePath);
+    try {
+      this.#connect();
+    } catch {
+      // Reported by the first request (and the health check) through #run.
+      this.#disconnect();
+    }
+  }
+
+  info(): HsmInfo | undefined {
+    return this.#info;
+  }
+
+  findKey(label: string): HsmKey | undefined {
+    return this.#run(() => this.#lookup(label)?.key);
+  }
+
+  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
+    return this.#run((session) => {
+      const handle = this.#handle(key);
+      const iv = this.#lib.C_GenerateRandom(session, Buffer.alloc(IV_BYTES));
+      this.#lib.C_EncryptInit(session, gcm(iv, aad), handle);
+      const out = this.#lib.C_Encrypt(session, plaintext, Buffer.alloc(plaintext.length + TAG_BYTES));
+      if (out.length !== plaintext.length + TAG_BYTES) {
+        throw new HsmError(
+          'failed',
+          `HSM returned ${out.length} bytes for a ${plaintext.length}-byte GCM encrypt`,
+        );
+      }
+      return {
+        iv,
+        ciphertext: out.subarray(0, plaintext.length),
+        tag: out.subarray(plaintext.length),
+      };
+    });
+  }
+
+  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
+    const data = Buffer.concat([input.ciphertext, input.tag]);
+    return this.#run((session) => {
+      const handle = this.#handle(key);
+      this.#lib.C_DecryptInit(session, gcm(input.iv, aad, input.tag.length * 8), handle);
+      let out: Buffer;
+      try {
+        // The output buffer must hold ciphertext + tag: SoftHSM answers CKR_BUFFER_TOO_SMALL otherwise
+        // and leaves the operation active (field notes).
+        out = this.#lib.C_Decrypt(session, data, Buffer.alloc(data.length));
+      } catch (err) {
+        if (BAD_CIPHERTEXT_ERRORS.has(codeOf(err))) {
+          throw new HsmError(
+            'invalidCiphertext',
+            'The HSM could not authenticate the ciphertext',
+            ckrOf(err),
+          );
+        }
+        throw err;
+      }
+      if (out.length !== input.ciphertext.length) {
+        throw new HsmError('failed', 'HSM returned a plaintext of the wrong length');
+      }
+      return out;
+    });
+  }
+
+  close(): void {
+    this.#disconnect();
+  }
+
+  /** Runs `op` on a live session; after a session or device error, re-initialises once and retries. */
+  #run<T>(op: (session: Buffer) => T): T {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (this.#session === undefined) this.#connect();
+        return op(this.#session as Buffer);
+      } catch (err) {
+        if (err instanceof HsmError) throw err;
+        const code = codeOf(err);
+        const retry = attempt === 0;
+        if (STALE_HANDLE_ERRORS.has(code)) {
+          this.#keys.clear();
+          if (retry) continue;
+        } else if (SESSION_ERRORS.has(code) || this.#session === undefined) {
+          this.#disconnect();
+          if (retry) continue;
+          throw new HsmError('unavailable', `HSM unavailable (${ckrOf(err) ?? errorText(err)})`, ckrOf(err), {
+            cause: err,
+          });
+        }
+        if (KEY_USAGE_ERRORS.has(code)) {
+          throw new HsmError('keyUsage', 'The HSM does not permit this operation with this key', ckrOf(err));
+        }
+        throw new HsmError('failed', `HSM operation failed (${ckrOf(err) ?? errorText(err)})`, ckrOf(err), {
+          cause: err,
+        });
+      }
+    }
+  }
+
+  #connect(): void {
+    const lib = this.#lib;
+    try {
+      lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK }); // without it SoftHSM turns its locking off
+    } catch (err) {
+      if (codeOf(err) !== P.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw err;
+    }
+    const slot = this.#findSlot();
+    const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION);
+    try {
+      lib.C_Login(session, P.CKU_USER, this.#config.pin);
+    } catch (err) {
+      if (codeOf(err) !== P.CKR_USER_ALREADY_LOGGED_IN) throw err;
+    }
+    const token = lib.C_GetTokenInfo(slot);
+    const module = lib.C_GetInfo();
+    const v = (x: pkcs11.Version) => `${x.major}.${x.minor}`;
+    this.#info = {
+      id: token.serialNumber.replace(BLANKS, '') || token.label.replace(BLANKS, ''),
+      vendor: token.manufacturerID.replace(BLANKS, ''),
+      model:
+        `${token.model.replace(BLANKS, '')} (hardware ${v(token.hardwareVersion)}, firmware ${v(token.firmwareVersion)}, ` +
+        `${module.libraryDescription.replace(BLANKS, '')} ${v(module.libraryVersion)})`,
+    };
+    this.#session = session;
+  }
+
+  #disconnect(): void {
+    this.#session = undefined;
+    this.#keys.clear();
+    try {
+      this.#lib.C_Finalize();
+    } catch {
+      // Already finalized or never initialized: nothing to release.
+    }
+  }
+
+  #findSlot(): Buffer {
+    const want = this.#config.tokenLabel.replace(BLANKS, '');
+    for (const slot of this.#lib.C_GetSlotList(true)) {
+      if (this.#lib.C_GetTokenInfo(slot).label.replace(BLANKS, '') === want) return slot;
+    }
+    throw new HsmError('unavailable', `No token labelled '${want}' is present`, 'CKR_TOKEN_NOT_PRESENT');
+  }
+
+  #handle(key: HsmKey): Buffer {
+    const cached = this.#lookup(key.label);
+    if (cached === undefined) throw new HsmError('failed', 'The key is no longer in the HSM');
+    return cached.handle;
+  }
+
+  #lookup(label: string): CachedKey | undefined {
+    const now = Date.now();
+    const cached = this.#keys.get(label);
+    if (cached !== undefined && cached.expires > now) return cached;
+    this.#keys.delete(label);
+    const session = this.#session as Buffer;
+    const lib = this.#lib;
+    lib.C_FindObjectsInit(session, [
+      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
+      { type: P.CKA_LABEL, value: label },
+    ]);
+    let handles: Buffer[];
+    try {
+      handles = lib.C_FindObjects(session, 2);
+    } finally {
+      lib.C_FindObjectsFinal(session);
+    }
+    if (handles.length === 0) return undefined;
+    if (handles.length > 1) {
+      throw new HsmError('failed', 'More than one secret key has this label; the key id is ambiguous');
+    }
+    const handle = handles[0] as Buffer;
+    const entry: CachedKey = {
+      key: this.#describe(session, label, handle),
+      handle,
+      expires: now + this.#keyTtlMs,
+    };
+    if (this.#keyTtlMs > 0) this.#keys.set(label, entry);
+    return entry;
+  }
+
+  #describe(session: Buffer, label: string, handle: Buffer): HsmKey {
+    const keyType = this.#attribute(session, handle, P.CKA_KEY_TYPE);
+    const valueLen = this.#attribute(session, handle, P.CKA_VALUE_LEN);
+    const usage = new Set<KeyUsage>();
+    for (const [type, name] of USAGE_ATTRIBUTES) {
+      const value = this.#attribute(session, handle, type);
+      if (value !== undefined && value.length > 0 && value[0] !== 0) usage.add(name);
+    }
+    return { label, keySpec: keySpecOf(ulong(keyType), ulong(valueLen)), usage };
+  }
+
+  /** One attribute, or undefined where the key type does not have it. */
+  #attribute(session: Buffer, handle: Buffer, type: number): Buffer | undefined {
+    try {
+      const [attr] = this.#lib.C_GetAttributeValue(session, handle, [{ type }]);
+      return Buffer.isBuffer(attr?.value) ? attr.value : undefined;
+    } catch (err) {
+      if (codeOf(err) === P.CKR_ATTRIBUTE_TYPE_INVALID || codeOf(err) === P.CKR_ATTRIBUTE_SENSITIVE) {
+        return undefined;
+      }
+      throw err;
+    }
+  }
+}
+
+function gcm(iv: Buffer, aad: Buffer, tagBits = TAG_BYTES * 8): pkcs11.Mechanism {
+  const parameter: pkcs11.GcmParams = { type: P.CK_PARAMS_AES_GCM, iv, ivBits: iv.length * 8, aad, tagBits };
+  return { mechanism: P.CKM_AES_GCM, parameter };
+}
+
+const KEY_TYPE_NAMES = new Map<number, string>([
+  [P.CKK_GENERIC_SECRET, 'GENERIC_SECRET'],
+  [P.CKK_DES3, 'DES3'],
+]);
+
+function keySpecOf(keyType: number | undefined, valueLen: number | undefined): string {
+  if (keyType === P.CKK_AES && valueLen !== undefined) return `AES_${valueLen * 8}`;
+  const name =
+    (keyType !== undefined && KEY_TYPE_NAMES.get(keyType)) || `CKK_0x${(keyType ?? 0).toString(16)}`;
+  return valueLen === undefined ? name : `${name}_${valueLen * 8}`;
+}
+
+/** A CK_ULONG attribute value (native byte order: little-endian on x86_64 and arm64). */
+function ulong(value: Buffer | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (value.length === 8) return Number(value.readBigUInt64LE());
+  if (value.length === 4) return value.readUInt32LE();
+  return undefined;
+}
+
+function codeOf(err: unknown): number {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number'
+    ? (err as { code: number }).code
+    : -1;
+}
+
+/** The CKR_* name pkcs11js puts first in its messages, e.g. "CKR_PIN_INCORRECT:160". */
+function ckrOf(err: unknown): string | undefined {
+  const match = /\bCKR_[A-Z_]+/.exec(errorText(err));
+  return match?.[0];
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

