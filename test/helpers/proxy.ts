@@ -1,0 +1,227 @@
+// Starts the real local proxy (local/main.ts) in a child process, on a fresh SoftHSM token of its
+// own, with random credentials and PIN; captures everything it prints, for the log scans.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { ProxyConfig } from '../../functions/config.ts';
+import { DEMO_KEYS, ensureSoftHsmToken, HEALTH_CHECK_KEY, type KeySpec } from '../../scripts/softhsm.ts';
+import { type Credential, smithySign, type ToSign } from './sign.ts';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const PREFIX = '/test/prefix';
+
+/** Extra keys every test token has besides the demo keys. */
+export const TEST_KEYS: KeySpec[] = [
+  { label: 'aes128', encrypt: true, decrypt: true, bytes: 16 },
+  { label: 'hmac', encrypt: false, decrypt: false, type: 'GENERIC_SECRET' },
+];
+
+export function randomCredential(): Credential {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  const id = [...randomBytes(26)].map((b) => alphabet[b % 32]).join('');
+  return { accessKeyId: id, secretAccessKey: randomBytes(32).toString('base64') };
+}
+
+export interface Response {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+  // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field in the tests
+  json: any;
+}
+
+export interface RawRequest {
+  method?: string;
+  path: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+}
+
+export interface XksCall {
+  credential?: Credential;
+  region?: string;
+  date?: Date;
+  /** Change the signed request before it is sent (tampering). */
+  tamper?: (req: { path: string; headers: Record<string, string>; body: string }) => void;
+  signer?: (req: ToSign) => Promise<Record<string, string>> | Record<string, string>;
+  prefix?: string;
+}
+
+export interface RunningProxy {
+  host: string;
+  ca: Buffer;
+  pin: string;
+  credentials: Credential[];
+  /** Secrets a log must never contain. */
+  secrets: string[];
+  config: ProxyConfig;
+  send(req: RawRequest): Promise<Response>;
+  /** A signed XKS call: `route` is 'health' or 'keys/<id>/<metadata|encrypt|decrypt>'. */
+  xks(route: string, body: unknown, options?: XksCall): Promise<Response>;
+  /** Everything the proxy printed so far (stdout and stderr). */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+export interface ProxyOptions {
+  /** Changes to the generated configuration before the proxy starts. */
+  configure?: (config: ProxyConfig) => void;
+}
+
+export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
+  const dir = mkdtempSync(join(tmpdir(), 'xks-test-'));
+  const pin = randomBytes(12).toString('base64url');
+  const soPin = randomBytes(12).toString('base64url');
+  const token = ensureSoftHsmToken({
+    dir,
+    label: 'xks-test',
+    pin,
+    soPin,
+    keys: [...DEMO_KEYS, ...TEST_KEYS],
+  });
+  const credentials = [randomCredential(), randomCredential(), randomCredential()];
+  const [first, second, third] = credentials as [Credential, Credential, Credential];
+  const config: ProxyConfig = {
+    hsm: {
+      modulePath: token.modulePath,
+      tokenLabel: 'xks-test',
+      pin,
+      healthCheckKeyLabel: HEALTH_CHECK_KEY,
+      keyCacheSeconds: 60,
+    },
+    healthCheck: { cacheSeconds: 10, degradedAboveMs: 1000 },
+    proxy: { vendor: 'test vendor', model: 'test model 1.0', fleetSize: 1 },
+    keystores: [
+      {
+        name: 'test',
+        pathPrefix: PREFIX,
+        credentials: [first, second],
+        keys: ['foo', 'encrypt_only_key', 'decrypt_only_key', 'impotent_key', 'aes128', 'hmac', 'not_in_hsm'],
+      },
+      { name: 'eu', pathPrefix: '', credentials: [third], keys: ['foo'], allowedRegions: ['eu-west-1'] },
+    ],
+  };
+  options.configure?.(config);
+  const configFile = join(dir, 'config.json');
+  writeFileSync(configFile, JSON.stringify(config), { mode: 0o600 });
+
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, 'local/main.ts'), '--config', configFile, '--state-dir', dir, '--port', '0'],
+    { env: { ...process.env, SOFTHSM2_CONF: token.conf }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  const host = await listening(child, () => output);
+  const ca = readFileSync(join(dir, 'tls', 'cert.pem'));
+  const agent = new Agent({ ca, keepAlive: true, maxSockets: 8 });
+
+  const send = (req: RawRequest): Promise<Response> =>
+    new Promise((resolvePromise, reject) => {
+      const [hostname, port] = host.split(':');
+      // Always framed: Node sends a GET body without Content-Length otherwise.
+      const headers = { 'content-length': String(Buffer.byteLength(req.body ?? '')), ...req.headers };
+      const outgoing = request(
+        // TLS identity is checked against 'localhost' even when a test forges the Host header.
+        {
+          hostname,
+          port,
+          servername: 'localhost',
+          method: req.method ?? 'POST',
+          path: req.path,
+          headers,
+          agent,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let json: unknown;
+            try {
+              json = JSON.parse(text);
+            } catch {
+              json = undefined;
+            }
+            resolvePromise({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+          });
+        },
+      );
+      outgoing.on('error', reject);
+      outgoing.end(req.body);
+    });
+
+  const xks = async (route: string, body: unknown, call: XksCall = {}): Promise<Response> => {
+    const path = `${call.prefix ?? PREFIX}/kms/xks/v1/${route}`;
+    const text = typeof body === 'string' ? body : JSON.stringify(body);
+    const sign = call.signer ?? smithySign;
+    const headers = await sign({
+      host,
+      path,
+      body: text,
+      credential: call.credential ?? first,
+      region: call.region,
+      date: call.date,
+    });
+    const req = { path, headers: { ...headers, 'content-type': 'application/json' }, body: text };
+    call.tamper?.(req);
+    return send({ path: req.path, headers: req.headers, body: req.body });
+  };
+
+  return {
+    host,
+    ca,
+    pin,
+    credentials,
+    secrets: [pin, soPin, ...credentials.map((c) => c.secretAccessKey)],
+    config,
+    send,
+    xks,
+    output: () => output,
+    stop: async () => {
+      agent.destroy();
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function listening(child: ChildProcess, output: () => string): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`proxy did not start:\n${output()}`)), 20_000);
+    const check = () => {
+      const match = /listening on https?:\/\/([\w.:-]+)/.exec(output());
+      if (match) {
+        clearTimeout(timer);
+        child.stderr?.off('data', check);
+        resolvePromise(match[1] as string);
+      }
+    };
+    child.stderr?.on('data', check);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`proxy exited with ${code}:\n${output()}`));
+    });
+  });
+}
+
+/** Request metadata as KMS sends it. */
+export function metadata(kmsOperation: string, extra: Record<string, string> = {}) {
+  return {
+    awsPrincipalArn: 'arn:aws:iam::123456789012:user/Alice',
+    kmsKeyArn: 'arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+    kmsOperation,
+    kmsRequestId: `req-${randomBytes(6).toString('hex')}`,
+    ...extra,
+  };
+}

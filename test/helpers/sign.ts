@@ -1,0 +1,78 @@
+// Independent SigV4 signers for the tests: @smithy/signature-v4 (what the AWS SDKs use) and aws4.
+import { Sha256 } from '@aws-crypto/sha256-js';
+import { SignatureV4 } from '@smithy/signature-v4';
+import aws4 from 'aws4';
+
+export interface Credential {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+export interface ToSign {
+  method?: string;
+  /** Host header value, with port. */
+  host: string;
+  path: string;
+  body: string | Buffer;
+  credential: Credential;
+  region?: string;
+  service?: string;
+  date?: Date;
+  /** Extra headers (signed, unless `unsigned` lists them). */
+  headers?: Record<string, string>;
+  /** Header names the signer must leave out of SignedHeaders. */
+  unsigned?: string[];
+}
+
+/** Headers (host, x-amz-date, authorization, ...) as @smithy/signature-v4 signs them. */
+export async function smithySign(req: ToSign): Promise<Record<string, string>> {
+  const [hostname, port] = req.host.split(':');
+  const signer = new SignatureV4({
+    service: req.service ?? 'kms-xks-proxy',
+    region: req.region ?? 'us-east-1',
+    credentials: req.credential,
+    sha256: Sha256,
+  });
+  const signed = await signer.sign(
+    {
+      method: req.method ?? 'POST',
+      protocol: 'https:',
+      hostname: hostname as string,
+      port: port === undefined ? undefined : Number(port),
+      path: req.path,
+      headers: { host: req.host, 'content-type': 'application/json', ...req.headers },
+      body: req.body,
+    },
+    {
+      signingDate: req.date ?? new Date(),
+      unsignableHeaders: new Set(['content-type', ...(req.unsigned ?? [])]),
+    },
+  );
+  return signed.headers as Record<string, string>;
+}
+
+/** Headers as the aws4 package signs them (it also signs content-type and content-length). */
+export function aws4Sign(req: ToSign): Record<string, string> {
+  const options = {
+    host: req.host,
+    method: req.method ?? 'POST',
+    path: req.path,
+    service: req.service ?? 'kms-xks-proxy',
+    region: req.region ?? 'us-east-1',
+    body: req.body,
+    headers: { 'content-type': 'application/json', ...req.headers } as Record<string, string | number>,
+  };
+  if (req.date !== undefined) options.headers['X-Amz-Date'] = toAmzDate(req.date);
+  const signed = aws4.sign(options, req.credential);
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(signed.headers ?? {}))
+    headers[name.toLowerCase()] = String(value);
+  return headers;
+}
+
+export function toAmzDate(date: Date): string {
+  return date
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
+}

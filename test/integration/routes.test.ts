@@ -1,0 +1,296 @@
+// GetHealthStatus, GetKeyMetadata and the spec's error table (every row that applies to this
+// proxy so far), through the real local server and SoftHSM.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { assertNoLeaks } from '../helpers/leaks.ts';
+import { metadata, PREFIX, type RunningProxy, startProxy } from '../helpers/proxy.ts';
+
+let proxy: RunningProxy;
+const sensitive: Buffer[] = [];
+
+before(async () => {
+  proxy = await startProxy();
+});
+after(async () => {
+  await proxy?.stop();
+});
+
+function assertError(
+  res: { status: number; json: { errorName?: string; errorMessage?: string } },
+  status: number,
+  name: string,
+) {
+  assert.equal(res.status, status, JSON.stringify(res.json));
+  assert.equal(res.json.errorName, name);
+  // Spec (Error codes): errorMessage is printable ASCII and shorter than 512 characters.
+  if (res.json.errorMessage !== undefined) assert.match(res.json.errorMessage, /^[\x20-\x7e]{0,511}$/);
+}
+
+const healthBody = { requestMetadata: { kmsRequestId: 'health-1', kmsOperation: 'KmsHealthCheck' } };
+const plaintext = () => {
+  const bytes = randomBytes(32);
+  sensitive.push(bytes);
+  return bytes.toString('base64');
+};
+const encryptBody = (extra: Record<string, unknown> = {}) => ({
+  requestMetadata: metadata('Encrypt'),
+  plaintext: plaintext(),
+  encryptionAlgorithm: 'AES_GCM',
+  ...extra,
+});
+const decryptBody = (extra: Record<string, unknown> = {}) => ({
+  requestMetadata: metadata('Decrypt'),
+  ciphertext: plaintext(),
+  encryptionAlgorithm: 'AES_GCM',
+  initializationVector: randomBytes(12).toString('base64'),
+  authenticationTag: randomBytes(16).toString('base64'),
+  ...extra,
+});
+
+describe('GetHealthStatus', () => {
+  test('answers a deep, schema-valid status', async () => {
+    const res = await proxy.xks('health', healthBody);
+    assert.equal(res.status, 200, res.text);
+    const body = res.json;
+    assert.ok(Number.isInteger(body.xksProxyFleetSize) && body.xksProxyFleetSize > 0);
+    for (const field of ['xksProxyVendor', 'xksProxyModel', 'ekmVendor']) {
+      assert.equal(typeof body[field], 'string');
+      assert.ok(body[field].length > 0, field);
+    }
+    assert.equal(body.ekmVendor, 'SoftHSM project');
+    assert.ok(body.ekmFleetDetails.length >= 1 && body.ekmFleetDetails.length <= 10);
+    const [hsm] = body.ekmFleetDetails;
+    assert.equal(hsm.healthStatus, 'ACTIVE');
+    assert.match(hsm.model, /SoftHSM.*2\.\d/, 'model names the product and its version');
+    assert.ok(hsm.id.length > 0);
+    assert.equal(res.text.includes('\n'), false, 'single-line JSON');
+  });
+
+  test('uses the health-check key, never a customer key', async () => {
+    await proxy.xks('health', {
+      requestMetadata: { kmsRequestId: 'health-2', kmsOperation: 'KmsHealthCheck' },
+    });
+    const lines = proxy
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('"kmsRequestId":"health-2"'));
+    assert.equal(lines.length, 1);
+    assert.doesNotMatch(lines[0] as string, /"keyId":"(foo|encrypt_only_key)"/);
+  });
+
+  test('a malformed body still gets a status (no ValidationException for health)', async () => {
+    for (const body of ['{}', '[]', 'not json', '{"requestMetadata":7}']) {
+      const res = await proxy.xks('health', body);
+      assert.equal(res.status, 200, `${body}: ${res.text}`);
+      assert.equal(res.json.ekmFleetDetails[0].healthStatus, 'ACTIVE');
+    }
+  });
+});
+
+describe('GetKeyMetadata', () => {
+  const cases: Array<[string, string, string[]]> = [
+    ['foo', 'AES_256', ['ENCRYPT', 'DECRYPT']],
+    ['encrypt_only_key', 'AES_256', ['ENCRYPT']],
+    ['decrypt_only_key', 'AES_256', ['DECRYPT']],
+    ['impotent_key', 'AES_256', []],
+    ['aes128', 'AES_128', ['ENCRYPT', 'DECRYPT']],
+    ['hmac', 'GENERIC_SECRET_256', ['SIGN', 'VERIFY']],
+  ];
+  for (const [key, keySpec, keyUsage] of cases) {
+    test(`${key}: ${keySpec} ${keyUsage.join('+') || 'no usage'}`, async () => {
+      const res = await proxy.xks(`keys/${key}/metadata`, {
+        requestMetadata: {
+          awsPrincipalArn: 'arn:aws:iam::123456789012:user/Alice',
+          kmsOperation: 'CreateKey',
+          kmsRequestId: 'm-1',
+        },
+      });
+      assert.equal(res.status, 200, res.text);
+      assert.deepEqual(res.json, { keySpec, keyUsage, keyStatus: 'ENABLED' });
+    });
+  }
+});
+
+describe('error table (spec: Error codes)', () => {
+  test('400 ValidationException: invalid input', async () => {
+    const bad: Array<[string, unknown]> = [
+      ['not JSON', '{"requestMetadata":'],
+      ['no requestMetadata', { plaintext: plaintext(), encryptionAlgorithm: 'AES_GCM' }],
+      ['no plaintext', { requestMetadata: metadata('Encrypt'), encryptionAlgorithm: 'AES_GCM' }],
+      ['empty plaintext', encryptBody({ plaintext: '' })],
+      ['plaintext a number', encryptBody({ plaintext: 12 })],
+      ['URL-safe Base64', encryptBody({ plaintext: '-_-_' })],
+      ['Base64 without padding', encryptBody({ plaintext: 'SGVsbG8' })],
+      ['non-canonical Base64', encryptBody({ plaintext: 'QR==' })],
+      ['wrong algorithm', encryptBody({ encryptionAlgorithm: 'AES_CBC' })],
+      ['wrong CDIV algorithm', encryptBody({ ciphertextDataIntegrityValueAlgorithm: 'SHA_1' })],
+      [
+        'no kmsRequestId',
+        encryptBody({ requestMetadata: { ...metadata('Encrypt'), kmsRequestId: undefined } }),
+      ],
+      ['kmsKeyArn not a string', encryptBody({ requestMetadata: { ...metadata('Encrypt'), kmsKeyArn: 5 } })],
+    ];
+    for (const [name, body] of bad) {
+      assertError(await proxy.xks('keys/foo/encrypt', body), 400, 'ValidationException');
+      void name;
+    }
+    const badDecrypt: Array<[string, Record<string, unknown>]> = [
+      ['8-byte IV', { initializationVector: randomBytes(8).toString('base64') }],
+      ['13-byte IV', { initializationVector: randomBytes(13).toString('base64') }],
+      ['12-byte tag', { authenticationTag: randomBytes(12).toString('base64') }],
+      ['17-byte tag', { authenticationTag: randomBytes(17).toString('base64') }],
+      ['21-byte ciphertextMetadata', { ciphertextMetadata: randomBytes(21).toString('base64') }],
+      ['no IV', { initializationVector: undefined }],
+      ['no tag', { authenticationTag: undefined }],
+    ];
+    for (const [name, extra] of badDecrypt) {
+      const res = await proxy.xks('keys/foo/decrypt', decryptBody(extra));
+      assert.equal(res.json.errorName, 'ValidationException', name);
+      assert.equal(res.status, 400);
+    }
+    const longId = 'k'.repeat(129);
+    assertError(
+      await proxy.xks(`keys/${longId}/metadata`, { requestMetadata: metadata('CreateKey') }),
+      400,
+      'ValidationException',
+    );
+    assertError(
+      await proxy.xks('keys/a%20b/metadata', { requestMetadata: metadata('CreateKey') }),
+      400,
+      'ValidationException',
+    );
+  });
+
+  test('400 InvalidCiphertextException: a ciphertext the key did not make', async () => {
+    assertError(await proxy.xks('keys/foo/decrypt', decryptBody()), 400, 'InvalidCiphertextException');
+  });
+
+  test('400 InvalidKeyUsageException: the key does not allow the operation', async () => {
+    assertError(
+      await proxy.xks('keys/decrypt_only_key/encrypt', encryptBody()),
+      400,
+      'InvalidKeyUsageException',
+    );
+    assertError(await proxy.xks('keys/impotent_key/encrypt', encryptBody()), 400, 'InvalidKeyUsageException');
+    assertError(
+      await proxy.xks('keys/encrypt_only_key/decrypt', decryptBody()),
+      400,
+      'InvalidKeyUsageException',
+    );
+    assertError(await proxy.xks('keys/impotent_key/decrypt', decryptBody()), 400, 'InvalidKeyUsageException');
+    // Not AES-256: AES-128 and an HMAC key.
+    assertError(await proxy.xks('keys/aes128/encrypt', encryptBody()), 400, 'InvalidKeyUsageException');
+    assertError(await proxy.xks('keys/hmac/decrypt', decryptBody()), 400, 'InvalidKeyUsageException');
+    // A CDIV needs a verification decrypt (Appendix C), so it needs DECRYPT too.
+    const cdiv = encryptBody({ ciphertextDataIntegrityValueAlgorithm: 'SHA_256' });
+    assertError(await proxy.xks('keys/encrypt_only_key/encrypt', cdiv), 400, 'InvalidKeyUsageException');
+    // ... and without CDIV the encrypt-only key encrypts.
+    assert.equal((await proxy.xks('keys/encrypt_only_key/encrypt', encryptBody())).status, 200);
+  });
+
+  test('401 AuthenticationFailedException: a bad signature', async () => {
+    const res = await proxy.xks('keys/foo/encrypt', encryptBody(), {
+      tamper: (req) => {
+        req.body = req.body.replace('GenerateDataKey', 'Encrypt').replace('"Encrypt"', '"ReEncrypt"');
+      },
+    });
+    assertError(res, 401, 'AuthenticationFailedException');
+  });
+
+  test('404 KeyNotFoundException: not in the key store, or not in the HSM', async () => {
+    const body = { requestMetadata: metadata('CreateKey') };
+    assertError(await proxy.xks('keys/nope/metadata', body), 404, 'KeyNotFoundException');
+    assertError(await proxy.xks('keys/not_in_hsm/metadata', body), 404, 'KeyNotFoundException');
+    assertError(await proxy.xks('keys/nope/encrypt', encryptBody()), 404, 'KeyNotFoundException');
+    assertError(await proxy.xks('keys/nope/decrypt', decryptBody()), 404, 'KeyNotFoundException');
+    // The health-check key exists in the HSM but is no customer key.
+    assertError(await proxy.xks('keys/xks-health-check/encrypt', encryptBody()), 404, 'KeyNotFoundException');
+  });
+
+  test('404 InvalidUriPathException: unknown prefix or route, any method', async () => {
+    const paths = [
+      '/wrong/prefix/kms/xks/v1/health',
+      `${PREFIX}/kms/xks/v2/health`,
+      `${PREFIX}/kms/xks/v1/keys/foo/sign`,
+      `${PREFIX}/kms/xks/v1/keys/foo`,
+      `${PREFIX}/kms/xks/v1/health/`,
+      '/',
+      '/kms/xks/v1/keys/foo/bar/encrypt',
+    ];
+    for (const path of paths) {
+      for (const method of ['POST', 'GET']) {
+        const res = await proxy.send({
+          method,
+          path,
+          headers: { 'content-type': 'application/json' },
+          body: '{}',
+        });
+        assertError(res, 404, 'InvalidUriPathException');
+      }
+    }
+    // A real route under another key store's prefix is unknown to this one.
+    const res = await proxy.xks('health', healthBody, { prefix: '/test' });
+    assertError(res, 404, 'InvalidUriPathException');
+  });
+
+  test('405 for GET (and other methods) on the four routes', async () => {
+    for (const route of ['health', 'keys/foo/metadata', 'keys/foo/encrypt', 'keys/foo/decrypt']) {
+      for (const method of ['GET', 'PUT', 'DELETE']) {
+        const res = await proxy.send({ method, path: `${PREFIX}/kms/xks/v1/${route}` });
+        assert.equal(res.status, 405, `${method} ${route}`);
+        assert.equal(res.headers.allow, 'POST');
+        assert.equal(res.json.errorName, 'MethodNotAllowed');
+      }
+    }
+  });
+
+  test('501 UnsupportedOperationException: larger than this proxy supports', async () => {
+    const big = randomBytes(65_537).toString('base64');
+    assertError(
+      await proxy.xks('keys/foo/encrypt', encryptBody({ plaintext: big })),
+      501,
+      'UnsupportedOperationException',
+    );
+    const bigAad = randomBytes(65_536).toString('base64');
+    assertError(
+      await proxy.xks('keys/foo/encrypt', encryptBody({ additionalAuthenticatedData: bigAad })),
+      501,
+      'UnsupportedOperationException',
+    );
+    assertError(
+      await proxy.xks('keys/foo/decrypt', decryptBody({ ciphertext: big })),
+      501,
+      'UnsupportedOperationException',
+    );
+    // A body over the server's limit is refused while it is read.
+    const huge = Buffer.alloc(2 * 1024 * 1024, 0x41);
+    const res = await proxy.send({ path: `${PREFIX}/kms/xks/v1/keys/foo/encrypt`, body: huge });
+    assertError(res, 501, 'UnsupportedOperationException');
+  });
+
+  test('still serving after all of the above', async () => {
+    assert.equal((await proxy.xks('health', healthBody)).status, 200);
+    assert.equal((await proxy.xks('keys/foo/encrypt', encryptBody())).status, 200);
+  });
+});
+
+test('every request left one log line with its outcome; nothing sensitive was logged', () => {
+  const output = proxy.output();
+  const lines = output
+    .split('\n')
+    .filter((l) => l.startsWith('{"level"'))
+    .map((l) => JSON.parse(l));
+  const requests = lines.filter((l) => l.message === 'XKS request');
+  assert.ok(requests.length > 40, `${requests.length} request lines`);
+  for (const line of requests) {
+    assert.ok(['success', 'error'].includes(line.outcome));
+    assert.equal(typeof line.latencyMs, 'number');
+    if (line.outcome === 'error') assert.equal(typeof line.errorName, 'string');
+  }
+  const denied = requests.find((l) => l.errorName === 'InvalidKeyUsageException');
+  assert.equal(denied?.keystore, 'test');
+  assert.equal(denied?.kmsOperation, 'Encrypt');
+  assert.equal(denied?.awsPrincipalArn, 'arn:aws:iam::123456789012:user/Alice');
+  assertNoLeaks(output, proxy.secrets, sensitive);
+});
