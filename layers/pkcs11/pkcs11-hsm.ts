@@ -93,8 +93,7 @@ export class Pkcs11Hsm implements Hsm {
     try {
       this.#connect();
     } catch {
-      // Reported by the first request (and the health check) through #run.
-      this.#disconnect();
+      // Not fatal: the first request (and the health check) try again and report it.
     }
   }
 
@@ -160,34 +159,45 @@ export class Pkcs11Hsm implements Hsm {
   /** Runs `op` on a live session; after a session or device error, re-initialises once and retries. */
   #run<T>(op: (session: Buffer) => T): T {
     for (let attempt = 0; ; attempt++) {
+      if (this.#session === undefined) this.#connect(); // throws HsmError 'unavailable'
       try {
-        if (this.#session === undefined) this.#connect();
         return op(this.#session as Buffer);
       } catch (err) {
         if (err instanceof HsmError) throw err;
         const code = codeOf(err);
-        const retry = attempt === 0;
-        if (STALE_HANDLE_ERRORS.has(code)) {
+        const ckr = ckrOf(err);
+        if (attempt === 0 && STALE_HANDLE_ERRORS.has(code)) {
           this.#keys.clear();
-          if (retry) continue;
-        } else if (SESSION_ERRORS.has(code) || this.#session === undefined) {
+          continue;
+        }
+        if (SESSION_ERRORS.has(code)) {
+          // The session, or the library's whole state, is gone: re-initialise once and retry.
           this.#disconnect();
-          if (retry) continue;
-          throw new HsmError('unavailable', `HSM unavailable (${ckrOf(err) ?? errorText(err)})`, ckrOf(err), {
-            cause: err,
-          });
+          if (attempt === 0) continue;
+          throw new HsmError('unavailable', `HSM unavailable (${ckr})`, ckr, { cause: err });
         }
         if (KEY_USAGE_ERRORS.has(code)) {
-          throw new HsmError('keyUsage', 'The HSM does not permit this operation with this key', ckrOf(err));
+          throw new HsmError('keyUsage', 'The HSM does not permit this operation with this key', ckr);
         }
-        throw new HsmError('failed', `HSM operation failed (${ckrOf(err) ?? errorText(err)})`, ckrOf(err), {
-          cause: err,
-        });
+        throw new HsmError('failed', `HSM operation failed (${ckr ?? errorText(err)})`, ckr, { cause: err });
       }
     }
   }
 
+  /** Initialises, finds the token, opens a session and logs in; all or nothing. */
   #connect(): void {
+    try {
+      this.#open();
+    } catch (err) {
+      // Finalized, so that the next attempt starts over (SoftHSM rescans its tokens then).
+      this.#disconnect();
+      if (err instanceof HsmError) throw err;
+      const ckr = ckrOf(err);
+      throw new HsmError('unavailable', `HSM unavailable (${ckr ?? errorText(err)})`, ckr, { cause: err });
+    }
+  }
+
+  #open(): void {
     const lib = this.#lib;
     try {
       lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK }); // without it SoftHSM turns its locking off
@@ -229,7 +239,11 @@ export class Pkcs11Hsm implements Hsm {
     for (const slot of this.#lib.C_GetSlotList(true)) {
       if (this.#lib.C_GetTokenInfo(slot).label.replace(BLANKS, '') === want) return slot;
     }
-    throw new HsmError('unavailable', `No token labelled '${want}' is present`, 'CKR_TOKEN_NOT_PRESENT');
+    throw new HsmError(
+      'unavailable',
+      `HSM unavailable: no token labelled '${want}' is present`,
+      'CKR_TOKEN_NOT_PRESENT',
+    );
   }
 
   #handle(key: HsmKey): Buffer {

@@ -58,6 +58,8 @@ export interface RunningProxy {
   /** Secrets a log must never contain. */
   secrets: string[];
   config: ProxyConfig;
+  /** The proxy's state folder: token, config, TLS certificate. */
+  dir: string;
   send(req: RawRequest): Promise<Response>;
   /** A signed XKS call: `route` is 'health' or 'keys/<id>/<metadata|encrypt|decrypt>'. */
   xks(route: string, body: unknown, options?: XksCall): Promise<Response>;
@@ -71,7 +73,20 @@ export interface ProxyOptions {
   configure?: (config: ProxyConfig) => void;
 }
 
-export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
+export interface TestSetup {
+  dir: string;
+  config: ProxyConfig;
+  configFile: string;
+  /** The SOFTHSM2_CONF the proxy process needs. */
+  softhsmConf: string;
+  pin: string;
+  credentials: Credential[];
+  /** Secrets a log must never contain. */
+  secrets: string[];
+}
+
+/** A fresh SoftHSM token (demo and test keys), random credentials and PIN, and a config file. */
+export function createTestSetup(options: ProxyOptions = {}): TestSetup {
   const dir = mkdtempSync(join(tmpdir(), 'xks-test-'));
   const pin = randomBytes(12).toString('base64url');
   const soPin = randomBytes(12).toString('base64url');
@@ -107,11 +122,24 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   options.configure?.(config);
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, JSON.stringify(config), { mode: 0o600 });
+  return {
+    dir,
+    config,
+    configFile,
+    softhsmConf: token.conf,
+    pin,
+    credentials,
+    secrets: [pin, soPin, ...credentials.map((c) => c.secretAccessKey)],
+  };
+}
 
+export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
+  const { dir, config, configFile, softhsmConf, pin, credentials, secrets } = createTestSetup(options);
+  const [first] = credentials as [Credential];
   const child = spawn(
     process.execPath,
     [join(ROOT, 'local/main.ts'), '--config', configFile, '--state-dir', dir, '--port', '0'],
-    { env: { ...process.env, SOFTHSM2_CONF: token.conf }, stdio: ['ignore', 'pipe', 'pipe'] },
+    { env: { ...process.env, SOFTHSM2_CONF: softhsmConf }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
   child.stdout?.on('data', (d: Buffer) => {
@@ -181,8 +209,9 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     ca,
     pin,
     credentials,
-    secrets: [pin, soPin, ...credentials.map((c) => c.secretAccessKey)],
+    secrets,
     config,
+    dir,
     send,
     xks,
     output: () => output,

@@ -1,0 +1,45 @@
+// Bundles each Lambda handler with esbuild into dist/<function>/index.mjs (ESM, minified, with
+// source maps). pkcs11js stays external: it is a native addon that ships in the PKCS#11 layer.
+//
+//   node scripts/build.ts [outdir]
+import { mkdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { type BuildOptions, build } from 'esbuild';
+
+export const FUNCTIONS = ['getHealthStatus', 'getKeyMetadata', 'encrypt', 'decrypt'] as const;
+
+const root = resolve(import.meta.dirname, '..');
+
+export const BUNDLE_OPTIONS: BuildOptions = {
+  bundle: true,
+  platform: 'node',
+  target: 'node22',
+  format: 'esm',
+  minify: true,
+  sourcemap: true,
+  external: ['pkcs11js'],
+  // Some dependencies are CommonJS and call require() for Node built-ins.
+  banner: {
+    js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
+  },
+  legalComments: 'none',
+  logLevel: 'warning',
+};
+
+export async function buildFunctions(outdir = join(root, 'dist')): Promise<Record<string, number>> {
+  const sizes: Record<string, number> = {};
+  for (const name of FUNCTIONS) {
+    const dir = join(outdir, name);
+    mkdirSync(dir, { recursive: true });
+    const outfile = join(dir, 'index.mjs');
+    await build({ ...BUNDLE_OPTIONS, entryPoints: [join(root, 'functions', `${name}.ts`)], outfile });
+    sizes[name] = statSync(outfile).size;
+  }
+  return sizes;
+}
+
+if (import.meta.main) {
+  const sizes = await buildFunctions(process.argv[2] ? resolve(process.argv[2]) : undefined);
+  for (const [name, size] of Object.entries(sizes))
+    console.log(`${name.padEnd(16)} ${(size / 1024).toFixed(1)} KiB`);
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every check and every test, in the order a failure is cheapest to find. Run through
+# `npm test`, which first brings the machine up to date (scripts/bootstrap.sh).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "== lint (biome)"
+npx biome check .
+echo "== typecheck (tsc)"
+npx tsc --noEmit
+echo "== bundles (esbuild)"
+node scripts/build.ts
+echo "== tests (node:test)"
+# One process per test file; each integration file starts its own proxy on its own SoftHSM token.
+node --test --test-concurrency=2 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts'

@@ -1,0 +1,98 @@
+// API Gateway REST (payload 1.0) events, signed, for calling the Lambda handlers in-process.
+import { randomUUID } from 'node:crypto';
+import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
+import { type Credential, smithySign } from './sign.ts';
+
+export interface EventOptions {
+  /** The API's resource path (event.path), e.g. /test/prefix/kms/xks/v1/health. */
+  path: string;
+  body: unknown;
+  credential: Credential;
+  method?: string;
+  host?: string;
+  /** API Gateway stage; it appears in requestContext.path (what the client signed) only. */
+  stage?: string;
+  /** Deliver the body Base64-encoded (binaryMediaTypes) or as a UTF-8 string. */
+  base64?: boolean;
+  /** Sign this path instead of the one the client would have used. */
+  signedPath?: string;
+  /** Only `headers` (no multiValueHeaders), as some test tools send. */
+  singleValueHeaders?: boolean;
+}
+
+export async function signedEvent(options: EventOptions): Promise<APIGatewayProxyEvent> {
+  const host = options.host ?? 'xks.example.com';
+  const body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
+  const clientPath = options.stage ? `/${options.stage}${options.path}` : options.path;
+  const signed = await smithySign({
+    host,
+    path: options.signedPath ?? clientPath,
+    body,
+    credential: options.credential,
+  });
+  const headers: Record<string, string> = { ...signed, 'Content-Type': 'application/json' };
+  const base64 = options.base64 ?? false;
+  return {
+    resource: options.path,
+    path: options.path,
+    httpMethod: options.method ?? 'POST',
+    headers,
+    multiValueHeaders: options.singleValueHeaders
+      ? (undefined as unknown as Record<string, string[]>)
+      : Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, [v]])),
+    queryStringParameters: null,
+    multiValueQueryStringParameters: null,
+    pathParameters: null,
+    stageVariables: null,
+    body: base64 ? Buffer.from(body).toString('base64') : body,
+    isBase64Encoded: base64,
+    requestContext: {
+      accountId: '123456789012',
+      apiId: 'abcdef1234',
+      authorizer: null,
+      domainName: host,
+      httpMethod: options.method ?? 'POST',
+      path: clientPath,
+      protocol: 'HTTP/1.1',
+      requestId: randomUUID(),
+      requestTimeEpoch: Date.now(),
+      resourceId: 'r1',
+      resourcePath: options.path,
+      stage: options.stage ?? '$default',
+      identity: {
+        accessKey: null,
+        accountId: null,
+        apiKey: null,
+        apiKeyId: null,
+        caller: null,
+        clientCert: null,
+        cognitoAuthenticationProvider: null,
+        cognitoAuthenticationType: null,
+        cognitoIdentityId: null,
+        cognitoIdentityPoolId: null,
+        principalOrgId: null,
+        sourceIp: '10.0.0.1',
+        user: null,
+        userAgent: 'test',
+        userArn: null,
+      },
+    },
+  };
+}
+
+export function lambdaContext(functionName = 'xks-test'): Context {
+  return {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName,
+    functionVersion: '$LATEST',
+    invokedFunctionArn: `arn:aws:lambda:us-east-1:123456789012:function:${functionName}`,
+    memoryLimitInMB: '512',
+    awsRequestId: randomUUID(),
+    logGroupName: `/aws/lambda/${functionName}`,
+    logStreamName: 'test',
+    getRemainingTimeInMillis: () => 3000,
+    done: () => {},
+    fail: () => {},
+    succeed: () => {},
+  };
+}

@@ -1,0 +1,167 @@
+// The Lambda handlers called in-process with API Gateway events, as Lambda calls them: the path the
+// client signed (requestContext.path, with the stage) vs the resource path, body encodings, the
+// Powertools log lines and EMF metrics, cold start, and concurrent invocations.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { after, before, test } from 'node:test';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { type EventOptions, lambdaContext, signedEvent } from '../helpers/events.ts';
+import { assertNoLeaks } from '../helpers/leaks.ts';
+import { createTestSetup, metadata, PREFIX, type TestSetup } from '../helpers/proxy.ts';
+
+type Handler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
+
+let setup: TestSetup;
+let handlers: Record<'health' | 'metadata' | 'encrypt' | 'decrypt', Handler>;
+let captured = '';
+const sensitive: Buffer[] = [];
+const writeOut = process.stdout.write.bind(process.stdout);
+const writeErr = process.stderr.write.bind(process.stderr);
+
+before(async () => {
+  setup = createTestSetup();
+  process.env.XKS_PROXY_CONFIG = setup.configFile;
+  process.env.SOFTHSM2_CONF = setup.softhsmConf;
+  // What Lambda sets for an on-demand environment: Powertools then reports the cold start.
+  process.env.AWS_LAMBDA_INITIALIZATION_TYPE = 'on-demand';
+  process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-test';
+  // Powertools writes through process.stdout and stderr: keep everything, out of the test report.
+  const capture = ((chunk: string | Uint8Array) => {
+    captured += chunk.toString();
+    return true;
+  }) as typeof process.stdout.write;
+  process.stdout.write = capture;
+  process.stderr.write = capture;
+  const load = async (name: string) => (await import(`../../functions/${name}.ts`)).handler as Handler;
+  handlers = {
+    health: await load('getHealthStatus'),
+    metadata: await load('getKeyMetadata'),
+    encrypt: await load('encrypt'),
+    decrypt: await load('decrypt'),
+  };
+});
+
+after(() => {
+  process.stdout.write = writeOut;
+  process.stderr.write = writeErr;
+  rmSync(setup.dir, { recursive: true, force: true });
+});
+
+function event(route: string, body: unknown, options: Partial<EventOptions> = {}) {
+  return signedEvent({
+    path: `${PREFIX}/kms/xks/v1/${route}`,
+    body,
+    credential: setup.credentials[0] as EventOptions['credential'],
+    ...options,
+  });
+}
+
+function encryptBody() {
+  const plaintext = randomBytes(32);
+  sensitive.push(plaintext);
+  return {
+    requestMetadata: metadata('Encrypt'),
+    plaintext: plaintext.toString('base64'),
+    encryptionAlgorithm: 'AES_GCM',
+  };
+}
+
+function emf(): Array<Record<string, unknown>> {
+  return captured
+    .split('\n')
+    .filter((l) => l.startsWith('{"_aws"'))
+    .map((l) => JSON.parse(l));
+}
+
+test('the first invocation reports a cold start, later ones do not', async () => {
+  const health = { requestMetadata: { kmsRequestId: 'h-1', kmsOperation: 'KmsHealthCheck' } };
+  const first = await handlers.health(await event('health', health), lambdaContext('xks-health'));
+  assert.equal(first.statusCode, 200, first.body);
+  await handlers.health(await event('health', health), lambdaContext('xks-health'));
+  const coldStarts = emf().filter((m) => 'ColdStart' in m);
+  assert.equal(coldStarts.length, 1);
+  assert.equal(coldStarts[0]?.function_name, 'xks-health');
+});
+
+test('SigV4 covers the path the client sent, with the stage (requestContext.path)', async () => {
+  const ok = await handlers.encrypt(
+    await event('keys/foo/encrypt', encryptBody(), { stage: 'prod' }),
+    lambdaContext(),
+  );
+  assert.equal(ok.statusCode, 200, ok.body);
+  // Signed without the stage: not what the client sent, so not authentic.
+  const bad = await handlers.encrypt(
+    await event('keys/foo/encrypt', encryptBody(), {
+      stage: 'prod',
+      signedPath: `${PREFIX}/kms/xks/v1/keys/foo/encrypt`,
+    }),
+    lambdaContext(),
+  );
+  assert.equal(bad.statusCode, 401, bad.body);
+});
+
+test('bodies as UTF-8 strings or Base64, headers single- or multi-valued', async () => {
+  for (const options of [{ base64: true }, { base64: false }, { singleValueHeaders: true }]) {
+    const res = await handlers.encrypt(
+      await event('keys/foo/encrypt', encryptBody(), options),
+      lambdaContext(),
+    );
+    assert.equal(res.statusCode, 200, `${JSON.stringify(options)}: ${res.body}`);
+  }
+});
+
+test('a handler given another route answers InvalidUriPathException', async () => {
+  const res = await handlers.decrypt(await event('keys/foo/encrypt', encryptBody()), lambdaContext());
+  assert.equal(res.statusCode, 404);
+  assert.equal(JSON.parse(res.body).errorName, 'InvalidUriPathException');
+});
+
+test('metrics per route: requests, errors, latency, HSM latency; errors by errorName', async () => {
+  captured = '';
+  await handlers.encrypt(await event('keys/foo/encrypt', encryptBody()), lambdaContext());
+  await handlers.encrypt(await event('keys/impotent_key/encrypt', encryptBody()), lambdaContext());
+  const documents = emf();
+  assert.equal(documents.length, 3);
+  const [success, failure] = documents.filter((m) => 'Requests' in m);
+  const byName = documents.find((m) => 'ErrorsByName' in m);
+  assert.equal(success?.operation, 'Encrypt');
+  assert.equal(success?.Requests, 1);
+  assert.equal(success?.Errors, 0);
+  assert.equal(typeof success?.Latency, 'number');
+  assert.ok((success?.HsmLatency as number) > 0);
+  assert.equal(failure?.Errors, 1);
+  // ErrorsByName is its own EMF document, with the errorName dimension.
+  assert.equal(byName?.errorName, 'InvalidKeyUsageException');
+  assert.equal(byName?.operation, 'Encrypt');
+});
+
+test('concurrent invocations never mix their log fields', async () => {
+  captured = '';
+  const calls = Array.from({ length: 40 }, async (_, i) => {
+    const ok = i % 2 === 0;
+    const body = { ...encryptBody(), requestMetadata: metadata('Encrypt', { kmsRequestId: `c-${i}` }) };
+    return handlers.encrypt(
+      await event(`keys/${ok ? 'foo' : 'decrypt_only_key'}/encrypt`, body),
+      lambdaContext(),
+    );
+  });
+  const results = await Promise.all(calls);
+  results.forEach((r, i) => {
+    assert.equal(r.statusCode, i % 2 === 0 ? 200 : 400);
+  });
+  const lines = captured
+    .split('\n')
+    .filter((l) => l.includes('"message":"XKS request"'))
+    .map((l) => JSON.parse(l));
+  assert.equal(lines.length, 40);
+  for (const line of lines) {
+    const i = Number(String(line.kmsRequestId).slice(2));
+    assert.equal(line.keyId, i % 2 === 0 ? 'foo' : 'decrypt_only_key', `line of c-${i}`);
+    assert.equal(line.outcome, i % 2 === 0 ? 'success' : 'error');
+  }
+});
+
+test('nothing sensitive in the captured logs', () => {
+  assertNoLeaks(captured, setup.secrets, sensitive);
+});
