@@ -26,16 +26,29 @@ export const BUNDLE_OPTIONS: BuildOptions = {
   logLevel: 'warning',
 };
 
-export async function buildFunctions(outdir = join(root, 'dist')): Promise<Record<string, number>> {
-  const sizes: Record<string, number> = {};
+export interface Bundle {
+  file: string;
+  bytes: number;
+  /** The source files inside, relative to the project (node_modules/... for dependencies). */
+  inputs: string[];
+}
+
+export async function buildFunctions(outdir = join(root, 'dist')): Promise<Record<string, Bundle>> {
+  const bundles: Record<string, Bundle> = {};
   for (const name of FUNCTIONS) {
     const dir = join(outdir, name);
     mkdirSync(dir, { recursive: true });
-    const outfile = join(dir, 'index.mjs');
-    await build({ ...BUNDLE_OPTIONS, entryPoints: [join(root, 'functions', `${name}.ts`)], outfile });
-    sizes[name] = statSync(outfile).size;
+    const file = join(dir, 'index.mjs');
+    const { metafile } = await build({
+      ...BUNDLE_OPTIONS,
+      absWorkingDir: root,
+      entryPoints: [join(root, 'functions', `${name}.ts`)],
+      outfile: file,
+      metafile: true,
+    });
+    bundles[name] = { file, bytes: statSync(file).size, inputs: Object.keys(metafile.inputs) };
   }
-  return sizes;
+  return bundles;
 }
 
 if (import.meta.main) {
