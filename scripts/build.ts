@@ -52,7 +52,8 @@ export async function buildFunctions(outdir = join(root, 'dist')): Promise<Recor
 }
 
 if (import.meta.main) {
-  const sizes = await buildFunctions(process.argv[2] ? resolve(process.argv[2]) : undefined);
-  for (const [name, size] of Object.entries(sizes))
-    console.log(`${name.padEnd(16)} ${(size / 1024).toFixed(1)} KiB`);
+  const bundles = await buildFunctions(process.argv[2] ? resolve(process.argv[2]) : undefined);
+  for (const [name, { bytes }] of Object.entries(bundles)) {
+    console.log(`${name.padEnd(16)} ${(bytes / 1024).toFixed(1)} KiB`);
+  }
 }
