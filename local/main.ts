@@ -53,6 +53,10 @@ const handlers = {
 
 const tls = args.tls ? certificate() : undefined;
 const server = createProxyServer({ handlers, tls });
+server.on('error', (err: NodeJS.ErrnoException) => {
+  process.stderr.write(`Cannot listen on ${args.host}:${args.port}: ${err.code ?? err.message} (try --port)\n`);
+  process.exit(1);
+});
 server.listen(Number(args.port), args.host, () => {
   const { port } = server.address() as AddressInfo;
   banner(`${tls ? 'https' : 'http'}://${args.host}:${port}`);
