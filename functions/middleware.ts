@@ -126,8 +126,10 @@ function respond(operation: Operation): Middleware {
 function route(operation: Operation): Middleware {
   return {
     before: ({ event, context }) => {
-      // event.path is the API's resource path (without the stage of execute-api URLs).
-      const parsed = parseRoute(event.path);
+      // Routed on the resource (`<prefix>/kms/xks/v1/keys/{keyId}/encrypt`) and its path
+      // parameter: event.path carries the base path of a custom domain, requestContext.path the
+      // stage of an execute-api URL, the resource neither.
+      const parsed = parseRoute(event.resource ?? '');
       const keystore = parsed && keystores.get(parsed.pathPrefix);
       if (parsed?.operation !== operation || keystore === undefined) {
         throw new XksError('InvalidUriPathException', 'No XKS API at this URI path');
@@ -137,13 +139,14 @@ function route(operation: Operation): Middleware {
       }
       context.xks.keystore = keystore;
       if (parsed.keyId !== undefined) {
+        const keyId = event.pathParameters?.keyId ?? '';
         // Only ids in the spec's alphabet reach the logs and the HSM.
-        if (!KEY_ID.test(parsed.keyId)) {
+        if (!KEY_ID.test(keyId)) {
           throw new XksError('ValidationException', 'externalKeyId must be 1-128 of A-Z a-z 0-9 . - _');
         }
-        context.xks.keyId = parsed.keyId;
+        context.xks.keyId = keyId;
       }
-      logger.appendKeys({ keystore: keystore.name, keyId: parsed.keyId });
+      logger.appendKeys({ keystore: keystore.name, keyId: context.xks.keyId || undefined });
     },
   };
 }
@@ -158,6 +161,7 @@ function authenticate(): Middleware {
       const { accessKeyId } = verifySigV4(
         {
           method: event.httpMethod,
+          // The full path the client sent and signed (with the stage or the base path).
           path: event.requestContext?.path ?? event.path,
           query: queryOf(event),
           headers: event.multiValueHeaders ?? singleValued(event.headers),

@@ -28,3 +28,11 @@ export function parseRoute(path: string): Route | undefined {
   const operation = OPERATION_OF_SUFFIX[suffix as string] as Operation;
   return { operation, pathPrefix, keyId };
 }
+
+/** The API Gateway resource of a route: `{keyId}` in place of the key id (event.resource). */
+export function resourceOf(route: Route): string {
+  const base = `${route.pathPrefix}/kms/xks/v1`;
+  if (route.operation === 'GetHealthStatus') return `${base}/health`;
+  const suffix = { GetKeyMetadata: 'metadata', Encrypt: 'encrypt', Decrypt: 'decrypt' }[route.operation];
+  return `${base}/keys/{keyId}/${suffix}`;
+}

@@ -54,7 +54,9 @@ const handlers = {
 const tls = args.tls ? certificate() : undefined;
 const server = createProxyServer({ handlers, tls });
 server.on('error', (err: NodeJS.ErrnoException) => {
-  process.stderr.write(`Cannot listen on ${args.host}:${args.port}: ${err.code ?? err.message} (try --port)\n`);
+  process.stderr.write(
+    `Cannot listen on ${args.host}:${args.port}: ${err.code ?? err.message} (try --port)\n`,
+  );
   process.exit(1);
 });
 server.listen(Number(args.port), args.host, () => {

@@ -11,7 +11,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
-import { type Operation, parseRoute } from '../functions/routes.ts';
+import { type Operation, parseRoute, type Route, resourceOf } from '../functions/routes.ts';
 
 export type LambdaHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
@@ -83,6 +83,7 @@ async function handle(
   const event = toEvent(
     req,
     path,
+    route,
     queryAt === -1 ? '' : url.slice(queryAt + 1),
     body,
     options.stage ?? 'local',
@@ -115,6 +116,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
 function toEvent(
   req: IncomingMessage,
   path: string,
+  route: Route,
   query: string,
   body: Buffer,
   stage: string,
@@ -136,15 +138,16 @@ function toEvent(
   const hasQuery = params.size > 0;
   const socket = req.socket as Partial<TLSSocket>;
   const method = req.method ?? 'GET';
+  const resource = resourceOf(route);
   return {
-    resource: path,
+    resource,
     path,
     httpMethod: method,
     headers,
     multiValueHeaders,
     queryStringParameters: hasQuery ? Object.fromEntries(params) : null,
     multiValueQueryStringParameters: hasQuery ? multiValueQueryStringParameters : null,
-    pathParameters: null,
+    pathParameters: route.keyId === undefined ? null : { keyId: decodeURIComponentSafe(route.keyId) },
     stageVariables: null,
     // Binary-safe, as API Gateway delivers bodies when binaryMediaTypes is */*: the SigV4 hash is
     // then over exactly the bytes the client sent.
@@ -161,7 +164,7 @@ function toEvent(
       requestId: randomUUID(),
       requestTimeEpoch: Date.now(),
       resourceId: 'local',
-      resourcePath: path,
+      resourcePath: resource,
       stage,
       identity: {
         accessKey: null,
@@ -201,6 +204,15 @@ function lambdaContext(operation: Operation, event: APIGatewayProxyEvent): Conte
     fail: () => {},
     succeed: () => {},
   };
+}
+
+/** API Gateway URL-decodes path parameters; a malformed escape stays as it is. */
+function decodeURIComponentSafe(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
 }
 
 function xksError(errorName: string, errorMessage: string): string {

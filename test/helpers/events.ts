@@ -1,6 +1,7 @@
 // API Gateway REST (payload 1.0) events, signed, for calling the Lambda handlers in-process.
 import { randomUUID } from 'node:crypto';
 import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
+import { parseRoute, resourceOf } from '../../functions/routes.ts';
 import { type Credential, smithySign } from './sign.ts';
 
 export interface EventOptions {
@@ -10,8 +11,10 @@ export interface EventOptions {
   credential: Credential;
   method?: string;
   host?: string;
-  /** API Gateway stage; it appears in requestContext.path (what the client signed) only. */
+  /** API Gateway stage of an execute-api URL: in requestContext.path (what the client signed) only. */
   stage?: string;
+  /** Base path of a custom domain mapping: in event.path and requestContext.path. */
+  basePath?: string;
   /** Deliver the body Base64-encoded (binaryMediaTypes) or as a UTF-8 string. */
   base64?: boolean;
   /** Sign this path instead of the one the client would have used. */
@@ -23,7 +26,11 @@ export interface EventOptions {
 export async function signedEvent(options: EventOptions): Promise<APIGatewayProxyEvent> {
   const host = options.host ?? 'xks.example.com';
   const body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
-  const clientPath = options.stage ? `/${options.stage}${options.path}` : options.path;
+  const route = parseRoute(options.path);
+  const resource = route === undefined ? options.path : resourceOf(route);
+  const keyId = route?.keyId;
+  const path = options.basePath ? `/${options.basePath}${options.path}` : options.path;
+  const clientPath = options.stage ? `/${options.stage}${path}` : path;
   const signed = await smithySign({
     host,
     path: options.signedPath ?? clientPath,
@@ -33,8 +40,8 @@ export async function signedEvent(options: EventOptions): Promise<APIGatewayProx
   const headers: Record<string, string> = { ...signed, 'Content-Type': 'application/json' };
   const base64 = options.base64 ?? false;
   return {
-    resource: options.path,
-    path: options.path,
+    resource,
+    path,
     httpMethod: options.method ?? 'POST',
     headers,
     multiValueHeaders: options.singleValueHeaders
@@ -42,7 +49,7 @@ export async function signedEvent(options: EventOptions): Promise<APIGatewayProx
       : Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, [v]])),
     queryStringParameters: null,
     multiValueQueryStringParameters: null,
-    pathParameters: null,
+    pathParameters: keyId === undefined ? null : { keyId },
     stageVariables: null,
     body: base64 ? Buffer.from(body).toString('base64') : body,
     isBase64Encoded: base64,
@@ -57,7 +64,7 @@ export async function signedEvent(options: EventOptions): Promise<APIGatewayProx
       requestId: randomUUID(),
       requestTimeEpoch: Date.now(),
       resourceId: 'r1',
-      resourcePath: options.path,
+      resourcePath: resource,
       stage: options.stage ?? '$default',
       identity: {
         accessKey: null,

@@ -101,6 +101,23 @@ test('SigV4 covers the path the client sent, with the stage (requestContext.path
   assert.equal(bad.statusCode, 401, bad.body);
 });
 
+test('a custom domain with a base path: routed on the resource, signed over the full path', async () => {
+  const ok = await handlers.encrypt(
+    await event('keys/foo/encrypt', encryptBody(), { basePath: 'xks' }),
+    lambdaContext(),
+  );
+  assert.equal(ok.statusCode, 200, ok.body);
+  const withStage = await handlers.health(
+    await event(
+      'health',
+      { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } },
+      { basePath: 'a/b', stage: 'v1' },
+    ),
+    lambdaContext(),
+  );
+  assert.equal(withStage.statusCode, 200, withStage.body);
+});
+
 test('bodies as UTF-8 strings or Base64, headers single- or multi-valued', async () => {
   for (const options of [{ base64: true }, { base64: false }, { singleValueHeaders: true }]) {
     const res = await handlers.encrypt(
