@@ -160,8 +160,13 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
     if (keystore.keys.includes(parsed.hsm.healthCheckKeyLabel)) {
       throw new ConfigError(`keystore ${keystore.name}: the health-check key must not be a customer key`);
     }
-    // Demo credentials are public: never in a deployed proxy.
-    if (env.AWS_LAMBDA_FUNCTION_NAME !== undefined && ids.has(DEMO_CREDENTIAL.accessKeyId)) {
+    // Demo credentials are public: never in a deployed proxy, not even the secret under another id.
+    const demo = keystore.credentials.some(
+      (c) =>
+        c.accessKeyId === DEMO_CREDENTIAL.accessKeyId ||
+        c.secretAccessKey === DEMO_CREDENTIAL.secretAccessKey,
+    );
+    if (env.AWS_LAMBDA_FUNCTION_NAME !== undefined && demo) {
       throw new ConfigError(`keystore ${keystore.name}: the public demo credentials are for local use only`);
     }
   }

@@ -87,7 +87,13 @@ export function verifySigV4(request: SignedRequest, options: VerifyOptions): Ver
   const secret = options.secretOf(accessKeyId);
   if (secret === undefined) fail('unknown access key id');
 
-  const canonical = canonicalRequest(request, signedHeaders);
+  let canonical: string;
+  try {
+    canonical = canonicalRequest(request, signedHeaders);
+  } catch (err) {
+    if (err instanceof XksError) throw err;
+    fail('path or query cannot be canonicalized'); // e.g. a lone UTF-16 surrogate (URIError)
+  }
   const stringToSign = `${ALGORITHM}\n${amzDate}\n${date}/${region}/${service}/aws4_request\n${sha256hex(canonical)}`;
   const expected = createHmac('sha256', signingKey(accessKeyId, secret, date, region, service))
     .update(stringToSign)
@@ -140,13 +146,14 @@ function uriEncode(value: string): string {
   );
 }
 
+/** Every value of a header, whatever the case of its name (`Authorization` and `authorization` are one header). */
 function headerValues(headers: SignedRequest['headers'], lowerName: string): readonly string[] | undefined {
-  const direct = headers[lowerName];
-  if (direct !== undefined) return direct;
+  let values: string[] | undefined;
   for (const name of Object.keys(headers)) {
-    if (name.toLowerCase() === lowerName) return headers[name];
+    if (name.toLowerCase() !== lowerName) continue;
+    values = [...(values ?? []), ...(headers[name] ?? [])];
   }
-  return undefined;
+  return values;
 }
 
 function single(headers: SignedRequest['headers'], lowerName: string): string | undefined {
