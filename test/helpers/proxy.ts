@@ -65,6 +65,10 @@ export interface RunningProxy {
   xks(route: string, body: unknown, options?: XksCall): Promise<Response>;
   /** Everything the proxy printed so far (stdout and stderr). */
   output(): string;
+  /** The output once nothing new has arrived for a moment (the pipe lags behind the responses). */
+  settledOutput(): Promise<string>;
+  /** Waits (up to 5 s) until the output matches. */
+  waitForOutput(pattern: RegExp): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -215,6 +219,20 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     send,
     xks,
     output: () => output,
+    settledOutput: async () => {
+      for (let seen = -1; seen !== output.length; ) {
+        seen = output.length;
+        await sleep(100);
+      }
+      return output;
+    },
+    waitForOutput: async (pattern) => {
+      for (const deadline = Date.now() + 5000; !pattern.test(output); ) {
+        if (Date.now() > deadline) throw new Error(`proxy output never matched ${pattern}`);
+        await sleep(20);
+      }
+      return output;
+    },
     stop: async () => {
       agent.destroy();
       const exited = new Promise((r) => child.once('exit', r));
@@ -224,6 +242,8 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     },
   };
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function listening(child: ChildProcess, output: () => string): Promise<string> {
   return new Promise((resolvePromise, reject) => {

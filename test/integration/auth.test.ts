@@ -186,6 +186,6 @@ describe('rejected with 401', () => {
   });
 });
 
-test('no SigV4 secret or PIN in the logs', () => {
-  assertNoLeaks(proxy.output(), proxy.secrets, []);
+test('no SigV4 secret or PIN in the logs', async () => {
+  assertNoLeaks(await proxy.settledOutput(), proxy.secrets, []);
 });

@@ -61,8 +61,8 @@ test('when the token appears, the next requests succeed without a restart', asyn
   assert.equal(h.json.ekmFleetDetails[0].healthStatus, 'ACTIVE');
 });
 
-test('the failures were logged with their cause, and without the PIN', () => {
-  const output = proxy.output();
+test('the failures were logged with their cause, and without the PIN', async () => {
+  const output = await proxy.settledOutput();
   assert.match(output, /"errorName":"InternalException"/);
   assert.match(output, /CKR_TOKEN_NOT_PRESENT|No token labelled/);
   assertNoLeaks(output, proxy.secrets, []);

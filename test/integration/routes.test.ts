@@ -67,16 +67,22 @@ describe('GetHealthStatus', () => {
     assert.equal(res.text.includes('\n'), false, 'single-line JSON');
   });
 
-  test('uses the health-check key, never a customer key', async () => {
-    await proxy.xks('health', {
-      requestMetadata: { kmsRequestId: 'health-2', kmsOperation: 'KmsHealthCheck' },
+  test('checks with its own key, never a customer key: without that key it is UNAVAILABLE', async () => {
+    const other = await startProxy({
+      configure: (config) => {
+        config.hsm.healthCheckKeyLabel = 'no-such-health-key';
+      },
     });
-    const lines = proxy
-      .output()
-      .split('\n')
-      .filter((l) => l.includes('"kmsRequestId":"health-2"'));
-    assert.equal(lines.length, 1);
-    assert.doesNotMatch(lines[0] as string, /"keyId":"(foo|encrypt_only_key)"/);
+    try {
+      const res = await other.xks('health', healthBody);
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.json.ekmFleetDetails[0].healthStatus, 'UNAVAILABLE');
+      // ... while the customer keys themselves work.
+      assert.equal((await other.xks('keys/foo/encrypt', encryptBody())).status, 200);
+      await other.waitForOutput(/Deep health check failed/);
+    } finally {
+      await other.stop();
+    }
   });
 
   test('a malformed body still gets a status (no ValidationException for health)', async () => {
@@ -275,8 +281,8 @@ describe('error table (spec: Error codes)', () => {
   });
 });
 
-test('every request left one log line with its outcome; nothing sensitive was logged', () => {
-  const output = proxy.output();
+test('every request left one log line with its outcome; nothing sensitive was logged', async () => {
+  const output = await proxy.settledOutput();
   const lines = output
     .split('\n')
     .filter((l) => l.startsWith('{"level"'))
