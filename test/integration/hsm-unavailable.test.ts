@@ -67,3 +67,26 @@ test('the failures were logged with their cause, and without the PIN', async () 
   assert.match(output, /CKR_TOKEN_NOT_PRESENT|No token labelled/);
   assertNoLeaks(output, proxy.secrets, []);
 });
+
+test('a wrong PIN: 500 InternalException naming CKR_PIN_INCORRECT, and the PIN in no log or answer', async () => {
+  const wrong = await startProxy({
+    configure: (config) => {
+      config.hsm.pin = `${config.hsm.pin}-wrong`;
+    },
+  });
+  try {
+    const res = await wrong.xks('keys/foo/metadata', { requestMetadata: metadata('CreateKey') });
+    assert.equal(res.status, 500);
+    assert.equal(res.json.errorName, 'InternalException');
+    assert.match(res.json.errorMessage, /CKR_PIN_INCORRECT/);
+    const h = await wrong.xks('health', {
+      requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' },
+    });
+    assert.equal(h.json.ekmFleetDetails[0].healthStatus, 'UNAVAILABLE');
+    const output = await wrong.settledOutput();
+    assert.ok(!res.text.includes(wrong.config.hsm.pin) && !h.text.includes(wrong.config.hsm.pin));
+    assertNoLeaks(output, [...wrong.secrets, wrong.config.hsm.pin], []);
+  } finally {
+    await wrong.stop();
+  }
+});
