@@ -13,10 +13,17 @@ export interface KeystoreConfig {
   name: string;
   /** What comes before `/kms/xks/v1` in the URI path: '' or '/a/b' (spec: XksProxyUriPath). */
   pathPrefix: string;
-  /** SigV4 credentials KMS may sign with; two or more during a rotation (spec: SigV4 credentials rotation). */
-  credentials: Credential[];
+  /**
+   * SigV4 credentials KMS may sign with; two or more during a rotation (spec: SigV4 credentials
+   * rotation). Inline (local use), or read from Secrets Manager: exactly one of the two.
+   */
+  credentials?: Credential[];
+  /** A Secrets Manager secret holding `{"credentials": [{"accessKeyId", "secretAccessKey"}, ...]}`. */
+  credentialsSecretArn?: string;
   /** The externalKeyIds this key store may use; any other is KeyNotFoundException. */
   keys: string[];
+  /** Also allowed: key ids matching this regular expression (for long key lists). */
+  keyPattern?: string;
   /** Regions KMS may sign from; any when absent. */
   allowedRegions?: string[];
 }
@@ -25,8 +32,10 @@ export interface ProxyConfig {
   hsm: {
     modulePath: string;
     tokenLabel: string;
-    /** Overridden by the XKS_HSM_PIN environment variable. */
-    pin: string;
+    /** The crypto user's PIN; or pinSecretArn; the XKS_HSM_PIN environment variable overrides both. */
+    pin?: string;
+    /** A Secrets Manager secret holding the PIN (plain, or `{"pin": "..."}`). */
+    pinSecretArn?: string;
     /** A key used by GetHealthStatus only, never by customers. */
     healthCheckKeyLabel: string;
     keyCacheSeconds: number;
@@ -42,6 +51,15 @@ export interface ProxyConfig {
     model: string;
     fleetSize: number;
   };
+  secrets: {
+    /** How long secrets read from Secrets Manager are reused before they are read again (rotation). */
+    cacheSeconds: number;
+  };
+  /**
+   * mTLS through API Gateway (spec: Authentication): when set, every request must come with a client
+   * certificate (requestContext.identity.clientCert) whose subject CN is one of these.
+   */
+  clientCertificate?: { allowedCommonNames: string[] };
   keystores: KeystoreConfig[];
 }
 
@@ -55,6 +73,20 @@ export const PROXY_VENDOR = 'serverless-xks-proxy';
 export const PROXY_MODEL = 'serverless-xks-proxy 0.1.0';
 
 const KEY_ID = '^[A-Za-z0-9._-]{1,128}$';
+const CREDENTIALS = {
+  type: 'array',
+  minItems: 1,
+  items: {
+    type: 'object',
+    required: ['accessKeyId', 'secretAccessKey'],
+    additionalProperties: false,
+    properties: {
+      // Spec: Appendix A and "XKS proxy configuration in AWS KMS console".
+      accessKeyId: { type: 'string', pattern: '^[A-Z2-7]{20,30}$' },
+      secretAccessKey: { type: 'string', pattern: '^[A-Za-z0-9/+=]{43,64}$' },
+    },
+  },
+} as const;
 const SCHEMA = {
   type: 'object',
   required: ['hsm', 'keystores'],
@@ -68,6 +100,7 @@ const SCHEMA = {
         modulePath: { type: 'string', pattern: '^/' },
         tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
         pin: { type: 'string', minLength: 1 },
+        pinSecretArn: { type: 'string', minLength: 1 },
         healthCheckKeyLabel: { type: 'string', pattern: KEY_ID, default: 'xks-health-check' },
         keyCacheSeconds: { type: 'number', minimum: 0, maximum: 3600, default: 60 },
       },
@@ -91,31 +124,35 @@ const SCHEMA = {
         fleetSize: { type: 'integer', minimum: 1, default: 1 },
       },
     },
+    secrets: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { cacheSeconds: { type: 'number', minimum: 0, maximum: 86_400, default: 300 } },
+    },
+    clientCertificate: {
+      type: 'object',
+      required: ['allowedCommonNames'],
+      additionalProperties: false,
+      properties: {
+        allowedCommonNames: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+      },
+    },
     keystores: {
       type: 'array',
       minItems: 1,
       items: {
         type: 'object',
-        required: ['name', 'pathPrefix', 'credentials', 'keys'],
+        required: ['name', 'pathPrefix', 'keys'],
+        oneOf: [{ required: ['credentials'] }, { required: ['credentialsSecretArn'] }],
         additionalProperties: false,
         properties: {
           name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
           pathPrefix: { type: 'string', pattern: '^(?:/[A-Za-z0-9_-]+)*$' },
-          credentials: {
-            type: 'array',
-            minItems: 1,
-            items: {
-              type: 'object',
-              required: ['accessKeyId', 'secretAccessKey'],
-              additionalProperties: false,
-              properties: {
-                // Spec: Appendix A and "XKS proxy configuration in AWS KMS console".
-                accessKeyId: { type: 'string', pattern: '^[A-Z2-7]{20,30}$' },
-                secretAccessKey: { type: 'string', pattern: '^[A-Za-z0-9/+=]{43,64}$' },
-              },
-            },
-          },
+          credentials: CREDENTIALS,
+          credentialsSecretArn: { type: 'string', minLength: 1 },
           keys: { type: 'array', items: { type: 'string', pattern: KEY_ID }, uniqueItems: true },
+          keyPattern: { type: 'string', minLength: 1 },
           allowedRegions: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9-]+$' }, minItems: 1 },
         },
       },
@@ -123,7 +160,13 @@ const SCHEMA = {
   },
 } as const;
 
-const validate = new Ajv({ useDefaults: true, allErrors: false, strict: true }).compile(SCHEMA);
+// strictRequired off: the oneOf below names properties defined beside it, not inside it.
+const validate = new Ajv({
+  useDefaults: true,
+  allErrors: false,
+  strict: true,
+  strictRequired: false,
+}).compile(SCHEMA);
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -132,7 +175,7 @@ export class ConfigError extends Error {
   }
 }
 
-/** Validates a parsed configuration, filling in defaults. */
+/** Validates a parsed configuration, filling in defaults. Secrets Manager references stay unresolved. */
 export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env): ProxyConfig {
   const config = structuredClone(input);
   if (!validate(config)) {
@@ -141,50 +184,116 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
     throw new ConfigError(`${error?.instancePath || '/'} ${error?.message ?? 'is invalid'}`);
   }
   const parsed = config as unknown as ProxyConfig;
-  const pin = env.XKS_HSM_PIN ?? parsed.hsm.pin;
-  if (pin === undefined || pin === '') throw new ConfigError('no HSM PIN: set hsm.pin or XKS_HSM_PIN');
-  parsed.hsm.pin = pin;
+  if (env.XKS_HSM_PIN) parsed.hsm.pin = env.XKS_HSM_PIN;
+  if (!parsed.hsm.pin && !parsed.hsm.pinSecretArn) {
+    throw new ConfigError('no HSM PIN: set hsm.pin, hsm.pinSecretArn or XKS_HSM_PIN');
+  }
 
   const prefixes = new Set<string>();
   for (const keystore of parsed.keystores) {
     const uriPath = `${keystore.pathPrefix}/kms/xks/v1`;
-    if (uriPath.length > 128)
+    if (uriPath.length > 128) {
       throw new ConfigError(`keystore ${keystore.name}: ${uriPath.length}-character URI path`);
-    if (prefixes.has(keystore.pathPrefix))
-      throw new ConfigError(`two keystores with path prefix '${keystore.pathPrefix}'`);
-    prefixes.add(keystore.pathPrefix);
-    const ids = new Set(keystore.credentials.map((c) => c.accessKeyId));
-    if (ids.size !== keystore.credentials.length) {
-      throw new ConfigError(`keystore ${keystore.name}: an access key id is listed twice`);
     }
+    if (prefixes.has(keystore.pathPrefix)) {
+      throw new ConfigError(`two keystores with path prefix '${keystore.pathPrefix}'`);
+    }
+    prefixes.add(keystore.pathPrefix);
     if (keystore.keys.includes(parsed.hsm.healthCheckKeyLabel)) {
       throw new ConfigError(`keystore ${keystore.name}: the health-check key must not be a customer key`);
     }
-    // Demo credentials are public: never in a deployed proxy, not even the secret under another id.
-    const demo = keystore.credentials.some(
-      (c) =>
-        c.accessKeyId === DEMO_CREDENTIAL.accessKeyId ||
-        c.secretAccessKey === DEMO_CREDENTIAL.secretAccessKey,
-    );
-    if (env.AWS_LAMBDA_FUNCTION_NAME !== undefined && demo) {
-      throw new ConfigError(`keystore ${keystore.name}: the public demo credentials are for local use only`);
+    if (keystore.keyPattern !== undefined) {
+      try {
+        new RegExp(keystore.keyPattern);
+      } catch {
+        throw new ConfigError(`keystore ${keystore.name}: keyPattern is not a regular expression`);
+      }
     }
+    if (keystore.credentials !== undefined) checkCredentials(keystore.name, keystore.credentials, env);
   }
   return parsed;
 }
 
-/** The configuration named by XKS_PROXY_CONFIG (a JSON file). */
+/** Rules for a key store's credentials, wherever they come from (config file or Secrets Manager). */
+export function checkCredentials(keystore: string, credentials: Credential[], env: NodeJS.ProcessEnv): void {
+  const ids = new Set(credentials.map((c) => c.accessKeyId));
+  if (ids.size !== credentials.length) {
+    throw new ConfigError(`keystore ${keystore}: an access key id is listed twice`);
+  }
+  // Demo credentials are public: never in a deployed proxy, not even the secret under another id.
+  const demo = credentials.some(
+    (c) =>
+      c.accessKeyId === DEMO_CREDENTIAL.accessKeyId || c.secretAccessKey === DEMO_CREDENTIAL.secretAccessKey,
+  );
+  if (env.AWS_LAMBDA_FUNCTION_NAME !== undefined && demo) {
+    throw new ConfigError(`keystore ${keystore}: the public demo credentials are for local use only`);
+  }
+}
+
+const validateCredentials = new Ajv({ strict: true }).compile({
+  type: 'object',
+  required: ['credentials'],
+  properties: { credentials: CREDENTIALS },
+});
+
+/** The credentials in a key store's secret: `{"credentials": [{"accessKeyId", "secretAccessKey"}, ...]}`. */
+export function parseCredentialsSecret(
+  keystore: string,
+  secret: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Credential[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(secret);
+  } catch {
+    throw new ConfigError(`keystore ${keystore}: its credentials secret is not JSON`);
+  }
+  if (!validateCredentials(value)) {
+    const error = validateCredentials.errors?.[0];
+    throw new ConfigError(
+      `keystore ${keystore}: credentials secret ${error?.instancePath || '/'} ${error?.message}`,
+    );
+  }
+  const { credentials } = value as { credentials: Credential[] };
+  checkCredentials(keystore, credentials, env);
+  return credentials;
+}
+
+/** The PIN in its secret: the plain string, or `{"pin": "..."}`. */
+export function parsePinSecret(secret: string): string {
+  try {
+    const value: unknown = JSON.parse(secret);
+    if (typeof value === 'object' && value !== null && typeof (value as { pin?: unknown }).pin === 'string') {
+      return (value as { pin: string }).pin;
+    }
+  } catch {
+    // Not JSON: the secret is the PIN itself.
+  }
+  return secret;
+}
+
+/** The configuration: XKS_PROXY_CONFIG names a JSON file, or XKS_PROXY_CONFIG_JSON holds the JSON. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProxyConfig {
   const file = env.XKS_PROXY_CONFIG;
-  if (file === undefined || file === '')
-    throw new ConfigError('XKS_PROXY_CONFIG (path of a JSON file) is not set');
+  const inline = env.XKS_PROXY_CONFIG_JSON;
+  let text: string;
+  if (file) {
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+  } else if (inline) {
+    text = inline;
+  } else {
+    throw new ConfigError('set XKS_PROXY_CONFIG (path of a JSON file) or XKS_PROXY_CONFIG_JSON');
+  }
   let input: unknown;
   try {
-    input = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new ConfigError(
-      `cannot read ${file}: ${err instanceof SyntaxError ? 'not valid JSON' : String(err)}`,
-    );
+    input = JSON.parse(text);
+  } catch {
+    // The parser's message would quote the text, which may hold secrets.
+    throw new ConfigError(`${file ?? 'XKS_PROXY_CONFIG_JSON'} is not valid JSON`);
   }
   return parseConfig(input, env);
 }

@@ -28,7 +28,7 @@ export const handler = xksHandler<DecryptRequest>('Decrypt', ({ hsm, keystore, k
     throw new XksError('ValidationException', 'ciphertextMetadata is longer than 20 bytes');
   }
 
-  const key = findKey(hsm, keystore.keys, keyId);
+  const key = findKey(hsm, keystore, keyId);
   requireUsage(key, 'DECRYPT');
   checkCiphertextMetadata(ciphertextMetadata);
 

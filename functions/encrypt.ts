@@ -9,7 +9,7 @@ export const handler = xksHandler<EncryptRequest>('Encrypt', ({ hsm, keystore, k
   const aad = optional('additionalAuthenticatedData', body.additionalAuthenticatedData);
   const wantsCdiv = body.ciphertextDataIntegrityValueAlgorithm !== undefined;
 
-  const key = findKey(hsm, keystore.keys, keyId);
+  const key = findKey(hsm, keystore, keyId);
   requireUsage(key, 'ENCRYPT');
   // The CDIV is only returned after a verification decrypt, which needs DECRYPT (Appendix C).
   if (wantsCdiv) requireUsage(key, 'DECRYPT');

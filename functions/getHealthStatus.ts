@@ -3,9 +3,11 @@
 // healthCheck.cacheSeconds (<= 60 s). Never subject to secondary authorization.
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { Hsm } from '../layers/pkcs11/hsm.ts';
+import { METRIC } from './metrics.ts';
 import { xksHandler } from './middleware.ts';
-import { config, logger } from './runtime.ts';
+import { config, logger, metrics } from './runtime.ts';
 import type { HealthRequest } from './schemas.ts';
 import { hsmAad, METADATA_V1 } from './xks.ts';
 
@@ -13,6 +15,7 @@ type HealthStatus = 'ACTIVE' | 'DEGRADED' | 'UNAVAILABLE';
 
 export const handler = xksHandler<HealthRequest>('GetHealthStatus', ({ hsm }) => {
   const healthStatus = deepCheck(hsm);
+  metrics.addMetric(METRIC.hsmUnavailable, MetricUnit.Count, healthStatus === 'UNAVAILABLE' ? 1 : 0);
   const info = hsm.info();
   return {
     xksProxyFleetSize: config.proxy.fleetSize,

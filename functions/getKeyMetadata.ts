@@ -5,7 +5,7 @@ import type { KeyMetadataRequest } from './schemas.ts';
 import { findKey } from './xks.ts';
 
 export const handler = xksHandler<KeyMetadataRequest>('GetKeyMetadata', ({ hsm, keystore, keyId }) => {
-  const key = findKey(hsm, keystore.keys, keyId);
+  const key = findKey(hsm, keystore, keyId);
   return {
     keySpec: key.keySpec,
     // From CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE: at most 7 (< 10).

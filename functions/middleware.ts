@@ -1,17 +1,19 @@
 // The middleware chain every XKS route runs, in one place and in one order:
 //
+//   0. refreshSecrets       key store credentials from Secrets Manager, when due (rotation)
 //   1. injectLambdaContext  Powertools logger: Lambda context in every line, keys reset per request
 //   2. logMetrics           Powertools metrics: one EMF document per request, and cold starts
 //   3. respond              the JSON success body, or the spec's error body and status; one log line
-//   4. route                path -> key store (404 InvalidUriPathException); POST only (405)
-//   5. authenticate         SigV4 over the raw body (401 AuthenticationFailedException)
+//   4. route                resource -> key store (404 InvalidUriPathException); POST only (405)
+//   5. authenticate         mTLS client certificate CN when configured; SigV4 over the raw body (401)
 //   6. parseBody            JSON and the route's schema (400 ValidationException)
 //
 // Then the route's handler (functions/<operation>.ts) runs with a checked, typed request.
 //
-// Every middleware and every handler is synchronous (the HSM calls are too), so one request runs
-// from start to finish without yielding: the shared logger keys and metrics never mix two requests,
-// even in the local server, where one process serves many connections.
+// From step 1 on, every middleware and every handler is synchronous (the HSM calls are too), so a
+// request runs to its end without yielding: the shared logger keys and metrics never mix two
+// requests, even in the local server, where one process serves many connections. Only step 0 may
+// wait (for Secrets Manager), and it runs before anything per-request is set.
 import { performance } from 'node:perf_hooks';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
@@ -20,8 +22,9 @@ import middy, { type MiddlewareObj, type Request } from '@middy/core';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { Hsm } from '../layers/pkcs11/hsm.ts';
 import { safeErrorMessage, toXksError, XksError } from './errors.ts';
+import { METRIC } from './metrics.ts';
 import { type Operation, parseRoute } from './routes.ts';
-import { hsm, type Keystore, keystores, logger, metrics } from './runtime.ts';
+import { config, hsm, type Keystore, keystores, logger, metrics, secrets } from './runtime.ts';
 import { type RequestMetadata, validatorFor } from './schemas.ts';
 import { verifySigV4 } from './sigv4.ts';
 
@@ -58,6 +61,7 @@ const JSON_HEADERS = { 'content-type': 'application/json' };
 /** A Lambda handler for one XKS operation: the chain above around `handle`. */
 export function xksHandler<Body>(operation: Operation, handle: (request: XksRequest<Body>) => object) {
   return middy<Event, Result, Error, XksContext>({ timeoutEarlyInMillis: 0 })
+    .use({ before: () => secrets.refreshIfDue() })
     .use(injectLambdaContext(logger, { resetKeys: true }))
     .use(logMetrics(metrics, { captureColdStartMetric: true }))
     .use(respond(operation))
@@ -82,10 +86,10 @@ function respond(operation: Operation): Middleware {
     const state = request.context.xks;
     const latencyMs = performance.now() - state.started;
     metrics.addDimension('operation', operation);
-    metrics.addMetric('Requests', MetricUnit.Count, 1);
-    metrics.addMetric('Errors', MetricUnit.Count, error === undefined ? 0 : 1);
-    metrics.addMetric('Latency', MetricUnit.Milliseconds, latencyMs);
-    if (state.hsmMs > 0) metrics.addMetric('HsmLatency', MetricUnit.Milliseconds, state.hsmMs);
+    metrics.addMetric(METRIC.requests, MetricUnit.Count, 1);
+    metrics.addMetric(METRIC.errors, MetricUnit.Count, error === undefined ? 0 : 1);
+    metrics.addMetric(METRIC.latency, MetricUnit.Milliseconds, latencyMs);
+    if (state.hsmMs > 0) metrics.addMetric(METRIC.hsmLatency, MetricUnit.Milliseconds, state.hsmMs);
     const line = {
       operation,
       statusCode: response.statusCode,
@@ -99,7 +103,7 @@ function respond(operation: Operation): Middleware {
     }
     const single = metrics.singleMetric();
     single.addDimensions({ operation, errorName: error.errorName });
-    single.addMetric('ErrorsByName', MetricUnit.Count, 1);
+    single.addMetric(METRIC.errorsByName, MetricUnit.Count, 1);
     const failure = { ...line, errorName: error.errorName, errorMessage: error.message };
     if (error.statusCode >= 500) logger.error('XKS request', { ...failure, error: error.cause ?? error });
     else logger.warn('XKS request', failure);
@@ -151,10 +155,23 @@ function route(operation: Operation): Middleware {
   };
 }
 
-/** 5. SigV4 over what the client sent: full path (requestContext.path), headers, raw body. */
+/** 5. The mTLS client certificate, when required; SigV4 over what the client sent. */
 function authenticate(): Middleware {
+  const allowedCommonNames = config.clientCertificate && new Set(config.clientCertificate.allowedCommonNames);
   return {
     before: ({ event, context }) => {
+      if (allowedCommonNames !== undefined) {
+        // API Gateway mutual TLS checked the chain against the truststore; the subject is ours to
+        // check (spec: Authentication: only CN=cks.kms.<region>.amazonaws.com).
+        const subject = event.requestContext?.identity?.clientCert?.subjectDN ?? '';
+        const commonName = /(?:^|,)\s*CN=([^,]+)/.exec(subject)?.[1]?.trim();
+        if (commonName === undefined || !allowedCommonNames.has(commonName)) {
+          throw new XksError(
+            'AuthenticationFailedException',
+            'mTLS client certificate missing or not allowed',
+          );
+        }
+      }
       const keystore = context.xks.keystore as Keystore;
       const body = rawBody(event);
       context.xks.rawBody = body;

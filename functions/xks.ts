@@ -90,8 +90,8 @@ export function checkCiphertextMetadata(metadata: Buffer | undefined): void {
  * The external key for a request: only ids the key store lists, and only keys the HSM has
  * (404 KeyNotFoundException otherwise, without saying which of the two).
  */
-export function findKey(hsm: Hsm, keys: ReadonlySet<string>, keyId: string): HsmKey {
-  const key = keys.has(keyId) ? hsm.findKey(keyId) : undefined;
+export function findKey(hsm: Hsm, keystore: { allows(keyId: string): boolean }, keyId: string): HsmKey {
+  const key = keystore.allows(keyId) ? hsm.findKey(keyId) : undefined;
   if (key === undefined) throw new XksError('KeyNotFoundException', 'The external key was not found');
   return key;
 }

@@ -86,6 +86,7 @@ function demoSetup(): string {
         keyCacheSeconds: 60,
       },
       healthCheck: { cacheSeconds: 10, degradedAboveMs: 100 },
+      secrets: { cacheSeconds: 300 },
       proxy: {
         vendor: 'serverless-xks-proxy',
         model: 'serverless-xks-proxy 0.1.0 (local demo)',
@@ -104,7 +105,7 @@ function demoSetup(): string {
   const token = ensureSoftHsmToken({
     dir: join(stateDir, 'softhsm'),
     label: config.hsm.tokenLabel,
-    pin: config.hsm.pin,
+    pin: config.hsm.pin as string,
     soPin: randomBytes(12).toString('base64url'),
     keys: DEMO_KEYS,
   });

@@ -113,6 +113,7 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
     },
     healthCheck: { cacheSeconds: 10, degradedAboveMs: 1000 },
     proxy: { vendor: 'test vendor', model: 'test model 1.0', fleetSize: 1 },
+    secrets: { cacheSeconds: 300 },
     keystores: [
       {
         name: 'test',

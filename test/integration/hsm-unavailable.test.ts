@@ -84,8 +84,9 @@ test('a wrong PIN: 500 InternalException naming CKR_PIN_INCORRECT, and the PIN i
     });
     assert.equal(h.json.ekmFleetDetails[0].healthStatus, 'UNAVAILABLE');
     const output = await wrong.settledOutput();
-    assert.ok(!res.text.includes(wrong.config.hsm.pin) && !h.text.includes(wrong.config.hsm.pin));
-    assertNoLeaks(output, [...wrong.secrets, wrong.config.hsm.pin], []);
+    const wrongPin = wrong.config.hsm.pin as string;
+    assert.ok(!res.text.includes(wrongPin) && !h.text.includes(wrongPin));
+    assertNoLeaks(output, [...wrong.secrets, wrongPin], []);
   } finally {
     await wrong.stop();
   }

@@ -164,7 +164,7 @@ describe('a valid configuration', () => {
       }),
       {},
     );
-    assert.equal(config.keystores[0]?.credentials.length, 2);
+    assert.equal(config.keystores[0]?.credentials?.length, 2);
   });
 });
 

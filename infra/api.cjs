@@ -1,0 +1,220 @@
+// The REST API in front of the four handlers: one resource tree per key store prefix, POST to the
+// route's Lambda (through its provisioned-concurrency alias when there is one), GET answering 405,
+// gateway responses as XKS JSON errors, a stage with throttling and JSON access logs without bodies.
+'use strict';
+
+const { createHash } = require('node:crypto');
+const { FUNCTIONS, functionLogicalId, aliasLogicalId } = require('./params.cjs');
+
+const ROUTES = [
+  { fn: 'getHealthStatus', path: 'health' },
+  { fn: 'getKeyMetadata', path: 'keys/{keyId}/metadata' },
+  { fn: 'encrypt', path: 'keys/{keyId}/encrypt' },
+  { fn: 'decrypt', path: 'keys/{keyId}/decrypt' },
+];
+
+const hash = (text) => createHash('sha256').update(text).digest('hex').slice(0, 10);
+const apiId = { Ref: 'XksRestApi' };
+
+/** What API Gateway itself answers, rewritten to the spec's error bodies (spec: Error codes). */
+const GATEWAY_RESPONSES = [
+  ['MISSING_AUTHENTICATION_TOKEN', '404', 'InvalidUriPathException', 'No XKS API at this URI path'],
+  ['RESOURCE_NOT_FOUND', '404', 'InvalidUriPathException', 'No XKS API at this URI path'],
+  ['THROTTLED', '429', 'ThrottlingException', 'The request rate is too high'],
+  ['QUOTA_EXCEEDED', '429', 'ThrottlingException', 'The request quota is exceeded'],
+  ['ACCESS_DENIED', '403', 'AccessDeniedException', 'Access denied'],
+  ['REQUEST_TOO_LARGE', '501', 'UnsupportedOperationException', 'The request is too large'],
+  ['INTEGRATION_TIMEOUT', '503', 'DependencyTimeoutException', 'The proxy timed out'],
+  ['INTEGRATION_FAILURE', '500', 'InternalException', 'Internal error'],
+  ['DEFAULT_4XX', undefined, 'ValidationException', 'The request is invalid'],
+  ['DEFAULT_5XX', undefined, 'InternalException', 'Internal error'],
+];
+
+/** Access log fields: who, what, how long; never a body (field notes: bodies carry plaintext). */
+const ACCESS_LOG_FORMAT = JSON.stringify({
+  requestId: '$context.requestId',
+  ip: '$context.identity.sourceIp',
+  requestTime: '$context.requestTime',
+  httpMethod: '$context.httpMethod',
+  path: '$context.path',
+  resourcePath: '$context.resourcePath',
+  status: '$context.status',
+  protocol: '$context.protocol',
+  responseLength: '$context.responseLength',
+  responseLatency: '$context.responseLatency',
+  integrationLatency: '$context.integrationLatency',
+  errorMessage: '$context.error.message',
+  domainName: '$context.domainName',
+  clientCertSubject: '$context.identity.clientCert.subjectDN',
+  vpceId: '$context.identity.vpceId',
+});
+
+/** The integration target: the provisioned-concurrency alias when there is one. */
+function target(p, fn) {
+  return p.provisionedConcurrency > 0
+    ? { Ref: aliasLogicalId(fn) }
+    : { 'Fn::GetAtt': [functionLogicalId(fn), 'Arn'] };
+}
+
+function api(p, endpoint) {
+  const resources = {};
+  const methods = [];
+  const nodes = new Map(); // resource path -> logical id
+
+  const resourceFor = (segments) => {
+    if (segments.length === 0) return { 'Fn::GetAtt': ['XksRestApi', 'RootResourceId'] };
+    const path = segments.join('/');
+    if (!nodes.has(path)) {
+      const id = `XksResource${hash(path)}`;
+      nodes.set(path, id);
+      resources[id] = {
+        Type: 'AWS::ApiGateway::Resource',
+        Properties: {
+          RestApiId: apiId,
+          ParentId: resourceFor(segments.slice(0, -1)),
+          PathPart: segments.at(-1),
+        },
+      };
+    }
+    return { Ref: nodes.get(path) };
+  };
+
+  for (const ks of p.keystores) {
+    for (const route of ROUTES) {
+      const path = `${ks.pathPrefix}/kms/xks/v1/${route.path}`;
+      const resource = resourceFor(path.split('/').filter(Boolean));
+      const post = `XksMethodPost${hash(path)}`;
+      resources[post] = {
+        Type: 'AWS::ApiGateway::Method',
+        Properties: {
+          RestApiId: apiId,
+          ResourceId: resource,
+          HttpMethod: 'POST',
+          AuthorizationType: 'NONE', // the handler verifies SigV4 (field notes)
+          Integration: {
+            Type: 'AWS_PROXY',
+            IntegrationHttpMethod: 'POST',
+            Uri: {
+              'Fn::Sub': [
+                'arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${Target}/invocations',
+                { Target: target(p, route.fn) },
+              ],
+            },
+          },
+        },
+      };
+      // GET MUST answer 405 (spec: API operations); a mock integration, no Lambda invocation.
+      const get = `XksMethodGet${hash(path)}`;
+      resources[get] = {
+        Type: 'AWS::ApiGateway::Method',
+        Properties: {
+          RestApiId: apiId,
+          ResourceId: resource,
+          HttpMethod: 'GET',
+          AuthorizationType: 'NONE',
+          Integration: {
+            Type: 'MOCK',
+            RequestTemplates: { 'application/json': '{"statusCode": 405}' },
+            IntegrationResponses: [
+              {
+                StatusCode: '405',
+                ResponseParameters: { 'method.response.header.Allow': "'POST'" },
+                ResponseTemplates: {
+                  'application/json':
+                    '{"errorName":"MethodNotAllowed","errorMessage":"XKS APIs take POST only"}',
+                },
+              },
+            ],
+          },
+          MethodResponses: [
+            { StatusCode: '405', ResponseParameters: { 'method.response.header.Allow': true } },
+          ],
+        },
+      };
+      methods.push(post, get);
+    }
+  }
+
+  for (const fn of FUNCTIONS) {
+    resources[`${functionLogicalId(fn).replace('LambdaFunction', '')}ApiPermission`] = {
+      Type: 'AWS::Lambda::Permission',
+      Properties: {
+        Action: 'lambda:InvokeFunction',
+        FunctionName: target(p, fn),
+        Principal: 'apigateway.amazonaws.com',
+        SourceArn: {
+          'Fn::Sub':
+            'arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${XksRestApi}/*/POST/*',
+        },
+      },
+    };
+  }
+
+  for (const [type, status, errorName, errorMessage] of GATEWAY_RESPONSES) {
+    resources[`XksGatewayResponse${type.replace(/_/g, '')}`] = {
+      Type: 'AWS::ApiGateway::GatewayResponse',
+      Properties: {
+        RestApiId: apiId,
+        ResponseType: type,
+        ...(status ? { StatusCode: status } : {}),
+        ResponseParameters: { 'gatewayresponse.header.Content-Type': "'application/json'" },
+        ResponseTemplates: { 'application/json': JSON.stringify({ errorName, errorMessage }) },
+      },
+    };
+  }
+
+  resources.XksRestApi = {
+    Type: 'AWS::ApiGateway::RestApi',
+    Properties: {
+      Name: `xks-proxy-${p.stage}`,
+      Description: 'AWS KMS external key store proxy (XKS API v1)',
+      // Bodies reach the Lambda as the exact bytes received: the SigV4 hash is over those.
+      BinaryMediaTypes: ['*/*'],
+      ...endpoint,
+    },
+  };
+
+  // A new deployment whenever the methods change: the logical id carries their hash.
+  const deployment = `XksDeployment${hash(JSON.stringify(methods.map((m) => resources[m])))}`;
+  resources[deployment] = {
+    Type: 'AWS::ApiGateway::Deployment',
+    DependsOn: methods,
+    Properties: { RestApiId: apiId, Description: 'XKS proxy' },
+  };
+  resources.XksApiAccessLogs = {
+    Type: 'AWS::Logs::LogGroup',
+    Properties: {
+      LogGroupName: `/aws/apigateway/xks-proxy-${p.stage}`,
+      RetentionInDays: p.logRetentionInDays,
+    },
+  };
+  resources.XksStage = {
+    Type: 'AWS::ApiGateway::Stage',
+    DependsOn: Object.keys(resources).filter((id) => id.startsWith('XksGatewayResponse')),
+    Properties: {
+      RestApiId: apiId,
+      DeploymentId: { Ref: deployment },
+      StageName: p.stage,
+      TracingEnabled: false,
+      AccessLogSetting: {
+        DestinationArn: { 'Fn::GetAtt': ['XksApiAccessLogs', 'Arn'] },
+        Format: ACCESS_LOG_FORMAT,
+      },
+      MethodSettings: [
+        {
+          ResourcePath: '/*',
+          HttpMethod: '*',
+          // Never: execution data tracing logs request and response bodies, i.e. plaintext.
+          DataTraceEnabled: false,
+          LoggingLevel: 'OFF',
+          MetricsEnabled: true,
+          ThrottlingRateLimit: p.throttling.rateLimit,
+          ThrottlingBurstLimit: p.throttling.burstLimit,
+        },
+      ],
+    },
+  };
+  return resources;
+}
+
+module.exports = { api, ROUTES, GATEWAY_RESPONSES, ACCESS_LOG_FORMAT };
