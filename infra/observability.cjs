@@ -42,7 +42,8 @@ function dashboard(p, service) {
       op,
       { stat, label: `${op} ${stat}` },
     ]);
-  const search = (expression, id, label) => [{ expression, id, label }];
+  // A metric-math row is an array holding one object.
+  const search = (expression, id, label) => [[{ expression, id, label }]];
   const widgets = [
     widget('XKS requests per operation', perOperation(PROXY_METRICS.requests, 'Sum'), {
       stat: 'Sum',

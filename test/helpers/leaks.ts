@@ -22,3 +22,37 @@ export function assertNoLeaks(
     }
   });
 }
+
+/**
+ * Captures the JSON log lines (Powertools) the handlers write to stdout and stderr in this process,
+ * keeping them out of the test report. Everything else goes through untouched: node:test sends its
+ * results from a test file's process through stdout.
+ */
+export function captureLogs(): { text(): string; clear(): void; restore(): void } {
+  let captured = '';
+  const original = {
+    out: process.stdout.write.bind(process.stdout),
+    err: process.stderr.write.bind(process.stderr),
+  };
+  const tap = (write: typeof process.stdout.write) =>
+    ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+      if (text.startsWith('{')) {
+        captured += text;
+        return true;
+      }
+      return (write as (...args: unknown[]) => boolean)(chunk, ...rest);
+    }) as typeof process.stdout.write;
+  process.stdout.write = tap(original.out);
+  process.stderr.write = tap(original.err);
+  return {
+    text: () => captured,
+    clear: () => {
+      captured = '';
+    },
+    restore: () => {
+      process.stdout.write = original.out;
+      process.stderr.write = original.err;
+    },
+  };
+}

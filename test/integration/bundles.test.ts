@@ -89,11 +89,16 @@ for (const name of FUNCTIONS) {
   });
 }
 
-test('each bundle is under 300 KB and holds production dependencies only', () => {
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
-  const devOnly = Object.keys(pkg.devDependencies);
+test('each bundle is under 700 KB (the Secrets Manager client included) and holds production dependencies only', () => {
+  // The lockfile marks every package only the development tree needs with "dev": true.
+  const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8'));
+  const devOnly = Object.entries(lock.packages as Record<string, { dev?: boolean }>)
+    .filter(([path, info]) => path.startsWith('node_modules/') && info.dev === true)
+    .map(([path]) => path.slice('node_modules/'.length))
+    .filter((name) => !name.includes('/node_modules/'));
+  assert.ok(devOnly.includes('esbuild') && devOnly.includes('aws4'), 'the dev-only list is the real one');
   for (const [name, bundle] of Object.entries(bundles)) {
-    assert.ok(bundle.bytes < 300_000, `${name}: ${bundle.bytes} bytes`);
+    assert.ok(bundle.bytes < 700_000, `${name}: ${bundle.bytes} bytes`);
     const packages = new Set(
       bundle.inputs
         .filter((i) => i.startsWith('node_modules/'))

@@ -7,17 +7,15 @@ import { rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { type EventOptions, lambdaContext, signedEvent } from '../helpers/events.ts';
-import { assertNoLeaks } from '../helpers/leaks.ts';
+import { assertNoLeaks, captureLogs } from '../helpers/leaks.ts';
 import { createTestSetup, metadata, PREFIX, type TestSetup } from '../helpers/proxy.ts';
 
 type Handler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
 let setup: TestSetup;
 let handlers: Record<'health' | 'metadata' | 'encrypt' | 'decrypt', Handler>;
-let captured = '';
+let logs: ReturnType<typeof captureLogs>;
 const sensitive: Buffer[] = [];
-const writeOut = process.stdout.write.bind(process.stdout);
-const writeErr = process.stderr.write.bind(process.stderr);
 
 before(async () => {
   setup = createTestSetup();
@@ -26,13 +24,7 @@ before(async () => {
   // What Lambda sets for an on-demand environment: Powertools then reports the cold start.
   process.env.AWS_LAMBDA_INITIALIZATION_TYPE = 'on-demand';
   process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-test';
-  // Powertools writes through process.stdout and stderr: keep everything, out of the test report.
-  const capture = ((chunk: string | Uint8Array) => {
-    captured += chunk.toString();
-    return true;
-  }) as typeof process.stdout.write;
-  process.stdout.write = capture;
-  process.stderr.write = capture;
+  logs = captureLogs();
   const load = async (name: string) => (await import(`../../functions/${name}.ts`)).handler as Handler;
   handlers = {
     health: await load('getHealthStatus'),
@@ -43,8 +35,7 @@ before(async () => {
 });
 
 after(() => {
-  process.stdout.write = writeOut;
-  process.stderr.write = writeErr;
+  logs.restore();
   rmSync(setup.dir, { recursive: true, force: true });
 });
 
@@ -68,7 +59,8 @@ function encryptBody() {
 }
 
 function emf(): Array<Record<string, unknown>> {
-  return captured
+  return logs
+    .text()
     .split('\n')
     .filter((l) => l.startsWith('{"_aws"'))
     .map((l) => JSON.parse(l));
@@ -135,7 +127,7 @@ test('a handler given another route answers InvalidUriPathException', async () =
 });
 
 test('metrics per route: requests, errors, latency, HSM latency; errors by errorName', async () => {
-  captured = '';
+  logs.clear();
   await handlers.encrypt(await event('keys/foo/encrypt', encryptBody()), lambdaContext());
   await handlers.encrypt(await event('keys/impotent_key/encrypt', encryptBody()), lambdaContext());
   const documents = emf();
@@ -154,7 +146,7 @@ test('metrics per route: requests, errors, latency, HSM latency; errors by error
 });
 
 test('concurrent invocations never mix their log fields', async () => {
-  captured = '';
+  logs.clear();
   const calls = Array.from({ length: 40 }, async (_, i) => {
     const ok = i % 2 === 0;
     const body = { ...encryptBody(), requestMetadata: metadata('Encrypt', { kmsRequestId: `c-${i}` }) };
@@ -167,7 +159,8 @@ test('concurrent invocations never mix their log fields', async () => {
   results.forEach((r, i) => {
     assert.equal(r.statusCode, i % 2 === 0 ? 200 : 400);
   });
-  const lines = captured
+  const lines = logs
+    .text()
     .split('\n')
     .filter((l) => l.includes('"message":"XKS request"'))
     .map((l) => JSON.parse(l));
@@ -180,5 +173,5 @@ test('concurrent invocations never mix their log fields', async () => {
 });
 
 test('nothing sensitive in the captured logs', () => {
-  assertNoLeaks(captured, setup.secrets, sensitive);
+  assertNoLeaks(logs.text(), setup.secrets, sensitive);
 });

@@ -1,0 +1,345 @@
+// The deployment, proven offline: `sls package` (osls + serverless-esbuild) for both connectivity
+// modes with no AWS credentials, and the CloudFormation it produces checked resource by resource.
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { parseConfig } from '../../functions/config.ts';
+import { METRIC } from '../../functions/metrics.ts';
+import { ROOT } from '../helpers/proxy.ts';
+
+const run = promisify(execFile);
+const FUNCTIONS = ['GetHealthStatus', 'GetKeyMetadata', 'Encrypt', 'Decrypt'];
+const ROUTE_OF = {
+  GetHealthStatus: 'health',
+  GetKeyMetadata: 'keys/{keyId}/metadata',
+  Encrypt: 'keys/{keyId}/encrypt',
+  Decrypt: 'keys/{keyId}/decrypt',
+} as const;
+
+// biome-ignore lint/suspicious/noExplicitAny: CloudFormation is checked field by field
+type Template = { Resources: Record<string, any>; Outputs: Record<string, any> };
+
+const work = mkdtempSync(join(tmpdir(), 'xks-package-'));
+const templates: Record<string, Template> = {};
+
+before(async () => {
+  const layer = join(ROOT, 'layers/dist/pkcs11-layer-x86_64.zip');
+  if (!existsSync(layer)) {
+    // The CI parameter files use SoftHSM as a stand-in for the vendor library.
+    await run(process.execPath, [
+      join(ROOT, 'layers/build.ts'),
+      '--vendor-lib',
+      '/usr/lib/softhsm/libsofthsm2.so',
+    ]);
+  }
+  // No AWS credentials at all: not in the environment, not in a profile.
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: work, XKS_PACKAGE_OFFLINE: '1' };
+  // One after the other: serverless-esbuild builds in the project's .esbuild/ folder.
+  for (const stage of ['ci-vpce', 'ci-public']) {
+    const out = join(work, stage);
+    await sls(['package', '--stage', stage, '--package', out], env);
+    templates[stage] = JSON.parse(
+      readFileSync(join(out, 'cloudformation-template-update-stack.json'), 'utf8'),
+    );
+  }
+});
+after(() => rmSync(work, { recursive: true, force: true }));
+
+/**
+ * Runs the framework and waits for its exit (not for its output streams: the esbuild service it
+ * starts can hold them open after the framework is done).
+ */
+function sls(args: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(join(ROOT, 'node_modules/.bin/sls'), args, {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => {
+      output += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      output += d.toString();
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else reject(new Error(`sls ${args.join(' ')} exited with ${code ?? signal}:\n${output}`));
+    });
+  });
+}
+
+const ofType = (t: Template, type: string) =>
+  Object.entries(t.Resources).filter(([, r]) => r.Type === type) as Array<
+    [string, Template['Resources'][string]]
+  >;
+
+/** Full path of an API Gateway resource, walking ParentId up to the root. */
+function pathOf(t: Template, id: string): string {
+  const resource = t.Resources[id];
+  const parent = resource.Properties.ParentId;
+  const above = parent.Ref ? pathOf(t, parent.Ref) : '';
+  return `${above}/${resource.Properties.PathPart}`;
+}
+
+function methods(t: Template) {
+  return ofType(t, 'AWS::ApiGateway::Method').map(([, m]) => ({
+    path: pathOf(t, m.Properties.ResourceId.Ref),
+    method: m.Properties.HttpMethod as string,
+    integration: m.Properties.Integration,
+    auth: m.Properties.AuthorizationType,
+  }));
+}
+
+function proxyConfigOf(t: Template) {
+  const fn = t.Resources.EncryptLambdaFunction;
+  return JSON.parse(fn.Properties.Environment.Variables.XKS_PROXY_CONFIG_JSON);
+}
+
+for (const stage of ['ci-vpce', 'ci-public']) {
+  describe(`both modes: ${stage}`, () => {
+    test('the four handlers: runtime, architecture, VPC, layer, own role, concurrency', () => {
+      const t = templates[stage] as Template;
+      const params =
+        stage === 'ci-vpce' ? { runtime: 'nodejs24.x', pc: 2 } : { runtime: 'nodejs22.x', pc: 0 };
+      for (const name of FUNCTIONS) {
+        const fn = t.Resources[`${name}LambdaFunction`];
+        assert.ok(fn, name);
+        const p = fn.Properties;
+        assert.equal(p.Runtime, params.runtime);
+        assert.deepEqual(p.Architectures, ['x86_64']);
+        assert.equal(p.Handler, `functions/${name[0]?.toLowerCase()}${name.slice(1)}.handler`);
+        assert.ok(p.VpcConfig.SubnetIds.length >= 1 && p.VpcConfig.SecurityGroupIds.length >= 1);
+        assert.deepEqual(p.Layers, [{ Ref: 'Pkcs11LambdaLayer' }]);
+        assert.deepEqual(p.Role, { 'Fn::GetAtt': [`${name}Role`, 'Arn'] });
+        assert.equal(p.ReservedConcurrentExecutions, 40);
+        const alias = t.Resources[`${name}ProvConcLambdaAlias`];
+        if (params.pc > 0) {
+          assert.equal(
+            alias.Properties.ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions,
+            params.pc,
+          );
+        } else {
+          assert.equal(alias, undefined);
+        }
+      }
+      assert.equal(t.Resources.IamRoleLambdaExecution, undefined, 'no shared framework role');
+    });
+
+    test('the configuration the handlers get is valid, and holds secret ARNs, never secrets', () => {
+      const t = templates[stage] as Template;
+      const config = proxyConfigOf(t);
+      const parsed = parseConfig(config, { AWS_LAMBDA_FUNCTION_NAME: 'check' });
+      assert.match(parsed.hsm.pinSecretArn ?? '', /^arn:aws:secretsmanager:/);
+      assert.equal(parsed.hsm.pin, undefined);
+      for (const ks of parsed.keystores) {
+        assert.equal(ks.credentials, undefined);
+        assert.match(ks.credentialsSecretArn ?? '', /^arn:aws:secretsmanager:/);
+      }
+      const text = JSON.stringify(t);
+      for (const word of ['secretAccessKey', 'SecretString', '"pin"']) assert.ok(!text.includes(word), word);
+    });
+
+    test('every route of every key store: POST to its function, GET answering 405', () => {
+      const t = templates[stage] as Template;
+      const config = proxyConfigOf(t);
+      const all = methods(t);
+      const pc = stage === 'ci-vpce';
+      for (const ks of config.keystores) {
+        for (const name of FUNCTIONS) {
+          const path = `${ks.pathPrefix}/kms/xks/v1/${ROUTE_OF[name as keyof typeof ROUTE_OF]}`;
+          const post = all.find((m) => m.path === path && m.method === 'POST');
+          assert.ok(post, `POST ${path}`);
+          assert.equal(post.auth, 'NONE');
+          assert.equal(post.integration.Type, 'AWS_PROXY');
+          const target = post.integration.Uri['Fn::Sub'][1].Target;
+          assert.deepEqual(
+            target,
+            pc ? { Ref: `${name}ProvConcLambdaAlias` } : { 'Fn::GetAtt': [`${name}LambdaFunction`, 'Arn'] },
+          );
+          const get = all.find((m) => m.path === path && m.method === 'GET');
+          assert.ok(get, `GET ${path}`);
+          assert.equal(get.integration.Type, 'MOCK');
+          assert.equal(get.integration.IntegrationResponses[0].StatusCode, '405');
+        }
+      }
+      assert.equal(all.length, config.keystores.length * 8, 'nothing but the XKS routes');
+      const permissions = ofType(t, 'AWS::Lambda::Permission');
+      assert.equal(permissions.length, 4);
+    });
+
+    test('gateway responses are XKS JSON errors', () => {
+      const t = templates[stage] as Template;
+      const responses = Object.fromEntries(
+        ofType(t, 'AWS::ApiGateway::GatewayResponse').map(([, r]) => [
+          r.Properties.ResponseType,
+          r.Properties,
+        ]),
+      );
+      const expect = (type: string, status: string | undefined, errorName: string) => {
+        const r = responses[type];
+        assert.ok(r, type);
+        assert.equal(r.StatusCode, status);
+        assert.equal(JSON.parse(r.ResponseTemplates['application/json']).errorName, errorName);
+        assert.equal(r.ResponseParameters['gatewayresponse.header.Content-Type'], "'application/json'");
+      };
+      expect('MISSING_AUTHENTICATION_TOKEN', '404', 'InvalidUriPathException');
+      expect('THROTTLED', '429', 'ThrottlingException');
+      expect('DEFAULT_4XX', undefined, 'ValidationException');
+      expect('DEFAULT_5XX', undefined, 'InternalException');
+    });
+
+    test('no body is ever logged: data tracing off, access logs without bodies, no framework API logging', () => {
+      const t = templates[stage] as Template;
+      const [[, stageResource] = []] = ofType(t, 'AWS::ApiGateway::Stage');
+      const settings = stageResource.Properties.MethodSettings;
+      assert.ok(settings.length > 0);
+      for (const s of settings) {
+        assert.equal(s.DataTraceEnabled, false);
+        assert.equal(s.LoggingLevel, 'OFF');
+        assert.equal(typeof s.ThrottlingRateLimit, 'number');
+        assert.equal(typeof s.ThrottlingBurstLimit, 'number');
+      }
+      const format = stageResource.Properties.AccessLogSetting.Format;
+      assert.doesNotThrow(() => JSON.parse(format));
+      assert.doesNotMatch(format, /body|requestBody|responseBody/i);
+      assert.equal(t.Resources.ApiGatewayRestApi, undefined, 'the API is ours, not the framework default');
+      assert.doesNotMatch(JSON.stringify(t), /DataTraceEnabled":true/);
+      assert.deepEqual(t.Resources.XksRestApi.Properties.BinaryMediaTypes, ['*/*']);
+    });
+
+    test('IAM: each function its own role; no * resource except where AWS allows none', () => {
+      const t = templates[stage] as Template;
+      const config = proxyConfigOf(t);
+      const secretArns = [
+        config.hsm.pinSecretArn,
+        ...config.keystores.map((k: { credentialsSecretArn: string }) => k.credentialsSecretArn),
+      ];
+      for (const name of FUNCTIONS) {
+        const statements = t.Resources[`${name}Role`].Properties.Policies.flatMap(
+          (p: { PolicyDocument: { Statement: unknown[] } }) => p.PolicyDocument.Statement,
+        );
+        for (const s of statements) {
+          const actions = [s.Action].flat() as string[];
+          if ([s.Resource].flat().includes('*')) {
+            for (const a of actions) assert.match(a, /^ec2:Describe/, `${name}: ${a} on *`);
+          }
+        }
+        const secrets = statements.find(
+          (s: { Action: string }) => s.Action === 'secretsmanager:GetSecretValue',
+        );
+        assert.deepEqual([...secrets.Resource].sort(), [...new Set(secretArns)].sort());
+        const logs = statements.find((s: { Sid: string }) => s.Sid === 'OwnLogGroup');
+        assert.match(
+          logs.Resource['Fn::Sub'],
+          new RegExp(`/aws/lambda/xks-proxy-${stage}-${name[0]?.toLowerCase()}`),
+        );
+      }
+    });
+
+    test('dashboard and alarms refer to metrics the code emits', () => {
+      const t = templates[stage] as Template;
+      const [[, dash] = []] = ofType(t, 'AWS::CloudWatch::Dashboard');
+      const body = JSON.parse(dash.Properties.DashboardBody['Fn::Sub']);
+      const emitted = new Set<string>(Object.values(METRIC));
+      const used = new Set<string>();
+      for (const w of body.widgets) {
+        for (const m of w.properties.metrics) {
+          if (m[0] === 'XksProxy') used.add(m[1]);
+          const search =
+            typeof m[0] === 'object' ? /\{XksProxy,[^}]*\} MetricName="(\w+)"/.exec(m[0].expression) : null;
+          if (search?.[1]) used.add(search[1]);
+        }
+      }
+      for (const name of used)
+        assert.ok(emitted.has(name), `dashboard uses ${name}, which the code does not emit`);
+      for (const needed of [
+        METRIC.requests,
+        METRIC.errorsByName,
+        METRIC.latency,
+        METRIC.hsmLatency,
+        METRIC.coldStart,
+      ]) {
+        assert.ok(used.has(needed), `dashboard lacks ${needed}`);
+      }
+      const alarms = ofType(t, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties);
+      for (const a of alarms.filter((a) => a.Namespace === 'XksProxy')) {
+        assert.ok(emitted.has(a.MetricName), a.AlarmName);
+      }
+      const names = alarms.map((a) => a.AlarmName as string);
+      for (const wanted of [
+        'latency-Encrypt',
+        'latency-Decrypt',
+        'hsm-unavailable',
+        'server-errors',
+        'lambda-throttles',
+      ]) {
+        assert.ok(
+          names.some((n) => n.endsWith(wanted)),
+          wanted,
+        );
+      }
+    });
+  });
+}
+
+describe('mode: VPC endpoint service (ci-vpce)', () => {
+  test('private API through the execute-api endpoint, NLB over its IPs, endpoint service for KMS only', () => {
+    const t = templates['ci-vpce'] as Template;
+    const api = t.Resources.XksRestApi.Properties;
+    assert.deepEqual(api.EndpointConfiguration.Types, ['PRIVATE']);
+    assert.deepEqual(api.EndpointConfiguration.VpcEndpointIds, [{ Ref: 'XksExecuteApiEndpoint' }]);
+    assert.ok(api.Policy, 'a private API needs a resource policy');
+    const endpoint = t.Resources.XksExecuteApiEndpoint.Properties;
+    assert.match(endpoint.ServiceName['Fn::Sub'], /execute-api$/);
+    assert.equal(endpoint.PolicyDocument, undefined, 'default endpoint policy (field notes)');
+    assert.equal(t.Resources.XksDomainName.Type, 'AWS::ApiGateway::DomainNameV2');
+    assert.equal(t.Resources.XksDomainName.Properties.DomainName, 'xks.ci.example.com');
+    const nlb = t.Resources.XksNlb.Properties;
+    assert.equal(nlb.Type, 'network');
+    assert.ok(nlb.Subnets.length >= 2, 'two AZs');
+    const targets = t.Resources.XksTargetGroup.Properties.Targets;
+    assert.equal(targets.length, 2);
+    assert.deepEqual(targets[0].Id, { 'Fn::GetAtt': ['XksEndpointIps', 'Ip0'] });
+    assert.equal(t.Resources.XksEndpointService.Properties.AcceptanceRequired, false);
+    assert.deepEqual(t.Resources.XksEndpointServicePermissions.Properties.AllowedPrincipals, [
+      { 'Fn::Sub': 'cks.kms.${AWS::Region}.amazonaws.com' },
+    ]);
+    assert.ok(t.Outputs.PrivateDnsVerificationName && t.Outputs.VpcEndpointServiceName);
+    assert.ok(t.Resources.XksSecretsManagerEndpoint, 'Secrets Manager endpoint (no NAT)');
+    assert.equal(t.Resources.XksDomainName.Properties.MutualTlsAuthentication, undefined);
+    assert.equal(proxyConfigOf(t).clientCertificate, undefined);
+  });
+});
+
+describe('mode: public endpoint (ci-public)', () => {
+  test('Regional API on a custom domain, execute-api endpoint off, mutual TLS, nothing of the other mode', () => {
+    const t = templates['ci-public'] as Template;
+    const api = t.Resources.XksRestApi.Properties;
+    assert.deepEqual(api.EndpointConfiguration.Types, ['REGIONAL']);
+    assert.equal(api.DisableExecuteApiEndpoint, true);
+    const domain = t.Resources.XksDomainName;
+    assert.equal(domain.Type, 'AWS::ApiGateway::DomainName');
+    assert.equal(domain.Properties.SecurityPolicy, 'TLS_1_2');
+    assert.equal(domain.Properties.MutualTlsAuthentication.TruststoreUri, 's3://ci-bucket/truststore.pem');
+    assert.deepEqual(proxyConfigOf(t).clientCertificate, {
+      allowedCommonNames: ['cks.kms.us-east-2.amazonaws.com'],
+    });
+    for (const absent of [
+      'XksNlb',
+      'XksEndpointService',
+      'XksExecuteApiEndpoint',
+      'XksSecretsManagerEndpoint',
+    ]) {
+      assert.equal(t.Resources[absent], undefined, absent);
+    }
+    assert.equal(ofType(t, 'AWS::EC2::VPCEndpoint').length, 0);
+  });
+});
