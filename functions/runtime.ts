@@ -45,8 +45,9 @@ export class Keystore {
   /** The secret of an access key id of this key store (spec: Appendix A, Task 3). */
   secretOf = (accessKeyId: string): string | undefined => this.#secrets.get(accessKeyId);
 
-  /** Whether this key store may use an external key id. */
+  /** Whether this key store may use an external key id; never the health-check key. */
   allows(keyId: string): boolean {
+    if (keyId === config.hsm.healthCheckKeyLabel) return false;
     return this.#keys.has(keyId) || (this.#keyPattern?.test(keyId) ?? false);
   }
 

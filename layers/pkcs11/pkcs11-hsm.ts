@@ -41,6 +41,16 @@ const SESSION_ERRORS = new Set([
   P.CKR_USER_NOT_LOGGED_IN,
   P.CKR_CRYPTOKI_NOT_INITIALIZED,
 ]);
+/** A PIN the token refused is never tried again: repeated attempts can lock the HSM user. */
+const PIN_ERRORS = new Set([
+  P.CKR_PIN_INCORRECT,
+  P.CKR_PIN_LOCKED,
+  P.CKR_PIN_EXPIRED,
+  P.CKR_PIN_INVALID,
+  P.CKR_PIN_LEN_RANGE,
+]);
+/** After a failed connection, the next attempt waits this long (requests fail fast meanwhile). */
+const RECONNECT_INTERVAL_MS = 1000;
 const STALE_HANDLE_ERRORS = new Set([P.CKR_OBJECT_HANDLE_INVALID, P.CKR_KEY_HANDLE_INVALID]);
 /** What HSMs answer to a GCM decrypt whose tag does not verify (SoftHSM: CKR_GENERAL_ERROR). */
 const BAD_CIPHERTEXT_ERRORS = new Set([
@@ -83,6 +93,9 @@ export class Pkcs11Hsm implements Hsm {
   readonly #keyTtlMs: number;
   #session: Buffer | undefined;
   #info: HsmInfo | undefined;
+  /** Why the last connection failed, and when the next attempt may be made. */
+  #lastFailure: { error: HsmError; retryAt: number } | undefined;
+  #pinRefused: HsmError | undefined;
 
   /** Loads the library and connects (Lambda init phase). A failed connection is retried per call. */
   constructor(config: Pkcs11Config) {
@@ -186,14 +199,29 @@ export class Pkcs11Hsm implements Hsm {
 
   /** Initialises, finds the token, opens a session and logs in; all or nothing. */
   #connect(): void {
+    if (this.#pinRefused) throw this.#pinRefused;
+    if (this.#lastFailure && Date.now() < this.#lastFailure.retryAt) throw this.#lastFailure.error;
     try {
       this.#open();
+      this.#lastFailure = undefined;
     } catch (err) {
       // Finalized, so that the next attempt starts over (SoftHSM rescans its tokens then).
       this.#disconnect();
-      if (err instanceof HsmError) throw err;
       const ckr = ckrOf(err);
-      throw new HsmError('unavailable', `HSM unavailable (${ckr ?? errorText(err)})`, ckr, { cause: err });
+      const error =
+        err instanceof HsmError
+          ? err
+          : new HsmError('unavailable', `HSM unavailable (${ckr ?? errorText(err)})`, ckr, { cause: err });
+      if (PIN_ERRORS.has(codeOf(err))) {
+        this.#pinRefused = new HsmError(
+          'unavailable',
+          `HSM refused the PIN (${ckr}); not trying it again`,
+          ckr,
+        );
+        throw this.#pinRefused;
+      }
+      this.#lastFailure = { error, retryAt: Date.now() + RECONNECT_INTERVAL_MS };
+      throw error;
     }
   }
 
