@@ -285,13 +285,15 @@ function alarms(p, service) {
   }
   const store = p.alarms.kmsCustomKeyStoreId;
   if (store) {
+    // KMS publishes the certificate metric per CertificateName (the proxy's domain name).
+    const domain = p.connectivity === 'public' ? p.public.domainName : p.vpcEndpointService.privateDnsName;
     resources.XksAlarmCertificateExpiry = alarm(
       'certificate-expiry',
       'The TLS certificate KMS sees on the proxy expires in less than 30 days (KMS metric).',
       {
         Namespace: 'AWS/KMS',
         MetricName: 'XksProxyCertificateDaysToExpire',
-        Dimensions: dims({ CustomKeyStoreId: store }),
+        Dimensions: dims({ CustomKeyStoreId: store, CertificateName: domain }),
         Statistic: 'Minimum',
         Period: 3600,
         EvaluationPeriods: 1,
@@ -300,15 +302,32 @@ function alarms(p, service) {
         TreatMissingData: 'notBreaching',
       },
     );
+    // ExternalKeyStoreThrottle has KmsOperation and KeySpec dimensions: the sum over the operations
+    // that reach an external key store (symmetric keys only, spec: API operations).
+    const kmsOperations = [
+      'Encrypt',
+      'Decrypt',
+      'ReEncrypt',
+      'GenerateDataKey',
+      'GenerateDataKeyWithoutPlaintext',
+      'DescribeKey',
+    ];
     resources.XksAlarmKmsThrottle = alarm(
       'kms-external-key-store-throttle',
       'KMS throttled requests to this external key store: ask AWS for a higher quota or spread the load.',
       {
-        Namespace: 'AWS/KMS',
-        MetricName: 'ExternalKeyStoreThrottle',
-        Dimensions: dims({ CustomKeyStoreId: store }),
-        Statistic: 'Sum',
-        Period: 300,
+        ...sumOf(
+          'ExternalKeyStoreThrottle',
+          kmsOperations.map((op) => ({
+            Metric: {
+              Namespace: 'AWS/KMS',
+              MetricName: 'ExternalKeyStoreThrottle',
+              Dimensions: dims({ CustomKeyStoreId: store, KmsOperation: op, KeySpec: 'SYMMETRIC_DEFAULT' }),
+            },
+            Period: 300,
+            Stat: 'Sum',
+          })),
+        ),
         EvaluationPeriods: 1,
         Threshold: 1,
         ComparisonOperator: 'GreaterThanOrEqualToThreshold',

@@ -71,12 +71,18 @@ function checkParams(raw, stage) {
     need(p.public.domainName, 'public.domainName');
     need(p.public.certificateArn, 'public.certificateArn');
   } else {
+    // KMS needs its own VPC endpoint service (and private DNS name) for each external key store.
+    if (p.keystores.length !== 1)
+      fail('connectivity vpc-endpoint-service serves exactly one key store per stage');
     p.vpcEndpointService = need(p.vpcEndpointService, 'vpcEndpointService');
     need(p.vpcEndpointService.privateDnsName, 'vpcEndpointService.privateDnsName');
     need(p.vpcEndpointService.certificateArn, 'vpcEndpointService.certificateArn');
     list(p.vpcEndpointService.nlbSubnetIds, 'vpcEndpointService.nlbSubnetIds (two AZs at least)', 2);
   }
   p.alarms = p.alarms ?? {};
+  if (p.provisionedConcurrency > p.reservedConcurrency) {
+    fail('provisionedConcurrency cannot exceed reservedConcurrency');
+  }
   p.stage = stage;
   return p;
 }
