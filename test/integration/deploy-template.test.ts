@@ -310,6 +310,7 @@ describe('mode: VPC endpoint service (ci-vpce)', () => {
     assert.deepEqual(targets[0].Id, { 'Fn::GetAtt': ['XksEndpointIps', 'Ip0'] });
     assert.equal(t.Resources.XksEndpointService.Properties.AcceptanceRequired, false);
     assert.deepEqual(t.Resources.XksEndpointServicePermissions.Properties.AllowedPrincipals, [
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a CloudFormation Fn::Sub string
       { 'Fn::Sub': 'cks.kms.${AWS::Region}.amazonaws.com' },
     ]);
     assert.ok(t.Outputs.PrivateDnsVerificationName && t.Outputs.VpcEndpointServiceName);
