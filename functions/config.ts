@@ -20,6 +20,10 @@ export interface KeystoreConfig {
   credentials?: Credential[];
   /** A Secrets Manager secret holding `{"credentials": [{"accessKeyId", "secretAccessKey"}, ...]}`. */
   credentialsSecretArn?: string;
+  /** A local file holding the same JSON, read again when it changes (local and on-premises use). */
+  credentialsFile?: string;
+  /** Request-rate quota of this key store (spec: ThrottlingException): over it, 429. */
+  throttle?: { rateLimit: number; burstLimit: number };
   /** The externalKeyIds this key store may use; any other is KeyNotFoundException. */
   keys: string[];
   /** Also allowed: key ids matching this regular expression (for long key lists). */
@@ -59,7 +63,12 @@ export interface ProxyConfig {
    * mTLS through API Gateway (spec: Authentication): when set, every request must come with a client
    * certificate (requestContext.identity.clientCert) whose subject CN is one of these.
    */
-  clientCertificate?: { allowedCommonNames: string[] };
+  clientCertificate?: {
+    /** Allowed subject CNs; `*` stands for one DNS label, e.g. `cks.kms.*.amazonaws.com`. */
+    allowedCommonNames: string[];
+    /** PEM CA bundle the local server checks client certificates against (API Gateway has its truststore). */
+    caFile?: string;
+  };
   keystores: KeystoreConfig[];
 }
 
@@ -136,6 +145,7 @@ const SCHEMA = {
       additionalProperties: false,
       properties: {
         allowedCommonNames: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+        caFile: { type: 'string', minLength: 1 },
       },
     },
     keystores: {
@@ -144,13 +154,27 @@ const SCHEMA = {
       items: {
         type: 'object',
         required: ['name', 'pathPrefix', 'keys'],
-        oneOf: [{ required: ['credentials'] }, { required: ['credentialsSecretArn'] }],
+        oneOf: [
+          { required: ['credentials'] },
+          { required: ['credentialsSecretArn'] },
+          { required: ['credentialsFile'] },
+        ],
         additionalProperties: false,
         properties: {
           name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
           pathPrefix: { type: 'string', pattern: '^(?:/[A-Za-z0-9_-]+)*$' },
           credentials: CREDENTIALS,
           credentialsSecretArn: { type: 'string', minLength: 1 },
+          credentialsFile: { type: 'string', minLength: 1 },
+          throttle: {
+            type: 'object',
+            required: ['rateLimit', 'burstLimit'],
+            additionalProperties: false,
+            properties: {
+              rateLimit: { type: 'number', exclusiveMinimum: 0 },
+              burstLimit: { type: 'integer', minimum: 1 },
+            },
+          },
           keys: { type: 'array', items: { type: 'string', pattern: KEY_ID }, uniqueItems: true },
           keyPattern: { type: 'string', minLength: 1 },
           allowedRegions: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9-]+$' }, minItems: 1 },

@@ -1,12 +1,13 @@
 // The middleware chain every XKS route runs, in one place and in one order:
 //
-//   0. refreshSecrets       key store credentials from Secrets Manager, when due (rotation)
+//   0. credentials          key store credentials from Secrets Manager or a file, when due (rotation)
 //   1. injectLambdaContext  Powertools logger: Lambda context in every line, keys reset per request
 //   2. logMetrics           Powertools metrics: one EMF document per request, and cold starts
 //   3. respond              the JSON success body, or the spec's error body and status; one log line
 //   4. route                resource -> key store (404 InvalidUriPathException); POST only (405)
 //   5. authenticate         mTLS client certificate CN when configured; SigV4 over the raw body (401)
 //   6. parseBody            JSON and the route's schema (400 ValidationException)
+//   7. quota                the key store's request rate, local server only (429 ThrottlingException)
 //
 // Then the route's handler (functions/<operation>.ts) runs with a checked, typed request.
 //
@@ -23,8 +24,9 @@ import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-l
 import type { Hsm } from '../layers/pkcs11/hsm.ts';
 import { safeErrorMessage, toXksError, XksError } from './errors.ts';
 import { METRIC } from './metrics.ts';
+import { commonNameMatcher, commonNameOf } from './mtls.ts';
 import { type Operation, parseRoute } from './routes.ts';
-import { config, hsm, type Keystore, keystores, logger, metrics, secrets } from './runtime.ts';
+import { config, credentialSources, hsm, type Keystore, keystores, logger, metrics } from './runtime.ts';
 import { type RequestMetadata, validatorFor } from './schemas.ts';
 import { verifySigV4 } from './sigv4.ts';
 
@@ -61,13 +63,14 @@ const JSON_HEADERS = { 'content-type': 'application/json' };
 /** A Lambda handler for one XKS operation: the chain above around `handle`. */
 export function xksHandler<Body>(operation: Operation, handle: (request: XksRequest<Body>) => object) {
   return middy<Event, Result, Error, XksContext>({ timeoutEarlyInMillis: 0 })
-    .use({ before: () => secrets.refreshIfDue() })
+    .use({ before: () => credentialSources.refreshIfDue() })
     .use(injectLambdaContext(logger, { resetKeys: true }))
     .use(logMetrics(metrics, { captureColdStartMetric: true }))
     .use(respond(operation))
     .use(route(operation))
     .use(authenticate())
     .use(parseBody(operation))
+    .use(quota())
     .handler((_event, context) => {
       const state = context.xks;
       return handle({
@@ -117,6 +120,7 @@ function respond(operation: Operation): Middleware {
     },
     onError: (request) => {
       request.context.xks ??= { started: performance.now(), hsmMs: 0, keyId: '' };
+      if (request.context.xks.body === undefined) logUnverifiedRequestId(request.event);
       const error = toXksError(request.error);
       const body = { errorName: error.errorName, errorMessage: safeErrorMessage(error.message) };
       const headers = error.statusCode === 405 ? { ...JSON_HEADERS, allow: 'POST' } : JSON_HEADERS;
@@ -157,15 +161,13 @@ function route(operation: Operation): Middleware {
 
 /** 5. The mTLS client certificate, when required; SigV4 over what the client sent. */
 function authenticate(): Middleware {
-  const allowedCommonNames = config.clientCertificate && new Set(config.clientCertificate.allowedCommonNames);
+  const allowed = config.clientCertificate && commonNameMatcher(config.clientCertificate.allowedCommonNames);
   return {
     before: ({ event, context }) => {
-      if (allowedCommonNames !== undefined) {
-        // API Gateway mutual TLS checked the chain against the truststore; the subject is ours to
+      if (allowed !== undefined) {
+        // API Gateway mutual TLS (or the local server) checked the chain; the subject is ours to
         // check (spec: Authentication: only CN=cks.kms.<region>.amazonaws.com).
-        const subject = event.requestContext?.identity?.clientCert?.subjectDN ?? '';
-        const commonName = /(?:^|,)\s*CN=([^,]+)/.exec(subject)?.[1]?.trim();
-        if (commonName === undefined || !allowedCommonNames.has(commonName)) {
+        if (!allowed(commonNameOf(event.requestContext?.identity?.clientCert?.subjectDN))) {
           throw new XksError(
             'AuthenticationFailedException',
             'mTLS client certificate missing or not allowed',
@@ -192,6 +194,17 @@ function authenticate(): Middleware {
         },
       );
       logger.appendKeys({ accessKeyId });
+    },
+  };
+}
+
+/** 7. The key store's quota, counted after authentication: unsigned floods cannot use it up. */
+function quota(): Middleware {
+  return {
+    before: ({ context }) => {
+      if (!(context.xks.keystore as Keystore).admit()) {
+        throw new XksError('ThrottlingException', 'The request rate of this key store is over its quota');
+      }
     },
   };
 }
@@ -241,6 +254,19 @@ function metadataKeys(m: RequestMetadata): Record<string, string> {
     if (typeof value === 'string') keys[name] = value;
   }
   return keys;
+}
+
+/**
+ * For requests refused before their body was checked (path, mTLS, SigV4): the kmsRequestId the
+ * body claims, so the refusal can be found from CloudTrail (spec: Logging). Marked unverified.
+ */
+function logUnverifiedRequestId(event: Event): void {
+  try {
+    const id = JSON.parse(rawBody(event).toString('utf8'))?.requestMetadata?.kmsRequestId;
+    if (typeof id === 'string') logger.appendKeys({ unverifiedKmsRequestId: id.slice(0, 256) });
+  } catch {
+    // No JSON body: nothing to add.
+  }
 }
 
 function rawBody(event: Event): Buffer {

@@ -1,6 +1,8 @@
 // What every handler shares, created once per process at module scope, i.e. in the Lambda init
 // phase: the validated configuration and its secrets, the HSM session (C_Initialize, C_OpenSession,
 // C_Login), the key stores, the logger and the metrics.
+import { readFileSync, statSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import type { Hsm } from '../layers/pkcs11/hsm.ts';
@@ -31,6 +33,7 @@ export class Keystore {
   readonly allowedRegions: ReadonlySet<string> | undefined;
   readonly #keys: ReadonlySet<string>;
   readonly #keyPattern: RegExp | undefined;
+  readonly #quota: TokenBucket | undefined;
   #secrets = new Map<string, string>();
 
   constructor(ks: KeystoreConfig) {
@@ -39,6 +42,11 @@ export class Keystore {
     this.allowedRegions = ks.allowedRegions && new Set(ks.allowedRegions);
     this.#keys = new Set(ks.keys);
     this.#keyPattern = ks.keyPattern === undefined ? undefined : new RegExp(ks.keyPattern);
+    // In Lambda, API Gateway enforces the quota (each environment would only see its own share).
+    this.#quota =
+      ks.throttle && process.env.AWS_LAMBDA_FUNCTION_NAME === undefined
+        ? new TokenBucket(ks.throttle.rateLimit, ks.throttle.burstLimit)
+        : undefined;
     if (ks.credentials) this.setCredentials(ks.credentials);
   }
 
@@ -51,8 +59,36 @@ export class Keystore {
     return this.#keys.has(keyId) || (this.#keyPattern?.test(keyId) ?? false);
   }
 
+  /** Takes one request from the key store's quota; false when it is used up. */
+  admit(): boolean {
+    return this.#quota?.take() ?? true;
+  }
+
   setCredentials(credentials: Credential[]): void {
     this.#secrets = new Map(credentials.map((c) => [c.accessKeyId, c.secretAccessKey]));
+  }
+}
+
+/** `rate` tokens a second, at most `burst` saved up. */
+class TokenBucket {
+  readonly #rate: number;
+  readonly #burst: number;
+  #tokens: number;
+  #updated = performance.now();
+
+  constructor(rate: number, burst: number) {
+    this.#rate = rate;
+    this.#burst = burst;
+    this.#tokens = burst;
+  }
+
+  take(): boolean {
+    const now = performance.now();
+    this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#updated) / 1000) * this.#rate);
+    this.#updated = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
   }
 }
 
@@ -62,45 +98,77 @@ export const keystores: ReadonlyMap<string, Keystore> = new Map(
 );
 
 /**
- * Credentials kept in Secrets Manager, read again once `secrets.cacheSeconds` have passed, so that
- * a rotation (add the new credential, update KMS, remove the old one) needs no redeploy.
+ * Key store credentials that can change while the proxy runs, so that a rotation (add the new
+ * credential, update KMS, remove the old one) needs no restart or redeploy (spec: SigV4
+ * credentials rotation): Secrets Manager secrets, read again once `secrets.cacheSeconds` have
+ * passed, and local files, read again when they change (looked at once a second at most).
+ * A source that cannot be read any more keeps the credentials it last gave.
  */
-class SecretsRefresh {
-  #expires = 0;
-  #loaded = false;
+class CredentialSources {
+  #secretsExpire = 0;
+  #secretsLoaded = false;
   #inflight: Promise<void> | undefined;
-  readonly #sources = config.keystores.filter((ks) => ks.credentialsSecretArn !== undefined);
+  #filesCheckedAt = 0;
+  readonly #fileVersions = new Map<string, number>();
+  readonly #secretSources = config.keystores.filter((ks) => ks.credentialsSecretArn !== undefined);
+  readonly #fileSources = config.keystores.filter((ks) => ks.credentialsFile !== undefined);
 
-  /** A promise only when the secrets are due: otherwise the request goes on without yielding. */
+  /** A promise only when Secrets Manager is due: otherwise the request goes on without yielding. */
   refreshIfDue(): Promise<void> | undefined {
-    if (this.#sources.length === 0 || Date.now() < this.#expires) return undefined;
-    this.#inflight ??= this.#refresh().finally(() => {
+    const now = Date.now();
+    if (this.#fileSources.length > 0 && now - this.#filesCheckedAt >= 1000) this.refreshFiles(now);
+    if (this.#secretSources.length === 0 || now < this.#secretsExpire) return undefined;
+    this.#inflight ??= this.#refreshSecrets().finally(() => {
       this.#inflight = undefined;
     });
     return this.#inflight;
   }
 
-  async #refresh(): Promise<void> {
+  refreshFiles(now = Date.now()): void {
+    this.#filesCheckedAt = now;
+    for (const ks of this.#fileSources) {
+      const file = ks.credentialsFile as string;
+      const known = this.#fileVersions.get(file);
+      try {
+        const version = statSync(file).mtimeMs;
+        if (version === known) continue;
+        keystores
+          .get(ks.pathPrefix)
+          ?.setCredentials(parseCredentialsSecret(ks.name, readFileSync(file, 'utf8')));
+        this.#fileVersions.set(file, version);
+        if (known !== undefined) logger.info('Key store credentials changed', { keystore: ks.name });
+      } catch (error) {
+        if (known === undefined) throw error;
+        logger.warn('Could not read the key store credentials again; keeping the previous ones', {
+          keystore: ks.name,
+          error,
+        });
+      }
+    }
+  }
+
+  async #refreshSecrets(): Promise<void> {
     try {
-      for (const ks of this.#sources) {
+      for (const ks of this.#secretSources) {
         const credentials = parseCredentialsSecret(
           ks.name,
           await readSecret(ks.credentialsSecretArn as string),
         );
         keystores.get(ks.pathPrefix)?.setCredentials(credentials);
       }
-      this.#loaded = true;
-      this.#expires = Date.now() + config.secrets.cacheSeconds * 1000;
+      this.#secretsLoaded = true;
+      this.#secretsExpire = Date.now() + config.secrets.cacheSeconds * 1000;
     } catch (error) {
-      if (!this.#loaded) throw error;
+      if (!this.#secretsLoaded) throw error;
       // Keep serving with the credentials already known; try again soon.
       logger.warn('Could not read the key store credentials again; keeping the previous ones', { error });
-      this.#expires = Date.now() + Math.min(config.secrets.cacheSeconds, 30) * 1000;
+      this.#secretsExpire = Date.now() + Math.min(config.secrets.cacheSeconds, 30) * 1000;
     }
   }
 }
 
-export const secrets = new SecretsRefresh();
+export const credentialSources = new CredentialSources();
+credentialSources.refreshFiles();
 
 async function readSecret(id: string): Promise<string> {
   // Loaded only when a secret is configured: local runs never touch the AWS SDK.
@@ -122,4 +190,4 @@ export const hsm: Hsm = new Pkcs11Hsm({
   keyCacheTtlMs: config.hsm.keyCacheSeconds * 1000,
 });
 
-await secrets.refreshIfDue();
+await credentialSources.refreshIfDue();

@@ -51,8 +51,16 @@ const handlers = {
   Decrypt: decrypt.handler as unknown as LambdaHandler,
 };
 
+const { config } = await import('../functions/runtime.ts');
 const tls = args.tls ? certificate() : undefined;
-const server = createProxyServer({ handlers, tls });
+const mtls = config.clientCertificate;
+if (mtls && !mtls.caFile)
+  throw new Error('clientCertificate.caFile is needed for mutual TLS in the local server');
+const clientCertificate = mtls && {
+  ca: readFileSync(mtls.caFile as string),
+  allowedCommonNames: mtls.allowedCommonNames,
+};
+const server = createProxyServer({ handlers, tls, clientCertificate });
 server.on('error', (err: NodeJS.ErrnoException) => {
   process.stderr.write(
     `Cannot listen on ${args.host}:${args.port}: ${err.code ?? err.message} (try --port)\n`,

@@ -11,6 +11,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { commonNameMatcher } from '../functions/mtls.ts';
 import { type Operation, parseRoute, type Route, resourceOf } from '../functions/routes.ts';
 
 export type LambdaHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
@@ -19,6 +20,11 @@ export interface ServerOptions {
   handlers: Record<Operation, LambdaHandler>;
   /** PEM key and certificate; plain HTTP without them. */
   tls?: { key: Buffer | string; cert: Buffer | string };
+  /**
+   * Mutual TLS: client certificates must chain to `ca` and carry an allowed subject CN; any other
+   * client is cut off right after the handshake, before a request is read.
+   */
+  clientCertificate?: { ca: Buffer | string; allowedCommonNames: string[] };
   /** Larger bodies are refused while they are read (API Gateway's own limit is 10 MB). */
   maxBodyBytes?: number;
   stage?: string;
@@ -42,6 +48,7 @@ export function createProxyServer(options: ServerOptions): Server {
       if (!res.headersSent) send(res, 500, JSON_HEADERS, xksError('InternalException', 'Internal error'));
     });
   };
+  const mtls = options.clientCertificate;
   const server = options.tls
     ? createHttpsServer(
         {
@@ -50,10 +57,19 @@ export function createProxyServer(options: ServerOptions): Server {
           minVersion: 'TLSv1.2',
           ciphers: TLS_CIPHERS,
           honorCipherOrder: true,
+          // Unknown CA, expired, self-signed or missing: the handshake itself fails.
+          ...(mtls ? { requestCert: true, rejectUnauthorized: true, ca: mtls.ca } : {}),
         },
         listener,
       )
     : createHttpServer(listener);
+  if (mtls && options.tls) {
+    const allowed = commonNameMatcher(mtls.allowedCommonNames);
+    // Before the HTTP layer's own listener, so that not a byte of a request is read.
+    server.prependListener('secureConnection', (socket: TLSSocket) => {
+      if (!allowed(socket.getPeerCertificate().subject?.CN as string | undefined)) socket.destroy();
+    });
+  }
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   return server;
@@ -172,7 +188,7 @@ function toEvent(
         apiKey: null,
         apiKeyId: null,
         caller: null,
-        clientCert: null,
+        clientCert: clientCertOf(req),
         cognitoAuthenticationProvider: null,
         cognitoAuthenticationType: null,
         cognitoIdentityId: null,
@@ -184,6 +200,26 @@ function toEvent(
         userArn: null,
       },
     },
+  };
+}
+
+/** The client certificate as API Gateway's mutual TLS passes it to the Lambda. */
+function clientCertOf(
+  req: IncomingMessage,
+): APIGatewayProxyEvent['requestContext']['identity']['clientCert'] {
+  const socket = req.socket as Partial<TLSSocket>;
+  const cert = socket.getPeerCertificate?.();
+  if (!cert || Object.keys(cert).length === 0) return null;
+  const dn = (name: Record<string, unknown> | undefined) =>
+    Object.entries(name ?? {})
+      .map(([k, v]) => `${k}=${String(v)}`)
+      .join(',');
+  return {
+    clientCertPem: '',
+    subjectDN: dn(cert.subject as unknown as Record<string, unknown>),
+    issuerDN: dn(cert.issuer as unknown as Record<string, unknown>),
+    serialNumber: cert.serialNumber,
+    validity: { notBefore: cert.valid_from, notAfter: cert.valid_to },
   };
 }
 

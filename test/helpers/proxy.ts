@@ -38,6 +38,8 @@ export interface RawRequest {
   path: string;
   headers?: Record<string, string>;
   body?: string | Buffer;
+  /** A client certificate for mutual TLS, or 'none': a connection of its own either way. */
+  clientCert?: { cert: Buffer; key: Buffer } | 'none';
 }
 
 export interface XksCall {
@@ -48,6 +50,7 @@ export interface XksCall {
   tamper?: (req: { path: string; headers: Record<string, string>; body: string }) => void;
   signer?: (req: ToSign) => Promise<Record<string, string>> | Record<string, string>;
   prefix?: string;
+  clientCert?: { cert: Buffer; key: Buffer } | 'none';
 }
 
 export interface RunningProxy {
@@ -73,8 +76,10 @@ export interface RunningProxy {
 }
 
 export interface ProxyOptions {
-  /** Changes to the generated configuration before the proxy starts. */
-  configure?: (config: ProxyConfig) => void;
+  /** Changes to the generated configuration before the proxy starts; `dir` is the proxy's own folder. */
+  configure?: (config: ProxyConfig, dir: string) => void;
+  /** Runs after the configuration is written, before the proxy starts. */
+  beforeStart?: () => void;
 }
 
 export interface TestSetup {
@@ -124,7 +129,7 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
       { name: 'eu', pathPrefix: '', credentials: [third], keys: ['foo'], allowedRegions: ['eu-west-1'] },
     ],
   };
-  options.configure?.(config);
+  options.configure?.(config, dir);
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, JSON.stringify(config), { mode: 0o600 });
   return {
@@ -140,6 +145,7 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
 
 export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
   const { dir, config, configFile, softhsmConf, pin, credentials, secrets } = createTestSetup(options);
+  options.beforeStart?.();
   const [first] = credentials as [Credential];
   const child = spawn(
     process.execPath,
@@ -171,7 +177,9 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
           method: req.method ?? 'POST',
           path: req.path,
           headers,
-          agent,
+          ...(req.clientCert === undefined
+            ? { agent }
+            : { ...(req.clientCert === 'none' ? {} : req.clientCert), ca, agent: false }),
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -206,7 +214,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     });
     const req = { path, headers: { ...headers, 'content-type': 'application/json' }, body: text };
     call.tamper?.(req);
-    return send({ path: req.path, headers: req.headers, body: req.body });
+    return send({ path: req.path, headers: req.headers, body: req.body, clientCert: call.clientCert });
   };
 
   return {
