@@ -56,6 +56,27 @@ function target(p, fn) {
     : { 'Fn::GetAtt': [functionLogicalId(fn), 'Arn'] };
 }
 
+/**
+ * A key store's quota (keystores[].throttle) as method throttling on each of its POST routes:
+ * API Gateway has no limit shared by several methods short of usage plans with API keys.
+ */
+function keystoreQuotas(p) {
+  return p.keystores
+    .filter((ks) => ks.throttle)
+    .flatMap((ks) =>
+      ROUTES.map((route) => ({
+        // Method settings name a resource path with its slashes written as ~1.
+        ResourcePath: `${ks.pathPrefix}/kms/xks/v1/${route.path}`.replaceAll('/', '~1'),
+        HttpMethod: 'POST',
+        DataTraceEnabled: false,
+        LoggingLevel: 'OFF',
+        MetricsEnabled: true,
+        ThrottlingRateLimit: ks.throttle.rateLimit,
+        ThrottlingBurstLimit: ks.throttle.burstLimit,
+      })),
+    );
+}
+
 function api(p, endpoint) {
   const resources = {};
   const methods = [];
@@ -201,6 +222,7 @@ function api(p, endpoint) {
         Format: ACCESS_LOG_FORMAT,
       },
       MethodSettings: [
+        ...keystoreQuotas(p),
         {
           ResourcePath: '/*',
           HttpMethod: '*',

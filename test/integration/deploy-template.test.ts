@@ -343,4 +343,20 @@ describe('mode: public endpoint (ci-public)', () => {
     }
     assert.equal(ofType(t, 'AWS::EC2::VPCEndpoint').length, 0);
   });
+
+  test("a key store's quota: method throttling on each of its POST routes, THROTTLED answering 429", () => {
+    const t = templates['ci-public'] as Template;
+    const [[, stage] = []] = ofType(t, 'AWS::ApiGateway::Stage');
+    const quotas = stage.Properties.MethodSettings.filter(
+      (m: { ResourcePath: string }) => m.ResourcePath !== '/*',
+    );
+    assert.equal(quotas.length, 4);
+    for (const q of quotas) {
+      assert.match(q.ResourcePath, /^~1keystores~1analytics~1kms~1xks~1v1~1/);
+      assert.equal(q.HttpMethod, 'POST');
+      assert.equal(q.ThrottlingRateLimit, 100);
+      assert.equal(q.ThrottlingBurstLimit, 50);
+      assert.equal(q.DataTraceEnabled, false);
+    }
+  });
 });
