@@ -109,7 +109,8 @@ class CredentialSources {
   #secretsLoaded = false;
   #inflight: Promise<void> | undefined;
   #filesCheckedAt = 0;
-  readonly #fileVersions = new Map<string, number>();
+  /** mtime, inode and size of each file as last read: a change in any is a new version. */
+  readonly #fileVersions = new Map<string, string>();
   readonly #secretSources = config.keystores.filter((ks) => ks.credentialsSecretArn !== undefined);
   readonly #fileSources = config.keystores.filter((ks) => ks.credentialsFile !== undefined);
 
@@ -130,7 +131,8 @@ class CredentialSources {
       const file = ks.credentialsFile as string;
       const known = this.#fileVersions.get(file);
       try {
-        const version = statSync(file).mtimeMs;
+        const stat = statSync(file);
+        const version = `${stat.mtimeMs}/${stat.ino}/${stat.size}`;
         if (version === known) continue;
         keystores
           .get(ks.pathPrefix)
