@@ -12,9 +12,14 @@ type DetailedError = import('@cedar-policy/cedar-wasm/nodejs').DetailedError;
 type CedarValueJson = import('@cedar-policy/cedar-wasm/nodejs').CedarValueJson;
 type EntityJson = import('@cedar-policy/cedar-wasm/nodejs').EntityJson;
 
-// The nodejs build loads its wasm synchronously from beside the module, so the first decision
-// pays nothing extra; the ESM build would need an async init.
-const cedar = createRequire(import.meta.url)('@cedar-policy/cedar-wasm/nodejs') as CedarWasm;
+// The nodejs build loads its wasm (about 4 MB) synchronously from beside the module; loaded only
+// when a policy set is configured, so a proxy without one never pays for it. Outside the bundle:
+// it ships in the PKCS#11 layer (/opt/nodejs/node_modules), which only `require` finds.
+let loaded: CedarWasm | undefined;
+function cedarWasm(): CedarWasm {
+  loaded ??= createRequire(import.meta.url)('@cedar-policy/cedar-wasm/nodejs') as CedarWasm;
+  return loaded;
+}
 
 export type AuthorizedOperation = 'GetKeyMetadata' | 'Encrypt' | 'Decrypt';
 
@@ -102,7 +107,7 @@ let preparsedCount = 0;
 export function createAuthorizer(policyText: string, id: string): Authorizer {
   const policies = splitPolicies(policyText, id);
   const psetId = `${id}#${++preparsedCount}`;
-  const preparsed = cedar.preparsePolicySet(psetId, { staticPolicies: policies });
+  const preparsed = cedarWasm().preparsePolicySet(psetId, { staticPolicies: policies });
   if (preparsed.type === 'failure') {
     throw new Error(`Cedar policy set ${id}: ${describeErrors(preparsed.errors)}`);
   }
@@ -127,7 +132,7 @@ export function createAuthorizer(policyText: string, id: string): Authorizer {
       ];
       let answer: ReturnType<CedarWasm['statefulIsAuthorized']>;
       try {
-        answer = cedar.statefulIsAuthorized({
+        answer = cedarWasm().statefulIsAuthorized({
           principal,
           action: { type: ACTION_TYPE, id: input.operation },
           resource,
@@ -181,7 +186,7 @@ export function requestContext(m: AuthorizationRequestMetadata): Record<string, 
  * numbers them) when they have none. Cedar reports decisions by these keys.
  */
 function splitPolicies(policyText: string, label: string): Record<string, string> {
-  const parts = cedar.policySetTextToParts(policyText);
+  const parts = cedarWasm().policySetTextToParts(policyText);
   if (parts.type === 'failure') {
     throw new Error(`Cedar policy set ${label} does not parse: ${describeErrors(parts.errors, policyText)}`);
   }
@@ -196,7 +201,7 @@ function splitPolicies(policyText: string, label: string): Record<string, string
   const seen = new Set<string>();
   for (const [k, text] of parts.policies.entries()) {
     const defaultId = defaultIds[k] as string;
-    const json = cedar.policyToJson(text);
+    const json = cedarWasm().policyToJson(text);
     if (json.type === 'failure') {
       throw new Error(`Cedar policy set ${label}, ${defaultId}: ${describeErrors(json.errors)}`);
     }
@@ -216,15 +221,13 @@ function splitPolicies(policyText: string, label: string): Record<string, string
 }
 
 function validate(policies: Record<string, string>): string[] {
-  const answer = cedar.validate({
+  const answer = cedarWasm().validate({
     schema: SCHEMA,
     policies: { staticPolicies: policies },
     validationSettings: { mode: 'strict' },
   });
   if (answer.type === 'failure') return answer.errors.map((e) => `validation failed: ${e.message}`);
-  const messages = [...answer.validationErrors, ...answer.validationWarnings].map((v) =>
-    withHelp(v.error),
-  );
+  const messages = [...answer.validationErrors, ...answer.validationWarnings].map((v) => withHelp(v.error));
   for (const e of answer.otherWarnings) messages.push(withHelp(e));
   // The validator repeats a finding once per action the policy applies to.
   return [...new Set(messages)];
@@ -234,7 +237,8 @@ function describeErrors(errors: DetailedError[], text?: string): string {
   return errors
     .map((e) => {
       const location = e.sourceLocations?.[0];
-      const where = text !== undefined && location !== undefined ? ` at ${lineColumn(text, location.start)}` : '';
+      const where =
+        text !== undefined && location !== undefined ? ` at ${lineColumn(text, location.start)}` : '';
       const label = location?.label ? ` (${location.label})` : '';
       return `${withHelp(e)}${label}${where}`;
     })

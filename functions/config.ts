@@ -22,6 +22,11 @@ export interface KeystoreConfig {
   credentialsSecretArn?: string;
   /** A local file holding the same JSON, read again when it changes (local and on-premises use). */
   credentialsFile?: string;
+  /**
+   * A Cedar policy set (spec: Authorization): when given, GetKeyMetadata, Encrypt and Decrypt need
+   * a permit from it (deny by default); a relative path is from the working directory.
+   */
+  policyFile?: string;
   /** Request-rate quota of this key store (spec: ThrottlingException): over it, 429. */
   throttle?: { rateLimit: number; burstLimit: number };
   /** The externalKeyIds this key store may use; any other is KeyNotFoundException. */
@@ -166,6 +171,7 @@ const SCHEMA = {
           credentials: CREDENTIALS,
           credentialsSecretArn: { type: 'string', minLength: 1 },
           credentialsFile: { type: 'string', minLength: 1 },
+          policyFile: { type: 'string', minLength: 1 },
           throttle: {
             type: 'object',
             required: ['rateLimit', 'burstLimit'],

@@ -8,6 +8,7 @@
 //   5. authenticate         mTLS client certificate CN when configured; SigV4 over the raw body (401)
 //   6. parseBody            JSON and the route's schema (400 ValidationException)
 //   7. quota                the key store's request rate, local server only (429 ThrottlingException)
+//   8. authorize            the key store's Cedar policies, if any; never for GetHealthStatus (403)
 //
 // Then the route's handler (functions/<operation>.ts) runs with a checked, typed request.
 //
@@ -71,6 +72,7 @@ export function xksHandler<Body>(operation: Operation, handle: (request: XksRequ
     .use(authenticate())
     .use(parseBody(operation))
     .use(quota())
+    .use(authorize(operation))
     .handler((_event, context) => {
       const state = context.xks;
       return handle({
@@ -204,6 +206,39 @@ function quota(): Middleware {
     before: ({ context }) => {
       if (!(context.xks.keystore as Keystore).admit()) {
         throw new XksError('ThrottlingException', 'The request rate of this key store is over its quota');
+      }
+    },
+  };
+}
+
+/**
+ * 8. Secondary authorization (spec: Authorization): the key store's Cedar policies decide from the
+ * request metadata; the log line names the deciding policies. GetHealthStatus is never authorized
+ * (spec: GetHealthStatus MUST be excluded).
+ */
+function authorize(operation: Operation): Middleware {
+  return {
+    before: ({ context }) => {
+      const keystore = context.xks.keystore as Keystore;
+      if (keystore.authorizer === undefined || operation === 'GetHealthStatus') return;
+      const decision = keystore.authorizer.authorize({
+        operation,
+        keystore: keystore.name,
+        keyId: context.xks.keyId,
+        requestMetadata: (context.xks.body as { requestMetadata: RequestMetadata }).requestMetadata,
+      });
+      logger.appendKeys({
+        authorization: decision.allowed ? 'allow' : 'deny',
+        policyIds: decision.policyIds,
+        ...(decision.errors.length > 0 ? { policyErrors: decision.errors } : {}),
+      });
+      if (!decision.allowed) {
+        throw new XksError(
+          'AccessDeniedException',
+          decision.policyIds.length > 0
+            ? `Denied by policy ${decision.policyIds.join(', ')}`
+            : 'No policy permits this request',
+        );
       }
     },
   };

@@ -7,6 +7,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import type { Hsm } from '../layers/pkcs11/hsm.ts';
 import { Pkcs11Hsm } from '../layers/pkcs11/pkcs11-hsm.ts';
+import { type Authorizer, createAuthorizer } from './authorization.ts';
 import {
   type Credential,
   type KeystoreConfig,
@@ -31,6 +32,8 @@ export class Keystore {
   readonly name: string;
   readonly pathPrefix: string;
   readonly allowedRegions: ReadonlySet<string> | undefined;
+  /** The key store's Cedar policies; none means SigV4 alone decides. */
+  readonly authorizer: Authorizer | undefined;
   readonly #keys: ReadonlySet<string>;
   readonly #keyPattern: RegExp | undefined;
   readonly #quota: TokenBucket | undefined;
@@ -42,6 +45,8 @@ export class Keystore {
     this.allowedRegions = ks.allowedRegions && new Set(ks.allowedRegions);
     this.#keys = new Set(ks.keys);
     this.#keyPattern = ks.keyPattern === undefined ? undefined : new RegExp(ks.keyPattern);
+    // Parsed and checked now: a broken policy stops the start-up, never a request.
+    this.authorizer = ks.policyFile === undefined ? undefined : loadPolicies(ks.name, ks.policyFile);
     // In Lambda, API Gateway enforces the quota (each environment would only see its own share).
     this.#quota =
       ks.throttle && process.env.AWS_LAMBDA_FUNCTION_NAME === undefined
@@ -67,6 +72,13 @@ export class Keystore {
   setCredentials(credentials: Credential[]): void {
     this.#secrets = new Map(credentials.map((c) => [c.accessKeyId, c.secretAccessKey]));
   }
+}
+
+function loadPolicies(keystore: string, file: string): Authorizer {
+  const authorizer = createAuthorizer(readFileSync(file, 'utf8'), keystore);
+  for (const finding of authorizer.warnings) logger.warn('Cedar policy finding', { keystore, finding });
+  logger.info('Cedar policies loaded', { keystore, policyIds: authorizer.policyIds });
+  return authorizer;
 }
 
 /** `rate` tokens a second, at most `burst` saved up. */

@@ -61,6 +61,17 @@ function checkParams(raw, stage) {
     }
     need(ks.credentialsSecretArn, `keystores[${i}].credentialsSecretArn`);
     ks.keys = ks.keys ?? [];
+    if (ks.policyFile !== undefined && !/^policies\/[\w.-]+\.cedar$/.test(ks.policyFile)) {
+      fail(
+        `keystores[${i}].policyFile must be a policies/<name>.cedar file (it is packaged with the functions)`,
+      );
+    }
+    if (
+      ks.policyFile !== undefined &&
+      !require('node:fs').existsSync(require('node:path').join(__dirname, '..', ks.policyFile))
+    ) {
+      fail(`keystores[${i}].policyFile ${ks.policyFile} does not exist`);
+    }
   }
   p.throttling = { rateLimit: 2000, burstLimit: 1000, ...p.throttling };
   if (!['vpc-endpoint-service', 'public'].includes(p.connectivity)) {
@@ -109,6 +120,8 @@ function proxyConfig(p) {
       keys: ks.keys,
       ...(ks.keyPattern ? { keyPattern: ks.keyPattern } : {}),
       ...(ks.allowedRegions ? { allowedRegions: ks.allowedRegions } : {}),
+      // Relative to the function's working directory, /var/task, where the policies are packaged.
+      ...(ks.policyFile ? { policyFile: ks.policyFile } : {}),
     })),
   };
   if (mtls) {

@@ -44,6 +44,16 @@ export const PKCS11JS_FILES = [
 ];
 const PKCS11JS_DIR = 'nodejs/node_modules/pkcs11js';
 
+/** Cedar's Node.js build (secondary authorization): JavaScript and wasm, no native code. */
+export const DEFAULT_CEDAR = join(root, 'node_modules', '@cedar-policy', 'cedar-wasm');
+export const CEDAR_FILES = [
+  'package.json',
+  'nodejs/package.json',
+  'nodejs/cedar_wasm.js',
+  'nodejs/cedar_wasm_bg.wasm',
+];
+const CEDAR_DIR = 'nodejs/node_modules/@cedar-policy/cedar-wasm';
+
 /** Where SoftHSM's demo tokens live on Lambda: the only writable place, wiped with the environment. */
 export const DEMO_TOKEN_DIR = '/tmp/softhsm/tokens';
 
@@ -177,6 +187,7 @@ export async function buildLayer(options: LayerOptions): Promise<Layer> {
       }
       copyInto(stage, `${PKCS11JS_DIR}/${file}`, src);
     }
+    for (const file of CEDAR_FILES) copyInto(stage, `${CEDAR_DIR}/${file}`, join(DEFAULT_CEDAR, file));
     if (demo) {
       const { findSoftHsmModule } = await import('../scripts/softhsm.ts');
       copyInto(stage, 'lib/libsofthsm2.so', findSoftHsmModule());

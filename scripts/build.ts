@@ -17,7 +17,8 @@ export const BUNDLE_OPTIONS: BuildOptions = {
   format: 'esm',
   minify: true,
   sourcemap: true,
-  external: ['pkcs11js'],
+  // Native addon and wasm: both ship in the layer (nodejs/node_modules), not in the bundles.
+  external: ['pkcs11js', '@cedar-policy/cedar-wasm'],
   // Some dependencies are CommonJS and call require() for Node built-ins.
   banner: {
     js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",

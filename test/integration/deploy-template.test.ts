@@ -318,6 +318,17 @@ describe('mode: VPC endpoint service (ci-vpce)', () => {
     assert.equal(t.Resources.XksDomainName.Properties.MutualTlsAuthentication, undefined);
     assert.equal(proxyConfigOf(t).clientCertificate, undefined);
   });
+
+  test("the key store's Cedar policies are configured and packaged with every function", () => {
+    assert.equal(
+      proxyConfigOf(templates['ci-vpce'] as Template).keystores[0].policyFile,
+      'policies/only-one-account.cedar',
+    );
+    for (const fn of ['getHealthStatus', 'getKeyMetadata', 'encrypt', 'decrypt']) {
+      const zip = readFileSync(join(work, 'ci-vpce', `${fn}.zip`));
+      assert.ok(zip.includes('policies/only-one-account.cedar'), `${fn}.zip holds the policy file`);
+    }
+  });
 });
 
 describe('mode: public endpoint (ci-public)', () => {

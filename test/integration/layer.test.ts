@@ -118,6 +118,11 @@ test('the production layer: pkcs11js, the vendor library in lib/, its config in 
   assert.deepEqual([...entries.keys()].sort(), [
     'etc/vendor.conf',
     'lib/libsofthsm2.so',
+    // Cedar (secondary authorization): JavaScript and wasm, loaded only when policies are configured.
+    'nodejs/node_modules/@cedar-policy/cedar-wasm/nodejs/cedar_wasm.js',
+    'nodejs/node_modules/@cedar-policy/cedar-wasm/nodejs/cedar_wasm_bg.wasm',
+    'nodejs/node_modules/@cedar-policy/cedar-wasm/nodejs/package.json',
+    'nodejs/node_modules/@cedar-policy/cedar-wasm/package.json',
     'nodejs/node_modules/pkcs11js/LICENSE',
     ADDON,
     'nodejs/node_modules/pkcs11js/index.d.ts',
