@@ -6,6 +6,7 @@
 // The policy set is parsed, checked and pre-parsed into cedar-wasm's cache once, at start-up; a
 // decision then only ships the request's two entities and its context into wasm.
 import { createRequire } from 'node:module';
+import type { RequestMetadata } from './schemas.ts';
 
 type CedarWasm = typeof import('@cedar-policy/cedar-wasm/nodejs');
 type DetailedError = import('@cedar-policy/cedar-wasm/nodejs').DetailedError;
@@ -24,15 +25,7 @@ function cedarWasm(): CedarWasm {
 export type AuthorizedOperation = 'GetKeyMetadata' | 'Encrypt' | 'Decrypt';
 
 /** The requestMetadata fields the proxy hands to policies (spec: GetKeyMetadata, Encrypt, Decrypt). */
-export interface AuthorizationRequestMetadata {
-  awsPrincipalArn?: string;
-  awsSourceVpc?: string;
-  awsSourceVpce?: string;
-  kmsKeyArn?: string;
-  kmsOperation?: string;
-  kmsRequestId?: string;
-  kmsViaService?: string;
-}
+export type AuthorizationRequestMetadata = RequestMetadata;
 
 export interface AuthorizationInput {
   operation: AuthorizedOperation;
