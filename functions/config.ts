@@ -33,6 +33,8 @@ export interface KeystoreConfig {
   keys: string[];
   /** Also allowed: key ids matching this regular expression (for long key lists). */
   keyPattern?: string;
+  /** Keys the customer disabled: keyStatus DISABLED, Encrypt and Decrypt InvalidStateException. */
+  disabledKeys?: string[];
   /** Regions KMS may sign from; any when absent. */
   allowedRegions?: string[];
 }
@@ -183,6 +185,7 @@ const SCHEMA = {
           },
           keys: { type: 'array', items: { type: 'string', pattern: KEY_ID }, uniqueItems: true },
           keyPattern: { type: 'string', minLength: 1 },
+          disabledKeys: { type: 'array', items: { type: 'string', pattern: KEY_ID }, uniqueItems: true },
           allowedRegions: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9-]+$' }, minItems: 1 },
         },
       },

@@ -9,6 +9,7 @@ import {
   findKey,
   hsmAad,
   LIMITS,
+  requireEnabled,
   requireUsage,
 } from './xks.ts';
 
@@ -29,6 +30,7 @@ export const handler = xksHandler<DecryptRequest>('Decrypt', ({ hsm, keystore, k
   }
 
   const key = findKey(hsm, keystore, keyId);
+  requireEnabled(key, keystore);
   requireUsage(key, 'DECRYPT');
   checkCiphertextMetadata(ciphertextMetadata);
 

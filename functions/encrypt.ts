@@ -2,7 +2,16 @@
 import { XksError } from './errors.ts';
 import { xksHandler } from './middleware.ts';
 import type { EncryptRequest } from './schemas.ts';
-import { cdiv, decodeSized, findKey, hsmAad, LIMITS, METADATA_V1, requireUsage } from './xks.ts';
+import {
+  cdiv,
+  decodeSized,
+  findKey,
+  hsmAad,
+  LIMITS,
+  METADATA_V1,
+  requireEnabled,
+  requireUsage,
+} from './xks.ts';
 
 export const handler = xksHandler<EncryptRequest>('Encrypt', ({ hsm, keystore, keyId, body }) => {
   const plaintext = decodeSized('plaintext', body.plaintext, LIMITS.data);
@@ -10,6 +19,7 @@ export const handler = xksHandler<EncryptRequest>('Encrypt', ({ hsm, keystore, k
   const wantsCdiv = body.ciphertextDataIntegrityValueAlgorithm !== undefined;
 
   const key = findKey(hsm, keystore, keyId);
+  requireEnabled(key, keystore);
   requireUsage(key, 'ENCRYPT');
   // The CDIV is only returned after a verification decrypt, which needs DECRYPT (Appendix C).
   if (wantsCdiv) requireUsage(key, 'DECRYPT');

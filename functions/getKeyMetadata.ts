@@ -2,7 +2,7 @@
 // an external key: AES_256, ENCRYPT and DECRYPT, ENABLED.
 import { xksHandler } from './middleware.ts';
 import type { KeyMetadataRequest } from './schemas.ts';
-import { findKey } from './xks.ts';
+import { findKey, keyStatus } from './xks.ts';
 
 export const handler = xksHandler<KeyMetadataRequest>('GetKeyMetadata', ({ hsm, keystore, keyId }) => {
   const key = findKey(hsm, keystore, keyId);
@@ -10,7 +10,7 @@ export const handler = xksHandler<KeyMetadataRequest>('GetKeyMetadata', ({ hsm, 
     keySpec: key.keySpec,
     // From CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE: at most 7 (< 10).
     keyUsage: [...key.usage],
-    // Neither SoftHSM nor this proxy disable single keys yet: the spec then says ENABLED.
-    keyStatus: 'ENABLED',
+    // DISABLED when the customer disabled it in the key store's configuration.
+    keyStatus: keyStatus(key, keystore),
   };
 });

@@ -35,6 +35,7 @@ export class Keystore {
   /** The key store's Cedar policies; none means SigV4 alone decides. */
   readonly authorizer: Authorizer | undefined;
   readonly #keys: ReadonlySet<string>;
+  readonly #disabled: ReadonlySet<string>;
   readonly #keyPattern: RegExp | undefined;
   readonly #quota: TokenBucket | undefined;
   #secrets = new Map<string, string>();
@@ -44,6 +45,7 @@ export class Keystore {
     this.pathPrefix = ks.pathPrefix;
     this.allowedRegions = ks.allowedRegions && new Set(ks.allowedRegions);
     this.#keys = new Set(ks.keys);
+    this.#disabled = new Set(ks.disabledKeys);
     this.#keyPattern = ks.keyPattern === undefined ? undefined : new RegExp(ks.keyPattern);
     // Parsed and checked now: a broken policy stops the start-up, never a request.
     this.authorizer = ks.policyFile === undefined ? undefined : loadPolicies(ks.name, ks.policyFile);
@@ -62,6 +64,11 @@ export class Keystore {
   allows(keyId: string): boolean {
     if (keyId === config.hsm.healthCheckKeyLabel) return false;
     return this.#keys.has(keyId) || (this.#keyPattern?.test(keyId) ?? false);
+  }
+
+  /** Whether the customer disabled this key in the configuration. */
+  disabled(keyId: string): boolean {
+    return this.#disabled.has(keyId);
   }
 
   /** Takes one request from the key store's quota; false when it is used up. */

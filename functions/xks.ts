@@ -96,6 +96,24 @@ export function findKey(hsm: Hsm, keystore: { allows(keyId: string): boolean }, 
   return key;
 }
 
+/**
+ * ENABLED, or DISABLED when the customer disabled the key in the key store's configuration
+ * (spec: GetKeyMetadata, keyStatus).
+ */
+export function keyStatus(
+  key: HsmKey,
+  keystore: { disabled(keyId: string): boolean },
+): 'ENABLED' | 'DISABLED' {
+  return keystore.disabled(key.label) ? 'DISABLED' : 'ENABLED';
+}
+
+/** 400 InvalidStateException for a disabled key (spec: Error codes). */
+export function requireEnabled(key: HsmKey, keystore: { disabled(keyId: string): boolean }): void {
+  if (keyStatus(key, keystore) === 'DISABLED') {
+    throw new XksError('InvalidStateException', 'The external key is disabled');
+  }
+}
+
 /** 400 InvalidKeyUsageException unless the key is AES-256 and allows `usage` (spec: Error codes). */
 export function requireUsage(key: HsmKey, usage: KeyUsage): void {
   if (key.keySpec !== 'AES_256') {

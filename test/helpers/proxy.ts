@@ -17,6 +17,7 @@ export const PREFIX = '/test/prefix';
 export const TEST_KEYS: KeySpec[] = [
   { label: 'aes128', encrypt: true, decrypt: true, bytes: 16 },
   { label: 'hmac', encrypt: false, decrypt: false, type: 'GENERIC_SECRET' },
+  { label: 'disabled_key', encrypt: true, decrypt: true },
 ];
 
 export function randomCredential(): Credential {
@@ -124,7 +125,17 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
         name: 'test',
         pathPrefix: PREFIX,
         credentials: [first, second],
-        keys: ['foo', 'encrypt_only_key', 'decrypt_only_key', 'impotent_key', 'aes128', 'hmac', 'not_in_hsm'],
+        keys: [
+          'foo',
+          'encrypt_only_key',
+          'decrypt_only_key',
+          'impotent_key',
+          'aes128',
+          'hmac',
+          'not_in_hsm',
+          'disabled_key',
+        ],
+        disabledKeys: ['disabled_key'],
       },
       { name: 'eu', pathPrefix: '', credentials: [third], keys: ['foo'], allowedRegions: ['eu-west-1'] },
     ],

@@ -118,6 +118,23 @@ describe('GetKeyMetadata', () => {
   }
 });
 
+describe('keys the customer disabled (spec: GetKeyMetadata keyStatus; InvalidStateException)', () => {
+  const cases: Array<[string, string]> = [['disabled_key', 'listed in the key store disabledKeys']];
+  for (const [key, why] of cases) {
+    test(`${key} (${why}): DISABLED, and Encrypt/Decrypt are 400 InvalidStateException`, async () => {
+      const meta = await proxy.xks(`keys/${key}/metadata`, { requestMetadata: metadata('DescribeKey') });
+      assert.equal(meta.status, 200, meta.text);
+      assert.deepEqual(meta.json, {
+        keySpec: 'AES_256',
+        keyUsage: ['ENCRYPT', 'DECRYPT'],
+        keyStatus: 'DISABLED',
+      });
+      assertError(await proxy.xks(`keys/${key}/encrypt`, encryptBody()), 400, 'InvalidStateException');
+      assertError(await proxy.xks(`keys/${key}/decrypt`, decryptBody()), 400, 'InvalidStateException');
+    });
+  }
+});
+
 describe('error table (spec: Error codes)', () => {
   test('400 ValidationException: invalid input', async () => {
     const bad: Array<[string, unknown]> = [
