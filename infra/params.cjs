@@ -26,6 +26,18 @@ function list(value, name, min = 1) {
   return value;
 }
 
+/** A policy set that does not parse fails the packaging, not the functions' start-up. */
+function checkPolicies(file, i) {
+  const cedar = require('@cedar-policy/cedar-wasm/nodejs');
+  const text = require('node:fs').readFileSync(require('node:path').join(__dirname, '..', file), 'utf8');
+  const answer = cedar.checkParsePolicySet({ staticPolicies: text });
+  if (answer.type !== 'success') {
+    fail(
+      `keystores[${i}].policyFile ${file} does not parse: ${answer.errors.map((e) => e.message).join('; ')}`,
+    );
+  }
+}
+
 /** The parameters with defaults, or a clear error naming what is missing. */
 function checkParams(raw, stage) {
   const p = { ...raw };
@@ -52,6 +64,12 @@ function checkParams(raw, stage) {
   if (p.hsm.pin !== undefined) fail('hsm.pin: put the PIN in Secrets Manager and give hsm.pinSecretArn');
   p.hsm.healthCheckKeyLabel = p.hsm.healthCheckKeyLabel ?? 'xks-health-check';
   p.hsm.environment = p.hsm.environment ?? {};
+  for (const name of Object.keys(p.hsm.environment)) {
+    // The vendor library's own variables only: never the proxy's, Powertools' (LOG_EVENT would log
+    // bodies, i.e. plaintext) or the platform's.
+    if (/^(XKS_|POWERTOOLS_|AWS_|LAMBDA_|NODE_OPTIONS$)/.test(name))
+      fail(`hsm.environment.${name} is reserved`);
+  }
   list(p.keystores, 'keystores');
   for (const [i, ks] of p.keystores.entries()) {
     need(ks.name, `keystores[${i}].name`);
@@ -61,6 +79,12 @@ function checkParams(raw, stage) {
     }
     need(ks.credentialsSecretArn, `keystores[${i}].credentialsSecretArn`);
     ks.keys = ks.keys ?? [];
+    if (ks.throttle !== undefined) {
+      const { rateLimit, burstLimit } = ks.throttle;
+      if (!(rateLimit > 0) || !Number.isInteger(burstLimit) || burstLimit < 1) {
+        fail(`keystores[${i}].throttle needs rateLimit > 0 and an integer burstLimit >= 1`);
+      }
+    }
     if (ks.policyFile !== undefined && !/^policies\/[\w.-]+\.cedar$/.test(ks.policyFile)) {
       fail(
         `keystores[${i}].policyFile must be a policies/<name>.cedar file (it is packaged with the functions)`,
@@ -72,6 +96,7 @@ function checkParams(raw, stage) {
     ) {
       fail(`keystores[${i}].policyFile ${ks.policyFile} does not exist`);
     }
+    if (ks.policyFile !== undefined) checkPolicies(ks.policyFile, i);
   }
   p.throttling = { rateLimit: 2000, burstLimit: 1000, ...p.throttling };
   if (!['vpc-endpoint-service', 'public'].includes(p.connectivity)) {
