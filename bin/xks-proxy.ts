@@ -410,8 +410,9 @@ Commands:
   credentials create   generate a SigV4 credential and add it to a key store's store
   credentials list     the access key ids in a store
   credentials remove   remove a credential from a store
+  preflight            check a proxy endpoint the way AWS KMS will use it
 
-Run 'xks-proxy credentials <command> --help' for the options of each.
+Run 'xks-proxy credentials <command> --help' or 'xks-proxy preflight --help' for the options.
 `,
   credentials: `Usage: xks-proxy credentials <create|list|remove> [options]
 
@@ -613,6 +614,11 @@ export async function main(
     if (group === undefined || group === '--help' || group === '-h' || group === 'help') {
       io.out(HELP.main.trimEnd());
       return group === undefined ? 2 : 0;
+    }
+    if (group === 'preflight') {
+      // Loaded only for this command (it brings the SigV4 signer and the trusted CA list).
+      const { preflightMain } = await import('./preflight.ts');
+      return await preflightMain(argv.slice(1), io);
     }
     if (group !== 'credentials')
       throw new CliError(`unknown command '${group}'\n\n${HELP.main.trimEnd()}`, 2);
