@@ -376,7 +376,7 @@ describe('error messages', () => {
       secretPlaintext,
       'U2VjcmV0UGxhaW50ZXh0',
     ]);
-    const secretAad = 'c2VjcmV0IGFhZA=';
+    const secretAad = 'c2VjcmV0_IGFhZA==';
     rejects('Encrypt', { ...clone(SPEC_EXAMPLES.Encrypt), additionalAuthenticatedData: secretAad }, [
       secretAad,
     ]);

@@ -356,3 +356,15 @@ describe('findKey and requireUsage', () => {
     );
   });
 });
+
+test('decodeBase64 alone rejects what the schema pattern lets through: bad length or padding', () => {
+  for (const value of ['SGVsbG8', 'SGVsbG8==', 'SGVsbA=', 'c2VjcmV0IGFhZA=', 'QQ=', '=', 'A']) {
+    assert.throws(
+      () => decodeBase64('field', value),
+      (err: unknown) => err instanceof XksError && err.errorName === 'ValidationException',
+      value,
+    );
+  }
+  assert.equal(decodeBase64('field', 'SGVsbG8=').toString(), 'Hello');
+  assert.equal(decodeBase64('field', '').length, 0);
+});
