@@ -10,6 +10,9 @@ echo "== typecheck (tsc)"
 npx tsc --noEmit
 echo "== bundles (esbuild)"
 node scripts/build.ts
+echo "== benchmark smoke (the suite runs; no targets asserted)"
+node bench/run.ts --smoke
 echo "== tests (node:test)"
 # One process per test file; each integration file starts its own proxy on its own SoftHSM token.
+# Last, so that the test runner's summary closes the output.
 node --test --test-concurrency=2 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts'

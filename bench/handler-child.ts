@@ -1,0 +1,263 @@
+// Suite 1, the measuring process: each route's Lambda handler called in-process with signed API
+// Gateway events, beside the bare PKCS#11 calls the request needs, alternating in rounds so that the
+// machine's noise hits both alike. Production configuration: SigV4, validation, Powertools logging
+// and metrics all on; the parent points this process's stdout (where the logs and EMF metrics go)
+// at a file. Results go to --out as JSON.
+//
+//   XKS_PROXY_CONFIG=... SOFTHSM2_CONF=... node bench/handler-child.ts --out r.json
+//     [--iterations 5000] [--warmup 500] [--rounds 10] [--only encrypt-32] [--no-bare]
+import { readFileSync, writeFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import type { ProxyConfig } from '../functions/config.ts';
+import { lambdaContext, signedEvent } from '../test/helpers/events.ts';
+import type { Credential } from '../test/helpers/sign.ts';
+import { BareHsm, specAad } from './lib/bare-hsm.ts';
+import {
+  decryptBody,
+  type EncryptResponse,
+  encryptBody,
+  healthBody,
+  MAX_AAD,
+  MAX_DATA,
+  metadataBody,
+  xksPath,
+} from './lib/requests.ts';
+import { cdfPoints, round, type Summary, summarize } from './lib/util.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    out: { type: 'string' },
+    iterations: { type: 'string', default: '5000' },
+    warmup: { type: 'string', default: '500' },
+    rounds: { type: 'string', default: '10' },
+    only: { type: 'string' },
+    bare: { type: 'boolean', default: true },
+  },
+  allowNegative: true,
+});
+const iterations = Number(args.iterations);
+const warmup = Number(args.warmup);
+const rounds = Math.max(1, Math.min(Number(args.rounds), iterations));
+
+type Handler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
+const load = async (name: string) => (await import(`../functions/${name}.ts`)).handler as Handler;
+const handlers = {
+  health: await load('getHealthStatus'),
+  metadata: await load('getKeyMetadata'),
+  encrypt: await load('encrypt'),
+  decrypt: await load('decrypt'),
+};
+
+const config = JSON.parse(readFileSync(process.env.XKS_PROXY_CONFIG as string, 'utf8')) as ProxyConfig;
+const credential = config.keystores[0]?.credentials?.[0] as Credential;
+const event = (route: string, body: unknown) =>
+  // Base64, as API Gateway delivers bodies with binaryMediaTypes */* (the deployed API).
+  signedEvent({ path: xksPath(route), body, credential, base64: true });
+
+const call = async (handler: Handler, e: APIGatewayProxyEvent, context: Context) => {
+  const result = await handler(e, context);
+  if (result.statusCode !== 200) throw new Error(`${result.statusCode} ${result.body}`);
+  return result;
+};
+
+const small = encryptBody(32);
+const large = encryptBody(MAX_DATA, MAX_AAD);
+const context: Context = { ...lambdaContext('xks-bench'), memoryLimitInMB: '1024' };
+const encrypted = async (body: typeof small) =>
+  JSON.parse(
+    (await call(handlers.encrypt, await event('keys/foo/encrypt', body), context)).body,
+  ) as EncryptResponse;
+const smallCt = await encrypted(small);
+const largeCt = await encrypted(large);
+
+const hsm = new BareHsm({
+  modulePath: config.hsm.modulePath,
+  tokenLabel: config.hsm.tokenLabel,
+  pin: config.hsm.pin as string,
+  keyLabel: 'foo',
+});
+const b64 = (s: string | undefined) => (s === undefined ? Buffer.alloc(0) : Buffer.from(s, 'base64'));
+const bareEncrypt = (body: typeof small) => {
+  const plaintext = b64(body.plaintext);
+  const aad = specAad(b64(body.additionalAuthenticatedData));
+  return () => hsm.encrypt(plaintext, aad);
+};
+const bareDecrypt = (body: typeof small) => {
+  const aad = specAad(b64(body.additionalAuthenticatedData));
+  const { iv, data } = hsm.encrypt(b64(body.plaintext), aad);
+  return () => hsm.decrypt(iv, data, aad);
+};
+
+interface Variant {
+  id: string;
+  name: string;
+  handler: Handler;
+  event: APIGatewayProxyEvent;
+  /** The PKCS#11 calls this request needs, and what they are. */
+  bare?: () => unknown;
+  bareName?: string;
+}
+
+const variants: Variant[] = [
+  {
+    id: 'health',
+    name: 'GetHealthStatus',
+    handler: handlers.health,
+    event: await event('health', healthBody()),
+  },
+  {
+    id: 'metadata',
+    name: 'GetKeyMetadata',
+    handler: handlers.metadata,
+    event: await event('keys/foo/metadata', metadataBody()),
+    bare: () => hsm.attributes(),
+    bareName: 'C_GetAttributeValue (9 attributes)',
+  },
+  {
+    id: 'encrypt-32',
+    name: 'Encrypt 32 B',
+    handler: handlers.encrypt,
+    event: await event('keys/foo/encrypt', small),
+    bare: bareEncrypt(small),
+    bareName: 'C_GenerateRandom + C_EncryptInit + C_Encrypt',
+  },
+  {
+    id: 'encrypt-max',
+    name: 'Encrypt 4300 B + 8 KiB AAD',
+    handler: handlers.encrypt,
+    event: await event('keys/foo/encrypt', large),
+    bare: bareEncrypt(large),
+    bareName: 'C_GenerateRandom + C_EncryptInit + C_Encrypt',
+  },
+  {
+    id: 'decrypt-32',
+    name: 'Decrypt 32 B',
+    handler: handlers.decrypt,
+    event: await event('keys/foo/decrypt', decryptBody(smallCt, undefined)),
+    bare: bareDecrypt(small),
+    bareName: 'C_DecryptInit + C_Decrypt',
+  },
+  {
+    id: 'decrypt-max',
+    name: 'Decrypt 4300 B + 8 KiB AAD',
+    handler: handlers.decrypt,
+    event: await event('keys/foo/decrypt', decryptBody(largeCt, large.additionalAuthenticatedData)),
+    bare: bareDecrypt(large),
+    bareName: 'C_DecryptInit + C_Decrypt',
+  },
+].filter((v) => args.only === undefined || v.id === args.only);
+if (variants.length === 0) throw new Error(`no variant ${args.only}`);
+
+interface Measured {
+  id: string;
+  name: string;
+  bareName: string | undefined;
+  /** Microseconds. */
+  handler: Summary;
+  bare: Summary | undefined;
+  handlerCdf: Array<[number, number]>;
+  bareCdf: Array<[number, number]> | undefined;
+}
+
+const results: Measured[] = [];
+// For the CPU profile: the measured loop's start and end on the monotonic clock V8's profiler uses.
+const loop = { startUs: Number(process.hrtime.bigint() / 1000n), endUs: 0 };
+for (const v of variants) {
+  const withBare = args.bare && v.bare !== undefined;
+  for (let i = 0; i < warmup; i++) {
+    await call(v.handler, v.event, context);
+    if (withBare) v.bare?.();
+  }
+  const handlerUs: number[] = [];
+  const bareUs: number[] = [];
+  const perRound = Math.ceil(iterations / rounds);
+  for (let r = 0; r < rounds; r++) {
+    if (withBare && v.bare) {
+      const bare = v.bare;
+      for (let i = 0; i < perRound; i++) {
+        const start = performance.now();
+        bare();
+        bareUs.push((performance.now() - start) * 1000);
+      }
+    }
+    for (let i = 0; i < perRound; i++) {
+      const start = performance.now();
+      await call(v.handler, v.event, context);
+      handlerUs.push((performance.now() - start) * 1000);
+    }
+  }
+  results.push({
+    id: v.id,
+    name: v.name,
+    bareName: withBare ? v.bareName : undefined,
+    handler: roundSummary(summarize(handlerUs)),
+    bare: withBare ? roundSummary(summarize(bareUs)) : undefined,
+    handlerCdf: cdfPoints(handlerUs, 200).map(([x, q]) => [round(x, 2), q]),
+    bareCdf: withBare ? cdfPoints(bareUs, 200).map(([x, q]) => [round(x, 2), q]) : undefined,
+  });
+}
+loop.endUs = Number(process.hrtime.bigint() / 1000n);
+
+// Diagnostic, not timed: the process.env reads one request makes (a read costs ~0.2-0.3 µs in Node,
+// and libraries can make many per request).
+const envReads: Record<string, Record<string, number>> = {};
+const realEnv = process.env;
+let counts = new Map<string, number>();
+process.env = new Proxy(realEnv, {
+  get(target, key) {
+    if (typeof key === 'string') counts.set(key, (counts.get(key) ?? 0) + 1);
+    return Reflect.get(target, key);
+  },
+});
+try {
+  for (const v of variants) {
+    counts = new Map();
+    const n = 20;
+    for (let i = 0; i < n; i++) await call(v.handler, v.event, context);
+    envReads[v.id] = Object.fromEntries([...counts].map(([key, count]) => [key, count / n]));
+  }
+} finally {
+  process.env = realEnv;
+}
+hsm.close();
+
+// Diagnostic: the request schema's Base64 pattern (as ajv runs it: flag u) against the round trip
+// decodeBase64 does anyway, on the largest field the spec requires (8 KiB of AAD).
+const pattern = /const BASE64 = '([^']+)'/.exec(
+  readFileSync(new URL('../functions/schemas.ts', import.meta.url), 'utf8'),
+)?.[1];
+let base64Check: { pattern: string; chars: number; regexUs: number; roundTripUs: number } | undefined;
+if (pattern !== undefined) {
+  const field = large.additionalAuthenticatedData as string;
+  const re = new RegExp(pattern, 'u');
+  const time = (fn: () => unknown) => {
+    for (let i = 0; i < 200; i++) fn();
+    const start = performance.now();
+    for (let i = 0; i < 2000; i++) fn();
+    return round(((performance.now() - start) * 1000) / 2000, 2);
+  };
+  base64Check = {
+    pattern,
+    chars: field.length,
+    regexUs: time(() => re.test(field)),
+    roundTripUs: time(() => Buffer.from(field, 'base64').toString('base64') === field),
+  };
+}
+
+const out = { node: process.version, iterations, warmup, rounds, loop, results, envReads, base64Check };
+if (args.out) writeFileSync(args.out, JSON.stringify(out));
+else process.stderr.write(`${JSON.stringify(out, null, 2)}\n`);
+
+function roundSummary(s: Summary): Summary {
+  return {
+    n: s.n,
+    min: round(s.min, 2),
+    p50: round(s.p50, 2),
+    p90: round(s.p90, 2),
+    p99: round(s.p99, 2),
+    max: round(s.max, 2),
+    mean: round(s.mean, 2),
+  };
+}

@@ -1,0 +1,839 @@
+// Turns bench/results.json into docs/benchmarks.md and its SVG plots. Everything in the document
+// comes from the results (or from the sources it points at, for line numbers), so a re-run
+// regenerates it completely.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ColdStartResults } from '../suites/coldstart.ts';
+import type { CostResults } from '../suites/cost.ts';
+import type { HandlerResults } from '../suites/handler.ts';
+import { DRIFT_LIMIT, RSS_LIMIT_PERCENT, type SoakResults } from '../suites/soak.ts';
+import type { ThroughputResults, ThroughputRow } from '../suites/throughput.ts';
+import type { Machine } from './machine.ts';
+import type { ProfileAnalysis } from './profile.ts';
+import { barChart, chart, PALETTE, type Series } from './svg.ts';
+import { ROOT } from './util.ts';
+
+export interface BenchResults {
+  mode: 'full' | 'smoke';
+  machine: Machine;
+  commands: string[];
+  startedAt: string;
+  durationS: number;
+  handler?: HandlerResults;
+  throughput?: ThroughputResults;
+  coldStart?: ColdStartResults;
+  soak?: SoakResults;
+  cost?: CostResults;
+}
+
+export interface TargetRow {
+  suite: string;
+  measure: string;
+  measured: string;
+  floor: string;
+  ratio: string;
+  target: string;
+  pass: boolean | undefined;
+}
+
+const us = (v: number) => `${v.toFixed(1)} µs`;
+const ms = (v: number) => `${v.toFixed(2)} ms`;
+const x = (v: number) => `${v.toFixed(2)}×`;
+const verdict = (pass: boolean | undefined) => (pass === undefined ? '—' : pass ? '**pass**' : '**FAIL**');
+const kb = (bytes: number) => `${(bytes / 1024).toFixed(0)} KiB`;
+
+function throughputRow(t: ThroughputResults, server: string, processes: number, connections: number) {
+  return t.rows.find(
+    (r) => r.server === server && r.processes === processes && r.connections === connections,
+  );
+}
+
+/** Every target of the issue, measured, with its floor from the same run. */
+export function targetRows(r: BenchResults): TargetRow[] {
+  const rows: TargetRow[] = [];
+  for (const h of r.handler?.rows ?? []) {
+    if (h.target === undefined || h.bare === undefined || h.ratio === undefined) continue;
+    rows.push({
+      suite: '1 Handler',
+      measure: `${h.name} p50`,
+      measured: us(h.handler.p50),
+      floor: `${us(h.bare.p50)} (${h.bareName})`,
+      ratio: x(h.ratio),
+      target: `≤ ${h.target}× floor`,
+      pass: h.pass,
+    });
+  }
+  const t = r.throughput;
+  if (t) {
+    for (const c of t.concurrencies) {
+      const proxy = throughputRow(t, 'proxy', 1, c);
+      const bare = throughputRow(t, 'bare', 1, c);
+      if (proxy && bare) {
+        const ratio = proxy.rps / bare.rps;
+        rows.push({
+          suite: '2 Throughput',
+          measure: `Encrypt 32 B req/s, 1 process, concurrency ${c}`,
+          measured: `${proxy.rps}`,
+          floor: `${bare.rps} (bare https + pkcs11js)`,
+          ratio: x(ratio),
+          target: '≥ 0.80× floor',
+          pass: ratio >= 0.8,
+        });
+      }
+    }
+    const proxy10 = throughputRow(t, 'proxy', 1, 10);
+    const bare10 = throughputRow(t, 'bare', 1, 10);
+    if (proxy10 && bare10) {
+      rows.push({
+        suite: '2 Throughput',
+        measure: 'p99 latency, 1 process, concurrency 10',
+        measured: ms(proxy10.p99Ms),
+        floor: ms(bare10.p99Ms),
+        ratio: x(proxy10.p99Ms / bare10.p99Ms),
+        target: '< 5 ms',
+        pass: proxy10.p99Ms < 5,
+      });
+    }
+  }
+  const c = r.coldStart;
+  if (c) {
+    for (const row of c.rows) {
+      rows.push({
+        suite: '3 Cold start',
+        measure: `${row.name}: spawn → first response (median of ${c.runs})`,
+        measured: ms(row.medianMs),
+        floor: `${ms(c.hsmFloorMs)} (node + pkcs11js login + 1 encrypt)`,
+        ratio: x(row.medianMs / c.hsmFloorMs),
+        target: `< ${row.targetMs} ms`,
+        pass: row.passTime,
+      });
+      rows.push({
+        suite: '3 Cold start',
+        measure: `${row.name}: bundle size`,
+        measured: kb(row.bundleBytes),
+        floor: '—',
+        ratio: '—',
+        target: `< ${kb(row.targetBytes)}`,
+        pass: row.passSize,
+      });
+    }
+  }
+  const s = r.soak;
+  if (s) {
+    rows.push({
+      suite: '4 Soak',
+      measure: `errors (non-2xx, socket errors) in ${s.completed} requests`,
+      measured: `${s.non2xx + s.errors}`,
+      floor: '—',
+      ratio: '—',
+      target: '0',
+      pass: s.pass.errors,
+    });
+    rows.push({
+      suite: '4 Soak',
+      measure: `achieved rate (fixed ${s.rate} req/s)`,
+      measured: `${s.achievedRps} req/s`,
+      floor: '—',
+      ratio: x(s.achievedRps / s.rate),
+      target: '≥ 0.95× the rate',
+      pass: s.pass.rate,
+    });
+    rows.push({
+      suite: '4 Soak',
+      measure: `p99 drift: last ${s.windowS} s vs first ${s.windowS} s`,
+      measured: ms(s.lastP99Ms),
+      floor: ms(s.firstP99Ms),
+      ratio: x(s.driftRatio),
+      target: `≤ ${DRIFT_LIMIT}× first`,
+      pass: s.pass.drift,
+    });
+    rows.push({
+      suite: '4 Soak',
+      measure: 'server RSS growth after warm-up',
+      measured: `${s.rssEndMb} MB`,
+      floor: `${s.rssBaselineMb} MB`,
+      ratio: `${s.rssGrowthPercent >= 0 ? '+' : ''}${s.rssGrowthPercent}%`,
+      target: `< +${RSS_LIMIT_PERCENT}%`,
+      pass: s.pass.rss,
+    });
+  }
+  return rows;
+}
+
+/** `functions/x.ts:N` of the first line containing `needle`, or the file alone. */
+function lineOf(file: string, needle: string, after = 0): string {
+  try {
+    const lines = readFileSync(join(ROOT, file), 'utf8').split('\n');
+    const i = lines.findIndex((l, n) => n >= after && l.includes(needle));
+    return i === -1 ? file : `${file}:${i + 1}`;
+  } catch {
+    return file;
+  }
+}
+
+function allLinesOf(file: string, needle: string): string {
+  try {
+    const lines = readFileSync(join(ROOT, file), 'utf8').split('\n');
+    const found = lines.flatMap((l, i) => (l.includes(needle) ? [i + 1] : []));
+    return found.length === 0 ? file : `${file}:${found.join(',')}`;
+  } catch {
+    return file;
+  }
+}
+
+function table(header: string[], rows: string[][]): string {
+  const esc = (c: string) => c.replace(/\|/g, '\\|');
+  return [
+    `| ${header.join(' | ')} |`,
+    `| ${header.map(() => '---').join(' | ')} |`,
+    ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`),
+  ].join('\n');
+}
+
+/** Share (percent of busy CPU) of the frames whose name matches, in a profile. */
+function share(p: ProfileAnalysis | undefined, match: (name: string, location: string) => boolean): number {
+  if (!p) return 0;
+  return (
+    Math.round(p.top.filter((e) => match(e.name, e.location)).reduce((n, e) => n + e.percent, 0) * 10) / 10
+  );
+}
+
+function frameShare(p: ProfileAnalysis | undefined, locationPrefix: string, name?: string): number {
+  if (!p) return 0;
+  const sum = p.byProjectFrame
+    .filter((f) => f.location.startsWith(locationPrefix) && (name === undefined || f.name === name))
+    .reduce((n, f) => n + f.percent, 0);
+  return Math.round(sum * 10) / 10;
+}
+
+function profileSection(
+  profiles: HandlerResults['profiles'],
+  envReads?: HandlerResults['envReads'],
+  check?: HandlerResults['base64Check'],
+): string {
+  const out: string[] = [];
+  const small = profiles.find((p) => p.id === 'encrypt-32');
+  const large = profiles.find((p) => p.id === 'encrypt-max');
+  for (const p of profiles) {
+    out.push(
+      `### ${p.route}: ${p.iterations} handler calls under \`node --cpu-prof\``,
+      '',
+      `\`${p.command}\` (stdout to a file, as in suite 1). ${p.windowed ? 'Only samples inside the measured loop count' : 'Whole process (the loop window could not be matched)'}: ` +
+        `${p.busyMs} ms of CPU, of which the PKCS#11 calls (pkcs11js + SoftHSM) ${p.hsmMs} ms ` +
+        `(${((100 * p.hsmMs) / Math.max(p.busyMs, 1)).toFixed(0)}%) and garbage collection ${p.gcMs} ms.`,
+      '',
+      'Top self time beyond the HSM call:',
+      '',
+      table(
+        ['#', 'function', 'where', 'self ms', '% of CPU'],
+        p.top
+          .filter((e) => !e.location.includes('node_modules/pkcs11js'))
+          .slice(0, 12)
+          .map((e, i) => [
+            String(i + 1),
+            `\`${e.name}\``,
+            `\`${e.location}\``,
+            e.ms.toFixed(1),
+            `${e.percent}%`,
+          ]),
+      ),
+      '',
+      'The same time charged to the nearest frame in `functions/` or `layers/` (library time beneath it included):',
+      '',
+      table(
+        ['frame', 'where', '% of CPU', 'mostly'],
+        p.byProjectFrame.slice(0, 10).map((f) => [
+          `\`${f.name}\``,
+          `\`${f.location}\``,
+          `${f.percent}%`,
+          f.beneath
+            .slice(0, 3)
+            .map((b) => `${b.name} ${b.percent}%`)
+            .join('; '),
+        ]),
+      ),
+      '',
+    );
+  }
+  const envShare = share(small, (n) => n === 'getStringFromEnv' || n === 'getXRayTraceIdFromEnv');
+  const reads = envReads?.['encrypt-32'] ?? {};
+  const readList = Object.entries(reads)
+    .sort((a, b) => b[1] - a[1])
+    .map(([key, n]) => `\`${key}\` ${n}×`)
+    .join(', ');
+  const finishShare = frameShare(small, 'functions/middleware.ts', 'finish');
+  const sigv4Share = frameShare(small, 'functions/sigv4.ts');
+  const schemaShare = frameShare(large, 'functions/schemas.ts');
+  const topRegex = large?.top
+    .filter((e) => e.name.startsWith('RegExp: '))
+    .sort((a, b) => b.percent - a.percent)[0];
+  const mw = 'functions/middleware.ts';
+  out.push(
+    '### Recommendations (not applied: `functions/` is not changed by the benchmarks)',
+    '',
+    large
+      ? `1. **Schema validation of the Base64 fields** (the \`pattern\` at ` +
+          `\`${lineOf('functions/schemas.ts', 'const BASE64')}\`, run by ajv in ` +
+          `\`${lineOf('functions/schemas.ts', 'if (!compiled(body))')}\`): on the largest requests (${large.route}) ` +
+          `the regular expression${topRegex ? ` \`${topRegex.name.replace(/^RegExp: /, '')}\`` : ''} takes ` +
+          `${topRegex?.percent ?? 0}% of the handler's CPU (the whole schema frame ${schemaShare}%), against ` +
+          `${((100 * large.hsmMs) / Math.max(large.busyMs, 1)).toFixed(0)}% for the PKCS#11 call. ` +
+          (check
+            ? `Measured in this run on the ${check.chars}-character Base64 of an 8 KiB AAD: the pattern ${check.regexUs} µs ` +
+              `per check, \`Buffer.from(s, 'base64').toString('base64') === s\` ${check.roundTripUs} µs. `
+            : '') +
+          `That round trip is what \`decodeBase64\` (\`${lineOf('functions/xks.ts', 'export function decodeBase64')}\`) ` +
+          "already does for every field, and it rejects every string outside the alphabet too (Node's decoder skips " +
+          'or maps foreign characters, so the re-encoding differs). Dropping `pattern` from the large fields ' +
+          '(plaintext, ciphertext, AAD; keeping it on the short IV and tag) removes this cost and accepts nothing new ' +
+          '(such fields would then be refused by decodeBase64, with its ValidationException message instead of the ' +
+          `schema's); \`new Ajv({ unicode: false })\` at \`${lineOf('functions/schemas.ts', 'const ajv = new Ajv')}\` ` +
+          'also drops the per-character `ucs2length` scan of `minLength`/`maxLength` on these ASCII-only fields.'
+      : '1. (The largest requests were not profiled in this run.)',
+    `2. **The per-request log line and metrics** (\`finish\` in \`${lineOf(mw, 'const finish =')}\`: ${finishShare}% of ` +
+      `the CPU of a 32-byte Encrypt, plus \`publishStoredMetrics\` in the logMetrics middleware). Powertools reads ` +
+      `\`process.env\` again and again: one 32-byte Encrypt makes ${readList || 'no'} reads (counted in this run), ` +
+      'most of them `AWS_LAMBDA_MAX_CONCURRENCY`, which Powertools checks on every access to its log-attribute, ' +
+      'dimension and metric stores to choose between the InvokeStore (Lambda Managed Instances) and plain fields ' +
+      '(by design, per aws-powertools/powertools-lambda-typescript#5554). `getStringFromEnv` alone is ' +
+      `${envShare}% of all CPU. It also filters reserved keys and removes empty keys for every line. Options, cheapest first: call ` +
+      `\`metrics.setDefaultDimensions({ operation })\` once in \`xksHandler\` instead of \`addDimension\` per request ` +
+      `(\`${lineOf(mw, "metrics.addDimension('operation'")}\`); collect the per-request keys in the request state and ` +
+      `append them once instead of five \`logger.appendKeys\` calls (\`${allLinesOf(mw, 'logger.appendKeys(')}\`); ` +
+      'for the one success line per request, write the already-shaped JSON with a single `process.stdout.write` ' +
+      '(4-6 µs against 10-15 µs for `logger.info`, FIELD-NOTES), keeping Powertools for everything else. ' +
+      'Every Powertools call removed also removes its `AWS_LAMBDA_MAX_CONCURRENCY` reads; upstream, that variable ' +
+      "cannot change during an execution environment's life and could be read once.",
+    `3. **SigV4** (\`${lineOf('functions/sigv4.ts', 'export function verifySigV4')}\` and callees: ${sigv4Share}% for a ` +
+      `32-byte Encrypt). \`headerValues\` (\`${lineOf('functions/sigv4.ts', 'function headerValues')}\`) lower-cases ` +
+      'every header name on every lookup and is called for Authorization, X-Amz-Date and each signed header: build ' +
+      'one lower-case map per request. `canonicalUri`/`uriEncode` ' +
+      `(\`${lineOf('functions/sigv4.ts', 'export function canonicalUri')}\`) re-encode the same few resource paths ` +
+      'on every request: a small cache keyed by path removes it. The body SHA-256 and the final HMAC are inherent ' +
+      '(the signing key is already cached).',
+    '4. **What stays**: the PKCS#11 call itself, the JSON parse of the body, Base64 decode/encode of the data and the ' +
+      'GC they cause. Even with items 1-3 the 32-byte handler would most likely stay above 2.5× a ~20 µs SoftHSM call: ' +
+      'the SoftHSM floor is unusually cheap (in-process, no network); against a network HSM (CloudHSM: ~1-2 ms per ' +
+      'operation) the same overhead is a few percent.',
+    '',
+  );
+  return out.join('\n');
+}
+
+function coldStartRecommendations(c: ColdStartResults): string {
+  const encrypt = c.rows.find((r) => r.name === 'encrypt');
+  if (!encrypt) return '';
+  const sdk = encrypt.composition
+    .filter(
+      (g) =>
+        g.name.startsWith('@smithy/') ||
+        g.name.startsWith('@aws-sdk/') ||
+        g.name === 'bowser' ||
+        g.name.startsWith('@aws-crypto/'),
+    )
+    .reduce((n, g) => n + g.bytes, 0);
+  const ajvMs = c.initProfile.find((p) => p.name === 'ajv')?.ms ?? 0;
+  const total = c.initProfile.reduce((n, p) => n + p.ms, 0);
+  return [
+    `- **The bundles are ${kb(encrypt.bundleBytes)}, over the 300 KiB target**, because they include the AWS SDK ` +
+      `Secrets Manager client (@smithy/*, @aws-sdk/*, bowser: ${kb(sdk)}, ${((100 * sdk) / encrypt.bundleBytes).toFixed(0)}% ` +
+      'of the encrypt bundle), loaded only through the dynamic import in ' +
+      `\`${lineOf('functions/runtime.ts', "await import('@aws-lambda-powertools/parameters/secrets')")}\` when a secret ` +
+      'is configured. Options: mark `@aws-sdk/*` external in `scripts/build.ts` (the nodejs22.x/24.x runtimes ship ' +
+      'AWS SDK v3; pin-sensitive deployments may prefer not to), or build with esbuild `splitting: true` so the ' +
+      'Secrets Manager path becomes a chunk loaded on demand. Either brings the bundle to about ' +
+      `${kb(encrypt.bundleBytes - sdk)}.`,
+    `- **ajv dominates the init CPU** (${ajvMs} ms of ${total.toFixed(0)} ms sampled in the profiled cold start, ` +
+      'profiler overhead included): three Ajv instances compile their schemas at load ' +
+      `(\`${lineOf('functions/config.ts', 'const validate = new Ajv')}\`, ` +
+      `\`${lineOf('functions/config.ts', 'const validateCredentials = new Ajv')}\`, ` +
+      `\`${lineOf('functions/schemas.ts', 'validate = ajv.compile(')}\`). Precompiling them with ajv's standalone ` +
+      'code generation at build time removes the compile step (and most of ajv from the bundle); sharing one Ajv ' +
+      'instance is the smaller step.',
+    '- In Lambda the init phase also includes the runtime bootstrap, the layer and Secrets Manager calls for the PIN ' +
+      'and credentials (network round trips), so real cold starts are longer than these local numbers: they do not ' +
+      "fit KMS's 250 ms per-request budget, hence provisioned concurrency (suite 5).",
+  ].join('\n');
+}
+
+export function renderMarkdown(
+  r: BenchResults,
+  images: { latency: string; throughput: string; soak: string },
+): string {
+  const m = r.machine;
+  const out: string[] = [];
+  out.push(
+    '# Benchmarks',
+    '',
+    `Generated by \`node bench/run.ts${r.mode === 'smoke' ? ' --smoke' : ''}\` on ${m.date.slice(0, 10)} ` +
+      `(${r.durationS.toFixed(0)} s). **Do not edit by hand**: \`npm run bench\` rewrites this file, ` +
+      '`bench/results.json` and the SVG plots beside this file. Every target is a ratio against a floor measured in the ' +
+      'same run (the machine is noisy, ±25% between runs), except the absolute latency, time and size limits.',
+    '',
+    r.mode === 'smoke'
+      ? '> **Smoke run**: a few seconds per suite, far too short for the numbers to mean anything.\n'
+      : '',
+    '## Summary',
+    '',
+    table(
+      ['suite', 'measure', 'measured', 'floor (same run)', 'ratio', 'target', 'result'],
+      targetRows(r).map((t) => [t.suite, t.measure, t.measured, t.floor, t.ratio, t.target, verdict(t.pass)]),
+    ),
+    '',
+    '## Machine',
+    '',
+    table(
+      ['', ''],
+      [
+        ['CPUs (`nproc`)', String(m.nproc)],
+        ['CPU model', m.cpuModel],
+        ['Memory', `${m.memoryGiB} GiB`],
+        ['Kernel', m.kernel],
+        ['Node.js', m.node],
+        ['SoftHSM (`softhsm2-util --version`)', m.softhsm],
+        ['pkcs11js', m.pkcs11js],
+        ['autocannon', m.autocannon],
+        ['Commit', m.commit],
+        ['Date', m.date],
+      ],
+    ),
+    '',
+    'Client (autocannon) and servers share the same cores: every throughput number includes the load generator ' +
+      'competing for CPU, for the proxy and its floor alike.',
+    '',
+    '## Commands',
+    '',
+    '```sh',
+    ...r.commands,
+    '```',
+    '',
+  );
+
+  const h = r.handler;
+  if (h) {
+    out.push(
+      '## 1. Handler cost',
+      '',
+      `Each route's Lambda handler (\`functions/*.ts\`) called in-process with signed API Gateway REST events ` +
+        '(Base64 bodies, as the deployed API delivers them with `binaryMediaTypes */*`), in the production ' +
+        'configuration: SigV4, schema validation, Powertools logging and metrics all on, Lambda environment variables ' +
+        `set. The handler process's stdout (a JSON log line and an EMF document per request) goes to a file ` +
+        `(${(h.logBytes / 1e6).toFixed(1)} MB written). Beside each route, in the same process, the bare PKCS#11 calls ` +
+        `that request needs, with pkcs11js on the same token and session type. ${h.iterations} calls each after ` +
+        `${h.warmup} warm-up calls, in ${h.rounds} alternating rounds (bare, handler, bare, ...). Times in µs.`,
+      '',
+      table(
+        [
+          'route',
+          'handler p50',
+          'p90',
+          'p99',
+          'bare operation',
+          'bare p50',
+          'bare p99',
+          'ratio p50',
+          'target',
+          'result',
+        ],
+        h.rows.map((row) => [
+          row.name,
+          row.handler.p50.toFixed(1),
+          row.handler.p90.toFixed(1),
+          row.handler.p99.toFixed(1),
+          row.bareName ?? '— (health result cached 10 s)',
+          row.bare?.p50.toFixed(1) ?? '—',
+          row.bare?.p99.toFixed(1) ?? '—',
+          row.ratio === undefined ? '—' : x(row.ratio),
+          row.target === undefined ? '—' : `≤ ${row.target}×`,
+          verdict(row.pass),
+        ]),
+      ),
+      '',
+      `![Handler latency CDF](${images.latency})`,
+      '',
+      'GetKeyMetadata reads nothing from the HSM per request (key attributes are cached for `keyCacheSeconds`); its ' +
+        'floor is still the one attribute read a metadata request would need uncached.',
+      '',
+    );
+    if (h.profiles.length > 0) {
+      out.push('## Where the time goes', '', profileSection(h.profiles, h.envReads, h.base64Check));
+    }
+  }
+
+  const t = r.throughput;
+  if (t) {
+    const rowsFor = (p: number) => t.rows.filter((row) => row.processes === p);
+    const scale = (server: string, c: number) => {
+      const one = throughputRow(t, server, 1, c);
+      const many = throughputRow(t, server, Math.max(...t.processes), c);
+      return one && many && many.processes !== one.processes ? x(many.rps / one.rps) : '—';
+    };
+    out.push(
+      '## 2. Server throughput',
+      '',
+      'The local HTTPS server (`local/main.ts --config`, the same handlers behind an API Gateway event adapter) against ' +
+        '`bench/bare-server.ts` (node:https keep-alive, the same TLS options and ECDSA P-256 certificate, one ' +
+        'pkcs11js AES-GCM encrypt per request, no SigV4, validation, logging or metrics). Load: autocannon in the ' +
+        `bench process, one pre-signed Encrypt 32 B request replayed, ${t.durationS} s per run after a ` +
+        `${t.warmupS} s warm-up, ${t.reps} repetition${t.reps === 1 ? '' : 's'} alternating bare and proxy (medians shown). ` +
+        'Multi-process: `bench/cluster-proxy.ts --processes N` (node:cluster; each worker imports `local/main.ts` ' +
+        'with the same arguments, so each has its own HSM session; logins staggered by 200 ms).',
+      '',
+      table(
+        [
+          'server',
+          'processes',
+          'concurrency',
+          'req/s',
+          'p50 ms',
+          'p99 ms',
+          'non-2xx',
+          'errors',
+          'proxy / bare',
+        ],
+        t.processes.flatMap((p) =>
+          rowsFor(p).map((row: ThroughputRow) => {
+            const bare = throughputRow(t, 'bare', row.processes, row.connections);
+            return [
+              row.server,
+              String(row.processes),
+              String(row.connections),
+              String(row.rps),
+              row.p50Ms.toFixed(2),
+              row.p99Ms.toFixed(2),
+              String(row.non2xx),
+              String(row.errors),
+              row.server === 'proxy' && bare ? x(row.rps / bare.rps) : '',
+            ];
+          }),
+        ),
+      ),
+      '',
+      t.processes.length > 1
+        ? `Scaling from 1 to ${Math.max(...t.processes)} processes: proxy ${t.concurrencies.map((c) => `${scale('proxy', c)} at concurrency ${c}`).join(', ')}; ` +
+            `bare ${t.concurrencies.map((c) => `${scale('bare', c)} at concurrency ${c}`).join(', ')}. ` +
+            `On ${m.nproc} cores shared with the load generator, a second server process can only take what autocannon leaves.`
+        : '',
+      '',
+      `![Throughput versus concurrency](${images.throughput})`,
+      '',
+    );
+  }
+
+  const c = r.coldStart;
+  if (c) {
+    out.push(
+      '## 3. Cold start',
+      '',
+      'Each bundle built by `buildFunctions` (`scripts/build.ts`, the esbuild output that deploys) into a temporary ' +
+        'folder, pkcs11js only on `NODE_PATH` as the layer provides it, Lambda environment variables set. A fresh ' +
+        '`node` process per run, timed from `spawn` to the first successful response to a signed event (module ' +
+        `load, C_Initialize/C_OpenSession/C_Login, first invocation). Median of ${c.runs} run${c.runs === 1 ? '' : 's'}, interleaved. ` +
+        `Floors from the same run: an empty Node process ${ms(c.nodeFloorMs)}; Node + require pkcs11js + login + one ` +
+        `encrypt ${ms(c.hsmFloorMs)}.`,
+      '',
+      table(
+        [
+          'function',
+          'median ms',
+          'runs ms',
+          'bootstrap',
+          'import + init',
+          'first invoke',
+          'bundle',
+          'largest parts of the bundle',
+          'target',
+          'result',
+        ],
+        c.rows.map((row) => [
+          row.name,
+          row.medianMs.toFixed(1),
+          row.runsMs.map((v) => v.toFixed(0)).join(', '),
+          row.breakdownMs.bootstrap.toFixed(1),
+          row.breakdownMs.importInit.toFixed(1),
+          row.breakdownMs.firstInvoke.toFixed(1),
+          kb(row.bundleBytes),
+          row.composition
+            .slice(0, 5)
+            .map((g) => `${g.name} ${g.percent}%`)
+            .join(', '),
+          `< ${row.targetMs} ms, < ${kb(row.targetBytes)}`,
+          `${verdict(row.passTime)} / ${verdict(row.passSize)}`,
+        ]),
+      ),
+      '',
+      "One more Encrypt cold start under `--cpu-prof`, frames mapped back to their sources through the bundle's " +
+        'source map (self CPU ms, profiler overhead included):',
+      '',
+      table(
+        ['where', 'ms'],
+        c.initProfile.map((p) => [
+          p.name === '?' ? '(bundle code without a source mapping)' : p.name,
+          p.ms.toFixed(1),
+        ]),
+      ),
+      '',
+      coldStartRecommendations(c),
+      '',
+    );
+  }
+
+  const s = r.soak;
+  if (s) {
+    out.push(
+      '## 4. Soak',
+      '',
+      `The local proxy (one fresh process) at a fixed ${s.rate} req/s (autocannon \`overallRate\`, ${s.connections} ` +
+        `connections) for ${s.durationS} s after a ${s.warmupS} s warm-up, the four routes in turn (GetHealthStatus, ` +
+        'GetKeyMetadata, Encrypt 32 B, Decrypt 32 B; requests signed once, dated mid-run so that they stay within ' +
+        "the 5-minute window). VmRSS of the server from `/proc/<pid>/status` every second. autocannon's rate " +
+        "limiter sends each connection's quota for the second back to back, so the load arrives in bursts at the " +
+        'start of every second: the p99 includes that queueing.',
+      '',
+      table(
+        ['', ''],
+        [
+          ['requests', String(s.completed)],
+          ['achieved rate', `${s.achievedRps} req/s`],
+          ['non-2xx / socket errors', `${s.non2xx} / ${s.errors}`],
+          [
+            'per route (2xx / other)',
+            Object.entries(s.byRoute)
+              .map(([route, v]) => `${route} ${v.ok}/${v.other}`)
+              .join(', '),
+          ],
+          [
+            `p99, first ${s.windowS} s → last ${s.windowS} s`,
+            `${ms(s.firstP99Ms)} → ${ms(s.lastP99Ms)} (${x(s.driftRatio)})`,
+          ],
+          ['RSS after warm-up → end', `${s.rssBaselineMb} MB → ${s.rssEndMb} MB (${s.rssGrowthPercent}%)`],
+          ...rssShape(s),
+          ...(s.gc && s.gc.count > 0
+            ? [
+                [
+                  `live heap after full GC (${s.gc.count} Mark-Compacts, \`--trace-gc\`)`,
+                  `first ${s.gc.firstLiveMb} MB, last ${s.gc.lastLiveMb} MB, largest ${s.gc.maxLiveMb} MB`,
+                ],
+                [
+                  'heap committed by V8 at those GCs',
+                  `${s.gc.firstCommittedMb} MB → ${s.gc.lastCommittedMb} MB`,
+                ],
+              ]
+            : []),
+        ],
+      ),
+      '',
+      rssVerdict(s),
+      '',
+      `![Soak timeline](${images.soak})`,
+      '',
+    );
+  }
+
+  const k = r.cost;
+  if (k) {
+    const a = k.assumptions;
+    const p = k.prices;
+    out.push(
+      '## 5. Lambda capacity and cost estimate',
+      '',
+      `Derived from suite 1 (handler duration) and suite 3 (cold start). Prices: ${p.asOf}: Lambda $${p.x86_64.gbSecond} ` +
+        `(x86_64) / $${p.arm64.gbSecond} (arm64) per GB-s, requests $${p.requestsPerMillion} per million, provisioned ` +
+        `concurrency $${p.x86_64.provisionedGbSecond} / $${p.arm64.provisionedGbSecond} per GB-s plus duration at ` +
+        `$${p.x86_64.provisionedDurationGbSecond} / $${p.arm64.provisionedDurationGbSecond} per GB-s, API Gateway REST ` +
+        `$${p.apiGatewayRestPerMillion} per million (first 333 million a month; lower tiers above). **Check them ` +
+        'against the AWS pricing pages before relying on these figures.**',
+      '',
+      `- Duration: the slowest 32-byte Encrypt/Decrypt handler here has p50 ${ms(k.localP50Ms)}, p99 ${ms(k.localP99Ms)}. ` +
+        `At ${a.memoryMb} MB Lambda gives ${(a.memoryMb / a.fullVcpuMb).toFixed(2)} of a vCPU (a full one at ` +
+        `${a.fullVcpuMb} MB), so scaled ×${k.cpuScale}: billed ${k.billedMs} ms per invocation (1 ms granularity). ` +
+        'Arm64 is assumed to take the same time (not measured here).',
+      `- Concurrency (Little's law, L = λ·W): λ = ${a.requestRate} req/s (KMS's default quota per key store), ` +
+        `W = scaled p99 + ${a.platformOverheadMs} ms assumed Runtime API overhead = ${ms(k.occupancyMs)}: ` +
+        `L = ${k.littleL.toFixed(2)} busy environments on average; with a safety factor of ${a.safetyFactor} ` +
+        `(bursts within the second, GC pauses, HSM latency variance) **${k.concurrency} environments**. With a network ` +
+        `HSM adding ~${a.networkHsmMs} ms per operation (assumption): W = ${ms(k.networkHsm.occupancyMs)}, ` +
+        `L = ${k.networkHsm.littleL.toFixed(2)}, ${k.networkHsm.concurrency} environments.`,
+      `- Cold start: ${ms(k.coldStartLocalMs)} here from process spawn (suite 3), before Lambda's own runtime start, ` +
+        'layer and Secrets Manager reads; KMS allows 250 ms per request end to end, so an on-demand cold start ' +
+        'fails the request that triggers it. Production needs **provisioned concurrency**: here ' +
+        `${k.provisionedEnvironments} environments (Encrypt and Decrypt each sized for the whole rate, as the split ` +
+        'between them is unknown, plus one each for GetHealthStatus and GetKeyMetadata).',
+      '',
+      table(
+        [
+          'architecture',
+          'on demand, per million requests',
+          'provisioned, per month (fixed)',
+          'provisioned, per million at 1800 req/s',
+          'month at 1800 req/s sustained',
+        ],
+        k.arch.map((row) => [
+          row.arch,
+          `$${row.onDemandPerMillion.toFixed(2)}`,
+          `$${row.provisionedPerMonth.toFixed(2)}`,
+          `$${row.provisionedPerMillionAtQuota.toFixed(2)}`,
+          `$${row.monthlyAtQuota.toLocaleString('en-US')}`,
+        ]),
+      ),
+      '',
+      `Per-million figures include API Gateway ($${p.apiGatewayRestPerMillion}), ` +
+        `${Math.round((100 * p.apiGatewayRestPerMillion) / (k.arch[0]?.onDemandPerMillion ?? 1))}% of the on-demand figure: the Lambda ` +
+        'compute of a ~1 ms invocation is cents per million. The fixed provisioned-concurrency charge ' +
+        `(${k.provisionedEnvironments} × 1 GB × ${a.hoursPerMonth} h) is what a quiet key store pays. A month at the ` +
+        `full quota is ${(k.requestsPerMonthAtQuota / 1e9).toFixed(2)} billion requests (API Gateway's volume tiers would ` +
+        'lower that line noticeably).',
+      '',
+    );
+  }
+
+  out.push(
+    '## Caveats',
+    '',
+    '- SoftHSM runs in-process: its ~20 µs operations make every ratio against the HSM floor look worse than it would ' +
+      'against a network HSM, and no network latency appears anywhere.',
+    "- The load generator shares the machine's cores with the servers; absolute req/s are lower than on a separate " +
+      'client machine, for the floor and the proxy alike.',
+    '- Cold starts are local process starts, not Lambda init phases (no runtime bootstrap, layer mount, VPC or ' +
+      'Secrets Manager).',
+    '- The cost estimate is arithmetic on these measurements and list prices; it is not a quote.',
+    '',
+  );
+  return out.filter((line, i, all) => !(line === '' && all[i - 1] === '')).join('\n');
+}
+
+/** How the RSS grew: over the second half, and the largest one-second step. */
+function rssShape(s: SoakResults): string[][] {
+  const points = s.timeline.flatMap((p) =>
+    p.rssMb === undefined ? [] : [[p.t, p.rssMb] as [number, number]],
+  );
+  if (points.length < 4) return [];
+  const mid = points[Math.floor(points.length / 2)] as [number, number];
+  const end = points[points.length - 1] as [number, number];
+  let step = { at: 0, mb: 0 };
+  for (let i = 1; i < points.length; i++) {
+    const d = (points[i] as [number, number])[1] - (points[i - 1] as [number, number])[1];
+    if (d > step.mb) step = { at: (points[i] as [number, number])[0], mb: d };
+  }
+  return [
+    [
+      'RSS over the second half',
+      `${mid[1]} MB → ${end[1]} MB (${((100 * (end[1] - mid[1])) / mid[1]).toFixed(1)}%)`,
+    ],
+    ['largest one-second RSS step', `+${step.mb.toFixed(1)} MB at ${step.at} s`],
+  ];
+}
+
+function rssVerdict(s: SoakResults): string {
+  if (!s.gc || s.gc.count === 0 || s.pass.rss) return '';
+  const liveGrowth = (100 * (s.gc.lastLiveMb - s.gc.firstLiveMb)) / s.gc.firstLiveMb;
+  const committedGrowth = s.gc.lastCommittedMb - s.gc.firstCommittedMb;
+  if (liveGrowth < 10 && committedGrowth > 0) {
+    return (
+      'The RSS target is missed, but not through a leak: the live JavaScript heap after full GCs does not grow ' +
+      `(first ${s.gc.firstLiveMb} MB, last ${s.gc.lastLiveMb} MB, never above ${s.gc.maxLiveMb} MB), while V8 grows the heap it has committed (${s.gc.firstCommittedMb} → ` +
+      `${s.gc.lastCommittedMb} MB, in steps: the young generation is resized up under this allocation rate). ` +
+      'A fixed young generation (`node --max-semi-space-size=…`) or a longer warm-up would make the RSS flat; ' +
+      'the allocation rate itself comes from the per-request work in "Where the time goes".'
+    );
+  }
+  return `The RSS target is missed and the live heap after full GCs grew ${liveGrowth.toFixed(0)}%: look for a leak.`;
+}
+
+export function renderSvgs(r: BenchResults): { latency: string; throughput: string; soak: string } {
+  const h = r.handler;
+  const latencySeries: Series[] = [];
+  (h?.rows ?? []).forEach((row, i) => {
+    const color = PALETTE[i % PALETTE.length];
+    latencySeries.push({ name: `${row.name}`, points: row.handlerCdf.map(([v, q]) => [v, q * 100]), color });
+    if (row.bareCdf) {
+      latencySeries.push({
+        name: `  bare (${row.id})`,
+        points: row.bareCdf.map(([v, q]) => [v, q * 100]),
+        color,
+        dashed: true,
+      });
+    }
+  });
+  const latency = chart(
+    [
+      {
+        title: 'Handler latency distribution (CDF): handler solid, bare PKCS#11 operation dashed',
+        xLabel: 'latency per call, µs (log scale)',
+        yLabel: 'percent of calls at or below',
+        series: latencySeries,
+        xLog: true,
+      },
+    ],
+    980,
+    520,
+  );
+  const t = r.throughput;
+  const categories = (t?.concurrencies ?? []).map((c) => `concurrency ${c}`);
+  const groups = (t?.processes ?? []).flatMap((p) =>
+    (['bare', 'proxy'] as const).map((server) => ({
+      name: `${server}, ${p} process${p > 1 ? 'es' : ''}`,
+      values: (t?.concurrencies ?? []).map((c) =>
+        t ? (throughputRow(t, server, p, c)?.rps ?? Number.NaN) : Number.NaN,
+      ),
+      color: server === 'bare' ? (p > 1 ? '#3182bd' : '#9ecae1') : p > 1 ? '#de2d26' : '#fcae91',
+    })),
+  );
+  const throughput = barChart({
+    title: 'Encrypt 32 B throughput: bare https + pkcs11js vs the proxy, 1 vs N processes',
+    yLabel: 'requests per second (2xx)',
+    categories,
+    groups,
+  });
+  const s = r.soak;
+  const timeline = s?.timeline ?? [];
+  const soak = chart(
+    [
+      {
+        title: `Soak at ${s?.rate ?? 0} req/s: responses per second`,
+        xLabel: 'seconds',
+        yLabel: 'responses / s',
+        series: [{ name: 'responses/s', points: timeline.map((p) => [p.t, p.rps]) }],
+      },
+      {
+        title: 'p99 latency per second',
+        xLabel: 'seconds',
+        yLabel: 'p99 ms',
+        series: [{ name: 'p99 ms', points: timeline.map((p) => [p.t, p.p99Ms]), color: PALETTE[1] }],
+      },
+      {
+        title: 'Server RSS (VmRSS)',
+        xLabel: 'seconds',
+        yLabel: 'MB',
+        yZero: false,
+        series: [
+          {
+            name: 'RSS MB',
+            points: timeline.flatMap((p) =>
+              p.rssMb === undefined ? [] : [[p.t, p.rssMb] as [number, number]],
+            ),
+            color: PALETTE[2],
+          },
+        ],
+      },
+    ],
+    900,
+    300,
+  );
+  return { latency, throughput, soak };
+}
+
+export function writeReport(r: BenchResults, docsDir: string): string[] {
+  const svgs = renderSvgs(r);
+  const names = { latency: 'bench-latency.svg', throughput: 'bench-throughput.svg', soak: 'bench-soak.svg' };
+  const written: string[] = [];
+  for (const key of ['latency', 'throughput', 'soak'] as const) {
+    const file = join(docsDir, names[key]);
+    writeFileSync(file, svgs[key]);
+    written.push(file);
+  }
+  const md = join(docsDir, 'benchmarks.md');
+  writeFileSync(md, renderMarkdown(r, names));
+  written.push(md);
+  return written;
+}

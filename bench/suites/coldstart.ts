@@ -1,0 +1,310 @@
+// Suite 3: cold start. Each Lambda bundle exactly as scripts/build.ts builds it (esbuild, the output
+// that deploys), in a folder of its own with pkcs11js only where the layer puts it (NODE_PATH): a
+// fresh Node process from spawn to its first successful response to a signed event, module load and
+// HSM login included. Beside it, the floor: a fresh Node process that only loads pkcs11js, logs in
+// and encrypts once. Bundle composition from esbuild's metafile.
+import { spawn } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { SourceMap } from 'node:module';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { build } from 'esbuild';
+import { BUNDLE_OPTIONS, buildFunctions, FUNCTIONS } from '../../scripts/build.ts';
+import { signedEvent } from '../../test/helpers/events.ts';
+import {
+  benchSetup,
+  decryptBody,
+  type EncryptResponse,
+  encryptBody,
+  healthBody,
+  metadataBody,
+  removeSetup,
+  xksPath,
+} from '../lib/requests.ts';
+import { children } from '../lib/servers.ts';
+import { median, ROOT, round } from '../lib/util.ts';
+import { LAMBDA_ENV } from './handler.ts';
+
+export interface ColdStartRow {
+  name: string;
+  bundleBytes: number;
+  /** Spawn to the response in the parent, per run (ms). */
+  runsMs: number[];
+  medianMs: number;
+  /** Inside the child: Node bootstrap until the script runs, the import (module load + HSM login), the first invocation. */
+  breakdownMs: { bootstrap: number; importInit: number; firstInvoke: number };
+  /** What the bundle holds, largest first (esbuild metafile, bytes in the output). */
+  composition: Array<{ name: string; bytes: number; percent: number }>;
+  targetMs: number;
+  targetBytes: number;
+  passTime: boolean;
+  passSize: boolean;
+}
+
+export interface ColdStartResults {
+  runs: number;
+  /** A fresh Node process that prints and exits. */
+  nodeFloorMs: number;
+  /** A fresh process: require pkcs11js, C_Initialize, C_OpenSession, C_Login, find the key, one encrypt. */
+  hsmFloorMs: number;
+  rows: ColdStartRow[];
+  /** Self CPU time of one profiled Encrypt cold start (spawn to first response), by package. */
+  initProfile: Array<{ name: string; ms: number }>;
+}
+
+const TARGET_MS = 150;
+const TARGET_BYTES = 300 * 1024;
+
+interface ChildTimes {
+  totalMs: number;
+  line: string;
+  /** Resolves when the child has exited (its CPU profile, if any, is written then). */
+  exited: Promise<void>;
+}
+
+/** Spawns `node -e script` and resolves when it writes a RESULT line to stderr. */
+function timeChild(
+  script: string,
+  env: NodeJS.ProcessEnv,
+  cwd: string,
+  nodeArgs: string[] = [],
+): Promise<ChildTimes> {
+  return new Promise((resolvePromise, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [...nodeArgs, '--input-type=module', '-e', script], {
+      cwd,
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    children.add(child);
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    let stderr = '';
+    let done = false;
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      const line = stderr.split('\n').find((l) => l.startsWith('RESULT '));
+      if (line && !done) {
+        done = true;
+        resolvePromise({ totalMs: performance.now() - started, line: line.slice(7), exited });
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      children.delete(child);
+      if (!done) reject(new Error(`cold start child exited (${code}) without a result:\n${stderr}`));
+    });
+  });
+}
+
+/**
+ * Where a cold start's CPU time goes, by package: one more run under --cpu-prof, each sampled frame
+ * in the bundle mapped back to its source through the bundle's source map.
+ */
+function initProfile(profileFile: string, bundle: string): Array<{ name: string; ms: number }> {
+  const profile = JSON.parse(readFileSync(profileFile, 'utf8')) as {
+    nodes: Array<{
+      id: number;
+      callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number };
+    }>;
+    samples: number[];
+    timeDeltas: number[];
+  };
+  const map = new SourceMap(JSON.parse(readFileSync(`${bundle}.map`, 'utf8')));
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map<string, number>();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const frame = byId.get(profile.samples[i] as number)?.callFrame;
+    if (frame === undefined || frame.functionName === '(idle)') continue;
+    let key: string;
+    if (frame.url.startsWith('file://') && frame.url.endsWith('index.mjs')) {
+      const entry = map.findEntry(frame.lineNumber, frame.columnNumber) as { originalSource?: string };
+      const source = entry.originalSource ?? '?';
+      const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(source);
+      key = pkg
+        ? (pkg[1] as string)
+        : source.replace(/^.*\/(functions|layers)\//, '$1/').replace(/\/[^/]+$/, '/');
+    } else if (frame.url.includes('/node_modules/pkcs11js/')) key = 'pkcs11js (layer)';
+    else if (frame.url.startsWith('node:')) key = 'node: core (module loader, bootstrap)';
+    else if (frame.url === '')
+      key = frame.functionName.startsWith('(') ? frame.functionName : 'native / V8 builtins';
+    else key = frame.url;
+    self.set(key, (self.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  }
+  return [...self]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 10)
+    .map(([name, us]) => ({ name, ms: round(us / 1000, 1) }));
+}
+
+/** Bytes in the output per package (node_modules/<pkg>) or project folder, largest first. */
+async function composition(name: string): Promise<ColdStartRow['composition']> {
+  const { metafile } = await build({
+    ...BUNDLE_OPTIONS,
+    absWorkingDir: ROOT,
+    entryPoints: [join(ROOT, 'functions', `${name}.ts`)],
+    outfile: join(ROOT, 'dist-bench-unused', `${name}.mjs`),
+    write: false,
+    metafile: true,
+    logLevel: 'silent',
+  });
+  const output = Object.entries(metafile.outputs).find(([file]) => file.endsWith('.mjs'));
+  if (output === undefined) return [];
+  const sizes = new Map<string, number>();
+  let total = 0;
+  for (const [input, { bytesInOutput }] of Object.entries(output[1].inputs)) {
+    const nm = input.lastIndexOf('node_modules/');
+    let group: string;
+    if (nm >= 0) {
+      const parts = input.slice(nm + 'node_modules/'.length).split('/');
+      group = parts[0]?.startsWith('@') ? `${parts[0]}/${parts[1]}` : (parts[0] ?? input);
+    } else {
+      group = `${input.split('/')[0]}/`;
+    }
+    sizes.set(group, (sizes.get(group) ?? 0) + bytesInOutput);
+    total += bytesInOutput;
+  }
+  return [...sizes]
+    .sort((a, b) => b[1] - a[1])
+    .map(([group, bytes]) => ({ name: group, bytes, percent: round((100 * bytes) / total, 1) }));
+}
+
+export async function coldStartSuite(options: { runs: number; workDir: string }): Promise<ColdStartResults> {
+  const setup = benchSetup();
+  try {
+    const task = join(options.workDir, 'task');
+    const bundles = await buildFunctions(task);
+    // The layer's layout: /opt/nodejs/node_modules/pkcs11js.
+    const layer = join(options.workDir, 'opt/nodejs/node_modules');
+    mkdirSync(layer, { recursive: true });
+    symlinkSync(join(ROOT, 'node_modules/pkcs11js'), join(layer, 'pkcs11js'));
+    const env = {
+      PATH: process.env.PATH,
+      ...LAMBDA_ENV,
+      NODE_PATH: layer,
+      XKS_PROXY_CONFIG: setup.configFile,
+      SOFTHSM2_CONF: setup.softhsmConf,
+    };
+    const event = (route: string, body: unknown) =>
+      signedEvent({ path: xksPath(route), body, credential: setup.credential, base64: true });
+
+    const runBundle = async (name: string, e: unknown, nodeArgs: string[] = []) => {
+      const eventFile = join(options.workDir, `${name}-event.json`);
+      writeFileSync(eventFile, JSON.stringify(e));
+      const script = [
+        'const t0 = performance.now();',
+        `const { handler } = await import(${JSON.stringify(join(task, name, 'index.mjs'))});`,
+        'const t1 = performance.now();',
+        "const { readFileSync } = await import('node:fs');",
+        `const event = JSON.parse(readFileSync(${JSON.stringify(eventFile)}, 'utf8'));`,
+        "const context = { functionName: 'xks-bench', awsRequestId: 'cold', getRemainingTimeInMillis: () => 3000 };",
+        'const result = await handler(event, context);',
+        'const t2 = performance.now();',
+        "process.stderr.write('RESULT ' + JSON.stringify({ t0, t1, t2, result }) + '\\n');",
+      ].join('\n');
+      const { totalMs, line, exited } = await timeChild(script, env, options.workDir, nodeArgs);
+      await exited;
+      const parsed = JSON.parse(line) as {
+        t0: number;
+        t1: number;
+        t2: number;
+        result: { statusCode: number; body: string };
+      };
+      if (parsed.result.statusCode !== 200) {
+        throw new Error(`${name}: ${parsed.result.statusCode} ${parsed.result.body}`);
+      }
+      return { totalMs, ...parsed };
+    };
+
+    const small = encryptBody(32);
+    // A real ciphertext for the Decrypt bundle: from the Encrypt bundle itself.
+    const first = await runBundle('encrypt', await event('keys/foo/encrypt', small));
+    const ciphertext = JSON.parse(first.result.body) as EncryptResponse;
+    const events: Record<(typeof FUNCTIONS)[number], unknown> = {
+      getHealthStatus: await event('health', healthBody()),
+      getKeyMetadata: await event('keys/foo/metadata', metadataBody()),
+      encrypt: await event('keys/foo/encrypt', small),
+      decrypt: await event('keys/foo/decrypt', decryptBody(ciphertext, undefined)),
+    };
+
+    const floors = { node: [] as number[], hsm: [] as number[] };
+    const hsmScript = [
+      "const { createRequire } = await import('node:module');",
+      "const P = createRequire(import.meta.url)('pkcs11js');",
+      'const c = JSON.parse(process.env.BENCH_HSM);',
+      'const lib = new P.PKCS11(); lib.load(c.modulePath);',
+      'lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });',
+      "const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.replace(/[\\s\\0]+$/, '') === c.tokenLabel);",
+      'const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION);',
+      'lib.C_Login(session, P.CKU_USER, c.pin);',
+      "lib.C_FindObjectsInit(session, [{ type: P.CKA_CLASS, value: P.CKO_SECRET_KEY }, { type: P.CKA_LABEL, value: 'foo' }]);",
+      'const [key] = lib.C_FindObjects(session, 1); lib.C_FindObjectsFinal(session);',
+      'const iv = lib.C_GenerateRandom(session, Buffer.alloc(12));',
+      'lib.C_EncryptInit(session, { mechanism: P.CKM_AES_GCM, parameter: { type: P.CK_PARAMS_AES_GCM, iv, ivBits: 96, aad: Buffer.from([0, 0, 1, 1]), tagBits: 128 } }, key);',
+      'lib.C_Encrypt(session, Buffer.alloc(32), Buffer.alloc(48));',
+      "process.stderr.write('RESULT {}\\n');",
+    ].join('\n');
+    const hsmEnv = {
+      ...env,
+      BENCH_HSM: JSON.stringify({
+        modulePath: setup.config.hsm.modulePath,
+        tokenLabel: setup.config.hsm.tokenLabel,
+        pin: setup.config.hsm.pin,
+      }),
+    };
+    const rows: ColdStartRow[] = [];
+    const runs = new Map<string, Array<Awaited<ReturnType<typeof runBundle>>>>(FUNCTIONS.map((n) => [n, []]));
+    // Interleaved: run r of every bundle (and of the floors) before run r + 1 of any.
+    for (let r = 0; r < options.runs; r++) {
+      floors.node.push(
+        (await timeChild("process.stderr.write('RESULT {}\\n');", env, options.workDir)).totalMs,
+      );
+      floors.hsm.push((await timeChild(hsmScript, hsmEnv, options.workDir)).totalMs);
+      for (const name of FUNCTIONS) runs.get(name)?.push(await runBundle(name, events[name]));
+    }
+    for (const name of FUNCTIONS) {
+      const list = runs.get(name) ?? [];
+      const bundle = bundles[name];
+      const bytes = bundle?.bytes ?? 0;
+      const medianMs = round(median(list.map((x) => x.totalMs)), 1);
+      rows.push({
+        name,
+        bundleBytes: bytes,
+        runsMs: list.map((x) => round(x.totalMs, 1)),
+        medianMs,
+        breakdownMs: {
+          bootstrap: round(median(list.map((x) => x.t0)), 1),
+          importInit: round(median(list.map((x) => x.t1 - x.t0)), 1),
+          firstInvoke: round(median(list.map((x) => x.t2 - x.t1)), 1),
+        },
+        composition: await composition(name),
+        targetMs: TARGET_MS,
+        targetBytes: TARGET_BYTES,
+        passTime: medianMs < TARGET_MS,
+        passSize: bytes < TARGET_BYTES,
+      });
+    }
+    // One more Encrypt cold start, under the CPU profiler (not timed: the profiler slows it down).
+    const profDir = join(options.workDir, 'cold-profile');
+    await runBundle('encrypt', events.encrypt, [
+      '--cpu-prof',
+      '--cpu-prof-interval',
+      '100',
+      '--cpu-prof-dir',
+      profDir,
+    ]);
+    const profFile = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
+    return {
+      runs: options.runs,
+      initProfile:
+        profFile === undefined
+          ? []
+          : initProfile(join(profDir, profFile), join(task, 'encrypt', 'index.mjs')),
+      nodeFloorMs: round(median(floors.node), 1),
+      hsmFloorMs: round(median(floors.hsm), 1),
+      rows,
+    };
+  } finally {
+    removeSetup(setup);
+  }
+}

@@ -1,0 +1,180 @@
+// Suite 1: handler cost. Runs bench/handler-child.ts in a child process whose stdout (Powertools
+// logs and EMF metrics) goes to a file, then the same child once more under `node --cpu-prof` for
+// one route, to say where the time goes.
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { analyzeProfile, type ProfileAnalysis } from '../lib/profile.ts';
+import { benchSetup, removeSetup } from '../lib/requests.ts';
+import { children } from '../lib/servers.ts';
+import { ROOT, round, type Summary } from '../lib/util.ts';
+
+export interface HandlerRow {
+  id: string;
+  name: string;
+  bareName: string | undefined;
+  handler: Summary;
+  bare: Summary | undefined;
+  handlerCdf: Array<[number, number]>;
+  bareCdf: Array<[number, number]> | undefined;
+  /** handler p50 / bare p50. */
+  ratio: number | undefined;
+  target: number | undefined;
+  pass: boolean | undefined;
+}
+
+export interface HandlerResults {
+  iterations: number;
+  warmup: number;
+  rounds: number;
+  logBytes: number;
+  rows: HandlerRow[];
+  /** process.env reads per request, by route and variable (Proxy-counted, after the timed loops). */
+  envReads: Record<string, Record<string, number>>;
+  /** The schema's Base64 pattern against a Base64 round trip, on an 8 KiB AAD field (µs per check). */
+  base64Check: { pattern: string; chars: number; regexUs: number; roundTripUs: number } | undefined;
+  /** CPU profiles (node --cpu-prof) of single routes. */
+  profiles: Array<ProfileAnalysis & { id: string; route: string; iterations: number; command: string }>;
+}
+
+/** Targets (issue): Encrypt and Decrypt p50 at most 2.5x the bare operation, metadata at most 2x. */
+const TARGETS: Record<string, number> = {
+  metadata: 2,
+  'encrypt-32': 2.5,
+  'encrypt-max': 2.5,
+  'decrypt-32': 2.5,
+  'decrypt-max': 2.5,
+};
+
+/** What Lambda puts in the environment, so that Powertools behaves as it does there. */
+export const LAMBDA_ENV = {
+  AWS_LAMBDA_FUNCTION_NAME: 'xks-bench',
+  AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '1024',
+  AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
+  AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
+  AWS_REGION: 'us-east-1',
+  AWS_DEFAULT_REGION: 'us-east-1',
+};
+
+function runChild(
+  nodeArgs: string[],
+  childArgs: string[],
+  env: NodeJS.ProcessEnv,
+  logFile: string,
+  timeoutMs: number,
+): Promise<void> {
+  const out = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bench/handler-child.ts'), ...childArgs], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', out, 'pipe'],
+  });
+  closeSync(out);
+  children.add(child);
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-20_000);
+  });
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      children.delete(child);
+      if (code === 0) resolvePromise();
+      else reject(new Error(`handler benchmark child failed (${code ?? signal}):\n${stderr}`));
+    });
+  });
+}
+
+export async function handlerSuite(options: {
+  iterations: number;
+  warmup: number;
+  rounds: number;
+  /** Routes to profile, and how many iterations each. */
+  profiles: Array<{ id: string; iterations: number }>;
+  workDir: string;
+}): Promise<HandlerResults> {
+  const setup = benchSetup();
+  try {
+    const env = {
+      ...process.env,
+      ...LAMBDA_ENV,
+      XKS_PROXY_CONFIG: setup.configFile,
+      SOFTHSM2_CONF: setup.softhsmConf,
+    };
+    const out = join(options.workDir, 'handler.json');
+    const logFile = join(options.workDir, 'handler-stdout.log');
+    await runChild(
+      [],
+      [
+        '--out',
+        out,
+        '--iterations',
+        String(options.iterations),
+        '--warmup',
+        String(options.warmup),
+        '--rounds',
+        String(options.rounds),
+      ],
+      env,
+      logFile,
+      300_000,
+    );
+    const measured = JSON.parse(readFileSync(out, 'utf8')) as {
+      results: Array<Omit<HandlerRow, 'ratio' | 'target' | 'pass'>>;
+      envReads: HandlerResults['envReads'];
+      base64Check: HandlerResults['base64Check'];
+    };
+    const rows: HandlerRow[] = measured.results.map((r) => {
+      const ratio = r.bare ? round(r.handler.p50 / r.bare.p50, 2) : undefined;
+      const target = TARGETS[r.id];
+      return {
+        ...r,
+        ratio,
+        target,
+        pass: ratio === undefined || target === undefined ? undefined : ratio <= target,
+      };
+    });
+
+    const profiles: HandlerResults['profiles'] = [];
+    for (const { id, iterations } of options.profiles) {
+      const profDir = join(options.workDir, `cpu-profile-${id}`);
+      mkdirSync(profDir, { recursive: true });
+      const profOut = join(options.workDir, `handler-profile-${id}.json`);
+      const nodeArgs = ['--cpu-prof', '--cpu-prof-interval', '100', '--cpu-prof-dir', profDir];
+      const childArgs = ['--only', id, '--no-bare', '--iterations', String(iterations), '--rounds', '1'];
+      const outArgs = ['--out', profOut];
+      await runChild(
+        nodeArgs,
+        [...childArgs, ...outArgs],
+        env,
+        join(options.workDir, 'profile-stdout.log'),
+        300_000,
+      );
+      const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
+      if (file === undefined) throw new Error('node --cpu-prof wrote no profile');
+      const { loop } = JSON.parse(readFileSync(profOut, 'utf8')) as {
+        loop: { startUs: number; endUs: number };
+      };
+      profiles.push({
+        ...analyzeProfile(join(profDir, file), loop, 40),
+        id,
+        route: rows.find((r) => r.id === id)?.name ?? id,
+        iterations,
+        command: `node --cpu-prof --cpu-prof-interval 100 bench/handler-child.ts ${childArgs.join(' ')}`,
+      });
+    }
+    return {
+      iterations: options.iterations,
+      warmup: options.warmup,
+      rounds: options.rounds,
+      logBytes: statSync(logFile).size,
+      rows,
+      envReads: measured.envReads,
+      base64Check: measured.base64Check,
+      profiles,
+    };
+  } finally {
+    removeSetup(setup);
+  }
+}

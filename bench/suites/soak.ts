@@ -1,0 +1,223 @@
+// Suite 4: soak. The local proxy (one process, fresh) at a fixed request rate (autocannon
+// overallRate) mixed across the four routes, for minutes: errors, latency drift (p99 of the first
+// vs the last window), and the server's RSS (VmRSS from /proc every second) after a warm-up.
+import { closeSync, openSync, readSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { post } from '../lib/https.ts';
+import { type LoadRequest, runLoad } from '../lib/load.ts';
+import {
+  benchSetup,
+  decryptBody,
+  type EncryptResponse,
+  encryptBody,
+  healthBody,
+  metadataBody,
+  removeSetup,
+} from '../lib/requests.ts';
+import { startServer } from '../lib/servers.ts';
+import { signedRequest } from '../lib/signed.ts';
+import { median, quantile, round, rssKb } from '../lib/util.ts';
+
+export interface SoakSecond {
+  t: number;
+  rps: number;
+  p99Ms: number;
+  rssMb: number | undefined;
+}
+
+export interface SoakResults {
+  rate: number;
+  durationS: number;
+  warmupS: number;
+  connections: number;
+  completed: number;
+  achievedRps: number;
+  non2xx: number;
+  errors: number;
+  byRoute: Record<string, { ok: number; other: number }>;
+  /** The comparison windows for drift (the first and last minute, or fifth of shorter runs). */
+  windowS: number;
+  firstP99Ms: number;
+  lastP99Ms: number;
+  driftRatio: number;
+  rssBaselineMb: number;
+  rssEndMb: number;
+  rssGrowthPercent: number;
+  timeline: SoakSecond[];
+  /** The server's full (Mark-Compact) GCs during the measured soak, from --trace-gc. */
+  gc: GcSummary;
+  pass: { errors: boolean; drift: boolean; rss: boolean; rate: boolean };
+}
+
+export interface GcSummary {
+  count: number;
+  /** Live heap after the first and last full GC, and the largest (MB). */
+  firstLiveMb: number;
+  lastLiveMb: number;
+  maxLiveMb: number;
+  /** Heap V8 had committed at the first and last full GC (MB). */
+  firstCommittedMb: number;
+  lastCommittedMb: number;
+}
+
+/** `Mark-Compact 53.0 (93.4) -> 19.1 (91.4) MB` lines of --trace-gc after `fromMs` (process time). */
+function majorGcs(logFile: string, fromMs: number): GcSummary {
+  const pattern =
+    /^\[\d+:0x[0-9a-f]+\]\s+(\d+) ms: Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+) \(([\d.]+)\) MB/;
+  const gcs: Array<{ live: number; committed: number }> = [];
+  // The log holds every request's JSON line too (hundreds of MB): scan it in chunks.
+  const fd = openSync(logFile, 'r');
+  try {
+    const chunk = Buffer.alloc(8 * 1024 * 1024);
+    let rest = '';
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, null);
+      if (n === 0) break;
+      const lines = (rest + chunk.toString('utf8', 0, n)).split('\n');
+      rest = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.includes('Mark-Compact')) continue;
+        const m = pattern.exec(line);
+        if (m && Number(m[1]) >= fromMs) gcs.push({ live: Number(m[2]), committed: Number(m[3]) });
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  const first = gcs[0];
+  const last = gcs[gcs.length - 1];
+  return {
+    count: gcs.length,
+    firstLiveMb: first?.live ?? Number.NaN,
+    lastLiveMb: last?.live ?? Number.NaN,
+    maxLiveMb: gcs.length === 0 ? Number.NaN : Math.max(...gcs.map((g) => g.live)),
+    firstCommittedMb: first?.committed ?? Number.NaN,
+    lastCommittedMb: last?.committed ?? Number.NaN,
+  };
+}
+
+/** Latency drift target: the last window's p99 at most this multiple of the first's (noise is ±25%). */
+export const DRIFT_LIMIT = 1.5;
+export const RSS_LIMIT_PERCENT = 10;
+
+export async function soakSuite(options: {
+  rate: number;
+  durationS: number;
+  warmupS: number;
+  connections: number;
+  logDir: string;
+  log: (line: string) => void;
+}): Promise<SoakResults> {
+  const setup = benchSetup();
+  // --trace-gc: one line per GC in the server's stdout (its log file), to tell a leak (live heap
+  // after full GCs growing) from V8 sizing its heap up (committed heap growing, live heap flat).
+  const server = await startServer(setup, 'proxy', 1, options.logDir, ['--trace-gc']);
+  try {
+    const pid = server.pids[0] as number;
+    // Signed for the middle of the run: valid 5 minutes either side of X-Amz-Date.
+    const total = options.warmupS + options.durationS;
+    const date = new Date(Date.now() + Math.min(total / 2, 240) * 1000);
+    const sign = (route: string, body: unknown, label: string) =>
+      signedRequest(setup, server.host, route, body, label, date);
+    const encrypt = await sign('keys/foo/encrypt', encryptBody(32), 'encrypt');
+    const once = await post(server.url, encrypt, setup.tls.cert);
+    if (once.status !== 200) throw new Error(`soak set-up: ${once.status} ${once.text}`);
+    const requests: LoadRequest[] = [
+      await sign('health', healthBody(), 'health'),
+      await sign('keys/foo/metadata', metadataBody(), 'metadata'),
+      encrypt,
+      await sign(
+        'keys/foo/decrypt',
+        decryptBody(JSON.parse(once.text) as EncryptResponse, undefined),
+        'decrypt',
+      ),
+    ];
+    const mixed = { url: server.url, requests, connections: options.connections, overallRate: options.rate };
+
+    await runLoad({ ...mixed, durationS: options.warmupS, keepLatencies: false });
+
+    const seconds = Math.ceil(options.durationS) + 2;
+    const perSecond: number[][] = Array.from({ length: seconds }, () => []);
+    const byRoute: Record<string, { ok: number; other: number }> = {};
+    const rss: Array<number | undefined> = [];
+    const soakStartMs = performance.now() - server.spawnedAt;
+    const sampler = setInterval(() => rss.push(rssKb(pid)), 1000);
+    rss.push(rssKb(pid));
+    let result: Awaited<ReturnType<typeof runLoad>>;
+    try {
+      result = await runLoad({
+        ...mixed,
+        durationS: options.durationS,
+        keepLatencies: false,
+        onResponse: (atMs, status, latencyMs, route) => {
+          const s = Math.min(seconds - 1, Math.floor(atMs / 1000));
+          perSecond[s]?.push(latencyMs);
+          const entry = byRoute[route] ?? { ok: 0, other: 0 };
+          byRoute[route] = entry;
+          if (status >= 200 && status < 300) entry.ok++;
+          else entry.other++;
+        },
+      });
+    } finally {
+      clearInterval(sampler);
+    }
+    const used = perSecond.slice(0, Math.ceil(options.durationS));
+    const timeline: SoakSecond[] = used.map((list, t) => {
+      const kb = rss[t + 1];
+      return {
+        t,
+        rps: list.length,
+        p99Ms: round(quantile(Float64Array.from(list).sort(), 0.99), 3),
+        rssMb: kb === undefined ? undefined : round(kb / 1024, 1),
+      };
+    });
+    const windowS = Math.max(1, Math.min(60, Math.floor(options.durationS / 5)));
+    const p99Of = (lists: number[][]) => quantile(Float64Array.from(lists.flat()).sort(), 0.99);
+    const firstP99Ms = round(p99Of(used.slice(0, windowS)), 3);
+    const lastP99Ms = round(p99Of(used.slice(-windowS)), 3);
+    const samples = rss.filter((v): v is number => v !== undefined);
+    const edge = Math.max(1, Math.min(10, Math.floor(samples.length / 3)));
+    const rssBaselineMb = round(median(samples.slice(0, edge)) / 1024, 1);
+    const rssEndMb = round(median(samples.slice(-edge)) / 1024, 1);
+    const rssGrowthPercent = round((100 * (rssEndMb - rssBaselineMb)) / rssBaselineMb, 1);
+    const errors = result.errors + result.timeouts;
+    // autocannon stops at the first 1-second tick after the duration: divide by the time it really ran.
+    const achievedRps = Math.round(result.completed / Math.max(result.durationS, options.durationS));
+    const driftRatio = round(lastP99Ms / firstP99Ms, 2);
+    // V8 writes --trace-gc through C stdio, buffered when stdout is a file: read it after the exit.
+    await server.stop();
+    const gc = majorGcs(server.logFile, soakStartMs);
+    options.log(
+      `  soak: ${result.completed} requests, ${achievedRps} req/s, non-2xx ${result.non2xx}, errors ${errors}, p99 first ${firstP99Ms} ms last ${lastP99Ms} ms, RSS ${rssBaselineMb} -> ${rssEndMb} MB, live heap after full GC ${gc.firstLiveMb} -> ${gc.lastLiveMb} MB (${gc.count} full GCs)`,
+    );
+    return {
+      rate: options.rate,
+      durationS: options.durationS,
+      warmupS: options.warmupS,
+      connections: options.connections,
+      completed: result.completed,
+      achievedRps,
+      non2xx: result.non2xx,
+      errors,
+      byRoute,
+      windowS,
+      firstP99Ms,
+      lastP99Ms,
+      driftRatio,
+      rssBaselineMb,
+      rssEndMb,
+      rssGrowthPercent,
+      timeline,
+      gc,
+      pass: {
+        errors: result.non2xx === 0 && errors === 0,
+        drift: driftRatio <= DRIFT_LIMIT,
+        rss: rssGrowthPercent < RSS_LIMIT_PERCENT,
+        rate: achievedRps >= options.rate * 0.95,
+      },
+    };
+  } finally {
+    await server.stop();
+    removeSetup(setup);
+  }
+}
