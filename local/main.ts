@@ -7,7 +7,6 @@
 // Without --config it runs the demo: a SoftHSM token and a key store that match the defaults of
 // AWS's public XKS test client (PUBLIC credentials: for local use only). With --config it serves
 // that configuration (SOFTHSM2_CONF or your vendor's settings must already be in the environment).
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -17,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { DEMO_CREDENTIAL, type ProxyConfig } from '../functions/config.ts';
 import { DEMO_KEYS, ensureSoftHsmToken, HEALTH_CHECK_KEY } from '../scripts/softhsm.ts';
 import { createProxyServer, type LambdaHandler } from './server.ts';
+import { selfSignedCertificate } from './tls.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: args } = parseArgs({
@@ -52,7 +52,7 @@ const handlers = {
 };
 
 const { config } = await import('../functions/runtime.ts');
-const tls = args.tls ? certificate() : undefined;
+const tls = args.tls ? selfSignedCertificate(stateDir) : undefined;
 const mtls = config.clientCertificate;
 if (mtls && !mtls.caFile)
   throw new Error('clientCertificate.caFile is needed for mutual TLS in the local server');
@@ -120,40 +120,6 @@ function demoSetup(): string {
   config.hsm.modulePath = token.modulePath;
   writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
   return file;
-}
-
-/** A self-signed ECDSA certificate for 127.0.0.1 and localhost, made on first start. */
-function certificate(): { key: Buffer; cert: Buffer } {
-  const dir = join(stateDir, 'tls');
-  const key = join(dir, 'key.pem');
-  const cert = join(dir, 'cert.pem');
-  if (!existsSync(key) || !existsSync(cert)) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '825',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1',
-      ],
-      { stdio: 'ignore' },
-    );
-  }
-  return { key: readFileSync(key), cert: readFileSync(cert) };
 }
 
 function banner(base: string): void {

@@ -1,8 +1,10 @@
 // Small shared helpers for the benchmark suite: statistics, child processes, TLS certificates.
-import { type ChildProcess, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
+import { selfSignedCertificate } from '../../local/tls.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 
@@ -120,36 +122,7 @@ export function freePort(): Promise<number> {
  * localhost), in `<dir>/tls/`, where main.ts finds and reuses it: proxy and bare server use one.
  */
 export function certificate(dir: string): { key: Buffer; cert: Buffer } {
-  const tls = join(dir, 'tls');
-  const key = join(tls, 'key.pem');
-  const cert = join(tls, 'cert.pem');
-  if (!existsSync(key) || !existsSync(cert)) {
-    mkdirSync(tls, { recursive: true, mode: 0o700 });
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '825',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1',
-      ],
-      { stdio: 'ignore' },
-    );
-  }
-  return { key: readFileSync(key), cert: readFileSync(cert) };
+  return selfSignedCertificate(dir);
 }
 
 /** VmRSS of a process in kB, from /proc (Linux), or undefined when it is gone. */
