@@ -20,7 +20,6 @@ import {
   writeSync,
 } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   CreateSecretCommand,
@@ -29,6 +28,7 @@ import {
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
 import { type Credential, DEMO_CREDENTIAL, parseCredentialsSecret } from '../functions/config.ts';
+import { isEntryPoint } from '../scripts/entry-point.ts';
 
 /** The access key id alphabet of Appendix A: RFC 4648 Base32. */
 export const ACCESS_KEY_ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -652,18 +652,6 @@ export async function main(
   }
 }
 
-/** True when this file is the process's entry point (import.meta.main needs Node 24.2; engines allow 22.18). */
-function isEntryPoint(): boolean {
-  if (typeof import.meta.main === 'boolean') return import.meta.main;
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta)) {
   process.exitCode = await main(process.argv.slice(2));
 }

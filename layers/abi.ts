@@ -8,6 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
+import { isEntryPoint } from '../scripts/entry-point.ts';
 
 /**
  * The highest versions Amazon Linux 2023 provides: glibc 2.34, and gcc 11's libstdc++ (GLIBCXX_3.4.29,
@@ -186,7 +187,7 @@ export function formatReport(r: AbiReport): string {
   return lines.join('\n');
 }
 
-if (import.meta.main) {
+if (isEntryPoint(import.meta)) {
   const args = process.argv.slice(2);
   if (args.length === 0 || args.includes('--help')) {
     console.error('usage: node layers/abi.ts file-or-dir...');

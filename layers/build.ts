@@ -25,6 +25,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { ZipFile } from 'yazl';
+import { isEntryPoint } from '../scripts/entry-point.ts';
 import { type AbiReport, checkLayerDir, elfInfo, findSharedObjects, formatReport, passes } from './abi.ts';
 
 export const ARCHS = ['x86_64', 'arm64'] as const;
@@ -234,7 +235,7 @@ const USAGE = `usage: node layers/build.ts [--arch x86_64|arm64] --vendor-lib /p
                            [--vendor-config /path/file-or-dir]... [--out dir]
        node layers/build.ts --demo-softhsm [--arch x86_64|arm64] [--out dir]   (NOT FOR PRODUCTION)`;
 
-if (import.meta.main) {
+if (isEntryPoint(import.meta)) {
   try {
     const { values } = parseArgs({
       options: {

@@ -5,6 +5,7 @@
 import { mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type BuildOptions, build } from 'esbuild';
+import { isEntryPoint } from './entry-point.ts';
 
 export const FUNCTIONS = ['getHealthStatus', 'getKeyMetadata', 'encrypt', 'decrypt'] as const;
 
@@ -52,7 +53,7 @@ export async function buildFunctions(outdir = join(root, 'dist')): Promise<Recor
   return bundles;
 }
 
-if (import.meta.main) {
+if (isEntryPoint(import.meta)) {
   const bundles = await buildFunctions(process.argv[2] ? resolve(process.argv[2]) : undefined);
   for (const [name, { bytes }] of Object.entries(bundles)) {
     console.log(`${name.padEnd(16)} ${(bytes / 1024).toFixed(1)} KiB`);

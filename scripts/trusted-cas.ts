@@ -5,9 +5,9 @@
 //   node scripts/trusted-cas.ts [path/to/TrustedCertificateAuthorities]   (default: ../shared/reference/...)
 //
 // test/unit/trusted-cas.test.ts checks that the shipped list still matches the reference file.
-import { readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { isEntryPoint } from './entry-point.ts';
 
 export interface TrustedCa {
   /** The keystore alias name of the entry, e.g. `amazonrootca1`. */
@@ -111,17 +111,7 @@ export function renderModule(entries: TrustedCa[]): string {
   return lines.join('\n');
 }
 
-function isEntryPoint(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta)) {
   const source = resolve(process.argv[2] ?? REFERENCE_FILE);
   const entries = parseTrustedCas(readFileSync(source, 'utf8'));
   writeFileSync(OUTPUT_FILE, renderModule(entries));
