@@ -25,6 +25,7 @@ import {
   xksPath,
 } from './lib/requests.ts';
 import { cdfPoints, round, type Summary, summarize } from './lib/util.ts';
+import type { HandlerMeasurement } from './suites/handler.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -150,18 +151,7 @@ const variants: Variant[] = [
 ].filter((v) => args.only === undefined || v.id === args.only);
 if (variants.length === 0) throw new Error(`no variant ${args.only}`);
 
-interface Measured {
-  id: string;
-  name: string;
-  bareName: string | undefined;
-  /** Microseconds. */
-  handler: Summary;
-  bare: Summary | undefined;
-  handlerCdf: Array<[number, number]>;
-  bareCdf: Array<[number, number]> | undefined;
-}
-
-const results: Measured[] = [];
+const results: HandlerMeasurement[] = [];
 // For the CPU profile: the measured loop's start and end on the monotonic clock V8's profiler uses.
 const loop = { startUs: Number(process.hrtime.bigint() / 1000n), endUs: 0 };
 for (const v of variants) {

@@ -9,7 +9,8 @@ import { benchSetup, removeSetup } from '../lib/requests.ts';
 import { children } from '../lib/servers.ts';
 import { ROOT, round, type Summary } from '../lib/util.ts';
 
-export interface HandlerRow {
+/** One route as bench/handler-child.ts measures it (times in microseconds). */
+export interface HandlerMeasurement {
   id: string;
   name: string;
   bareName: string | undefined;
@@ -17,6 +18,9 @@ export interface HandlerRow {
   bare: Summary | undefined;
   handlerCdf: Array<[number, number]>;
   bareCdf: Array<[number, number]> | undefined;
+}
+
+export interface HandlerRow extends HandlerMeasurement {
   /** handler p50 / bare p50. */
   ratio: number | undefined;
   target: number | undefined;
@@ -121,7 +125,7 @@ export async function handlerSuite(options: {
       300_000,
     );
     const measured = JSON.parse(readFileSync(out, 'utf8')) as {
-      results: Array<Omit<HandlerRow, 'ratio' | 'target' | 'pass'>>;
+      results: HandlerMeasurement[];
       envReads: HandlerResults['envReads'];
       base64Check: HandlerResults['base64Check'];
     };
