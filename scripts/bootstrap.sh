@@ -39,7 +39,7 @@ if [ "$(node_ok)" != "1" ]; then
   export npm_config_nodedir="$node_home"
 fi
 
-# --- Debian packages: SoftHSMv2, openssl (local TLS certificate), a C++ toolchain (pkcs11js) -------
+# --- Debian packages: SoftHSMv2, openssl (local TLS certificate), a C/C++ toolchain (pkcs11js) -----
 missing=()
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
 command -v openssl >/dev/null || missing+=(openssl)
@@ -47,6 +47,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v make >/dev/null || missing+=(make)
 command -v g++ >/dev/null || missing+=(g++)
 command -v python3 >/dev/null || missing+=(python3)
+# pkcs11.h, for the fault-injecting PKCS#11 module the tests build (test/fault-pkcs11).
+[ -f /usr/include/p11-kit-1/p11-kit/pkcs11.h ] || missing+=(libp11-kit-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
