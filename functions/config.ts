@@ -2,6 +2,7 @@
 // phase with a message that names the problem, never a secret).
 import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
+import type { VendorProfileName } from '../layers/pkcs11/profiles.ts';
 
 export interface Credential {
   accessKeyId: string;
@@ -37,12 +38,41 @@ export interface KeystoreConfig {
   disabledKeys?: string[];
   /** Regions KMS may sign from; any when absent. */
   allowedRegions?: string[];
+  /**
+   * Decrypt ciphertexts made by the AWS sample proxy (aws-samples/aws-kms-xks-proxy), which gives
+   * the HSM SHA-256(AAD) where the spec gives the AAD, and answers every Encrypt with one static
+   * ciphertextMetadata (its `ciphertext_metadata_b64`, '' when it had none): a Decrypt whose
+   * metadata is that value is decrypted the sample's way, so no data needs re-encrypting.
+   */
+  awsSampleProxy?: { ciphertextMetadata: string };
+}
+
+/** One HSM of the fleet; what it leaves out comes from the `hsm` section. */
+export interface HsmMemberConfig {
+  /** For logs and ekmFleetDetails until the HSM is reached. */
+  name: string;
+  modulePath?: string;
+  tokenLabel?: string;
+  /** Picks the token by serial number instead of (or as well as) its label. */
+  tokenSerial?: string;
+  pin?: string;
+  pinSecretArn?: string;
+  profile?: VendorProfileName;
 }
 
 export interface ProxyConfig {
   hsm: {
     modulePath: string;
     tokenLabel: string;
+    tokenSerial?: string;
+    /** How this vendor does AES-GCM (layers/pkcs11/profiles.ts, docs/hsm.md). */
+    profile: VendorProfileName;
+    /** Deadline of each HSM call; past it, 503 DependencyTimeoutException. */
+    callTimeoutMs: number;
+    /** Deadline of the first connection (library load and login) after a cold start. */
+    startTimeoutMs: number;
+    /** Several HSMs with the same keys (failover, ekmFleetDetails); the `hsm` section alone when absent. */
+    fleet?: HsmMemberConfig[];
     /** The crypto user's PIN; or pinSecretArn; the XKS_HSM_PIN environment variable overrides both. */
     pin?: string;
     /** A Secrets Manager secret holding the PIN (plain, or `{"pin": "..."}`). */
@@ -89,6 +119,7 @@ export const PROXY_VENDOR = 'serverless-xks-proxy';
 export const PROXY_MODEL = 'serverless-xks-proxy 0.1.0';
 
 const KEY_ID = '^[A-Za-z0-9._-]{1,128}$';
+const PROFILES = ['softhsm', 'cloudhsm', 'luna', 'nshield'];
 const CREDENTIALS = {
   type: 'array',
   minItems: 1,
@@ -119,6 +150,30 @@ const SCHEMA = {
         pinSecretArn: { type: 'string', minLength: 1 },
         healthCheckKeyLabel: { type: 'string', pattern: KEY_ID, default: 'xks-health-check' },
         keyCacheSeconds: { type: 'number', minimum: 0, maximum: 3600, default: 60 },
+        tokenSerial: { type: 'string', minLength: 1, maxLength: 16 },
+        profile: { enum: PROFILES, default: 'softhsm' },
+        callTimeoutMs: { type: 'integer', minimum: 1, maximum: 10_000, default: 100 },
+        startTimeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 5000 },
+        fleet: {
+          type: 'array',
+          minItems: 1,
+          // Spec (GetHealthStatus): at most ten ekmFleetDetails entries.
+          maxItems: 10,
+          items: {
+            type: 'object',
+            required: ['name'],
+            additionalProperties: false,
+            properties: {
+              name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
+              modulePath: { type: 'string', pattern: '^/' },
+              tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
+              tokenSerial: { type: 'string', minLength: 1, maxLength: 16 },
+              pin: { type: 'string', minLength: 1 },
+              pinSecretArn: { type: 'string', minLength: 1 },
+              profile: { enum: PROFILES },
+            },
+          },
+        },
       },
     },
     healthCheck: {
@@ -187,6 +242,13 @@ const SCHEMA = {
           keyPattern: { type: 'string', minLength: 1 },
           disabledKeys: { type: 'array', items: { type: 'string', pattern: KEY_ID }, uniqueItems: true },
           allowedRegions: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9-]+$' }, minItems: 1 },
+          awsSampleProxy: {
+            type: 'object',
+            required: ['ciphertextMetadata'],
+            additionalProperties: false,
+            // Canonical Base64 of at most 20 bytes (spec: ciphertextMetadata), or '' for none.
+            properties: { ciphertextMetadata: { type: 'string', pattern: '^[A-Za-z0-9+/]{0,24}={0,2}$' } },
+          },
         },
       },
     },
@@ -222,6 +284,12 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
     throw new ConfigError('no HSM PIN: set hsm.pin, hsm.pinSecretArn or XKS_HSM_PIN');
   }
 
+  const names = new Set<string>();
+  for (const member of parsed.hsm.fleet ?? []) {
+    if (names.has(member.name)) throw new ConfigError(`two HSMs named '${member.name}'`);
+    names.add(member.name);
+  }
+
   const prefixes = new Set<string>();
   for (const keystore of parsed.keystores) {
     const uriPath = `${keystore.pathPrefix}/kms/xks/v1`;
@@ -243,6 +311,12 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
       }
     }
     if (keystore.credentials !== undefined) checkCredentials(keystore.name, keystore.credentials, env);
+    const sample = keystore.awsSampleProxy?.ciphertextMetadata;
+    if (sample !== undefined && Buffer.from(sample, 'base64').toString('base64') !== sample) {
+      throw new ConfigError(
+        `keystore ${keystore.name}: awsSampleProxy.ciphertextMetadata is not canonical Base64`,
+      );
+    }
   }
   return parsed;
 }

@@ -4,11 +4,11 @@ import { xksHandler } from './middleware.ts';
 import type { EncryptRequest } from './schemas.ts';
 import {
   cdiv,
+  ciphertextMetadataFor,
   decodeSized,
   findKey,
   hsmAad,
   LIMITS,
-  METADATA_V1,
   requireEnabled,
   requireUsage,
 } from './xks.ts';
@@ -24,8 +24,8 @@ export const handler = xksHandler<EncryptRequest>('Encrypt', ({ hsm, keystore, k
   // The CDIV is only returned after a verification decrypt, which needs DECRYPT (Appendix C).
   if (wantsCdiv) requireUsage(key, 'DECRYPT');
 
-  // ciphertextMetadata is covered by the tag through the AAD the HSM sees.
-  const ciphertextMetadata = METADATA_V1;
+  // ciphertextMetadata names the key version and is covered by the tag through the AAD the HSM sees.
+  const ciphertextMetadata = ciphertextMetadataFor(key.version);
   const aadForHsm = hsmAad(aad, ciphertextMetadata);
   const out = hsm.encrypt(key, plaintext, aadForHsm);
 

@@ -48,6 +48,10 @@ export function toXksError(err: unknown): XksError {
         return new XksError('InvalidCiphertextException', err.message, { cause: err });
       case 'keyUsage':
         return new XksError('InvalidKeyUsageException', err.message, { cause: err });
+      // Spec (Error codes): the proxy timed out while accessing a dependency layer. An HSM that
+      // cannot be reached at all is the spec's "failure of the backing key manager": 500.
+      case 'timeout':
+        return new XksError('DependencyTimeoutException', err.message, { cause: err });
       default:
         return new XksError('InternalException', err.message, { cause: err });
     }

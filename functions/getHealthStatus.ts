@@ -1,58 +1,68 @@
-// GetHealthStatus (spec: API operations, GetHealthStatus): a deep check, a real AES-GCM encrypt
-// and decrypt with a dedicated health-check key (never a customer key), cached for at most
-// healthCheck.cacheSeconds (<= 60 s). Never subject to secondary authorization.
+// GetHealthStatus (spec: API operations, GetHealthStatus): a deep check of every HSM of the fleet,
+// a real AES-GCM encrypt and decrypt with a dedicated health-check key (never a customer key),
+// cached for at most healthCheck.cacheSeconds (<= 60 s), combined with each HSM's recent outcomes
+// (its circuit breaker). Never subject to secondary authorization.
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
-import type { Hsm } from '../layers/pkcs11/hsm.ts';
+import type { Hsm, HsmHealth } from '../layers/pkcs11/hsm.ts';
 import { METRIC } from './metrics.ts';
 import { xksHandler } from './middleware.ts';
-import { config, logger, metrics } from './runtime.ts';
+import { config, hsm as fleet, logger, metrics } from './runtime.ts';
 import type { HealthRequest } from './schemas.ts';
 import { hsmAad, METADATA_V1 } from './xks.ts';
 
-type HealthStatus = 'ACTIVE' | 'DEGRADED' | 'UNAVAILABLE';
+const RANK: Record<HsmHealth, number> = { ACTIVE: 0, DEGRADED: 1, UNAVAILABLE: 2 };
+const UNKNOWN = 'unknown (HSM not reached yet)';
 
-export const handler = xksHandler<HealthRequest>('GetHealthStatus', ({ hsm }) => {
-  const healthStatus = deepCheck(hsm);
-  metrics.addMetric(METRIC.hsmUnavailable, MetricUnit.Count, healthStatus === 'UNAVAILABLE' ? 1 : 0);
-  const info = hsm.info();
+export const handler = xksHandler<HealthRequest>('GetHealthStatus', () => {
+  const ekmFleetDetails = fleet.members.map((member, index) => {
+    const deep = deepCheck(index);
+    const recent = fleet.health(index);
+    const info = member.hsm.info();
+    return {
+      id: info?.id || member.name,
+      model: info?.model || UNKNOWN,
+      healthStatus: RANK[recent] > RANK[deep] ? recent : deep,
+    };
+  });
+  const unavailable = ekmFleetDetails.filter((d) => d.healthStatus === 'UNAVAILABLE').length;
+  metrics.addMetric(METRIC.hsmUnavailable, MetricUnit.Count, unavailable);
   return {
     xksProxyFleetSize: config.proxy.fleetSize,
     xksProxyVendor: config.proxy.vendor,
     xksProxyModel: config.proxy.model,
-    ekmVendor: info?.vendor || 'unknown (HSM not reached yet)',
-    ekmFleetDetails: [
-      {
-        id: info?.id || config.hsm.tokenLabel,
-        model: info?.model || 'unknown (HSM not reached yet)',
-        healthStatus,
-      },
-    ],
+    ekmVendor: fleet.members.map((m) => m.hsm.info()?.vendor).find(Boolean) ?? UNKNOWN,
+    ekmFleetDetails,
   };
 });
 
-let cached: { status: HealthStatus; expires: number } | undefined;
+const cached = new Map<number, { status: HsmHealth; expires: number }>();
 
-function deepCheck(hsm: Hsm): HealthStatus {
+function deepCheck(index: number): HsmHealth {
   const now = Date.now();
-  if (cached !== undefined && cached.expires > now) return cached.status;
+  const hit = cached.get(index);
+  if (hit !== undefined && hit.expires > now) return hit.status;
   const started = performance.now();
   try {
-    const key = hsm.findKey(config.hsm.healthCheckKeyLabel);
-    if (key === undefined) throw new Error(`health-check key '${config.hsm.healthCheckKeyLabel}' not found`);
-    const probe = randomBytes(32);
-    const aad = hsmAad(undefined, METADATA_V1);
-    const decrypted = hsm.decrypt(key, hsm.encrypt(key, probe, aad), aad);
-    if (!decrypted.equals(probe)) throw new Error('health-check round trip returned other bytes');
+    fleet.probe(index, roundTrip);
   } catch (error) {
     // Not cached: the next check sees a recovered HSM at once.
-    cached = undefined;
-    logger.error('Deep health check failed', { error });
+    cached.delete(index);
+    logger.error('Deep health check failed', { hsm: fleet.members[index]?.name, error });
     return 'UNAVAILABLE';
   }
   const elapsedMs = performance.now() - started;
   const status = elapsedMs > config.healthCheck.degradedAboveMs ? 'DEGRADED' : 'ACTIVE';
-  cached = { status, expires: now + config.healthCheck.cacheSeconds * 1000 };
+  cached.set(index, { status, expires: now + config.healthCheck.cacheSeconds * 1000 });
   return status;
+}
+
+function roundTrip(hsm: Hsm): void {
+  const key = hsm.findKey(config.hsm.healthCheckKeyLabel);
+  if (key === undefined) throw new Error(`health-check key '${config.hsm.healthCheckKeyLabel}' not found`);
+  const probe = randomBytes(32);
+  const aad = hsmAad(undefined, METADATA_V1);
+  const decrypted = hsm.decrypt(key, hsm.encrypt(key, probe, aad), aad);
+  if (!decrypted.equals(probe)) throw new Error('health-check round trip returned other bytes');
 }

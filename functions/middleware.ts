@@ -101,6 +101,8 @@ function respond(operation: Operation): Middleware {
       outcome: error === undefined ? 'success' : 'error',
       latencyMs: round(latencyMs),
       hsmLatencyMs: round(state.hsmMs),
+      // Which HSM of the fleet served it (spec: Logging).
+      hsm: state.hsmMs > 0 ? hsm.servedBy() : undefined,
     };
     if (error === undefined) {
       logger.info('XKS request', line);
@@ -334,7 +336,7 @@ function timed(inner: Hsm, state: State): Hsm {
   };
   return {
     info: () => inner.info(),
-    findKey: (label) => time(() => inner.findKey(label)),
+    findKey: (label, version) => time(() => inner.findKey(label, version)),
     encrypt: (key, plaintext, aad) => time(() => inner.encrypt(key, plaintext, aad)),
     decrypt: (key, input, aad) => time(() => inner.decrypt(key, input, aad)),
     close: () => inner.close(),

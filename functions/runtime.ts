@@ -5,8 +5,9 @@ import { readFileSync, statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import type { Hsm } from '../layers/pkcs11/hsm.ts';
-import { Pkcs11Hsm } from '../layers/pkcs11/pkcs11-hsm.ts';
+import { HsmFleet } from '../layers/pkcs11/fleet.ts';
+import { VENDOR_PROFILES } from '../layers/pkcs11/profiles.ts';
+import { WorkerHsm } from '../layers/pkcs11/worker-hsm.ts';
 import { type Authorizer, createAuthorizer } from './authorization.ts';
 import {
   type Credential,
@@ -38,6 +39,7 @@ export class Keystore {
   readonly #disabled: ReadonlySet<string>;
   readonly #keyPattern: RegExp | undefined;
   readonly #quota: TokenBucket | undefined;
+  readonly #awsSampleMetadata: Buffer | undefined;
   #secrets = new Map<string, string>();
 
   constructor(ks: KeystoreConfig) {
@@ -47,6 +49,8 @@ export class Keystore {
     this.#keys = new Set(ks.keys);
     this.#disabled = new Set(ks.disabledKeys);
     this.#keyPattern = ks.keyPattern === undefined ? undefined : new RegExp(ks.keyPattern);
+    const sample = ks.awsSampleProxy?.ciphertextMetadata;
+    this.#awsSampleMetadata = sample === undefined ? undefined : Buffer.from(sample, 'base64');
     // Parsed and checked now: a broken policy stops the start-up, never a request.
     this.authorizer = ks.policyFile === undefined ? undefined : loadPolicies(ks.name, ks.policyFile);
     // In Lambda, API Gateway enforces the quota (each environment would only see its own share).
@@ -64,6 +68,15 @@ export class Keystore {
   allows(keyId: string): boolean {
     if (keyId === config.hsm.healthCheckKeyLabel) return false;
     return this.#keys.has(keyId) || (this.#keyPattern?.test(keyId) ?? false);
+  }
+
+  /**
+   * Whether a Decrypt's ciphertextMetadata is the static one of the AWS sample proxy this key store
+   * took over from (none at all when it had none).
+   */
+  isAwsSampleCiphertext(metadata: Buffer | undefined): boolean {
+    const sample = this.#awsSampleMetadata;
+    return sample !== undefined && (metadata ?? Buffer.alloc(0)).equals(sample);
   }
 
   /** Whether the customer disabled this key in the configuration. */
@@ -199,16 +212,44 @@ async function readSecret(id: string): Promise<string> {
   return value;
 }
 
-const pin =
-  !process.env.XKS_HSM_PIN && config.hsm.pinSecretArn
-    ? parsePinSecret(await readSecret(config.hsm.pinSecretArn))
-    : (config.hsm.pin as string);
+async function pinOf(member: { pin?: string; pinSecretArn?: string }): Promise<string> {
+  if (member.pin === undefined && member.pinSecretArn !== undefined) {
+    return parsePinSecret(await readSecret(member.pinSecretArn));
+  }
+  return member.pin as string;
+}
 
-export const hsm: Hsm = new Pkcs11Hsm({
-  modulePath: config.hsm.modulePath,
-  tokenLabel: config.hsm.tokenLabel,
-  pin,
-  keyCacheTtlMs: config.hsm.keyCacheSeconds * 1000,
-});
+/**
+ * The HSMs: the `hsm` section, or each of its `fleet` entries with the section's values as
+ * defaults. Each runs in a worker thread of its own (per-call deadlines), connecting meanwhile.
+ */
+async function createFleet(): Promise<HsmFleet> {
+  const { fleet, ...defaults } = config.hsm;
+  const members = fleet ?? [{ name: defaults.tokenSerial ?? defaults.tokenLabel }];
+  const created = [];
+  for (const member of members) {
+    const own = member.pin !== undefined || member.pinSecretArn !== undefined;
+    // XKS_HSM_PIN (local use) is the `hsm` section's PIN, and so the default of every HSM.
+    const pin = await pinOf(own ? member : process.env.XKS_HSM_PIN ? { pin: defaults.pin } : defaults);
+    const profile = member.profile ?? defaults.profile;
+    const tokenSerial = member.tokenSerial ?? (member.tokenLabel ? undefined : defaults.tokenSerial);
+    const hsm = new WorkerHsm({
+      pkcs11: {
+        modulePath: member.modulePath ?? defaults.modulePath,
+        tokenLabel: member.tokenLabel ?? (member.tokenSerial ? undefined : defaults.tokenLabel),
+        ...(tokenSerial ? { tokenSerial } : {}),
+        pin,
+        keyCacheTtlMs: defaults.keyCacheSeconds * 1000,
+        profile: VENDOR_PROFILES[profile],
+      },
+      callTimeoutMs: defaults.callTimeoutMs,
+      startTimeoutMs: defaults.startTimeoutMs,
+    });
+    created.push({ name: member.name, hsm });
+  }
+  return new HsmFleet(created);
+}
+
+export const hsm: HsmFleet = await createFleet();
 
 await credentialSources.refreshIfDue();

@@ -14,8 +14,35 @@ export const LIMITS = {
   ciphertextMetadata: 20,
 } as const;
 
-/** Version 1 of this proxy's ciphertextMetadata: one byte, the format of the HSM AAD below. */
+/**
+ * This proxy's ciphertextMetadata (at most 20 bytes, covered by the AAD: spec, Encrypt) names the
+ * key version that encrypted: 0x01 alone for version 1 (the only format before key rotation), or
+ * 0x02 followed by the version as a 4-byte big-endian number.
+ */
 export const METADATA_V1 = Buffer.from([0x01]);
+const METADATA_VERSIONED = 0x02;
+
+export function ciphertextMetadataFor(version: number): Buffer {
+  if (version === 1) return METADATA_V1;
+  const out = Buffer.alloc(5);
+  out.writeUInt8(METADATA_VERSIONED, 0);
+  out.writeUInt32BE(version, 1);
+  return out;
+}
+
+/**
+ * The key version a Decrypt's ciphertextMetadata names; none at all (or empty) is a ciphertext
+ * made without metadata (the spec's plain encoding with length 0), of version 1. undefined: not
+ * metadata this proxy makes (tampered with, or another proxy's).
+ */
+export function keyVersionOf(metadata: Buffer | undefined): number | undefined {
+  if (metadata === undefined || metadata.length === 0 || metadata.equals(METADATA_V1)) return 1;
+  if (metadata.length === 5 && metadata[0] === METADATA_VERSIONED) {
+    const version = metadata.readUInt32BE(1);
+    if (version > 1) return version;
+  }
+  return undefined;
+}
 
 /**
  * Decodes a standard Base64 (RFC 4648 section 4) field that the schema already matched against
@@ -77,23 +104,44 @@ export function cdiv(
 }
 
 /**
- * Checks the ciphertextMetadata of a Decrypt. Ours is METADATA_V1; none at all means a
- * ciphertext made without metadata (the spec's plain encoding with length 0). Any other value is
- * not ours: tampered with, or from another proxy.
+ * The AAD the AWS sample proxy (aws-samples/aws-kms-xks-proxy) gives the HSM: 2-byte big-endian
+ * len(AAD) || SHA-256(AAD) when there is an AAD || 1-byte len(ciphertextMetadata) ||
+ * ciphertextMetadata. Used only to decrypt its ciphertexts after a switch of proxies.
  */
-export function checkCiphertextMetadata(metadata: Buffer | undefined): void {
-  if (metadata === undefined || metadata.length === 0 || metadata.equals(METADATA_V1)) return;
-  throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is not one this proxy produced');
+export function awsSampleHsmAad(aad: Buffer | undefined, ciphertextMetadata: Buffer | undefined): Buffer {
+  const digest = aad === undefined ? Buffer.alloc(0) : createHash('sha256').update(aad).digest();
+  const m = ciphertextMetadata ?? Buffer.alloc(0);
+  const out = Buffer.allocUnsafe(2 + digest.length + 1 + m.length);
+  out.writeUInt16BE(aad?.length ?? 0, 0);
+  digest.copy(out, 2);
+  out.writeUInt8(m.length, 2 + digest.length);
+  m.copy(out, 3 + digest.length);
+  return out;
 }
 
 /**
  * The external key for a request: only ids the key store lists, and only keys the HSM has
- * (404 KeyNotFoundException otherwise, without saying which of the two).
+ * (404 KeyNotFoundException otherwise, without saying which of the two). Its current version,
+ * or the version a Decrypt's ciphertextMetadata names.
  */
-export function findKey(hsm: Hsm, keystore: { allows(keyId: string): boolean }, keyId: string): HsmKey {
+export function findKey(
+  hsm: Hsm,
+  keystore: { allows(keyId: string): boolean },
+  keyId: string,
+  version?: number,
+): HsmKey {
   const key = keystore.allows(keyId) ? hsm.findKey(keyId) : undefined;
   if (key === undefined) throw new XksError('KeyNotFoundException', 'The external key was not found');
-  return key;
+  if (version === undefined || version === key.version) return key;
+  const older = hsm.findKey(keyId, version);
+  // The key exists but not the version this ciphertext names: it cannot be decrypted here.
+  if (older === undefined) {
+    throw new XksError(
+      'InvalidCiphertextException',
+      'ciphertextMetadata names a key version the HSM does not have',
+    );
+  }
+  return older;
 }
 
 /**

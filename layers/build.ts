@@ -1,5 +1,6 @@
 // Builds the PKCS#11 Lambda layer zip: pkcs11js (the native addon npm built in node_modules) under
-// nodejs/node_modules, the HSM vendor's PKCS#11 library under lib/ and its config under etc/. Lambda
+// nodejs/node_modules, the HSM worker thread's bundled code (nodejs/hsm-worker.mjs), the HSM
+// vendor's PKCS#11 library under lib/ and its config under etc/. Lambda
 // mounts a layer at /opt: /opt/nodejs/node_modules is on the module path, /opt/lib on
 // LD_LIBRARY_PATH. The zip is only written when every .node/.so in it matches the target
 // architecture and passes the AL2023 ABI check (layers/abi.ts). See layers/README.md.
@@ -54,6 +55,28 @@ export const CEDAR_FILES = [
   'nodejs/cedar_wasm_bg.wasm',
 ];
 const CEDAR_DIR = 'nodejs/node_modules/@cedar-policy/cedar-wasm';
+
+/**
+ * The HSM worker thread's code (layers/pkcs11/hsm-worker.ts), bundled: the functions start it from
+ * the layer (XKS_HSM_WORKER=/opt/nodejs/hsm-worker.mjs in serverless.yml); pkcs11js stays external
+ * and is found beside it in /opt/nodejs/node_modules.
+ */
+export const HSM_WORKER_FILE = 'nodejs/hsm-worker.mjs';
+
+export async function buildHsmWorker(outFile: string): Promise<void> {
+  const { build } = await import('esbuild');
+  await build({
+    entryPoints: [join(root, 'layers', 'pkcs11', 'hsm-worker.ts')],
+    outfile: outFile,
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node22',
+    minify: true,
+    external: ['pkcs11js'],
+    logLevel: 'error',
+  });
+}
 
 /** Where SoftHSM's demo tokens live on Lambda: the only writable place, wiped with the environment. */
 export const DEMO_TOKEN_DIR = '/tmp/softhsm/tokens';
@@ -189,6 +212,7 @@ export async function buildLayer(options: LayerOptions): Promise<Layer> {
       copyInto(stage, `${PKCS11JS_DIR}/${file}`, src);
     }
     for (const file of CEDAR_FILES) copyInto(stage, `${CEDAR_DIR}/${file}`, join(DEFAULT_CEDAR, file));
+    await buildHsmWorker(join(stage, HSM_WORKER_FILE));
     if (demo) {
       const { findSoftHsmModule } = await import('../scripts/softhsm.ts');
       copyInto(stage, 'lib/libsofthsm2.so', findSoftHsmModule());

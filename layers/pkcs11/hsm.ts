@@ -7,6 +7,11 @@ export type KeyUsage = 'ENCRYPT' | 'DECRYPT' | 'WRAP' | 'UNWRAP' | 'SIGN' | 'VER
 export interface HsmKey {
   /** The PKCS#11 CKA_LABEL, which is the XKS externalKeyId. */
   readonly label: string;
+  /**
+   * The key version: every version of a key has the same label; version N > 1 has CKA_ID
+   * `xks-v<N>`, and a key without such an id is version 1 (so keys made before any rotation are).
+   */
+  readonly version: number;
   /** `AES_256` for 256-bit AES keys; other sizes and types get other names. */
   readonly keySpec: string;
   readonly usage: ReadonlySet<KeyUsage>;
@@ -30,8 +35,11 @@ export interface HsmInfo {
 export interface Hsm {
   /** What the HSM says about itself; undefined until a first successful connection. */
   info(): HsmInfo | undefined;
-  /** The secret key whose label is `label`, or undefined when there is none. */
-  findKey(label: string): HsmKey | undefined;
+  /**
+   * The secret key whose label is `label`: its current (highest) version, or the given version;
+   * undefined when there is none.
+   */
+  findKey(label: string, version?: number): HsmKey | undefined;
   /** AES-GCM encrypt with a fresh 12-byte IV from the HSM's RNG and a 16-byte tag. */
   encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext;
   /** AES-GCM decrypt; a failed authentication throws HsmError kind 'invalidCiphertext'. */
@@ -43,10 +51,23 @@ export interface Hsm {
  * What went wrong, in terms the XKS layer can map to the spec's errors:
  * - invalidCiphertext: the HSM rejected a decrypt's ciphertext, IV, tag or AAD
  * - keyUsage: the key may not be used for this operation (CKR_KEY_FUNCTION_NOT_PERMITTED, ...)
- * - unavailable: no usable session even after one re-initialisation
+ * - unavailable: no usable session even after one re-initialisation, or the HSM is shut off
+ * - timeout: the HSM did not answer within the call's deadline
  * - failed: anything else the HSM reported
  */
-export type HsmErrorKind = 'invalidCiphertext' | 'keyUsage' | 'unavailable' | 'failed';
+export type HsmErrorKind = 'invalidCiphertext' | 'keyUsage' | 'unavailable' | 'timeout' | 'failed';
+
+/** ekmFleetDetails.healthStatus (spec: GetHealthStatus). */
+export type HsmHealth = 'ACTIVE' | 'DEGRADED' | 'UNAVAILABLE';
+
+/** One HSM of the fleet, as GetHealthStatus reports it. */
+export interface HsmMemberStatus {
+  /** The configured name of the HSM; the id when it was never reached. */
+  readonly name: string;
+  readonly info: HsmInfo | undefined;
+  /** From recent outcomes and the circuit breaker; the deep check refines it. */
+  readonly health: HsmHealth;
+}
 
 export class HsmError extends Error {
   readonly kind: HsmErrorKind;

@@ -1,5 +1,6 @@
 // The Hsm interface on pkcs11js (synchronous API: in Lambda there is one request per environment,
-// and the sync calls cost less CPU than the async ones; see FIELD-NOTES, PKCS#11 layer).
+// and the sync calls cost less CPU than the async ones; see FIELD-NOTES, PKCS#11 layer). It runs
+// inside an HSM worker thread (hsm-worker.ts), so that a call that hangs can be abandoned.
 import { createRequire } from 'node:module';
 import type * as pkcs11 from 'pkcs11js';
 import {
@@ -10,6 +11,7 @@ import {
   type HsmKey,
   type KeyUsage,
 } from './hsm.ts';
+import { VENDOR_PROFILES, type VendorProfile } from './profiles.ts';
 
 // pkcs11js is a native addon shipped in the Lambda layer (/opt/nodejs/node_modules), which only
 // `require` finds (through NODE_PATH); esbuild keeps it external.
@@ -21,12 +23,30 @@ export interface Pkcs11Config {
   /** Absolute path of the vendor's PKCS#11 library. */
   modulePath: string;
   /** CKA_LABEL of the token (trailing blanks ignored). */
-  tokenLabel: string;
+  tokenLabel?: string;
+  /** Serial number of the token: with several tokens of one label, or instead of the label. */
+  tokenSerial?: string;
   /** The crypto user's PIN. Never logged. */
   pin: string;
   /** How long a key's handle and attributes are reused before the HSM is asked again. */
   keyCacheTtlMs?: number;
+  /** How this vendor does AES-GCM; SoftHSM's way when absent. */
+  profile?: VendorProfile;
 }
+
+/** CKA_ID of key version N > 1; version 1 is a key with any other id (or none). */
+export function versionId(version: number): string {
+  return `xks-v${version}`;
+}
+
+/** The version a CKA_ID value stands for. */
+export function versionOf(id: Buffer | undefined): number {
+  const match = id === undefined ? null : /^xks-v([1-9][0-9]{0,8})$/.exec(id.toString('latin1'));
+  return match ? Number(match[1]) : 1;
+}
+
+/** At most this many versions of one key are looked at (a C_FindObjects batch). */
+export const MAX_VERSIONS = 64;
 
 /** Codes after which the session (or the whole library state) is not trusted any more. */
 const SESSION_ERRORS = new Set([
@@ -52,13 +72,6 @@ const PIN_ERRORS = new Set([
 /** After a failed connection, the next attempt waits this long (requests fail fast meanwhile). */
 const RECONNECT_INTERVAL_MS = 1000;
 const STALE_HANDLE_ERRORS = new Set([P.CKR_OBJECT_HANDLE_INVALID, P.CKR_KEY_HANDLE_INVALID]);
-/** What HSMs answer to a GCM decrypt whose tag does not verify (SoftHSM: CKR_GENERAL_ERROR). */
-const BAD_CIPHERTEXT_ERRORS = new Set([
-  P.CKR_ENCRYPTED_DATA_INVALID,
-  P.CKR_ENCRYPTED_DATA_LEN_RANGE,
-  P.CKR_FUNCTION_FAILED,
-  P.CKR_GENERAL_ERROR,
-]);
 const KEY_USAGE_ERRORS = new Set([
   P.CKR_KEY_FUNCTION_NOT_PERMITTED,
   P.CKR_KEY_TYPE_INCONSISTENT,
@@ -83,14 +96,23 @@ const TAG_BYTES = 16;
 interface CachedKey {
   key: HsmKey;
   handle: Buffer;
+}
+
+/** Every version of a key, as found at one time. */
+interface CachedVersions {
+  versions: Map<number, CachedKey>;
+  current: CachedKey;
   expires: number;
 }
 
 export class Pkcs11Hsm implements Hsm {
   readonly #config: Pkcs11Config;
   readonly #lib: pkcs11.PKCS11;
-  readonly #keys = new Map<string, CachedKey>();
+  readonly #keys = new Map<string, CachedVersions>();
   readonly #keyTtlMs: number;
+  readonly #profile: VendorProfile;
+  /** The numeric codes that mean a decrypt's input did not authenticate, for this vendor. */
+  readonly #badCiphertext: ReadonlySet<number>;
   #session: Buffer | undefined;
   #info: HsmInfo | undefined;
   /** Why the last connection failed, and when the next attempt may be made. */
@@ -101,6 +123,11 @@ export class Pkcs11Hsm implements Hsm {
   constructor(config: Pkcs11Config) {
     this.#config = config;
     this.#keyTtlMs = config.keyCacheTtlMs ?? 60_000;
+    this.#profile = config.profile ?? VENDOR_PROFILES.softhsm;
+    const codes = P as unknown as Record<string, number | undefined>;
+    this.#badCiphertext = new Set(
+      this.#profile.invalidCiphertext.map((name) => codes[name]).filter((c) => c !== undefined),
+    );
     this.#lib = new P.PKCS11();
     this.#lib.load(config.modulePath);
     try {
@@ -114,26 +141,38 @@ export class Pkcs11Hsm implements Hsm {
     return this.#info;
   }
 
-  findKey(label: string): HsmKey | undefined {
-    return this.#run(() => this.#lookup(label)?.key);
+  findKey(label: string, version?: number): HsmKey | undefined {
+    return this.#run(() => this.#lookup(label, version)?.key);
   }
 
   encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
     return this.#run((session) => {
       const handle = this.#handle(key);
-      const iv = this.#lib.C_GenerateRandom(session, Buffer.alloc(IV_BYTES));
-      this.#lib.C_EncryptInit(session, gcm(iv, aad), handle);
-      const out = this.#lib.C_Encrypt(session, plaintext, Buffer.alloc(plaintext.length + TAG_BYTES));
-      if (out.length !== plaintext.length + TAG_BYTES) {
+      const mode = this.#profile.iv;
+      // hsm-fills: pkcs11js hands the HSM this very buffer as pIv, and the HSM writes the IV into it.
+      const iv =
+        mode === 'proxy'
+          ? this.#lib.C_GenerateRandom(session, Buffer.alloc(IV_BYTES))
+          : Buffer.alloc(IV_BYTES);
+      this.#lib.C_EncryptInit(session, this.#gcm(iv, aad), handle);
+      const extra = mode === 'hsm-appends' ? IV_BYTES : 0;
+      const size = plaintext.length + TAG_BYTES + extra;
+      const out = this.#lib.C_Encrypt(session, plaintext, Buffer.alloc(size));
+      if (out.length !== size) {
         throw new HsmError(
           'failed',
           `HSM returned ${out.length} bytes for a ${plaintext.length}-byte GCM encrypt`,
         );
       }
+      const finalIv = mode === 'hsm-appends' ? Buffer.from(out.subarray(size - IV_BYTES)) : iv;
+      // An IV the HSM was to generate but left all zeros would repeat: never answer with it.
+      if (mode !== 'proxy' && finalIv.every((byte) => byte === 0)) {
+        throw new HsmError('failed', `The HSM did not generate an IV (profile ${this.#profile.name})`);
+      }
       return {
-        iv,
+        iv: finalIv,
         ciphertext: out.subarray(0, plaintext.length),
-        tag: out.subarray(plaintext.length),
+        tag: out.subarray(plaintext.length, plaintext.length + TAG_BYTES),
       };
     });
   }
@@ -142,14 +181,14 @@ export class Pkcs11Hsm implements Hsm {
     const data = Buffer.concat([input.ciphertext, input.tag]);
     return this.#run((session) => {
       const handle = this.#handle(key);
-      this.#lib.C_DecryptInit(session, gcm(input.iv, aad, input.tag.length * 8), handle);
+      this.#lib.C_DecryptInit(session, this.#gcm(input.iv, aad, input.tag.length * 8), handle);
       let out: Buffer;
       try {
         // The output buffer must hold ciphertext + tag: SoftHSM answers CKR_BUFFER_TOO_SMALL otherwise
         // and leaves the operation active (field notes).
         out = this.#lib.C_Decrypt(session, data, Buffer.alloc(data.length));
       } catch (err) {
-        if (BAD_CIPHERTEXT_ERRORS.has(codeOf(err))) {
+        if (this.#badCiphertext.has(codeOf(err))) {
           throw new HsmError(
             'invalidCiphertext',
             'The HSM could not authenticate the ciphertext',
@@ -263,28 +302,41 @@ export class Pkcs11Hsm implements Hsm {
   }
 
   #findSlot(): Buffer {
-    const want = this.#config.tokenLabel.replace(BLANKS, '');
+    const label = this.#config.tokenLabel?.replace(BLANKS, '');
+    const serial = this.#config.tokenSerial?.replace(BLANKS, '');
     for (const slot of this.#lib.C_GetSlotList(true)) {
-      if (this.#lib.C_GetTokenInfo(slot).label.replace(BLANKS, '') === want) return slot;
+      const token = this.#lib.C_GetTokenInfo(slot);
+      if (label !== undefined && token.label.replace(BLANKS, '') !== label) continue;
+      if (serial !== undefined && token.serialNumber.replace(BLANKS, '') !== serial) continue;
+      return slot;
     }
+    const wanted = [label && `labelled '${label}'`, serial && `with serial '${serial}'`].filter(Boolean);
     throw new HsmError(
       'unavailable',
-      `HSM unavailable: no token labelled '${want}' is present`,
+      `HSM unavailable: no token ${wanted.join(' ')} is present`,
       'CKR_TOKEN_NOT_PRESENT',
     );
   }
 
   #handle(key: HsmKey): Buffer {
-    const cached = this.#lookup(key.label);
+    const cached = this.#lookup(key.label, key.version);
     if (cached === undefined) throw new HsmError('failed', 'The key is no longer in the HSM');
     return cached.handle;
   }
 
-  #lookup(label: string): CachedKey | undefined {
+  #lookup(label: string, version: number | undefined): CachedKey | undefined {
     const now = Date.now();
-    const cached = this.#keys.get(label);
-    if (cached !== undefined && cached.expires > now) return cached;
-    this.#keys.delete(label);
+    let cached = this.#keys.get(label);
+    if (cached === undefined || cached.expires <= now) {
+      this.#keys.delete(label);
+      cached = this.#findVersions(label, now);
+      if (cached === undefined) return undefined;
+      if (this.#keyTtlMs > 0) this.#keys.set(label, cached);
+    }
+    return version === undefined ? cached.current : cached.versions.get(version);
+  }
+
+  #findVersions(label: string, now: number): CachedVersions | undefined {
     const session = this.#session as Buffer;
     const lib = this.#lib;
     lib.C_FindObjectsInit(session, [
@@ -293,25 +345,36 @@ export class Pkcs11Hsm implements Hsm {
     ]);
     let handles: Buffer[];
     try {
-      handles = lib.C_FindObjects(session, 2);
+      handles = lib.C_FindObjects(session, MAX_VERSIONS);
     } finally {
       lib.C_FindObjectsFinal(session);
     }
     if (handles.length === 0) return undefined;
-    if (handles.length > 1) {
-      throw new HsmError('failed', 'More than one secret key has this label; the key id is ambiguous');
+    const versions = new Map<number, CachedKey>();
+    let current: CachedKey | undefined;
+    for (const handle of handles) {
+      const version = versionOf(this.#attribute(session, handle, P.CKA_ID));
+      if (versions.has(version)) {
+        throw new HsmError(
+          'failed',
+          `Two secret keys are version ${version} of this label; the key is ambiguous`,
+        );
+      }
+      const entry = { key: this.#describe(session, label, version, handle), handle };
+      versions.set(version, entry);
+      if (current === undefined || version > current.key.version) current = entry;
     }
-    const handle = handles[0] as Buffer;
-    const entry: CachedKey = {
-      key: this.#describe(session, label, handle),
-      handle,
-      expires: now + this.#keyTtlMs,
-    };
-    if (this.#keyTtlMs > 0) this.#keys.set(label, entry);
-    return entry;
+    return { versions, current: current as CachedKey, expires: now + this.#keyTtlMs };
   }
 
-  #describe(session: Buffer, label: string, handle: Buffer): HsmKey {
+  #gcm(iv: Buffer, aad: Buffer, tagBits = TAG_BYTES * 8): pkcs11.Mechanism {
+    // CK_PARAMS_GCM sets every field of CK_GCM_PARAMS (CK_PARAMS_AES_GCM leaves ulIvBits unset).
+    const ivBits = this.#profile.ivBits ? iv.length * 8 : 0;
+    const parameter: pkcs11.GcmParams = { type: P.CK_PARAMS_GCM, iv, ivBits, aad, tagBits };
+    return { mechanism: P.CKM_AES_GCM, parameter };
+  }
+
+  #describe(session: Buffer, label: string, version: number, handle: Buffer): HsmKey {
     const keyType = this.#attribute(session, handle, P.CKA_KEY_TYPE);
     const valueLen = this.#attribute(session, handle, P.CKA_VALUE_LEN);
     const usage = new Set<KeyUsage>();
@@ -319,7 +382,7 @@ export class Pkcs11Hsm implements Hsm {
       const value = this.#attribute(session, handle, type);
       if (value !== undefined && value.length > 0 && value[0] !== 0) usage.add(name);
     }
-    return { label, keySpec: keySpecOf(ulong(keyType), ulong(valueLen)), usage };
+    return { label, version, keySpec: keySpecOf(ulong(keyType), ulong(valueLen)), usage };
   }
 
   /** One attribute, or undefined where the key type does not have it. */
@@ -334,11 +397,6 @@ export class Pkcs11Hsm implements Hsm {
       throw err;
     }
   }
-}
-
-function gcm(iv: Buffer, aad: Buffer, tagBits = TAG_BYTES * 8): pkcs11.Mechanism {
-  const parameter: pkcs11.GcmParams = { type: P.CK_PARAMS_AES_GCM, iv, ivBits: iv.length * 8, aad, tagBits };
-  return { mechanism: P.CKM_AES_GCM, parameter };
 }
 
 const KEY_TYPE_NAMES = new Map<number, string>([

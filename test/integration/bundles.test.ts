@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
+import { buildHsmWorker } from '../../layers/build.ts';
 import { type Bundle, buildFunctions, FUNCTIONS } from '../../scripts/build.ts';
 import { signedEvent } from '../helpers/events.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
@@ -24,6 +25,8 @@ before(async () => {
   // The layer's layout: /opt/nodejs/node_modules/pkcs11js.
   mkdirSync(join(work, 'opt/nodejs/node_modules'), { recursive: true });
   symlinkSync(join(ROOT, 'node_modules/pkcs11js'), join(work, 'opt/nodejs/node_modules/pkcs11js'));
+  // The HSM worker thread's code, bundled as the layer ships it.
+  await buildHsmWorker(join(work, 'opt/nodejs/hsm-worker.mjs'));
 });
 after(() => {
   rmSync(work, { recursive: true, force: true });
@@ -76,6 +79,7 @@ for (const name of FUNCTIONS) {
           PATH: process.env.PATH,
           NODE_PATH: join(work, 'opt/nodejs/node_modules'),
           XKS_PROXY_CONFIG: setup.configFile,
+          XKS_HSM_WORKER: join(work, 'opt/nodejs/hsm-worker.mjs'),
           SOFTHSM2_CONF: setup.softhsmConf,
         },
       },

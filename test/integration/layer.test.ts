@@ -118,6 +118,8 @@ test('the production layer: pkcs11js, the vendor library in lib/, its config in 
   assert.deepEqual([...entries.keys()].sort(), [
     'etc/vendor.conf',
     'lib/libsofthsm2.so',
+    // The HSM worker thread's code (XKS_HSM_WORKER in serverless.yml).
+    'nodejs/hsm-worker.mjs',
     // Cedar (secondary authorization): JavaScript and wasm, loaded only when policies are configured.
     'nodejs/node_modules/@cedar-policy/cedar-wasm/nodejs/cedar_wasm.js',
     'nodejs/node_modules/@cedar-policy/cedar-wasm/nodejs/cedar_wasm_bg.wasm',

@@ -5,12 +5,14 @@ import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { XksError } from '../../functions/errors.ts';
 import {
+  awsSampleHsmAad,
   cdiv,
-  checkCiphertextMetadata,
+  ciphertextMetadataFor,
   decodeBase64,
   decodeSized,
   findKey,
   hsmAad,
+  keyVersionOf,
   LIMITS,
   METADATA_V1,
   requireUsage,
@@ -245,26 +247,53 @@ describe('decodeBase64 and decodeSized', () => {
   });
 });
 
-describe('checkCiphertextMetadata', () => {
-  test('accepts none, empty and METADATA_V1', () => {
+describe('ciphertextMetadata: key versions', () => {
+  test('version 1 is the single byte 01; none and empty are version 1 too', () => {
     assert.equal(METADATA_V1.toString('hex'), '01');
-    checkCiphertextMetadata(undefined);
-    checkCiphertextMetadata(Buffer.alloc(0));
-    checkCiphertextMetadata(METADATA_V1);
-    checkCiphertextMetadata(Buffer.from([0x01]));
+    assert.equal(ciphertextMetadataFor(1).toString('hex'), '01');
+    assert.equal(keyVersionOf(undefined), 1);
+    assert.equal(keyVersionOf(Buffer.alloc(0)), 1);
+    assert.equal(keyVersionOf(Buffer.from([0x01])), 1);
   });
 
-  test('anything else is InvalidCiphertextException', () => {
+  test('later versions: 02 and a 4-byte big-endian version, round trip', () => {
+    assert.equal(ciphertextMetadataFor(2).toString('hex'), '0200000002');
+    assert.equal(ciphertextMetadataFor(258).toString('hex'), '0200000102');
+    for (const v of [2, 3, 255, 256, 65_536, 999_999_999]) {
+      const m = ciphertextMetadataFor(v);
+      assert.ok(m.length <= 20, 'spec: ciphertextMetadata MUST NOT exceed 20 bytes');
+      assert.equal(keyVersionOf(m), v);
+    }
+  });
+
+  test('anything else is not ours', () => {
     for (const m of [
       Buffer.from([0x00]),
       Buffer.from([0x02]),
       Buffer.from([0x01, 0x00]),
       Buffer.from([0x00, 0x01]),
+      Buffer.from('0200000001', 'hex'), // version 1 has its own one-byte form
+      Buffer.from('0200000000', 'hex'),
+      Buffer.from('020000000200', 'hex'),
       Buffer.from('key_version=1'),
       Buffer.alloc(20, 0x01),
     ]) {
-      assertXksError(() => checkCiphertextMetadata(m), 'InvalidCiphertextException');
+      assert.equal(keyVersionOf(m), undefined, m.toString('hex'));
     }
+  });
+});
+
+describe('awsSampleHsmAad: the AWS sample proxy encoding', () => {
+  test('2-byte AAD length, SHA-256 of the AAD, 1-byte metadata length, metadata', () => {
+    const aad = Buffer.from('context');
+    const metadata = Buffer.from('a1b2', 'hex');
+    const digest = createHash('sha256').update(aad).digest('hex');
+    assert.equal(awsSampleHsmAad(aad, metadata).toString('hex'), `0007${digest}02a1b2`);
+  });
+
+  test('no AAD: a zero length and no digest; no metadata: a zero length byte', () => {
+    assert.equal(awsSampleHsmAad(undefined, undefined).toString('hex'), '000000');
+    assert.equal(awsSampleHsmAad(undefined, Buffer.from([0x07])).toString('hex'), '00000107');
   });
 });
 
@@ -292,6 +321,7 @@ function fakeHsm(keys: HsmKey[]): Hsm & { lookups: string[] } {
 
 const key = (label: string, keySpec: string, usage: KeyUsage[]): HsmKey => ({
   label,
+  version: 1,
   keySpec,
   usage: new Set(usage),
 });

@@ -1,0 +1,79 @@
+// An HSM worker thread: owns one Pkcs11Hsm (its library, session and key cache) and answers the
+// main thread's calls one at a time (wire.ts). A call that hangs here blocks only this thread: the
+// main thread gives up at its deadline and starts another worker.
+import { workerData } from 'node:worker_threads';
+import { HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
+import { type Pkcs11Config, Pkcs11Hsm } from './pkcs11-hsm.ts';
+import { createChannel, IDLE, REQUEST, RESPONSE, readMessage, STATE, signal, writeMessage } from './wire.ts';
+
+export interface WorkerRequest {
+  op: 'findKey' | 'encrypt' | 'decrypt';
+  label: string;
+  version?: number;
+}
+
+export interface WorkerResponse {
+  key?: HsmKeyWire;
+  error?: { kind: HsmError['kind']; message: string; ckr?: string };
+  /** What the HSM says about itself, when it changed since the last response. */
+  info?: HsmInfo;
+}
+
+export type HsmKeyWire = Omit<HsmKey, 'usage'> & { usage: string[] };
+
+const { shared, config } = workerData as { shared: SharedArrayBuffer; config: Pkcs11Config };
+const channel = createChannel(shared);
+
+let hsm: Pkcs11Hsm | undefined;
+let loadError: HsmError | undefined;
+try {
+  hsm = new Pkcs11Hsm(config);
+} catch (err) {
+  // The library itself did not load: every call reports it.
+  loadError = new HsmError('unavailable', `PKCS#11 library not loaded: ${(err as Error).message}`);
+}
+let infoSent: HsmInfo | undefined;
+
+signal(channel, IDLE);
+for (;;) {
+  const state = Atomics.load(channel.control, STATE);
+  if (state !== REQUEST) {
+    Atomics.wait(channel.control, STATE, state);
+    continue;
+  }
+  const { header, buffers } = readMessage<WorkerRequest>(channel);
+  let response: WorkerResponse;
+  let out: Buffer[] = [];
+  try {
+    if (hsm === undefined) throw loadError;
+    [response, out] = serve(hsm, header, buffers);
+  } catch (err) {
+    const e =
+      err instanceof HsmError ? err : new HsmError('failed', `HSM worker: ${(err as Error)?.message ?? err}`);
+    response = { error: { kind: e.kind, message: e.message, ...(e.ckr ? { ckr: e.ckr } : {}) } };
+    out = [];
+  }
+  const info = hsm?.info();
+  if (info !== infoSent && info !== undefined) {
+    response.info = info;
+    infoSent = info;
+  }
+  writeMessage(channel, response, out);
+  signal(channel, RESPONSE);
+}
+
+function serve(hsm: Pkcs11Hsm, request: WorkerRequest, input: Buffer[]): [WorkerResponse, Buffer[]] {
+  if (request.op === 'findKey') {
+    const key = hsm.findKey(request.label, request.version);
+    return [key === undefined ? {} : { key: { ...key, usage: [...key.usage] } }, []];
+  }
+  const key = hsm.findKey(request.label, request.version);
+  if (key === undefined) throw new HsmError('failed', 'The key is no longer in the HSM');
+  if (request.op === 'encrypt') {
+    const [plaintext, aad] = input as [Buffer, Buffer];
+    const out = hsm.encrypt(key, plaintext, aad);
+    return [{}, [out.iv, out.ciphertext, out.tag]];
+  }
+  const [iv, ciphertext, tag, aad] = input as [Buffer, Buffer, Buffer, Buffer];
+  return [{}, [hsm.decrypt(key, { iv, ciphertext, tag }, aad)]];
+}

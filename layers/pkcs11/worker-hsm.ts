@@ -1,0 +1,162 @@
+// The Hsm interface for the main thread: each call goes to an HSM worker thread (hsm-worker.ts)
+// and is waited for synchronously, but only until the call's deadline. pkcs11js calls cannot be
+// interrupted, so a call past its deadline is abandoned with its thread (issue: per-call
+// deadlines): the request gets HsmError 'timeout' (503 DependencyTimeoutException) at the
+// deadline, and the next call starts a fresh worker with a session of its own.
+import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
+import {
+  type AesGcmCiphertext,
+  type Hsm,
+  HsmError,
+  type HsmInfo,
+  type HsmKey,
+  type KeyUsage,
+} from './hsm.ts';
+import type { WorkerRequest, WorkerResponse } from './hsm-worker.ts';
+import type { Pkcs11Config } from './pkcs11-hsm.ts';
+import {
+  type Channel,
+  createChannel,
+  IDLE,
+  REQUEST,
+  readMessage,
+  STARTING,
+  STATE,
+  signal,
+  writeMessage,
+} from './wire.ts';
+
+export interface WorkerHsmOptions {
+  pkcs11: Pkcs11Config;
+  /** Deadline of each call, in ms; KMS allows 250 ms for the whole request. */
+  callTimeoutMs: number;
+  /** Deadline of the first connection (module load, C_Initialize, C_Login) of the first worker. */
+  startTimeoutMs: number;
+  /** Abandoned workers still stuck in a call; no new worker is started beyond this many. */
+  maxAbandoned?: number;
+}
+
+/**
+ * Where the worker's code is: XKS_HSM_WORKER (the Lambda layer's bundled copy), or this folder's
+ * source when the proxy runs from source (npm start, tests).
+ */
+function workerScript(): string | URL {
+  return process.env.XKS_HSM_WORKER || new URL('./hsm-worker.ts', import.meta.url);
+}
+
+export class WorkerHsm implements Hsm {
+  readonly #options: WorkerHsmOptions;
+  #worker: { thread: Worker; channel: Channel } | undefined;
+  /** Whether any worker ever got ready: until then, calls may wait startTimeoutMs. */
+  #everReady = false;
+  #abandoned = 0;
+  #info: HsmInfo | undefined;
+  /** Key descriptions, so that an Encrypt or Decrypt is one call to the worker, not two. */
+  readonly #keys = new Map<string, { key: HsmKey; expires: number }>();
+
+  constructor(options: WorkerHsmOptions) {
+    this.#options = options;
+    this.#start(); // the worker connects while the rest of the init phase goes on
+  }
+
+  info(): HsmInfo | undefined {
+    return this.#info;
+  }
+
+  findKey(label: string, version?: number): HsmKey | undefined {
+    const id = version === undefined ? label : `${label}\0${version}`;
+    const now = performance.now();
+    const cached = this.#keys.get(id);
+    if (cached !== undefined && cached.expires > now) return cached.key;
+    this.#keys.delete(id);
+    const { header } = this.#call({ op: 'findKey', label, ...(version === undefined ? {} : { version }) });
+    if (header.key === undefined) return undefined;
+    const key = { ...header.key, usage: new Set(header.key.usage as KeyUsage[]) };
+    const ttl = this.#options.pkcs11.keyCacheTtlMs ?? 60_000;
+    if (ttl > 0) this.#keys.set(id, { key, expires: now + ttl });
+    return key;
+  }
+
+  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
+    const { buffers } = this.#call({ op: 'encrypt', label: key.label, version: key.version }, [
+      plaintext,
+      aad,
+    ]);
+    const [iv, ciphertext, tag] = buffers as [Buffer, Buffer, Buffer];
+    return { iv, ciphertext, tag };
+  }
+
+  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
+    const { buffers } = this.#call({ op: 'decrypt', label: key.label, version: key.version }, [
+      input.iv,
+      input.ciphertext,
+      input.tag,
+      aad,
+    ]);
+    return buffers[0] as Buffer;
+  }
+
+  close(): void {
+    void this.#worker?.thread.terminate();
+    this.#worker = undefined;
+  }
+
+  #start(): { thread: Worker; channel: Channel } {
+    const max = this.#options.maxAbandoned ?? 4;
+    if (this.#abandoned >= max) {
+      throw new HsmError('unavailable', `HSM unavailable: ${this.#abandoned} calls are still stuck in it`);
+    }
+    const channel = createChannel();
+    const thread = new Worker(workerScript(), {
+      workerData: { shared: channel.shared, config: this.#options.pkcs11 },
+      // A worker inherits the process's flags; --input-type (node -e) would stop it from loading.
+      execArgv: process.execArgv.filter((flag) => !flag.startsWith('--input-type')),
+    });
+    // Never keeps the process alive; a worker that dies is replaced at the next call.
+    thread.unref();
+    thread.on('error', () => {});
+    thread.on('exit', () => {
+      if (this.#worker?.thread === thread) this.#worker = undefined;
+    });
+    this.#worker = { thread, channel };
+    return this.#worker;
+  }
+
+  #call(request: WorkerRequest, input: Buffer[] = []): { header: WorkerResponse; buffers: Buffer[] } {
+    const worker = this.#worker ?? this.#start();
+    const { channel } = worker;
+    const timeoutMs = this.#everReady ? this.#options.callTimeoutMs : this.#options.startTimeoutMs;
+    const deadline = performance.now() + timeoutMs;
+    if (!waitWhile(channel, STARTING, deadline)) this.#abandon(worker, timeoutMs, 'to connect');
+    this.#everReady = true;
+    writeMessage(channel, request, input);
+    signal(channel, REQUEST);
+    if (!waitWhile(channel, REQUEST, deadline)) this.#abandon(worker, timeoutMs, 'to answer');
+    const response = readMessage<WorkerResponse>(channel);
+    Atomics.store(channel.control, STATE, IDLE);
+    if (response.header.info !== undefined) this.#info = response.header.info;
+    const error = response.header.error;
+    if (error !== undefined) throw new HsmError(error.kind, error.message, error.ckr);
+    return response;
+  }
+
+  #abandon(worker: { thread: Worker }, timeoutMs: number, what: string): never {
+    this.#worker = undefined;
+    this.#abandoned++;
+    worker.thread.once('exit', () => this.#abandoned--);
+    // Ends the thread once its PKCS#11 call returns; its session goes with it.
+    void worker.thread.terminate();
+    throw new HsmError('timeout', `The HSM took more than ${timeoutMs} ms ${what}`);
+  }
+}
+
+/** Waits while the channel is in `state`, until the deadline; false when the deadline passed. */
+function waitWhile(channel: Channel, state: number, deadline: number): boolean {
+  for (;;) {
+    if (Atomics.load(channel.control, STATE) !== state) return true;
+    const remaining = deadline - performance.now();
+    if (remaining <= 0) return false;
+    Atomics.wait(channel.control, STATE, state, remaining);
+  }
+}
