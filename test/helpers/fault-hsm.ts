@@ -1,0 +1,86 @@
+// The fault-injecting PKCS#11 module (test/fault-pkcs11/fault-pkcs11.c): builds it, and drives it
+// through its control file (the rules) and its trace file (one line per PKCS#11 call).
+import { execFileSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const SOURCE = join(ROOT, 'test/fault-pkcs11/fault-pkcs11.c');
+const OUT_DIR = join(ROOT, '.local/fault-pkcs11');
+
+/** Compiles the module when the source is newer than the library; returns the library's path. */
+export function buildFaultModule(): string {
+  const out = join(OUT_DIR, 'fault-pkcs11.so');
+  if (existsSync(out) && statSync(out).mtimeMs >= statSync(SOURCE).mtimeMs) return out;
+  mkdirSync(OUT_DIR, { recursive: true });
+  // Built aside and renamed: test files run in parallel, and one may load the library meanwhile.
+  const temp = `${out}.${process.pid}.tmp`;
+  const flags = ['-shared', '-fPIC', '-O2', '-Wall', '-Wextra', '-Werror'];
+  execFileSync('cc', [...flags, '-o', temp, SOURCE, '-ldl', '-lpthread'], { stdio: 'pipe' });
+  renameSync(temp, out);
+  return out;
+}
+
+/** The rules (see fault-pkcs11.c) and the call trace of one faulty HSM. */
+export class FaultControl {
+  readonly controlPath: string;
+  readonly tracePath: string;
+  #writes = 0;
+
+  constructor(dir: string) {
+    mkdirSync(dir, { recursive: true });
+    this.controlPath = join(dir, 'fault-rules');
+    this.tracePath = join(dir, 'fault-trace');
+    this.clear();
+    this.resetTrace();
+  }
+
+  /** The environment the module reads when it is loaded and at each C_Initialize. */
+  env(): Record<string, string> {
+    return { FAULT_PKCS11_CONTROL: this.controlPath, FAULT_PKCS11_TRACE: this.tracePath };
+  }
+
+  /** Replaces the rules, e.g. `['C_Encrypt fail CKR_DEVICE_ERROR count=1']`; counters start over. */
+  set(rules: string[]): void {
+    const temp = `${this.controlPath}.${process.pid}.${this.#writes++}.tmp`;
+    writeFileSync(temp, rules.map((rule) => `${rule}\n`).join(''));
+    // The module sees a new version by inode, size or mtime. The rename gives a new inode, but the
+    // kernel may hand out a freed one again, and file times tick coarsely (milliseconds): so the
+    // mtime is also pushed past the previous version's, making every version distinct.
+    const previous = existsSync(this.controlPath) ? statSync(this.controlPath).mtimeMs : 0;
+    const mtime = Math.max(Date.now(), previous + 1) / 1000;
+    utimesSync(temp, mtime, mtime);
+    renameSync(temp, this.controlPath);
+  }
+
+  /** No faults. */
+  clear(): void {
+    this.set([]);
+  }
+
+  /** The functions called so far, in order. */
+  trace(): string[] {
+    if (!existsSync(this.tracePath)) return [];
+    return readFileSync(this.tracePath, 'utf8').split('\n').filter(Boolean);
+  }
+
+  /** How many times `fn` (every function when omitted) was called. */
+  calls(fn?: string): number {
+    const trace = this.trace();
+    return fn === undefined ? trace.length : trace.filter((name) => name === fn).length;
+  }
+
+  resetTrace(): void {
+    // Truncated in place: the module opens the file in append mode at each call.
+    writeFileSync(this.tracePath, '');
+  }
+}
