@@ -247,7 +247,12 @@ const SCHEMA = {
             required: ['ciphertextMetadata'],
             additionalProperties: false,
             // Canonical Base64 of at most 20 bytes (spec: ciphertextMetadata), or '' for none.
-            properties: { ciphertextMetadata: { type: 'string', pattern: '^[A-Za-z0-9+/]{0,24}={0,2}$' } },
+            properties: {
+              ciphertextMetadata: {
+                type: 'string',
+                pattern: '^(?:[A-Za-z0-9+/]{4}){0,6}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$',
+              },
+            },
           },
         },
       },

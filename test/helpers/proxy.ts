@@ -81,6 +81,8 @@ export interface ProxyOptions {
   configure?: (config: ProxyConfig, dir: string) => void;
   /** Runs after the configuration is written, before the proxy starts. */
   beforeStart?: () => void;
+  /** More environment for the proxy's process (e.g. the fault-injecting module's control files). */
+  env?: Record<string, string>;
 }
 
 export interface TestSetup {
@@ -164,7 +166,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   const child = spawn(
     process.execPath,
     [join(ROOT, 'local/main.ts'), '--config', configFile, '--state-dir', dir, '--port', '0'],
-    { env: { ...process.env, SOFTHSM2_CONF: softhsmConf }, stdio: ['ignore', 'pipe', 'pipe'] },
+    { env: { ...process.env, ...options.env, SOFTHSM2_CONF: softhsmConf }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
   child.stdout?.on('data', (d: Buffer) => {

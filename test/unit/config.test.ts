@@ -382,3 +382,77 @@ describe('the public demo credential', () => {
     );
   });
 });
+
+describe('HSM robustness settings (issue: HSM robustness and key lifecycle)', () => {
+  test('defaults: the SoftHSM profile, a 100 ms call deadline, a 5 s first connection', () => {
+    const config = parseConfig(minimal(), {});
+    assert.equal(config.hsm.profile, 'softhsm');
+    assert.equal(config.hsm.callTimeoutMs, 100);
+    assert.equal(config.hsm.startTimeoutMs, 5000);
+    assert.equal(config.hsm.fleet, undefined);
+  });
+
+  test('a fleet of up to ten HSMs, each with its own token, PIN source and profile', () => {
+    const members = Array.from({ length: 10 }, (_, i) => ({
+      name: `hsm-${i}`,
+      tokenLabel: `t${i}`,
+      ...(i % 2 ? { pinSecretArn: `arn:aws:secretsmanager:eu-west-1:1:secret:p${i}` } : {}),
+      profile: ['softhsm', 'cloudhsm', 'luna', 'nshield'][i % 4],
+    }));
+    const config = parseConfig(
+      variant((c) => {
+        c.hsm.fleet = members;
+      }),
+      {},
+    );
+    assert.equal(config.hsm.fleet?.length, 10);
+    // Spec (GetHealthStatus): no more than ten ekmFleetDetails entries.
+    assertConfigError(
+      variant((c) => {
+        c.hsm.fleet = [...members, { name: 'eleventh' }];
+      }),
+    );
+  });
+
+  test('refused: two HSMs of one name, an unknown profile, a relative module path, a 0 ms deadline', () => {
+    assertConfigError(
+      variant((c) => {
+        c.hsm.fleet = [{ name: 'a' }, { name: 'a', tokenLabel: 'other' }];
+      }),
+    );
+    assertConfigError(
+      variant((c) => {
+        c.hsm.profile = 'acme';
+      }),
+    );
+    assertConfigError(
+      variant((c) => {
+        c.hsm.fleet = [{ name: 'a', modulePath: 'lib/x.so' }];
+      }),
+    );
+    assertConfigError(
+      variant((c) => {
+        c.hsm.callTimeoutMs = 0;
+      }),
+    );
+  });
+
+  test("awsSampleProxy: canonical Base64 of at most 20 bytes, or '' for none", () => {
+    for (const ciphertextMetadata of ['', 'AQ==', 'c2FtcGxl', Buffer.alloc(20, 7).toString('base64')]) {
+      const config = parseConfig(
+        variant((c) => {
+          keystore(c).awsSampleProxy = { ciphertextMetadata };
+        }),
+        {},
+      );
+      assert.equal(config.keystores[0]?.awsSampleProxy?.ciphertextMetadata, ciphertextMetadata);
+    }
+    for (const ciphertextMetadata of ['AR==', 'not base64!', Buffer.alloc(21, 7).toString('base64')]) {
+      assertConfigError(
+        variant((c) => {
+          keystore(c).awsSampleProxy = { ciphertextMetadata };
+        }),
+      );
+    }
+  });
+});
