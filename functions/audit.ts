@@ -1,0 +1,173 @@
+// The audit trail (spec: Logging: "appropriate measures must be used to ensure the integrity of
+// the logs"): one audit record per request, in the request's log line, chained by hash. Each
+// process (each Lambda environment) starts a chain with a start marker; every record carries
+// the hash of the one before it, so a removed, altered, inserted or reordered record breaks the
+// chain, and `xks-proxy audit verify` finds where. Records never hold plaintext, AAD, keys,
+// PINs or secrets: only who asked what, with which key, and what happened.
+import { createHash, randomUUID } from 'node:crypto';
+
+/** What an audit record says about a request. */
+export interface AuditFields {
+  operation?: string;
+  kmsRequestId?: string;
+  kmsOperation?: string;
+  keystore?: string;
+  keyId?: string;
+  keyVersion?: number;
+  /** requestMetadata.awsPrincipalArn. */
+  principal?: string;
+  sourceVpc?: string;
+  sourceVpce?: string;
+  /** The SigV4 access key id KMS signed with (not a secret). */
+  accessKeyId?: string;
+  /** Secondary authorization: ALLOW or DENY, and the policies that decided. */
+  decision?: string;
+  policyIds?: string[];
+  outcome?: 'success' | 'error';
+  statusCode?: number;
+  errorName?: string;
+  /** The HSM that served the request. */
+  hsm?: string;
+  latencyMs?: number;
+}
+
+export interface AuditRecord extends AuditFields {
+  /** 'start' for a chain's first record, 'request' after. */
+  type: 'start' | 'request';
+  /** The chain (one per process); random. */
+  chain: string;
+  seq: number;
+  time: string;
+  /** The previous record's hash; 64 zeros for the start marker. */
+  prev: string;
+  /** SHA-256 (hex) of this record without `hash`, in canonical JSON. */
+  hash: string;
+}
+
+export const GENESIS = '0'.repeat(64);
+
+/** JSON with object keys sorted, so that the hash does not depend on key order. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export function hashOf(record: Omit<AuditRecord, 'hash'> | AuditRecord): string {
+  const { hash: _ignored, ...rest } = record as AuditRecord;
+  return createHash('sha256').update(canonical(rest)).digest('hex');
+}
+
+export class AuditChain {
+  readonly id: string;
+  #seq = 0;
+  #prev = GENESIS;
+  #started = false;
+
+  constructor(id: string = randomUUID()) {
+    this.id = id;
+  }
+
+  /** The chain's start marker: log it once, before any request record. */
+  start(now = new Date()): AuditRecord {
+    if (this.#started) throw new Error('the audit chain has started already');
+    this.#started = true;
+    return this.#append('start', {}, now);
+  }
+
+  /** The next request's record. */
+  next(fields: AuditFields, now = new Date()): AuditRecord {
+    if (!this.#started) throw new Error('log the audit chain start first');
+    return this.#append('request', fields, now);
+  }
+
+  #append(type: AuditRecord['type'], fields: AuditFields, now: Date): AuditRecord {
+    const body = {
+      type,
+      chain: this.id,
+      seq: type === 'start' ? 0 : ++this.#seq,
+      time: now.toISOString(),
+      prev: this.#prev,
+      ...stripUndefined(fields),
+    };
+    const hash = hashOf(body);
+    this.#prev = hash;
+    return { ...body, hash };
+  }
+}
+
+function stripUndefined(fields: AuditFields): AuditFields {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(fields)) if (v !== undefined) out[k] = v;
+  return out as AuditFields;
+}
+
+export interface Verification {
+  chains: number;
+  records: number;
+  /** Every break found, with the chain and sequence number where it is. */
+  problems: string[];
+}
+
+/**
+ * Checks audit records in the order they were logged: each chain must begin with its start
+ * marker (unless `partial`, for an excerpt of a longer log), go 0, 1, 2, ... without gaps or
+ * repeats, link each record to the previous one's hash, and have each hash match its record.
+ */
+export function verifyAudit(
+  records: Iterable<AuditRecord>,
+  options: { partial?: boolean } = {},
+): Verification {
+  const last = new Map<string, AuditRecord>();
+  const problems: string[] = [];
+  let count = 0;
+  for (const record of records) {
+    count++;
+    const where = `chain ${record.chain} seq ${record.seq}`;
+    if (hashOf(record) !== record.hash)
+      problems.push(`${where}: altered (its hash does not match its contents)`);
+    const before = last.get(record.chain);
+    if (before === undefined) {
+      if (record.type !== 'start' || record.seq !== 0 || record.prev !== GENESIS) {
+        if (!options.partial)
+          problems.push(`${where}: the chain's start marker is missing (removed records)`);
+      }
+    } else if (record.seq !== before.seq + 1) {
+      problems.push(
+        record.seq <= before.seq
+          ? `${where}: out of order or repeated after seq ${before.seq}`
+          : `${where}: ${record.seq - before.seq - 1} record(s) missing after seq ${before.seq}`,
+      );
+    } else if (record.prev !== before.hash) {
+      problems.push(`${where}: does not follow seq ${before.seq} (a record was replaced or inserted)`);
+    }
+    last.set(record.chain, record);
+  }
+  return { chains: last.size, records: count, problems };
+}
+
+/**
+ * The audit records in log text: one JSON document per line (the proxy's structured logs, or a
+ * CloudWatch Logs export of them), each with an `audit` object; other lines are skipped.
+ */
+export function* auditRecordsIn(text: string): Generator<AuditRecord> {
+  for (const line of text.split('\n')) {
+    const at = line.indexOf('{');
+    if (at < 0 || !line.includes('"audit"')) continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line.slice(at));
+    } catch {
+      continue;
+    }
+    const audit = (parsed as { audit?: unknown })?.audit;
+    if (audit !== null && typeof audit === 'object' && typeof (audit as AuditRecord).hash === 'string') {
+      yield audit as AuditRecord;
+    }
+  }
+}
