@@ -411,8 +411,12 @@ Commands:
   credentials list     the access key ids in a store
   credentials remove   remove a credential from a store
   preflight            check a proxy endpoint the way AWS KMS will use it
+  keys create-version  generate the next version of an external key in the HSM (key rotation)
+  keys list-versions   the versions of an external key
+  audit verify         check the hash chains of the audit records in log files
 
-Run 'xks-proxy credentials <command> --help' or 'xks-proxy preflight --help' for the options.
+Run 'xks-proxy credentials <command> --help', 'xks-proxy keys <command> --help' or
+'xks-proxy preflight --help' for the options.
 `,
   credentials: `Usage: xks-proxy credentials <create|list|remove> [options]
 
@@ -619,6 +623,15 @@ export async function main(
       // Loaded only for this command (it brings the SigV4 signer and the trusted CA list).
       const { preflightMain } = await import('./preflight.ts');
       return await preflightMain(argv.slice(1), io);
+    }
+    if (group === 'audit') {
+      const { auditMain } = await import('./audit.ts');
+      return auditMain(argv.slice(1), io);
+    }
+    if (group === 'keys') {
+      // Loaded only for this command (it loads pkcs11js).
+      const { keysMain } = await import('./keys.ts');
+      return await keysMain(argv.slice(1), io);
     }
     if (group !== 'credentials')
       throw new CliError(`unknown command '${group}'\n\n${HELP.main.trimEnd()}`, 2);

@@ -1,7 +1,8 @@
 // Decrypt (spec: API operations, Decrypt).
-import { HsmError } from '../layers/pkcs11/hsm.ts';
+import { HsmError, type HsmKey } from '../layers/pkcs11/hsm.ts';
 import { XksError } from './errors.ts';
 import { xksHandler } from './middleware.ts';
+import type { Keystore } from './runtime.ts';
 import type { DecryptRequest } from './schemas.ts';
 import {
   awsSampleHsmAad,
@@ -31,27 +32,36 @@ export const handler = xksHandler<DecryptRequest>('Decrypt', ({ hsm, keystore, k
     throw new XksError('ValidationException', 'ciphertextMetadata is longer than 20 bytes');
   }
 
-  // The key version the metadata names; a ciphertext of the AWS sample proxy was made by version 1.
+  // The key version the metadata names (undefined: not metadata this proxy makes).
   const version = keyVersionOf(ciphertextMetadata);
-  const fromSample = keystore.isAwsSampleCiphertext(ciphertextMetadata);
-  if (version === undefined && !fromSample) {
-    throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is not one this proxy produced');
+  const input = { iv, ciphertext, tag };
+  if (!keystore.isAwsSampleCiphertext(ciphertextMetadata)) {
+    if (version === undefined) {
+      throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is not one this proxy produced');
+    }
+    const key = usable(findKey(hsm, keystore, keyId, version), keystore);
+    // A tag that does not verify (wrong AAD, metadata, IV, ciphertext or tag): InvalidCiphertextException.
+    return answer(hsm.decrypt(key, input, hsmAad(aad, ciphertextMetadata)));
   }
-  const key = findKey(hsm, keystore, keyId, version ?? 1);
+  // The AWS sample proxy's static metadata: its ciphertexts were made by version 1 of the key.
+  const original = usable(findKey(hsm, keystore, keyId, 1), keystore);
+  const own = version === undefined ? undefined : version === 1 ? original : hsm.findKey(keyId, version);
+  if (own !== undefined) {
+    // The sample's value also reads as ours, and that version exists: try our encoding first.
+    try {
+      return answer(hsm.decrypt(usable(own, keystore), input, hsmAad(aad, ciphertextMetadata)));
+    } catch (err) {
+      if (!(err instanceof HsmError) || err.kind !== 'invalidCiphertext') throw err;
+    }
+  }
+  return answer(hsm.decrypt(original, input, awsSampleHsmAad(aad, ciphertextMetadata)));
+});
+
+function usable(key: HsmKey, keystore: Keystore): HsmKey {
   requireEnabled(key, keystore);
   requireUsage(key, 'DECRYPT');
-
-  // A tag that does not verify (wrong AAD, metadata, IV, ciphertext or tag): InvalidCiphertextException.
-  const input = { iv, ciphertext, tag };
-  if (version === undefined) return answer(hsm.decrypt(key, input, awsSampleHsmAad(aad, ciphertextMetadata)));
-  try {
-    return answer(hsm.decrypt(key, input, hsmAad(aad, ciphertextMetadata)));
-  } catch (err) {
-    // Metadata that reads as ours may still be the sample proxy's static value: try its way too.
-    if (!fromSample || !(err instanceof HsmError) || err.kind !== 'invalidCiphertext') throw err;
-    return answer(hsm.decrypt(key, input, awsSampleHsmAad(aad, ciphertextMetadata)));
-  }
-});
+  return key;
+}
 
 function answer(plaintext: Buffer): { plaintext: string } {
   return { plaintext: plaintext.toString('base64') };

@@ -1,0 +1,710 @@
+// `xks-proxy keys`: versions of an external key in the HSM (key rotation).
+//
+//   XKS_HSM_PIN=... npx xks-proxy keys create-version --config config.json --key payments
+//   XKS_HSM_PIN=... npx xks-proxy keys list-versions --module /usr/lib/softhsm/libsofthsm2.so \
+//     --token xks --key payments
+//
+// Every version of a key has CKA_LABEL = the externalKeyId; version N > 1 has CKA_ID `xks-v<N>`
+// (layers/pkcs11/pkcs11-hsm.ts). The proxy encrypts with the highest version and names it in the
+// ciphertextMetadata, which the AAD covers (spec: Encrypt, ciphertextMetadata: "an external key
+// manager may implement automatic key rotation and use the extra bytes to encode versioning"), so
+// every older version keeps decrypting what it made.
+//
+// The PIN comes from an environment variable or the proxy's config file, never from the command
+// line (ps shows it), and is never printed. No key material is read: the keys are non-extractable.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { parseArgs } from 'node:util';
+import type * as pkcs11 from 'pkcs11js';
+import type { KeyUsage } from '../layers/pkcs11/hsm.ts';
+import { MAX_VERSIONS, versionId, versionOf } from '../layers/pkcs11/pkcs11-hsm.ts';
+import { isEntryPoint } from '../scripts/entry-point.ts';
+
+const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
+
+/** The externalKeyId rule of the proxy's configuration (and the spec's URI path alphabet). */
+const KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const DEFAULT_PIN_ENV = 'XKS_HSM_PIN';
+/** versionOf() reads at most 9 digits. */
+const HIGHEST_VERSION = 999_999_999;
+/** PKCS#11 pads strings with blanks; some libraries with NULs. */
+const BLANKS = /[\s\0]+$/;
+
+/** A refusal or a failure, with a message fit to print: it never holds the PIN. */
+export class KeysError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.name = 'KeysError';
+    this.exitCode = exitCode;
+  }
+}
+
+/** Where the key lives and how to log in. */
+export interface Connection {
+  modulePath: string;
+  tokenLabel?: string | undefined;
+  tokenSerial?: string | undefined;
+  pin: string;
+}
+
+/** One version of a key as the HSM describes it: attributes only, never CKA_VALUE. */
+export interface KeyVersion {
+  version: number;
+  /** CKA_ID as text, `0x<hex>` when not printable, null when the key has none. */
+  id: string | null;
+  keySpec: string;
+  usage: KeyUsage[];
+  sensitive: boolean | null;
+  extractable: boolean | null;
+  alwaysSensitive: boolean | null;
+  neverExtractable: boolean | null;
+  /** Generated inside the HSM (CKA_LOCAL), not imported. */
+  local: boolean | null;
+  /** The highest version: the one the proxy encrypts with. */
+  current: boolean;
+}
+
+export interface VersionList {
+  key: string;
+  token: string;
+  versions: KeyVersion[];
+  /** Version numbers more than one object claims: the proxy refuses such a key. */
+  ambiguous: number[];
+  current: number | undefined;
+}
+
+const USAGE_ATTRIBUTES: ReadonlyArray<readonly [number, KeyUsage]> = [
+  [P.CKA_ENCRYPT, 'ENCRYPT'],
+  [P.CKA_DECRYPT, 'DECRYPT'],
+  [P.CKA_WRAP, 'WRAP'],
+  [P.CKA_UNWRAP, 'UNWRAP'],
+  [P.CKA_SIGN, 'SIGN'],
+  [P.CKA_VERIFY, 'VERIFY'],
+  [P.CKA_DERIVE, 'DERIVE'],
+];
+
+// ---------------------------------------------------------------------------------------------
+// PKCS#11.
+
+/** A logged-in read/write session on the token; close() logs out and finalizes. */
+class TokenSession {
+  readonly lib: pkcs11.PKCS11;
+  readonly session: Buffer;
+  readonly label: string;
+
+  private constructor(lib: pkcs11.PKCS11, session: Buffer, label: string) {
+    this.lib = lib;
+    this.session = session;
+    this.label = label;
+  }
+
+  static open(connection: Connection): TokenSession {
+    const lib = new P.PKCS11();
+    try {
+      lib.load(connection.modulePath);
+    } catch (error) {
+      throw new KeysError(`cannot load the PKCS#11 library ${connection.modulePath}: ${pkcs11Text(error)}`);
+    }
+    try {
+      lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
+    } catch (error) {
+      if (codeOf(error) !== P.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw pkcs11Error('C_Initialize', error);
+    }
+    try {
+      const { slot, label } = findSlot(lib, connection);
+      const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
+      try {
+        lib.C_Login(session, P.CKU_USER, connection.pin);
+      } catch (error) {
+        if (codeOf(error) !== P.CKR_USER_ALREADY_LOGGED_IN) throw pkcs11Error('C_Login', error);
+      }
+      return new TokenSession(lib, session, label);
+    } catch (error) {
+      finalize(lib);
+      throw error instanceof KeysError ? error : pkcs11Error('C_OpenSession', error);
+    }
+  }
+
+  close(): void {
+    try {
+      this.lib.C_Logout(this.session);
+    } catch {
+      // Logged out already (another session of this process), or the session is gone.
+    }
+    finalize(this.lib);
+  }
+
+  /** Every secret key labelled `label`, in the order the token returns them. */
+  find(label: string): Buffer[] {
+    const { lib, session } = this;
+    lib.C_FindObjectsInit(session, [
+      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
+      { type: P.CKA_LABEL, value: label },
+    ]);
+    const handles: Buffer[] = [];
+    try {
+      // All of them, unlike the proxy (which looks at MAX_VERSIONS): to report a token over the limit.
+      for (;;) {
+        const batch = lib.C_FindObjects(session, MAX_VERSIONS);
+        if (batch.length === 0) break;
+        handles.push(...batch);
+      }
+    } finally {
+      lib.C_FindObjectsFinal(session);
+    }
+    return handles;
+  }
+
+  attribute(handle: Buffer, type: number): Buffer | undefined {
+    try {
+      const [attr] = this.lib.C_GetAttributeValue(this.session, handle, [{ type }]);
+      return Buffer.isBuffer(attr?.value) ? attr.value : undefined;
+    } catch (error) {
+      const code = codeOf(error);
+      if (code === P.CKR_ATTRIBUTE_TYPE_INVALID || code === P.CKR_ATTRIBUTE_SENSITIVE) return undefined;
+      throw pkcs11Error('C_GetAttributeValue', error);
+    }
+  }
+
+  flag(handle: Buffer, type: number): boolean | null {
+    const value = this.attribute(handle, type);
+    return value === undefined || value.length === 0 ? null : value[0] !== 0;
+  }
+}
+
+function finalize(lib: pkcs11.PKCS11): void {
+  try {
+    lib.C_Finalize();
+  } catch {
+    // Not initialized: nothing to release.
+  }
+}
+
+function findSlot(lib: pkcs11.PKCS11, connection: Connection): { slot: Buffer; label: string } {
+  const label = connection.tokenLabel?.replace(BLANKS, '');
+  const serial = connection.tokenSerial?.replace(BLANKS, '');
+  const matches: { slot: Buffer; label: string }[] = [];
+  for (const slot of lib.C_GetSlotList(true)) {
+    const token = lib.C_GetTokenInfo(slot);
+    if ((token.flags & P.CKF_TOKEN_INITIALIZED) === 0) continue;
+    if (label !== undefined && token.label.replace(BLANKS, '') !== label) continue;
+    if (serial !== undefined && token.serialNumber.replace(BLANKS, '') !== serial) continue;
+    matches.push({ slot, label: token.label.replace(BLANKS, '') });
+  }
+  const wanted = [label && `labelled '${label}'`, serial && `with serial '${serial}'`]
+    .filter(Boolean)
+    .join(' ');
+  if (matches.length === 0) throw new KeysError(`no token ${wanted} is present`);
+  // The proxy takes the first match; a key version made in the wrong token would be lost to it.
+  if (matches.length > 1) throw new KeysError(`${matches.length} tokens ${wanted}: give --token-serial`);
+  return matches[0] as { slot: Buffer; label: string };
+}
+
+function describeKey(token: TokenSession, handle: Buffer): Omit<KeyVersion, 'current'> {
+  const rawId = token.attribute(handle, P.CKA_ID);
+  const usage: KeyUsage[] = [];
+  for (const [type, name] of USAGE_ATTRIBUTES) if (token.flag(handle, type)) usage.push(name);
+  return {
+    version: versionOf(rawId),
+    id: idText(rawId),
+    keySpec: keySpecOf(
+      ulong(token.attribute(handle, P.CKA_KEY_TYPE)),
+      ulong(token.attribute(handle, P.CKA_VALUE_LEN)),
+    ),
+    usage,
+    sensitive: token.flag(handle, P.CKA_SENSITIVE),
+    extractable: token.flag(handle, P.CKA_EXTRACTABLE),
+    alwaysSensitive: token.flag(handle, P.CKA_ALWAYS_SENSITIVE),
+    neverExtractable: token.flag(handle, P.CKA_NEVER_EXTRACTABLE),
+    local: token.flag(handle, P.CKA_LOCAL),
+  };
+}
+
+function list(token: TokenSession, key: string): VersionList {
+  const found = token.find(key).map((handle) => describeKey(token, handle));
+  const counts = new Map<number, number>();
+  for (const v of found) counts.set(v.version, (counts.get(v.version) ?? 0) + 1);
+  const ambiguous = [...counts].filter(([, n]) => n > 1).map(([version]) => version);
+  const current = found.length === 0 ? undefined : Math.max(...found.map((v) => v.version));
+  const versions = found
+    .map((v) => ({ ...v, current: v.version === current }))
+    .sort((a, b) => a.version - b.version);
+  return { key, token: token.label, versions, ambiguous: ambiguous.sort((a, b) => a - b), current };
+}
+
+/** The versions of a key; an empty list when the token has no such key. */
+export function listVersions(connection: Connection, key: string): VersionList {
+  checkKeyId(key);
+  const token = TokenSession.open(connection);
+  try {
+    return list(token, key);
+  } catch (error) {
+    throw error instanceof KeysError ? error : pkcs11Error('C_FindObjects', error);
+  } finally {
+    token.close();
+  }
+}
+
+export interface CreateOptions {
+  /** CKA_ENCRYPT and CKA_DECRYPT of the new version. */
+  encrypt: boolean;
+  decrypt: boolean;
+  /** Create version 1 when the token has no key of this label. */
+  allowNew?: boolean;
+}
+
+/**
+ * Generates the next version of a key inside the HSM: AES-256, sensitive and non-extractable.
+ * Refuses a key whose versions are ambiguous (the proxy refuses it too), a key at MAX_VERSIONS
+ * (the proxy looks at no more objects of a label than that, and might miss the newest), a missing
+ * key without allowNew, and a version that encrypts but cannot decrypt (what it encrypted could
+ * never be decrypted).
+ */
+export function createVersion(
+  connection: Connection,
+  key: string,
+  options: CreateOptions,
+): { created: KeyVersion; list: VersionList } {
+  checkKeyId(key);
+  if (options.encrypt && !options.decrypt) {
+    throw new KeysError(
+      'a version that encrypts but cannot decrypt would make ciphertexts nothing can decrypt: add decrypt to --usage',
+      2,
+    );
+  }
+  if (!options.encrypt && !options.decrypt)
+    throw new KeysError('--usage must name decrypt, encrypt or both', 2);
+  const token = TokenSession.open(connection);
+  try {
+    const before = list(token, key);
+    if (before.versions.length === 0 && !options.allowNew) {
+      throw new KeysError(
+        `token '${token.label}' has no secret key labelled '${key}': --allow-new creates its version 1`,
+      );
+    }
+    refuseAmbiguous(before);
+    if (before.versions.length >= MAX_VERSIONS) {
+      throw new KeysError(
+        `'${key}' has ${before.versions.length} versions: the proxy looks at ${MAX_VERSIONS} at most; destroy versions no ciphertext needs first`,
+      );
+    }
+    const next = (before.current ?? 0) + 1;
+    if (next > HIGHEST_VERSION) throw new KeysError(`'${key}' is at the highest version number`);
+
+    const template: pkcs11.Template = [
+      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
+      { type: P.CKA_KEY_TYPE, value: P.CKK_AES },
+      { type: P.CKA_VALUE_LEN, value: 32 },
+      { type: P.CKA_TOKEN, value: true },
+      { type: P.CKA_PRIVATE, value: true },
+      { type: P.CKA_SENSITIVE, value: true },
+      { type: P.CKA_EXTRACTABLE, value: false },
+      { type: P.CKA_LABEL, value: key },
+      { type: P.CKA_ENCRYPT, value: options.encrypt },
+      { type: P.CKA_DECRYPT, value: options.decrypt },
+      { type: P.CKA_WRAP, value: false },
+      { type: P.CKA_UNWRAP, value: false },
+      { type: P.CKA_SIGN, value: false },
+      { type: P.CKA_VERIFY, value: false },
+      { type: P.CKA_DERIVE, value: false },
+      // Version 1 has no CKA_ID, like every key made before rotation existed.
+      ...(next === 1 ? [] : [{ type: P.CKA_ID, value: Buffer.from(versionId(next), 'latin1') }]),
+    ];
+    let handle: Buffer;
+    try {
+      handle = token.lib.C_GenerateKey(token.session, { mechanism: P.CKM_AES_KEY_GEN }, template);
+    } catch (error) {
+      throw pkcs11Error('C_GenerateKey', error);
+    }
+
+    // PKCS#11 has no compare-and-set: a second create-version running at the same time could have
+    // made the same version. Say so instead of destroying either (a proxy may already use one).
+    const after = list(token, key);
+    if (after.ambiguous.includes(next)) {
+      throw new KeysError(
+        `another create-version made version ${next} of '${key}' at the same time: the proxy refuses the key until one of the two is destroyed (run list-versions)`,
+      );
+    }
+    const created = { ...describeKey(token, handle), current: after.current === next };
+    if (created.version !== next) throw new KeysError(`the token did not keep CKA_ID ${versionId(next)}`);
+    return { created, list: after };
+  } catch (error) {
+    throw error instanceof KeysError ? error : pkcs11Error('PKCS#11', error);
+  } finally {
+    token.close();
+  }
+}
+
+function refuseAmbiguous(versions: VersionList): void {
+  if (versions.ambiguous.length === 0) return;
+  throw new KeysError(
+    `more than one object of '${versions.key}' claims version ${versions.ambiguous.join(', ')}: the proxy refuses this key until only one remains (run list-versions)`,
+  );
+}
+
+function checkKeyId(key: string): void {
+  if (!KEY_ID.test(key)) throw new KeysError('--key must be 1-128 characters of A-Za-z0-9._-', 2);
+}
+
+function idText(id: Buffer | undefined): string | null {
+  if (id === undefined || id.length === 0) return null;
+  return /^[\x20-\x7e]+$/.test(id.toString('latin1')) ? id.toString('latin1') : `0x${id.toString('hex')}`;
+}
+
+function keySpecOf(keyType: number | undefined, valueLen: number | undefined): string {
+  const names = new Map<number, string>([
+    [P.CKK_AES, 'AES'],
+    [P.CKK_GENERIC_SECRET, 'GENERIC_SECRET'],
+    [P.CKK_DES3, 'DES3'],
+  ]);
+  const name = (keyType !== undefined && names.get(keyType)) || `CKK_0x${(keyType ?? 0).toString(16)}`;
+  return valueLen === undefined ? name : `${name}_${valueLen * 8}`;
+}
+
+/** A CK_ULONG attribute (native byte order: little-endian on x86_64 and arm64). */
+function ulong(value: Buffer | undefined): number | undefined {
+  if (value?.length === 8) return Number(value.readBigUInt64LE());
+  if (value?.length === 4) return value.readUInt32LE();
+  return undefined;
+}
+
+function codeOf(error: unknown): number {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'number' ? code : -1;
+}
+
+/** pkcs11js messages start with the CKR_ name; they never hold the PIN. */
+function pkcs11Text(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return /\bCKR_[A-Z_]+/.exec(text)?.[0] ?? text.split('\n')[0] ?? 'error';
+}
+
+function pkcs11Error(call: string, error: unknown): KeysError {
+  const ckr = pkcs11Text(error);
+  if (/^CKR_PIN_/.test(ckr)) return new KeysError(`the token refused the PIN (${ckr})`);
+  return new KeysError(`${call} failed: ${ckr}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line.
+
+const CONNECTION_HELP = `Connection (the options override --config):
+  --config FILE        the proxy's JSON configuration: modulePath, tokenLabel, tokenSerial and
+                       pin from its hsm section
+  --module PATH        the vendor's PKCS#11 library
+  --token LABEL        the token's label
+  --token-serial S     the token's serial number (with several tokens of one label)
+  --pin-env VAR        the environment variable holding the crypto user's PIN (default
+                       XKS_HSM_PIN; it overrides the config file's pin). There is no --pin:
+                       a PIN on the command line shows in ps and in the shell history.`;
+
+export const KEYS_HELP = {
+  keys: `Usage: xks-proxy keys <create-version|list-versions> [options]
+
+Versions of an external key (key rotation). Every version has CKA_LABEL = the externalKeyId;
+version N > 1 has CKA_ID 'xks-v<N>'. The proxy encrypts with the highest version and names it in
+the ciphertextMetadata (spec: Encrypt), so every older version still decrypts what it made.
+
+Rotation:
+  1. keys create-version --config config.json --key KEYID
+  2. after hsm.keyCacheSeconds (60 s by default) every proxy encrypts with the new version
+  3. never destroy an older version while ciphertexts of it may exist: they would be lost
+
+Run 'xks-proxy keys <command> --help' for the options.
+`,
+  'create-version': `Usage: xks-proxy keys create-version --key KEYID [--usage encrypt,decrypt] [--allow-new]
+                                      [--json] (--config FILE | --module PATH --token LABEL)
+                                      [--token-serial S] [--pin-env VAR]
+
+Generates the next version of a key inside the HSM: AES-256 (CKM_AES_KEY_GEN), CKA_TOKEN,
+CKA_PRIVATE, CKA_SENSITIVE, not CKA_EXTRACTABLE, no wrap/unwrap/sign/verify/derive. Prints its
+version and attributes, never key material. Run it once at a time per key: two runs at the same
+moment could make the same version twice, which the proxy refuses until one is destroyed.
+
+  --key KEYID          the externalKeyId (the keys' CKA_LABEL)
+  --usage LIST         encrypt,decrypt (default) or decrypt: the current version's usage is the
+                       key's usage (GetKeyMetadata), so a decrypt-only version stops Encrypt
+                       (InvalidKeyUsageException) while older versions keep decrypting
+  --allow-new          create version 1 when the token has no such key
+  --json               print JSON
+  -h, --help           this text
+
+${CONNECTION_HELP}
+`,
+  'list-versions': `Usage: xks-proxy keys list-versions --key KEYID [--json]
+                                     (--config FILE | --module PATH --token LABEL)
+                                     [--token-serial S] [--pin-env VAR]
+
+Lists the versions of a key: number, CKA_ID, key spec, usage, sensitive/extractable, and which
+one is current (the highest: what the proxy encrypts with). Exits 1 when a version number is
+claimed by more than one object (the proxy refuses such a key) or there is no such key.
+
+  --key KEYID          the externalKeyId (the keys' CKA_LABEL)
+  --json               print JSON
+  -h, --help           this text
+
+${CONNECTION_HELP}
+`,
+} as const;
+
+const CONNECTION_OPTIONS = {
+  config: { type: 'string' },
+  module: { type: 'string' },
+  token: { type: 'string' },
+  'token-serial': { type: 'string' },
+  'pin-env': { type: 'string' },
+  key: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const OPTIONS = {
+  'create-version': { ...CONNECTION_OPTIONS, usage: { type: 'string' }, 'allow-new': { type: 'boolean' } },
+  'list-versions': CONNECTION_OPTIONS,
+} as const;
+
+type Command = keyof typeof OPTIONS;
+
+interface Output {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+function parse<T extends Command>(command: T, args: string[]) {
+  // Refused by name before parsing: parseArgs would call it unknown, and the value might follow it.
+  if (args.some((arg) => /^--pin(=|$)/.test(arg))) {
+    throw new KeysError(
+      '--pin is not an option: give the PIN in an environment variable (--pin-env, default XKS_HSM_PIN) or the config file',
+      2,
+    );
+  }
+  try {
+    return parseArgs({ args, options: OPTIONS[command], strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    // Node quotes a stray positional argument, which may be a PIN typed in the wrong place.
+    const code = (error as { code?: string }).code;
+    const message =
+      code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'
+        ? 'unexpected argument: this command takes options only'
+        : (error as Error).message;
+    throw new KeysError(`${message}\n\n${KEYS_HELP[command].trimEnd()}`, 2);
+  }
+}
+
+interface ConnectionValues {
+  config?: string | undefined;
+  module?: string | undefined;
+  token?: string | undefined;
+  'token-serial'?: string | undefined;
+  'pin-env'?: string | undefined;
+}
+
+/** The connection from the options, the config file and the environment; notes go to `io.err`. */
+export async function resolveConnection(
+  values: ConnectionValues,
+  env: NodeJS.ProcessEnv,
+  io: Output,
+): Promise<Connection> {
+  const pinEnv = values['pin-env'] ?? DEFAULT_PIN_ENV;
+  // The value is not repeated: a PIN given here by mistake must not be printed.
+  if (!ENV_NAME.test(pinEnv)) throw new KeysError('--pin-env takes the name of an environment variable', 2);
+  const envPin = env[pinEnv] || undefined;
+  let hsm: { modulePath?: string; tokenLabel?: string; tokenSerial?: string; pin?: string } = {};
+  if (values.config !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(values.config, 'utf8');
+    } catch (error) {
+      throw new KeysError(
+        `cannot read ${values.config}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+      );
+    }
+    let input: unknown;
+    try {
+      input = JSON.parse(text);
+    } catch {
+      // JSON.parse's message quotes the text, which holds the PIN.
+      throw new KeysError(`${values.config} is not JSON`);
+    }
+    // Loaded only here: compiling the configuration schema is most of this command's start-up time.
+    const { parseConfig } = await import('../functions/config.ts');
+    try {
+      // The proxy's own validation (its messages never hold values); the PIN variable wins, as in the proxy.
+      const config = parseConfig(input, envPin === undefined ? {} : { XKS_HSM_PIN: envPin });
+      hsm = config.hsm;
+      if (config.hsm.fleet !== undefined) {
+        io.err(
+          "Note: the config has an HSM fleet; this uses the hsm section's token. The other HSMs need the same version: replicate it with the HSM's own tools (the key is not extractable)",
+        );
+      }
+    } catch (error) {
+      throw new KeysError((error as Error).message);
+    }
+  }
+  const modulePath = values.module ?? hsm.modulePath;
+  const tokenLabel = values.token ?? (values['token-serial'] === undefined ? hsm.tokenLabel : undefined);
+  const tokenSerial = values['token-serial'] ?? (values.token === undefined ? hsm.tokenSerial : undefined);
+  if (modulePath === undefined) throw new KeysError('--module or --config is required', 2);
+  if (tokenLabel === undefined && tokenSerial === undefined) {
+    throw new KeysError('--token, --token-serial or --config is required', 2);
+  }
+  const pin = envPin ?? hsm.pin;
+  if (pin === undefined) {
+    const where = pinEnv === DEFAULT_PIN_ENV ? DEFAULT_PIN_ENV : 'the variable --pin-env names';
+    throw new KeysError(
+      `no PIN: ${where} is not set${values.config === undefined ? '' : ', and the config file has no hsm.pin'}`,
+    );
+  }
+  return { modulePath, tokenLabel, tokenSerial, pin };
+}
+
+function parseUsage(text: string | undefined): { encrypt: boolean; decrypt: boolean } {
+  if (text === undefined) return { encrypt: true, decrypt: true };
+  const words = text
+    .split(',')
+    .map((w) => w.trim().toLowerCase())
+    .filter((w) => w !== '');
+  const unknown = words.filter((w) => w !== 'encrypt' && w !== 'decrypt');
+  if (words.length === 0 || unknown.length > 0) {
+    throw new KeysError('--usage is a comma-separated list of encrypt and decrypt', 2);
+  }
+  return { encrypt: words.includes('encrypt'), decrypt: words.includes('decrypt') };
+}
+
+const yes = (flag: boolean | null) => (flag === null ? '-' : String(flag));
+
+function table(versions: KeyVersion[]): string[] {
+  const rows = [
+    ['VERSION', 'CKA_ID', 'KEY SPEC', 'USAGE', 'SENSITIVE', 'EXTRACTABLE', 'CURRENT'],
+    ...versions.map((v) => [
+      String(v.version),
+      v.id ?? '-',
+      v.keySpec,
+      v.usage.join(',') || '-',
+      yes(v.sensitive),
+      yes(v.extractable),
+      v.current ? 'yes' : '',
+    ]),
+  ];
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) =>
+    r
+      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd(),
+  );
+}
+
+function attributes(v: KeyVersion): string[] {
+  return [
+    `  version            ${v.version}${v.current ? ' (current)' : ''}`,
+    `  CKA_ID             ${v.id ?? '(none)'}`,
+    `  key spec           ${v.keySpec}`,
+    `  usage              ${v.usage.join(', ') || '(none)'}`,
+    `  sensitive          ${yes(v.sensitive)}`,
+    `  extractable        ${yes(v.extractable)}`,
+    `  always sensitive   ${yes(v.alwaysSensitive)}`,
+    `  never extractable  ${yes(v.neverExtractable)}`,
+    `  generated in HSM   ${yes(v.local)}`,
+  ];
+}
+
+async function createCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
+  const values = parse('create-version', args);
+  if (values.help) {
+    io.out(KEYS_HELP['create-version'].trimEnd());
+    return 0;
+  }
+  if (values.key === undefined) throw new KeysError('--key is required', 2);
+  checkKeyId(values.key);
+  const usage = parseUsage(values.usage);
+  const connection = await resolveConnection(values, env, io);
+  const { created, list } = createVersion(connection, values.key, {
+    ...usage,
+    allowNew: values['allow-new'] === true,
+  });
+  if (values.json) {
+    io.out(JSON.stringify({ key: list.key, token: list.token, created, versions: list.versions }, null, 2));
+  } else {
+    io.out(`Created version ${created.version} of key '${list.key}' in token '${list.token}':`);
+    for (const line of attributes(created)) io.out(line);
+    if (created.version > 1) {
+      io.out(
+        'Proxies encrypt with it once their key cache expires (hsm.keyCacheSeconds, 60 s by default); older versions still decrypt.',
+      );
+    }
+  }
+  if (!usage.encrypt) {
+    io.err(
+      `Note: the current version of '${list.key}' cannot encrypt: Encrypt fails with InvalidKeyUsageException until a newer version can`,
+    );
+  }
+  return 0;
+}
+
+async function listCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
+  const values = parse('list-versions', args);
+  if (values.help) {
+    io.out(KEYS_HELP['list-versions'].trimEnd());
+    return 0;
+  }
+  if (values.key === undefined) throw new KeysError('--key is required', 2);
+  checkKeyId(values.key);
+  const result = listVersions(await resolveConnection(values, env, io), values.key);
+  if (result.versions.length === 0) {
+    throw new KeysError(`token '${result.token}' has no secret key labelled '${result.key}'`);
+  }
+  if (values.json) {
+    io.out(JSON.stringify(result, null, 2));
+  } else {
+    const n = result.versions.length;
+    io.out(`Key '${result.key}' in token '${result.token}': ${n} version${n === 1 ? '' : 's'}`);
+    for (const line of table(result.versions)) io.out(line);
+  }
+  if (result.versions.length > MAX_VERSIONS) {
+    io.err(
+      `Note: the proxy looks at ${MAX_VERSIONS} objects of a label at most: it may not see the current version`,
+    );
+  }
+  refuseAmbiguous(result);
+  return 0;
+}
+
+/** Runs `xks-proxy keys ...` (argv without 'keys'); returns the exit code. */
+export async function keysMain(
+  argv: string[],
+  io: Output = { out: (line) => console.log(line), err: (line) => console.error(line) },
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'create-version':
+        return await createCommand(rest, io, env);
+      case 'list-versions':
+        return await listCommand(rest, io, env);
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        io.out(KEYS_HELP.keys.trimEnd());
+        return command === undefined ? 2 : 0;
+      default:
+        throw new KeysError(`unknown command 'keys ${command}'\n\n${KEYS_HELP.keys.trimEnd()}`, 2);
+    }
+  } catch (error) {
+    if (error instanceof KeysError) {
+      io.err(`xks-proxy: ${error.message}`);
+      return error.exitCode;
+    }
+    // Unexpected: its name and first line, no stack.
+    io.err(`xks-proxy: unexpected error: ${pkcs11Text(error)}`);
+    return 1;
+  }
+}
+
+if (isEntryPoint(import.meta)) {
+  process.exitCode = await keysMain(process.argv.slice(2));
+}
