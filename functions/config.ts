@@ -107,7 +107,25 @@ export interface ProxyConfig {
     caFile?: string;
   };
   keystores: KeystoreConfig[];
+  /** Limits of the local HTTPS server against hostile clients (local/server.ts DEFAULT_LIMITS). */
+  localServer?: Partial<Record<LocalServerLimit, number>>;
 }
+
+/** The local server's limits that the configuration may set. */
+export const LOCAL_SERVER_LIMITS = [
+  'maxBodyBytes',
+  'maxHeaderBytes',
+  'maxHeaders',
+  'handshakeTimeoutMs',
+  'headersTimeoutMs',
+  'requestTimeoutMs',
+  'keepAliveTimeoutMs',
+  'idleTimeoutMs',
+  'timeoutCheckIntervalMs',
+  'maxConnections',
+  'maxRequestsPerSocket',
+] as const;
+export type LocalServerLimit = (typeof LOCAL_SERVER_LIMITS)[number];
 
 /** Demo credentials of the local quick start (they match AWS's public XKS test client). */
 export const DEMO_CREDENTIAL: Credential = {
@@ -209,6 +227,16 @@ const SCHEMA = {
         allowedCommonNames: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
         caFile: { type: 'string', minLength: 1 },
       },
+    },
+    localServer: {
+      type: 'object',
+      additionalProperties: false,
+      properties: Object.fromEntries(
+        LOCAL_SERVER_LIMITS.map((name) => [
+          name,
+          { type: 'integer', minimum: name === 'maxRequestsPerSocket' ? 0 : 1 },
+        ]),
+      ),
     },
     keystores: {
       type: 'array',

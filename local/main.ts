@@ -60,7 +60,7 @@ const clientCertificate = mtls && {
   ca: readFileSync(mtls.caFile as string),
   allowedCommonNames: mtls.allowedCommonNames,
 };
-const server = createProxyServer({ handlers, tls, clientCertificate });
+const server = createProxyServer({ handlers, tls, clientCertificate, ...config.localServer });
 server.on('error', (err: NodeJS.ErrnoException) => {
   process.stderr.write(
     `Cannot listen on ${args.host}:${args.port}: ${err.code ?? err.message} (try --port)\n`,

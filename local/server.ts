@@ -1,7 +1,7 @@
 // A small HTTP(S) server that turns each request into the API Gateway REST (payload 1.0) event the
 // deployed API would send, and calls the same Lambda handler modules. Paths that name no XKS
 // route get what the deployed API answers (its gateway responses): 404 InvalidUriPathException.
-import { randomUUID } from 'node:crypto';
+import { constants as cryptoConstants, randomUUID } from 'node:crypto';
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -9,6 +9,8 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { commonNameMatcher } from '../functions/mtls.ts';
@@ -16,7 +18,54 @@ import { type Operation, parseRoute, type Route, resourceOf } from '../functions
 
 export type LambdaHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
-export interface ServerOptions {
+/**
+ * What a hostile client can hold or make the server hold. KMS needs little of it: small signed
+ * POSTs, each answered within 250 ms end to end (spec: GetKeyMetadata, its last paragraph), so the
+ * limits are far above what KMS uses and far below what hurts.
+ */
+export interface ServerLimits {
+  /**
+   * Larger bodies are refused while they are read, and a larger Content-Length before a byte of the
+   * body is read (API Gateway's own limit is 10 MB; this proxy's largest fields are 64 KiB).
+   */
+  maxBodyBytes: number;
+  /** Request line and headers together (node's maxHeaderSize); larger: 431. */
+  maxHeaderBytes: number;
+  /** Header fields; more: 431. */
+  maxHeaders: number;
+  /** A connection that has not completed its TLS handshake by then is destroyed. */
+  handshakeTimeoutMs: number;
+  /** The request line and headers must have arrived by then (slowloris): 408. */
+  headersTimeoutMs: number;
+  /** The whole request, body included, must have arrived by then: 408. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed this long after its last response (node adds 1 s). */
+  keepAliveTimeoutMs: number;
+  /** A connection with no traffic either way for this long (e.g. a client that never reads) is destroyed. */
+  idleTimeoutMs: number;
+  /** How often node checks the headers and request timeouts; they can overrun by this much. */
+  timeoutCheckIntervalMs: number;
+  /** Open TCP connections, handshakes included; beyond it new connections are dropped at once. */
+  maxConnections: number;
+  /** Requests on one connection (0: no limit); the last is answered with `Connection: close`. */
+  maxRequestsPerSocket: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
+  maxBodyBytes: 1024 * 1024,
+  maxHeaderBytes: 16 * 1024,
+  maxHeaders: 100,
+  handshakeTimeoutMs: 5_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  idleTimeoutMs: 30_000,
+  timeoutCheckIntervalMs: 1_000,
+  maxConnections: 1_000,
+  maxRequestsPerSocket: 1_000,
+};
+
+export interface ServerOptions extends Partial<ServerLimits> {
   handlers: Record<Operation, LambdaHandler>;
   /** PEM key and certificate; plain HTTP without them. */
   tls?: { key: Buffer | string; cert: Buffer | string };
@@ -25,8 +74,6 @@ export interface ServerOptions {
    * client is cut off right after the handshake, before a request is read.
    */
   clientCertificate?: { ca: Buffer | string; allowedCommonNames: string[] };
-  /** Larger bodies are refused while they are read (API Gateway's own limit is 10 MB). */
-  maxBodyBytes?: number;
   stage?: string;
 }
 
@@ -41,28 +88,60 @@ export const TLS_CIPHERS = [
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
 export function createProxyServer(options: ServerOptions): Server {
-  const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+  const limits: ServerLimits = { ...DEFAULT_LIMITS };
+  for (const name of Object.keys(DEFAULT_LIMITS) as Array<keyof ServerLimits>) {
+    const value = options[name];
+    if (value !== undefined) limits[name] = value;
+  }
+  // Requests per connection, counted here rather than with node's maxRequestsPerSocket, which
+  // answers pipelined requests past the limit with a bare 503 (no XKS error body).
+  const served = new WeakMap<Socket, number>();
   const listener = (req: IncomingMessage, res: ServerResponse) => {
-    handle(req, res, options, maxBodyBytes).catch(() => {
+    const count = (served.get(req.socket) ?? 0) + 1;
+    served.set(req.socket, count);
+    // RFC 9112 section 9.6: after a response with `close`, no further request on that connection is
+    // processed; pipelined ones already parsed go unanswered and the client retries them elsewhere.
+    const cap = limits.maxRequestsPerSocket;
+    if (cap > 0 && count > cap) return;
+    if (count === cap) res.setHeader('connection', 'close');
+    // Pipelined requests run at once and node sends the answers in order. A client that never reads
+    // them makes node stop reading once the queued answers pass the socket's high-water mark: the
+    // server then holds the answers to about one read's worth of requests (at most the cap), until
+    // idleTimeoutMs destroys the connection.
+    handle(req, res, options, limits).catch(() => {
       // handle() answers every error itself; this only guards against a broken socket.
-      if (!res.headersSent) send(res, 500, JSON_HEADERS, xksError('InternalException', 'Internal error'));
+      if (!res.headersSent && !req.socket.destroyed) {
+        send(res, 500, JSON_HEADERS, xksError('InternalException', 'Internal error'));
+      }
     });
+  };
+  const http = {
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionsCheckingInterval: limits.timeoutCheckIntervalMs,
   };
   const mtls = options.clientCertificate;
   const server = options.tls
     ? createHttpsServer(
         {
+          ...http,
           key: options.tls.key,
           cert: options.tls.cert,
           minVersion: 'TLSv1.2',
           ciphers: TLS_CIPHERS,
           honorCipherOrder: true,
+          // Each TLS 1.2 renegotiation is a full handshake a client can demand at will (node only
+          // caps it at 3 per 10 minutes); KMS never renegotiates. TLS 1.3 has none.
+          secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
+          handshakeTimeout: limits.handshakeTimeoutMs,
           // Unknown CA, expired, self-signed or missing: the handshake itself fails.
           ...(mtls ? { requestCert: true, rejectUnauthorized: true, ca: mtls.ca } : {}),
         },
         listener,
       )
-    : createHttpServer(listener);
+    : createHttpServer(http, listener);
   if (mtls && options.tls) {
     const allowed = commonNameMatcher(mtls.allowedCommonNames);
     // Before the HTTP layer's own listener, so that not a byte of a request is read.
@@ -70,29 +149,75 @@ export function createProxyServer(options: ServerOptions): Server {
       if (!allowed(socket.getPeerCertificate().subject?.CN as string | undefined)) socket.destroy();
     });
   }
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
+  server.maxConnections = limits.maxConnections;
+  server.setTimeout(limits.idleTimeoutMs);
+  // `Expect: 100-continue` with a Content-Length over the limit: refused before the body is invited.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (declaredLength(req) <= limits.maxBodyBytes) res.writeContinue();
+    listener(req, res);
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    answerClientError(err, socket);
+  });
   return server;
+}
+
+/**
+ * Requests node's parser refuses (bad syntax, headers over maxHeaderBytes, headers or request
+ * timeout): node's own answers have no body; these carry an XKS error body (spec: Error codes), so
+ * that even then the answer is one KMS can read. There is no row for a malformed HTTP message: the
+ * status names the HTTP reason, ValidationException (the message itself is the invalid input) the
+ * XKS one.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (socket.writable && !inFlight?.headersSent && err.code !== 'ECONNRESET') {
+    const [status, reason, message] =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Request Header Fields Too Large', 'The request headers are too large']
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'Request Timeout', 'The request did not arrive in time']
+          : [400, 'Bad Request', 'The request is not valid HTTP/1.1'];
+    const body = xksError('ValidationException', message);
+    socket.write(
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(
+        body,
+      )}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
 
 async function handle(
   req: IncomingMessage,
   res: ServerResponse,
   options: ServerOptions,
-  maxBodyBytes: number,
+  limits: ServerLimits,
 ) {
+  // rawHeaders holds name and value: two entries per field.
+  if (req.rawHeaders.length / 2 > limits.maxHeaders) {
+    res.setHeader('connection', 'close');
+    send(res, 431, JSON_HEADERS, xksError('ValidationException', 'The request has too many headers'));
+    return;
+  }
   const url = req.url ?? '/';
   const queryAt = url.indexOf('?');
   const path = queryAt === -1 ? url : url.slice(0, queryAt);
   const route = parseRoute(path);
+  // Read (or, for an unknown path, drained) only up to the limit, whatever the path.
+  const body = await readBody(req, limits.maxBodyBytes, route !== undefined);
+  if (body === undefined) {
+    // The rest of the body is never read: the connection closes after this answer.
+    res.setHeader('connection', 'close');
+  }
   if (route === undefined) {
-    req.resume();
     send(res, 404, JSON_HEADERS, xksError('InvalidUriPathException', 'No XKS API at this URI path'));
     return;
   }
-  const body = await readBody(req, maxBodyBytes);
   if (body === undefined) {
-    res.setHeader('connection', 'close');
+    // Spec (Error codes): 501 is for "a parameter value [that] exceeded the maximum size that is
+    // currently supported by a specific implementation beyond the minimum size required by this API
+    // specification", which a body over the limit necessarily holds; 413 has no row in the table.
     send(res, 501, JSON_HEADERS, xksError('UnsupportedOperationException', 'The request body is too large'));
     return;
   }
@@ -108,23 +233,38 @@ async function handle(
   send(res, result.statusCode, result.headers ?? {}, result.body);
 }
 
-/** The body, or undefined when it is longer than the limit (checked while reading). */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+/** The Content-Length the client announced (node has checked it is a number), 0 without one. */
+function declaredLength(req: IncomingMessage): number {
+  return Number(req.headers['content-length'] ?? 0);
+}
+
+/**
+ * The body (empty when not kept), or undefined when it is longer than the limit: refused on the
+ * announced Content-Length before a byte is read, and counted while a chunked body is read. Nothing
+ * past the limit is buffered; the request stays paused, and the connection closes after the answer.
+ */
+function readBody(req: IncomingMessage, limit: number, keep: boolean): Promise<Buffer | undefined> {
+  if (declaredLength(req) > limit) return Promise.resolve(undefined);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
+        req.off('data', onData);
+        req.pause();
         resolve(undefined);
         return;
       }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks, size)));
+      if (keep) chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.on('end', () => resolve(keep ? Buffer.concat(chunks, size) : Buffer.alloc(0)));
     req.on('error', reject);
+    // Cut off mid-body (request timeout, client gone): settle, so nothing waits on it.
+    req.on('close', () => {
+      if (!req.complete) reject(new Error('request closed before its end'));
+    });
   });
 }
 

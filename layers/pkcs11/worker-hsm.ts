@@ -110,8 +110,9 @@ export class WorkerHsm implements Hsm {
     const channel = createChannel();
     const thread = new Worker(workerScript(), {
       workerData: { shared: channel.shared, config: this.#options.pkcs11 },
-      // A worker inherits the process's flags; --input-type (node -e) would stop it from loading.
-      execArgv: process.execArgv.filter((flag) => !flag.startsWith('--input-type')),
+      // None of the process's flags: some stop a worker from starting (--input-type of node -e,
+      // the test runner's), and the worker needs none (NODE_OPTIONS still applies).
+      execArgv: [],
     });
     // Never keeps the process alive; a worker that dies is replaced at the next call.
     thread.unref();

@@ -119,7 +119,8 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
       healthCheckKeyLabel: HEALTH_CHECK_KEY,
       keyCacheSeconds: 60,
       profile: 'softhsm',
-      callTimeoutMs: 100,
+      // Generous: tests run many processes on two cores; the fault tests set their own deadline.
+      callTimeoutMs: 2000,
       startTimeoutMs: 5000,
     },
     healthCheck: { cacheSeconds: 10, degradedAboveMs: 1000 },
@@ -166,7 +167,10 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   const child = spawn(
     process.execPath,
     [join(ROOT, 'local/main.ts'), '--config', configFile, '--state-dir', dir, '--port', '0'],
-    { env: { ...process.env, ...options.env, SOFTHSM2_CONF: softhsmConf }, stdio: ['ignore', 'pipe', 'pipe'] },
+    {
+      env: { ...process.env, ...options.env, SOFTHSM2_CONF: softhsmConf },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
   );
   let output = '';
   child.stdout?.on('data', (d: Buffer) => {
