@@ -74,7 +74,8 @@ export class HsmFleet implements Hsm {
   }
 
   findKey(label: string, version?: number): HsmKey | undefined {
-    return this.#route((hsm) => hsm.findKey(label, version));
+    // Often answered from a cache without the HSM: not evidence that the HSM works.
+    return this.#route((hsm) => hsm.findKey(label, version), false);
   }
 
   encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
@@ -123,7 +124,7 @@ export class HsmFleet implements Hsm {
     return out;
   }
 
-  #route<T>(call: (hsm: Hsm) => T): T {
+  #route<T>(call: (hsm: Hsm) => T, answered = true): T {
     const candidates = this.#candidates();
     if (candidates.length === 0) {
       // Every breaker is open: fail fast, with the reason the first HSM last gave.
@@ -137,7 +138,7 @@ export class HsmFleet implements Hsm {
       const member = this.members[index] as FleetMember;
       try {
         const result = call(member.hsm);
-        this.#succeeded(index);
+        if (answered) this.#succeeded(index);
         this.#servedBy = member;
         return result;
       } catch (err) {

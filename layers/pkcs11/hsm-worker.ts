@@ -17,17 +17,25 @@ export interface WorkerResponse {
   error?: { kind: HsmError['kind']; message: string; ckr?: string };
   /** What the HSM says about itself, when it changed since the last response. */
   info?: HsmInfo;
+  /** Re-initialisations and the like, for the main thread to log. */
+  events?: string[];
 }
 
 export type HsmKeyWire = Omit<HsmKey, 'usage'> & { usage: string[] };
 
-const { shared, config } = workerData as { shared: SharedArrayBuffer; config: Pkcs11Config };
+const { shared, config, libraryUsers } = workerData as {
+  shared: SharedArrayBuffer;
+  config: Pkcs11Config;
+  /** How many workers of this process use the same PKCS#11 library (worker-hsm.ts). */
+  libraryUsers: SharedArrayBuffer;
+};
 const channel = createChannel(shared);
+const users = new Int32Array(libraryUsers);
 
 let hsm: Pkcs11Hsm | undefined;
 let loadError: HsmError | undefined;
 try {
-  hsm = new Pkcs11Hsm(config);
+  hsm = new Pkcs11Hsm({ ...config, canFinalize: () => Atomics.load(users, 0) <= 1 });
 } catch (err) {
   // The library itself did not load: every call reports it.
   loadError = new HsmError('unavailable', `PKCS#11 library not loaded: ${(err as Error).message}`);
@@ -53,6 +61,8 @@ for (;;) {
     response = { error: { kind: e.kind, message: e.message, ...(e.ckr ? { ckr: e.ckr } : {}) } };
     out = [];
   }
+  const events = hsm?.takeEvents() ?? [];
+  if (events.length > 0) response.events = events;
   const info = hsm?.info();
   if (info !== infoSent && info !== undefined) {
     response.info = info;

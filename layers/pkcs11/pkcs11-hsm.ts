@@ -32,6 +32,13 @@ export interface Pkcs11Config {
   keyCacheTtlMs?: number;
   /** How this vendor does AES-GCM; SoftHSM's way when absent. */
   profile?: VendorProfile;
+  /**
+   * Whether C_Finalize may be called now: not while another user of the same library in this
+   * process (another HSM of the fleet, or a worker stuck in a call) has sessions, because
+   * C_Finalize ends every session of the process and can crash a library in use (SoftHSM does).
+   * Without it, a re-initialisation only replaces this session. Always, when absent.
+   */
+  canFinalize?: () => boolean;
 }
 
 /** CKA_ID of key version N > 1; version 1 is a key with any other id (or none). */
@@ -119,6 +126,8 @@ export class Pkcs11Hsm implements Hsm {
   /** Why the last connection failed, and when the next attempt may be made. */
   #lastFailure: { error: HsmError; retryAt: number } | undefined;
   #pinRefused: HsmError | undefined;
+  /** What happened that the operator should know (re-initialisations), for the next answer to carry. */
+  #events: string[] = [];
 
   /** Loads the library and connects (Lambda init phase). A failed connection is retried per call. */
   constructor(config: Pkcs11Config) {
@@ -209,6 +218,13 @@ export class Pkcs11Hsm implements Hsm {
     this.#disconnect();
   }
 
+  /** The events since the last call, and forgets them. */
+  takeEvents(): string[] {
+    const events = this.#events;
+    this.#events = [];
+    return events;
+  }
+
   /** Runs `op` on a live session; after a session or device error, re-initialises once and retries. */
   #run<T>(op: (session: Buffer) => T): T {
     for (let attempt = 0; ; attempt++) {
@@ -226,6 +242,7 @@ export class Pkcs11Hsm implements Hsm {
         if (SESSION_ERRORS.has(code)) {
           // The session, or the library's whole state, is gone: re-initialise once and retry.
           this.#disconnect();
+          this.#events.push(`re-initialised after ${ckr ?? code}`);
           if (attempt === 0) continue;
           throw new HsmError('unavailable', `HSM unavailable (${ckr})`, ckr, { cause: err });
         }
@@ -293,12 +310,24 @@ export class Pkcs11Hsm implements Hsm {
   }
 
   #disconnect(): void {
+    const session = this.#session;
     this.#session = undefined;
     this.#keys.clear();
-    try {
-      this.#lib.C_Finalize();
-    } catch {
-      // Already finalized or never initialized: nothing to release.
+    if (this.#config.canFinalize?.() ?? true) {
+      try {
+        this.#lib.C_Finalize();
+      } catch {
+        // Already finalized or never initialized: nothing to release.
+      }
+      return;
+    }
+    // Others use the library: give back this session only (C_Initialize is then a no-op).
+    if (session !== undefined) {
+      try {
+        this.#lib.C_CloseSession(session);
+      } catch {
+        // Already gone with the error that brought us here.
+      }
     }
   }
 

@@ -15,8 +15,8 @@ export const REQUEST = 2;
 export const RESPONSE = 3;
 
 const CONTROL_BYTES = 16;
-/** Enough for the largest XKS request: 4300-byte data + 8192-byte AAD + framing (spec: limits). */
-export const MESSAGE_BYTES = 64 * 1024;
+/** Enough for the largest request this proxy takes (functions/xks.ts LIMITS: 64 KiB data + 64 KiB AAD). */
+export const MESSAGE_BYTES = 256 * 1024;
 
 export interface Channel {
   readonly control: Int32Array;

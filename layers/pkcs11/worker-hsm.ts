@@ -35,6 +35,23 @@ export interface WorkerHsmOptions {
   startTimeoutMs: number;
   /** Abandoned workers still stuck in a call; no new worker is started beyond this many. */
   maxAbandoned?: number;
+  /** Told what the worker reports (re-initialisations), and when a worker is abandoned. */
+  onEvent?: (message: string) => void;
+}
+
+/**
+ * Per PKCS#11 library, how many workers of this process use it: a worker may C_Finalize only when
+ * it is the only one (PKCS#11 state is per process; pkcs11-hsm.ts canFinalize).
+ */
+const libraryUsers = new Map<string, Int32Array>();
+
+function usersOf(modulePath: string): Int32Array {
+  let users = libraryUsers.get(modulePath);
+  if (users === undefined) {
+    users = new Int32Array(new SharedArrayBuffer(4));
+    libraryUsers.set(modulePath, users);
+  }
+  return users;
 }
 
 /**
@@ -108,8 +125,10 @@ export class WorkerHsm implements Hsm {
       throw new HsmError('unavailable', `HSM unavailable: ${this.#abandoned} calls are still stuck in it`);
     }
     const channel = createChannel();
+    const users = usersOf(this.#options.pkcs11.modulePath);
+    Atomics.add(users, 0, 1);
     const thread = new Worker(workerScript(), {
-      workerData: { shared: channel.shared, config: this.#options.pkcs11 },
+      workerData: { shared: channel.shared, config: this.#options.pkcs11, libraryUsers: users.buffer },
       // None of the process's flags: some stop a worker from starting (--input-type of node -e,
       // the test runner's), and the worker needs none (NODE_OPTIONS still applies).
       execArgv: [],
@@ -118,6 +137,7 @@ export class WorkerHsm implements Hsm {
     thread.unref();
     thread.on('error', () => {});
     thread.on('exit', () => {
+      Atomics.sub(users, 0, 1);
       if (this.#worker?.thread === thread) this.#worker = undefined;
     });
     this.#worker = { thread, channel };
@@ -129,13 +149,17 @@ export class WorkerHsm implements Hsm {
     const { channel } = worker;
     const timeoutMs = this.#everReady ? this.#options.callTimeoutMs : this.#options.startTimeoutMs;
     const deadline = performance.now() + timeoutMs;
-    if (!waitWhile(channel, STARTING, deadline)) this.#abandon(worker, timeoutMs, 'to connect');
+    if (!waitWhile(channel, STARTING, deadline)) {
+      // Still connecting: not stuck in a call, so it is kept (a worker per call would pile up).
+      throw new HsmError('timeout', `The HSM took more than ${timeoutMs} ms to connect`);
+    }
     this.#everReady = true;
     writeMessage(channel, request, input);
     signal(channel, REQUEST);
     if (!waitWhile(channel, REQUEST, deadline)) this.#abandon(worker, timeoutMs, 'to answer');
     const response = readMessage<WorkerResponse>(channel);
     Atomics.store(channel.control, STATE, IDLE);
+    for (const event of response.header.events ?? []) this.#options.onEvent?.(event);
     if (response.header.info !== undefined) this.#info = response.header.info;
     const error = response.header.error;
     if (error !== undefined) throw new HsmError(error.kind, error.message, error.ckr);
@@ -148,6 +172,13 @@ export class WorkerHsm implements Hsm {
     worker.thread.once('exit', () => this.#abandoned--);
     // Ends the thread once its PKCS#11 call returns; its session goes with it.
     void worker.thread.terminate();
+    this.#options.onEvent?.(`abandoned a worker stuck in an HSM call for ${timeoutMs} ms`);
+    // The replacement connects now, not inside the next request's deadline.
+    try {
+      this.#start();
+    } catch {
+      // Too many stuck: the next call says so.
+    }
     throw new HsmError('timeout', `The HSM took more than ${timeoutMs} ms ${what}`);
   }
 }

@@ -1,0 +1,522 @@
+// The proxy over a faulty HSM (issue 5): the fault-injecting PKCS#11 module over SoftHSM, driven
+// from here, makes the HSM fail the way real ones do. Every session or device error once: one
+// re-initialisation, one retry, the right answer. Twice: a clear 500 naming the code, and the next
+// request succeeds. Bad ciphertext and key usage codes map to 400s without a re-initialisation. A
+// slow or hung HSM: 503 at the call deadline and a new worker after it. A dead token: 500 quickly,
+// UNAVAILABLE, and recovery without a restart. Whatever happens, no 200 ever carries a wrong answer.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, type TestContext, test } from 'node:test';
+import { findSoftHsmModule } from '../../scripts/softhsm.ts';
+import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
+import { assertNoLeaks } from '../helpers/leaks.ts';
+import { metadata, type Response, type RunningProxy, startProxy } from '../helpers/proxy.ts';
+
+const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
+
+/** hsm.callTimeoutMs (the test setup's value, set again here so the bounds below stay true). */
+const DEADLINE_MS = 100;
+/** What a 503 may take in the proxy beyond the deadline: the spec's KMS budget is 250 ms in all. */
+const PROXY_BOUND_MS = 250;
+/** The same seen from the client (TLS, SigV4, a busy machine): generous, yet far below a 300 ms delay. */
+const CLIENT_BOUND_MS = 290;
+
+let proxy: RunningProxy;
+let control: FaultControl;
+let controlDir: string;
+/** The token's serial number: the HSM's id in ekmFleetDetails and in the log's `hsm` field. */
+let serial: string;
+
+interface Sealed {
+  plaintext: Buffer;
+  aad: Buffer;
+  fields: Record<string, string>;
+}
+/** Every 200 Encrypt, checked again at the end. */
+const sealed: Sealed[] = [];
+/** Plaintexts and AAD: never in the log. */
+const sensitive: Buffer[] = [];
+
+before(async () => {
+  controlDir = mkdtempSync(join(tmpdir(), 'hsm-faults-'));
+  control = new FaultControl(controlDir);
+  proxy = await startProxy({
+    configure: (config) => {
+      config.hsm.modulePath = buildFaultModule();
+      config.hsm.callTimeoutMs = DEADLINE_MS;
+      // Every health check asks the HSM: no cached ACTIVE hides a fault.
+      config.healthCheck.cacheSeconds = 0;
+    },
+    env: control.env(),
+  });
+  serial = tokenSerial('xks-test');
+  // The worker may still be connecting when the server listens: the tests start from a ready HSM.
+  await recover();
+});
+afterEach(() => {
+  // A failed assertion must not leave a rule behind for the next test.
+  control.clear();
+});
+after(async () => {
+  control?.clear();
+  await proxy?.stop();
+  if (controlDir) rmSync(controlDir, { recursive: true, force: true });
+});
+
+/** Read from SoftHSM in this process (createTestSetup pointed SOFTHSM2_CONF at the proxy's tokens). */
+function tokenSerial(label: string): string {
+  const lib = new P.PKCS11();
+  lib.load(findSoftHsmModule());
+  lib.C_Initialize();
+  try {
+    for (const slot of lib.C_GetSlotList(true)) {
+      const info = lib.C_GetTokenInfo(slot);
+      if (info.label.trim() === label) return info.serialNumber.trim();
+    }
+  } finally {
+    lib.C_Finalize();
+  }
+  throw new Error(`no token ${label}`);
+}
+
+const b64 = (bytes: Buffer) => bytes.toString('base64');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Answer {
+  res: Response;
+  /** As the client saw it. */
+  ms: number;
+  kmsRequestId: string;
+}
+
+async function encrypt(): Promise<Answer & { sealed?: Sealed }> {
+  const plaintext = randomBytes(32);
+  const aad = randomBytes(24);
+  sensitive.push(plaintext, aad);
+  const requestMetadata = metadata('Encrypt');
+  const started = performance.now();
+  const res = await proxy.xks('keys/foo/encrypt', {
+    requestMetadata,
+    plaintext: b64(plaintext),
+    additionalAuthenticatedData: b64(aad),
+    encryptionAlgorithm: 'AES_GCM',
+  });
+  const ms = performance.now() - started;
+  const answer = { res, ms, kmsRequestId: requestMetadata.kmsRequestId };
+  if (res.status !== 200) return answer;
+  const s = { plaintext, aad, fields: res.json as Record<string, string> };
+  sealed.push(s);
+  return { ...answer, sealed: s };
+}
+
+async function decrypt(s: Sealed, fields: Partial<Record<string, string>> = {}): Promise<Answer> {
+  const requestMetadata = metadata('Decrypt');
+  const started = performance.now();
+  const res = await proxy.xks('keys/foo/decrypt', {
+    requestMetadata,
+    ciphertext: s.fields.ciphertext,
+    ciphertextMetadata: s.fields.ciphertextMetadata,
+    initializationVector: s.fields.initializationVector,
+    authenticationTag: s.fields.authenticationTag,
+    additionalAuthenticatedData: b64(s.aad),
+    encryptionAlgorithm: 'AES_GCM',
+    ...fields,
+  });
+  return { res, ms: performance.now() - started, kmsRequestId: requestMetadata.kmsRequestId };
+}
+
+/** Asserts the Decrypt answered 200 with exactly the plaintext that was encrypted. */
+function assertPlaintext(answer: Answer, s: Sealed): void {
+  assert.equal(answer.res.status, 200, answer.res.text);
+  assert.ok(
+    Buffer.from(answer.res.json.plaintext, 'base64').equals(s.plaintext),
+    'decrypts to the plaintext',
+  );
+}
+
+/** An Encrypt and its Decrypt, both 200 and right. */
+async function roundTrip(): Promise<void> {
+  const enc = await encrypt();
+  assert.equal(enc.res.status, 200, enc.res.text);
+  assertPlaintext(await decrypt(enc.sealed as Sealed), enc.sealed as Sealed);
+}
+
+function assertError(answer: Answer, status: number, errorName: string, message?: RegExp): void {
+  assert.equal(answer.res.status, status, answer.res.text);
+  assert.equal(answer.res.json.errorName, errorName);
+  if (message) assert.match(answer.res.json.errorMessage, message);
+}
+
+const health = async (): Promise<string> => {
+  const res = await proxy.xks('health', {
+    requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' },
+  });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.json.ekmFleetDetails.length, 1);
+  assert.equal(res.json.ekmFleetDetails[0].id, serial);
+  return res.json.ekmFleetDetails[0].healthStatus;
+};
+
+/** The proxy's log line of one request (the pipe may lag behind the response). */
+async function logLine(kmsRequestId: string): Promise<Record<string, unknown>> {
+  const needle = `"kmsRequestId":"${kmsRequestId}"`;
+  const output = await proxy.waitForOutput(new RegExp(`"XKS request".*${needle}|${needle}.*"XKS request"`));
+  const line = output.split('\n').find((l) => l.includes(needle) && l.includes('"XKS request"'));
+  return JSON.parse(line as string) as Record<string, unknown>;
+}
+
+/**
+ * Polls until a round trip succeeds; returns how long it took and what the Encrypts that failed
+ * meanwhile were told (counted by message).
+ */
+async function recover(withinMs = 10_000): Promise<{ ms: number; failures: number; seen: string }> {
+  const started = performance.now();
+  const seen = new Map<string, number>();
+  for (let failures = 0; ; failures++) {
+    const enc = await encrypt();
+    if (enc.res.status === 200) {
+      assertPlaintext(await decrypt(enc.sealed as Sealed), enc.sealed as Sealed);
+      const text = [...seen].map(([message, n]) => `${n} x ${message}`).join('; ');
+      return { ms: performance.now() - started, failures, seen: text || 'none' };
+    }
+    const message = `${enc.res.status} ${enc.res.json?.errorMessage}`;
+    seen.set(message, (seen.get(message) ?? 0) + 1);
+    assert.ok(performance.now() - started < withinMs, `no recovery within ${withinMs} ms: ${enc.res.text}`);
+    await sleep(50);
+  }
+}
+
+/**
+ * The trace of one request that met `fn` failing once: the call, the library finalized and
+ * initialised again with a login (exactly once), and the call again.
+ */
+function assertOneReinit(trace: string[], fn: string): void {
+  const first = trace.indexOf(fn);
+  const last = trace.lastIndexOf(fn);
+  assert.ok(first >= 0 && last > first, `${fn} called twice: ${trace.join(' ')}`);
+  const count = (name: string) => trace.filter((n) => n === name).length;
+  assert.equal(count('C_Initialize'), 1, 'exactly one re-initialisation');
+  assert.equal(count('C_Login'), 1, 'exactly one login');
+  const finalize = trace.indexOf('C_Finalize');
+  const init = trace.indexOf('C_Initialize');
+  const login = trace.indexOf('C_Login');
+  assert.ok(first < finalize && finalize < init && init < login && login < last, trace.join(' '));
+}
+
+test('healthy: a round trip, served by the token, without any re-initialisation', async () => {
+  control.resetTrace();
+  const enc = await encrypt();
+  assert.equal(enc.res.status, 200, enc.res.text);
+  assertPlaintext(await decrypt(enc.sealed as Sealed), enc.sealed as Sealed);
+  // The trace sees the proxy's calls: so the assertions on it below can fail.
+  assert.ok(control.calls('C_Encrypt') >= 1 && control.calls('C_Decrypt') >= 1, control.trace().join(' '));
+  assert.equal(control.calls('C_Initialize'), 0);
+  assert.equal((await logLine(enc.kmsRequestId)).hsm, serial);
+  assert.equal(await health(), 'ACTIVE');
+});
+
+describe('a session or device error once: one re-initialisation, one retry, the right answer', () => {
+  const onEncrypt = [
+    'CKR_SESSION_HANDLE_INVALID',
+    'CKR_SESSION_CLOSED',
+    'CKR_DEVICE_ERROR',
+    'CKR_DEVICE_REMOVED',
+    'CKR_DEVICE_MEMORY',
+    'CKR_TOKEN_NOT_PRESENT',
+    'CKR_TOKEN_NOT_RECOGNIZED',
+    'CKR_OPERATION_ACTIVE',
+    'CKR_USER_NOT_LOGGED_IN',
+    'CKR_CRYPTOKI_NOT_INITIALIZED',
+  ].map((ckr) => ({ fn: 'C_Encrypt', ckr, op: 'encrypt' }));
+  const elsewhere = [
+    { fn: 'C_EncryptInit', ckr: 'CKR_SESSION_HANDLE_INVALID', op: 'encrypt' },
+    { fn: 'C_EncryptInit', ckr: 'CKR_DEVICE_ERROR', op: 'encrypt' },
+    { fn: 'C_GenerateRandom', ckr: 'CKR_TOKEN_NOT_PRESENT', op: 'encrypt' },
+    { fn: 'C_DecryptInit', ckr: 'CKR_OPERATION_ACTIVE', op: 'decrypt' },
+    { fn: 'C_Decrypt', ckr: 'CKR_SESSION_CLOSED', op: 'decrypt' },
+    { fn: 'C_Decrypt', ckr: 'CKR_DEVICE_REMOVED', op: 'decrypt' },
+    { fn: 'C_Decrypt', ckr: 'CKR_DEVICE_ERROR', op: 'decrypt' },
+  ];
+  for (const { fn, ckr, op } of [...onEncrypt, ...elsewhere]) {
+    test(`${op}: ${fn} → ${ckr} once`, async () => {
+      let s: Sealed;
+      if (op === 'encrypt') {
+        control.resetTrace();
+        control.set([`${fn} fail ${ckr} count=1`]);
+        const enc = await encrypt();
+        assert.equal(enc.res.status, 200, enc.res.text);
+        assertOneReinit(control.trace(), fn);
+        assert.equal((await logLine(enc.kmsRequestId)).hsm, serial);
+        s = enc.sealed as Sealed;
+        control.clear();
+        assertPlaintext(await decrypt(s), s);
+      } else {
+        const enc = await encrypt();
+        assert.equal(enc.res.status, 200, enc.res.text);
+        s = enc.sealed as Sealed;
+        control.resetTrace();
+        control.set([`${fn} fail ${ckr} count=1`]);
+        assertPlaintext(await decrypt(s), s);
+        assertOneReinit(control.trace(), fn);
+      }
+    });
+  }
+});
+
+describe('the same error twice in a row: 500 naming it, and the next request succeeds', () => {
+  const cases = [
+    { fn: 'C_Encrypt', ckr: 'CKR_DEVICE_ERROR', op: 'encrypt' },
+    { fn: 'C_Encrypt', ckr: 'CKR_SESSION_HANDLE_INVALID', op: 'encrypt' },
+    { fn: 'C_EncryptInit', ckr: 'CKR_DEVICE_REMOVED', op: 'encrypt' },
+    { fn: 'C_Decrypt', ckr: 'CKR_TOKEN_NOT_PRESENT', op: 'decrypt' },
+  ];
+  for (const { fn, ckr, op } of cases) {
+    test(`${op}: ${fn} → ${ckr} twice`, async () => {
+      const good = await encrypt();
+      assert.equal(good.res.status, 200, good.res.text);
+      control.resetTrace();
+      // Left in place afterwards: its two firings are used up, as a real transient fault would end.
+      control.set([`${fn} fail ${ckr} count=2`]);
+      const failed = op === 'encrypt' ? await encrypt() : await decrypt(good.sealed as Sealed);
+      assertError(failed, 500, 'InternalException', new RegExp(`\\(${ckr}\\)`));
+      // One retry, not a loop: the call twice, one re-initialisation between.
+      assert.equal(control.calls(fn), 2, control.trace().join(' '));
+      assert.equal(control.calls('C_Initialize'), 1, control.trace().join(' '));
+      // No restart: the very next requests succeed.
+      await roundTrip();
+      assertPlaintext(await decrypt(good.sealed as Sealed), good.sealed as Sealed);
+    });
+  }
+});
+
+test('C_Initialize fails during the re-initialisation: 500, fail-fast until the reconnect interval, then recovery', async (t) => {
+  control.resetTrace();
+  control.set(['C_Encrypt fail CKR_DEVICE_ERROR count=1', 'C_Initialize fail CKR_DEVICE_ERROR count=1']);
+  const failed = await encrypt();
+  const failedAt = performance.now();
+  assertError(failed, 500, 'InternalException', /\(CKR_DEVICE_ERROR\)/);
+  assert.deepEqual(
+    control.trace().filter((fn) => fn === 'C_Initialize' || fn === 'C_Login'),
+    ['C_Initialize'],
+    'one attempt to initialise, no login after it failed',
+  );
+  // Reconnection is attempted at most once a second: meanwhile requests fail without an HSM call.
+  control.resetTrace();
+  const again = await encrypt();
+  if (performance.now() - failedAt < 800) {
+    assertError(again, 500, 'InternalException', /\(CKR_DEVICE_ERROR\)/);
+    assert.deepEqual(control.trace(), [], 'no HSM call within the reconnect interval');
+  }
+  const { ms, failures } = await recover();
+  t.diagnostic(
+    `recovered ${Math.round(performance.now() - failedAt)} ms after the failure (${failures} more 500s)`,
+  );
+  assert.ok(ms < 5000, `recovered in ${ms} ms`);
+});
+
+describe('a stale key handle', () => {
+  test('C_EncryptInit → CKR_OBJECT_HANDLE_INVALID once: looked up again, no re-initialisation', async () => {
+    control.resetTrace();
+    control.set(['C_EncryptInit fail CKR_OBJECT_HANDLE_INVALID count=1']);
+    const enc = await encrypt();
+    assert.equal(enc.res.status, 200, enc.res.text);
+    const trace = control.trace();
+    assert.equal(control.calls('C_EncryptInit'), 2, trace.join(' '));
+    assert.ok(trace.indexOf('C_FindObjectsInit') > trace.indexOf('C_EncryptInit'), 'the key found again');
+    assert.equal(control.calls('C_Initialize'), 0);
+    control.clear();
+    assertPlaintext(await decrypt(enc.sealed as Sealed), enc.sealed as Sealed);
+  });
+
+  test('C_DecryptInit → CKR_KEY_HANDLE_INVALID once: looked up again, no re-initialisation', async () => {
+    const enc = await encrypt();
+    assert.equal(enc.res.status, 200, enc.res.text);
+    control.resetTrace();
+    control.set(['C_DecryptInit fail CKR_KEY_HANDLE_INVALID count=1']);
+    assertPlaintext(await decrypt(enc.sealed as Sealed), enc.sealed as Sealed);
+    assert.equal(control.calls('C_DecryptInit'), 2);
+    assert.ok(control.calls('C_FindObjectsInit') >= 1);
+    assert.equal(control.calls('C_Initialize'), 0);
+  });
+
+  test('still stale after a fresh lookup: 500 naming the code, no loop, then success', async () => {
+    control.resetTrace();
+    control.set(['C_EncryptInit fail CKR_OBJECT_HANDLE_INVALID count=2']);
+    assertError(await encrypt(), 500, 'InternalException', /CKR_OBJECT_HANDLE_INVALID/);
+    assert.equal(control.calls('C_EncryptInit'), 2);
+    await roundTrip();
+  });
+});
+
+describe('a ciphertext the HSM rejects: 400 InvalidCiphertextException, no retry or re-initialisation', () => {
+  // The softhsm profile's codes (profiles.ts); CKR_GENERAL_ERROR is how SoftHSM reports a bad tag.
+  for (const ckr of ['CKR_ENCRYPTED_DATA_INVALID', 'CKR_ENCRYPTED_DATA_LEN_RANGE', 'CKR_GENERAL_ERROR']) {
+    test(`C_Decrypt → ${ckr}`, async () => {
+      const enc = await encrypt();
+      assert.equal(enc.res.status, 200, enc.res.text);
+      control.resetTrace();
+      control.set([`C_Decrypt fail ${ckr} count=1`]);
+      assertError(await decrypt(enc.sealed as Sealed), 400, 'InvalidCiphertextException');
+      assert.equal(control.calls('C_Decrypt'), 1, 'not retried');
+      assert.equal(control.calls('C_Initialize'), 0, 'the session was kept');
+      // The same ciphertext, now untouched, decrypts: the 400 was the HSM's answer, not the data's.
+      assertPlaintext(await decrypt(enc.sealed as Sealed), enc.sealed as Sealed);
+    });
+  }
+
+  test('a tag that really does not verify (no fault injected)', async () => {
+    const enc = await encrypt();
+    assert.equal(enc.res.status, 200, enc.res.text);
+    const s = enc.sealed as Sealed;
+    const tag = Buffer.from(s.fields.authenticationTag as string, 'base64');
+    tag[0] = (tag[0] as number) ^ 1;
+    control.resetTrace();
+    assertError(await decrypt(s, { authenticationTag: b64(tag) }), 400, 'InvalidCiphertextException');
+    assert.equal(control.calls('C_Initialize'), 0);
+  });
+
+  test('another vendor’s bad-ciphertext code (CKR_FUNCTION_FAILED) is a 500 with the softhsm profile', async () => {
+    const enc = await encrypt();
+    assert.equal(enc.res.status, 200, enc.res.text);
+    control.set(['C_Decrypt fail CKR_FUNCTION_FAILED count=1']);
+    assertError(await decrypt(enc.sealed as Sealed), 500, 'InternalException', /CKR_FUNCTION_FAILED/);
+  });
+});
+
+describe('a key the HSM does not let do this: 400 InvalidKeyUsageException', () => {
+  test('C_EncryptInit → CKR_KEY_FUNCTION_NOT_PERMITTED', async () => {
+    control.resetTrace();
+    control.set(['C_EncryptInit fail CKR_KEY_FUNCTION_NOT_PERMITTED count=1']);
+    assertError(await encrypt(), 400, 'InvalidKeyUsageException');
+    assert.equal(control.calls('C_EncryptInit'), 1);
+    assert.equal(control.calls('C_Initialize'), 0);
+  });
+
+  test('C_DecryptInit → CKR_KEY_FUNCTION_NOT_PERMITTED', async () => {
+    const enc = await encrypt();
+    assert.equal(enc.res.status, 200, enc.res.text);
+    control.set(['C_DecryptInit fail CKR_KEY_FUNCTION_NOT_PERMITTED count=1']);
+    assertError(await decrypt(enc.sealed as Sealed), 400, 'InvalidKeyUsageException');
+  });
+});
+
+/** A 503 DependencyTimeoutException that came at the deadline: not before it, not long after. */
+async function assertTimedOut(t: TestContext, answer: Answer, what: string): Promise<void> {
+  assertError(answer, 503, 'DependencyTimeoutException', new RegExp(`more than ${DEADLINE_MS} ms`));
+  const line = await logLine(answer.kmsRequestId);
+  const hsmMs = line.hsmLatencyMs as number;
+  const proxyMs = line.latencyMs as number;
+  t.diagnostic(
+    `${what}: 503 after ${answer.ms.toFixed(1)} ms at the client, ${proxyMs} ms in the proxy, ${hsmMs} ms waiting for the HSM`,
+  );
+  assert.ok(hsmMs >= DEADLINE_MS - 1, `waited the deadline (${hsmMs} ms)`);
+  assert.ok(proxyMs < PROXY_BOUND_MS, `answered within ${PROXY_BOUND_MS} ms in the proxy (${proxyMs} ms)`);
+  assert.ok(answer.ms < CLIENT_BOUND_MS, `answered within ${CLIENT_BOUND_MS} ms (${answer.ms} ms)`);
+}
+
+describe('a slow or hung HSM', () => {
+  test('C_EncryptInit delayed 300 ms: 503 at the deadline, the process keeps serving, a new worker after it', async (t) => {
+    control.set(['C_EncryptInit delay 300']);
+    await assertTimedOut(t, await encrypt(), 'delay 300');
+    // The process still answers at once what needs no HSM call (the key's description is cached).
+    const meta = await proxy.xks('keys/foo/metadata', { requestMetadata: metadata('DescribeKey') });
+    assert.equal(meta.status, 200, meta.text);
+    control.clear();
+    control.resetTrace();
+    const { ms, seen } = await recover();
+    t.diagnostic(`recovered in ${ms.toFixed(0)} ms after the rule was cleared; failures meanwhile: ${seen}`);
+    // A new worker loaded the module and logged in (the stuck one was abandoned, not reused).
+    assert.ok(control.calls('C_GetFunctionList') >= 1, control.trace().slice(0, 8).join(' '));
+    assert.ok(control.calls('C_Login') >= 1);
+  });
+
+  test('C_EncryptInit hangs: 503 at the deadline; released, the next requests succeed', async (t) => {
+    control.set(['C_EncryptInit hang']);
+    await assertTimedOut(t, await encrypt(), 'hang');
+    control.clear(); // releases the stuck call, whose worker then ends
+    const { ms, seen } = await recover();
+    t.diagnostic(`recovered in ${ms.toFixed(0)} ms after the release; failures meanwhile: ${seen}`);
+    await roundTrip();
+  });
+
+  test('the worker replacing an abandoned one is ready before the next request', async (t) => {
+    try {
+      control.set(['C_EncryptInit delay 300']);
+      assertError(await encrypt(), 503, 'DependencyTimeoutException');
+      control.clear();
+      control.resetTrace();
+      // Idle for longer than the stuck call: a replacement started at once has connected by now.
+      await sleep(600);
+      assert.ok(control.calls('C_Login') >= 1, `no new worker connected while idle: ${control.trace()}`);
+      const enc = await encrypt();
+      assert.equal(enc.res.status, 200, enc.res.text);
+      const hsmMs = (await logLine(enc.kmsRequestId)).hsmLatencyMs as number;
+      t.diagnostic(`first request after the timeout: ${hsmMs} ms in the HSM layer`);
+      assert.ok(hsmMs < 20, `the first request did not pay a worker start (${hsmMs} ms)`);
+    } finally {
+      control.clear();
+      await recover();
+    }
+  });
+
+  test('repeated timeouts open the breaker: fast failures without an HSM call, UNAVAILABLE; a trial after the pause recovers', async (t) => {
+    try {
+      control.set(['C_EncryptInit delay 300']);
+      for (let i = 0; i < 3; i++) assertError(await encrypt(), 503, 'DependencyTimeoutException');
+      const openedAt = performance.now();
+      await sleep(350); // the abandoned calls end (300 ms): their trailing calls are not this test's
+      control.resetTrace();
+      const fast = await encrypt();
+      assertError(fast, 503, 'DependencyTimeoutException');
+      assert.deepEqual(control.trace(), [], 'the open breaker kept the request away from the HSM');
+      assert.ok(((await logLine(fast.kmsRequestId)).hsmLatencyMs as number) < 10, 'failed fast');
+      assert.equal(await health(), 'UNAVAILABLE');
+      // Healthy again, but not tried before the pause ends; then a trial brings it back.
+      control.clear();
+      const { ms } = await recover();
+      t.diagnostic(
+        `back ${Math.round(performance.now() - openedAt)} ms after the breaker opened (${ms} ms polling)`,
+      );
+      assert.equal(await health(), 'ACTIVE');
+    } finally {
+      control.clear();
+      await recover();
+    }
+  });
+});
+
+test('a dead token (every call CKR_DEVICE_REMOVED): 500 quickly, UNAVAILABLE; recovery without a restart', async (t) => {
+  control.set(['* fail CKR_DEVICE_REMOVED']);
+  for (let i = 0; i < 4; i++) {
+    const enc = await encrypt();
+    assertError(enc, 500, 'InternalException', /\(CKR_DEVICE_REMOVED\)/);
+    const hsmMs = (await logLine(enc.kmsRequestId)).hsmLatencyMs as number;
+    assert.ok(hsmMs < 50, `a dead HSM fails fast (${hsmMs} ms)`);
+  }
+  const started = performance.now();
+  assert.equal(await health(), 'UNAVAILABLE');
+  t.diagnostic(`health answered UNAVAILABLE in ${(performance.now() - started).toFixed(0)} ms`);
+  control.clear();
+  const { ms, failures } = await recover();
+  t.diagnostic(`recovered in ${ms.toFixed(0)} ms after the token came back (${failures} more 500s)`);
+  assert.equal(await health(), 'ACTIVE');
+});
+
+test('no wrong answer: every ciphertext answered with 200 decrypts to its plaintext', async () => {
+  // Enough to prove something: one per test above, at least.
+  assert.ok(sealed.length >= 30, `${sealed.length} ciphertexts`);
+  for (const s of [...sealed]) assertPlaintext(await decrypt(s), s);
+});
+
+test('the log names the HSM errors, and holds no PIN, secret, plaintext or AAD', async () => {
+  const output = await proxy.settledOutput();
+  for (const ckr of ['CKR_DEVICE_ERROR', 'CKR_DEVICE_REMOVED', 'CKR_TOKEN_NOT_PRESENT']) {
+    assert.ok(output.includes(ckr), `${ckr} is logged`);
+  }
+  assert.match(output, /"errorName":"DependencyTimeoutException"/);
+  assertNoLeaks(output, proxy.secrets, sensitive);
+});
