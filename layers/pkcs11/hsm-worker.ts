@@ -30,12 +30,13 @@ const { shared, config, libraryUsers } = workerData as {
   libraryUsers: SharedArrayBuffer;
 };
 const channel = createChannel(shared);
-const users = new Int32Array(libraryUsers);
+/** [0]: the library's users in this process; [1]: 1 while one of them runs a library-wide step. */
+const shared32 = new Int32Array(libraryUsers);
 
 let hsm: Pkcs11Hsm | undefined;
 let loadError: HsmError | undefined;
 try {
-  hsm = new Pkcs11Hsm({ ...config, canFinalize: () => Atomics.load(users, 0) <= 1 });
+  hsm = new Pkcs11Hsm({ ...config, canFinalize: () => Atomics.load(shared32, 0) <= 1, exclusive });
 } catch (err) {
   // The library itself did not load: every call reports it.
   loadError = new HsmError('unavailable', `PKCS#11 library not loaded: ${(err as Error).message}`);
@@ -70,6 +71,16 @@ for (;;) {
   }
   writeMessage(channel, response, out);
   signal(channel, RESPONSE);
+}
+
+function exclusive<T>(step: () => T): T {
+  while (Atomics.compareExchange(shared32, 1, 0, 1) !== 0) Atomics.wait(shared32, 1, 1, 50);
+  try {
+    return step();
+  } finally {
+    Atomics.store(shared32, 1, 0);
+    Atomics.notify(shared32, 1);
+  }
 }
 
 function serve(hsm: Pkcs11Hsm, request: WorkerRequest, input: Buffer[]): [WorkerResponse, Buffer[]] {

@@ -39,6 +39,11 @@ export interface Pkcs11Config {
    * Without it, a re-initialisation only replaces this session. Always, when absent.
    */
   canFinalize?: () => boolean;
+  /**
+   * Runs library-wide steps (C_Initialize, C_Finalize, the slot search) one worker at a time:
+   * SoftHSM answers concurrent initialisations with CKR_SLOT_ID_INVALID now and then.
+   */
+  exclusive?: <T>(step: () => T) => T;
 }
 
 /** CKA_ID of key version N > 1; version 1 is a key with any other id (or none). */
@@ -284,12 +289,15 @@ export class Pkcs11Hsm implements Hsm {
 
   #open(): void {
     const lib = this.#lib;
-    try {
-      lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK }); // without it SoftHSM turns its locking off
-    } catch (err) {
-      if (codeOf(err) !== P.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw err;
-    }
-    const slot = this.#findSlot();
+    const exclusive = this.#config.exclusive ?? ((step) => step());
+    const slot = exclusive(() => {
+      try {
+        lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK }); // without it SoftHSM turns its locking off
+      } catch (err) {
+        if (codeOf(err) !== P.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw err;
+      }
+      return this.#findSlot();
+    });
     const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION);
     try {
       lib.C_Login(session, P.CKU_USER, this.#config.pin);
@@ -314,11 +322,14 @@ export class Pkcs11Hsm implements Hsm {
     this.#session = undefined;
     this.#keys.clear();
     if (this.#config.canFinalize?.() ?? true) {
-      try {
-        this.#lib.C_Finalize();
-      } catch {
-        // Already finalized or never initialized: nothing to release.
-      }
+      const exclusive = this.#config.exclusive ?? ((step) => step());
+      exclusive(() => {
+        try {
+          this.#lib.C_Finalize();
+        } catch {
+          // Already finalized or never initialized: nothing to release.
+        }
+      });
       return;
     }
     // Others use the library: give back this session only (C_Initialize is then a no-op).

@@ -48,7 +48,7 @@ const libraryUsers = new Map<string, Int32Array>();
 function usersOf(modulePath: string): Int32Array {
   let users = libraryUsers.get(modulePath);
   if (users === undefined) {
-    users = new Int32Array(new SharedArrayBuffer(4));
+    users = new Int32Array(new SharedArrayBuffer(8));
     libraryUsers.set(modulePath, users);
   }
   return users;
