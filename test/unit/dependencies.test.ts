@@ -33,10 +33,9 @@ test('install scripts run for pkcs11js (native addon) and esbuild (its binary) o
 test('the production dependencies are exactly those docs/reliability.md lists, each with a reason', () => {
   const doc = readFileSync(join(ROOT, 'docs/reliability.md'), 'utf8');
   const section = doc.slice(doc.indexOf('## Dependencies'));
-  const listed = [...section.matchAll(/^\|\s*`([^`]+)`\s*\|\s*([^|]+?)\s*\|\s*([^|]{20,}?)\s*\|$/gm)].map((m) => [
-    m[1],
-    m[2]?.trim(),
-  ]);
+  const listed = [...section.matchAll(/^\|\s*`([^`]+)`\s*\|\s*([^|]+?)\s*\|\s*([^|]{20,}?)\s*\|$/gm)].map(
+    (m) => [m[1], m[2]?.trim()],
+  );
   assert.deepEqual(
     listed.map(([name]) => name).sort(),
     Object.keys(pkg.dependencies).sort(),
