@@ -114,7 +114,6 @@ interface CachedKey {
 interface CachedVersions {
   versions: Map<number, CachedKey>;
   current: CachedKey;
-  found: number;
   expires: number;
 }
 
@@ -368,13 +367,10 @@ export class Pkcs11Hsm implements Hsm {
   #lookup(label: string, version: number | undefined): CachedKey | undefined {
     const now = Date.now();
     let cached = this.#keys.get(label);
-    // A version the cache does not know may have been created since (a rotation): look again,
-    // at most ten times a second per key, so that made-up versions cannot keep the HSM busy.
+    // A version newer than the newest known may have been created since (a rotation): look
+    // again. (Only KMS, authenticated, can name versions; an older one missing stays missing.)
     const unknownVersion =
-      cached !== undefined &&
-      version !== undefined &&
-      !cached.versions.has(version) &&
-      now - cached.found >= 100;
+      cached !== undefined && version !== undefined && version > cached.current.key.version;
     if (cached === undefined || cached.expires <= now || unknownVersion) {
       this.#keys.delete(label);
       cached = this.#findVersions(label, now);
@@ -412,7 +408,7 @@ export class Pkcs11Hsm implements Hsm {
       versions.set(version, entry);
       if (current === undefined || version > current.key.version) current = entry;
     }
-    return { versions, current: current as CachedKey, found: now, expires: now + this.#keyTtlMs };
+    return { versions, current: current as CachedKey, expires: now + this.#keyTtlMs };
   }
 
   #gcm(iv: Buffer, aad: Buffer, tagBits = TAG_BYTES * 8): pkcs11.Mechanism {
