@@ -1,32 +1,39 @@
 // The middleware chain every XKS route runs, in one place and in one order:
 //
-//   0. credentials          key store credentials from Secrets Manager or a file, when due (rotation)
-//   1. injectLambdaContext  Powertools logger: Lambda context in every line, keys reset per request
-//   2. logMetrics           Powertools metrics: one EMF document per request, and cold starts
-//   3. respond              the JSON success body, or the spec's error body and status; one log line
-//   4. route                resource -> key store (404 InvalidUriPathException); POST only (405)
-//   5. authenticate         mTLS client certificate CN when configured; SigV4 over the raw body (401)
-//   6. parseBody            JSON and the route's schema (400 ValidationException)
-//   7. quota                the key store's request rate, local server only (429 ThrottlingException)
-//   8. authorize            the key store's Cedar policies, if any; never for GetHealthStatus (403)
+//   0. credentials   key store credentials from Secrets Manager or a file, when due (rotation)
+//   1. respond       the JSON success body, or the spec's error body and status; per request one
+//                    log line and one EMF metrics document (plus ErrorsByName on errors)
+//   2. route         resource -> key store (404 InvalidUriPathException); POST only (405)
+//   3. authenticate  mTLS client certificate CN when configured; SigV4 over the raw body (401)
+//   4. parseBody     JSON and the route's schema (400 ValidationException)
+//   5. quota         the key store's request rate, local server only (429 ThrottlingException)
+//   6. authorize     the key store's Cedar policies, if any; never for GetHealthStatus (403)
 //
 // Then the route's handler (functions/<operation>.ts) runs with a checked, typed request.
 //
+// Logging and metrics: each middleware adds its log fields (keystore, keyId, accessKeyId, the
+// request metadata, the authorization decision) to the request's state, and `respond` writes the
+// request's line once, at the end, in the Powertools Logger's format (same fields, same order) and
+// with the same EMF document Powertools Metrics would print, with a single write. Going through
+// Powertools for these cost 40-50 us per request here (appendKeys, logger.info, addMetric,
+// publishStoredMetrics: each reads the environment again and again), more than the HSM call.
+// Powertools still prints everything else (the ColdStart metric, 5xx lines with their error, any
+// other line, metrics a handler adds), and it is told each invocation's Lambda context.
+//
 // From step 1 on, every middleware and every handler is synchronous (the HSM calls are too), so a
-// request runs to its end without yielding: the shared logger keys and metrics never mix two
-// requests, even in the local server, where one process serves many connections. Only step 0 may
-// wait (for Secrets Manager), and it runs before anything per-request is set.
+// request runs to its end without yielding. Only step 0 may wait (for Secrets Manager), and it runs
+// before anything per-request is set.
+import { Console } from 'node:console';
 import { performance } from 'node:perf_hooks';
-import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { LogLevelThreshold } from '@aws-lambda-powertools/logger';
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
-import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy, { type MiddlewareObj, type Request } from '@middy/core';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
-import type { Hsm } from '../layers/pkcs11/hsm.ts';
+import type { AesGcmCiphertext, Hsm, HsmKey } from '../layers/pkcs11/hsm.ts';
 import { safeErrorMessage, toXksError, XksError } from './errors.ts';
-import { METRIC } from './metrics.ts';
+import { METRIC, RequestMetrics } from './metrics.ts';
 import { commonNameMatcher, commonNameOf } from './mtls.ts';
-import { type Operation, parseRoute } from './routes.ts';
+import { type Operation, parseRoute, type Route } from './routes.ts';
 import { config, credentialSources, hsm, type Keystore, keystores, logger, metrics } from './runtime.ts';
 import { type RequestMetadata, validatorFor } from './schemas.ts';
 import { verifySigV4 } from './sigv4.ts';
@@ -48,6 +55,10 @@ type Result = APIGatewayProxyResult;
 interface State {
   started: number;
   hsmMs: number;
+  /** Whether this is the environment's first invocation (the log line's cold_start). */
+  coldStart: boolean;
+  /** The request's log fields, in the order they were learnt. */
+  keys: Record<string, unknown>;
   keystore?: Keystore;
   keyId: string;
   rawBody?: Buffer;
@@ -65,8 +76,6 @@ const JSON_HEADERS = { 'content-type': 'application/json' };
 export function xksHandler<Body>(operation: Operation, handle: (request: XksRequest<Body>) => object) {
   return middy<Event, Result, Error, XksContext>({ timeoutEarlyInMillis: 0 })
     .use({ before: () => credentialSources.refreshIfDue() })
-    .use(injectLambdaContext(logger, { resetKeys: true }))
-    .use(logMetrics(metrics, { captureColdStartMetric: true }))
     .use(respond(operation))
     .use(route(operation))
     .use(authenticate())
@@ -79,69 +88,120 @@ export function xksHandler<Body>(operation: Operation, handle: (request: XksRequ
         keystore: state.keystore as Keystore,
         keyId: state.keyId,
         body: state.body as Body,
-        hsm: timed(hsm, state),
+        hsm: new TimedHsm(hsm, state),
       }) as unknown as Result;
     });
 }
 
-/** 3. Success and error responses; one log line and the metrics of every request. */
+/** 1. Success and error responses; one log line and the metrics of every request. */
 function respond(operation: Operation): Middleware {
+  const requestMetrics = new RequestMetrics(metrics, operation);
   const finish = (request: XksMiddyRequest, response: Result, error?: XksError) => {
     request.response = response;
     const state = request.context.xks;
     const latencyMs = performance.now() - state.started;
-    metrics.addDimension('operation', operation);
-    metrics.addMetric(METRIC.requests, MetricUnit.Count, 1);
-    metrics.addMetric(METRIC.errors, MetricUnit.Count, error === undefined ? 0 : 1);
-    metrics.addMetric(METRIC.latency, MetricUnit.Milliseconds, latencyMs);
-    if (state.hsmMs > 0) metrics.addMetric(METRIC.hsmLatency, MetricUnit.Milliseconds, state.hsmMs);
+    const hsmMs = state.hsmMs;
     const line = {
       operation,
       statusCode: response.statusCode,
       outcome: error === undefined ? 'success' : 'error',
       latencyMs: round(latencyMs),
-      hsmLatencyMs: round(state.hsmMs),
+      hsmLatencyMs: round(hsmMs),
       // Which HSM of the fleet served it (spec: Logging).
-      hsm: state.hsmMs > 0 ? hsm.servedBy() : undefined,
+      hsm: hsmMs > 0 ? hsm.servedBy() : undefined,
+      ...(error === undefined ? {} : { errorName: error.errorName, errorMessage: error.message }),
     };
-    if (error === undefined) {
-      logger.info('XKS request', line);
+    const now = Date.now();
+    // The EMF documents, one per line (Console.log adds the last newline).
+    let documents = '';
+    if (!requestMetrics.disabled && error !== undefined) {
+      documents = requestMetrics.errorByName(now, error.errorName);
+    }
+    if (metrics.hasStoredMetrics()) {
+      // The handler added metrics of its own (GetHealthStatus): one document with them, as before.
+      metrics.addDimension('operation', operation);
+      metrics.addMetric(METRIC.requests, MetricUnit.Count, 1);
+      metrics.addMetric(METRIC.errors, MetricUnit.Count, error === undefined ? 0 : 1);
+      metrics.addMetric(METRIC.latency, MetricUnit.Milliseconds, latencyMs);
+      if (hsmMs > 0) metrics.addMetric(METRIC.hsmLatency, MetricUnit.Milliseconds, hsmMs);
+      metrics.publishStoredMetrics();
+    } else if (!requestMetrics.disabled) {
+      const document = requestMetrics.request(now, error === undefined ? 0 : 1, latencyMs, hsmMs);
+      documents = documents === '' ? document : `${documents}\n${document}`;
+    }
+    const level =
+      error === undefined
+        ? LogLevelThreshold.INFO
+        : error.statusCode >= 500
+          ? LogLevelThreshold.ERROR
+          : LogLevelThreshold.WARN;
+    const logged = level >= logger.level;
+    if (level === LogLevelThreshold.ERROR || (logged && powertoolsFormat.fallback)) {
+      // Rare (5xx, or a Powertools setting this file does not reproduce): through Powertools, which
+      // also formats the error and its cause.
+      if (documents !== '') out.log(documents);
+      const fields = { ...state.keys, ...line };
+      if (level === LogLevelThreshold.ERROR) {
+        logger.error('XKS request', { ...fields, error: error?.cause ?? error });
+      } else if (level === LogLevelThreshold.WARN) logger.warn('XKS request', fields);
+      else logger.info('XKS request', fields);
       return;
     }
-    const single = metrics.singleMetric();
-    single.addDimensions({ operation, errorName: error.errorName });
-    single.addMetric(METRIC.errorsByName, MetricUnit.Count, 1);
-    const failure = { ...line, errorName: error.errorName, errorMessage: error.message };
-    if (error.statusCode >= 500) logger.error('XKS request', { ...failure, error: error.cause ?? error });
-    else logger.warn('XKS request', failure);
+    const text = logged ? requestLine(level, now, request.context, state, line) : '';
+    if (level === LogLevelThreshold.INFO) {
+      // stdout, as Powertools writes INFO lines: the line and its metrics in one write.
+      if (text !== '') out.log(documents === '' ? text : `${text}\n${documents}`);
+      else if (documents !== '') out.log(documents);
+    } else {
+      // WARN lines go to stderr, as Powertools writes them.
+      if (text !== '') out.warn(text);
+      if (documents !== '') out.log(documents);
+    }
+  };
+  const start = (context: XksContext) => {
+    const coldStart = coldStartPending;
+    coldStartPending = false;
+    context.xks = { started: performance.now(), hsmMs: 0, coldStart, keys: {}, keyId: '' };
+    // For whatever else Powertools prints during the request (its lines carry the invocation).
+    if (powertoolsFormat.samplingRate) logger.refreshSampleRateCalculation();
+    logger.addContext(context);
+    metrics.captureColdStartMetric(context.functionName);
+    requestMetrics.prepare();
   };
   return {
-    before: (request) => {
-      request.context.xks = { started: performance.now(), hsmMs: 0, keyId: '' };
-    },
+    before: ({ context }) => start(context),
     after: (request) => {
       finish(request, { statusCode: 200, headers: JSON_HEADERS, body: JSON.stringify(request.response) });
     },
     onError: (request) => {
-      request.context.xks ??= { started: performance.now(), hsmMs: 0, keyId: '' };
-      if (request.context.xks.body === undefined) logUnverifiedRequestId(request.event);
+      if (request.context.xks === undefined) start(request.context);
+      if (request.context.xks.body === undefined) logUnverifiedRequestId(request.event, request.context.xks);
       const error = toXksError(request.error);
       const body = { errorName: error.errorName, errorMessage: safeErrorMessage(error.message) };
       const headers = error.statusCode === 405 ? { ...JSON_HEADERS, allow: 'POST' } : JSON_HEADERS;
       finish(request, { statusCode: error.statusCode, headers, body: JSON.stringify(body) }, error);
-      // No return value: the Powertools onError hooks after this one still run.
     },
   };
 }
 
-/** 4. The key store the path prefix names, and the key id; POST only. */
+/** 2. The key store the path prefix names, and the key id; POST only. */
 function route(operation: Operation): Middleware {
+  // A function sees a handful of resources (one per key store): each is parsed once. Bounded,
+  // since the resource comes from the event.
+  const routes = new Map<string, Route | undefined>();
+  const routeOf = (resource: string) => {
+    if (routes.has(resource)) return routes.get(resource);
+    const parsed = parseRoute(resource);
+    if (routes.size >= 64) routes.clear();
+    routes.set(resource, parsed);
+    return parsed;
+  };
   return {
     before: ({ event, context }) => {
       // Routed on the resource (`<prefix>/kms/xks/v1/keys/{keyId}/encrypt`) and its path
       // parameter: event.path carries the base path of a custom domain, requestContext.path the
       // stage of an execute-api URL, the resource neither.
-      const parsed = parseRoute(event.resource ?? '');
+      const parsed = routeOf(event.resource ?? '');
       const keystore = parsed && keystores.get(parsed.pathPrefix);
       if (parsed?.operation !== operation || keystore === undefined) {
         throw new XksError('InvalidUriPathException', 'No XKS API at this URI path');
@@ -149,21 +209,23 @@ function route(operation: Operation): Middleware {
       if (event.httpMethod !== 'POST') {
         throw new XksError('MethodNotAllowed', `${operation} takes POST only`);
       }
-      context.xks.keystore = keystore;
+      const state = context.xks;
+      state.keystore = keystore;
       if (parsed.keyId !== undefined) {
         const keyId = event.pathParameters?.keyId ?? '';
         // Only ids in the spec's alphabet reach the logs and the HSM.
         if (!KEY_ID.test(keyId)) {
           throw new XksError('ValidationException', 'externalKeyId must be 1-128 of A-Z a-z 0-9 . - _');
         }
-        context.xks.keyId = keyId;
+        state.keyId = keyId;
       }
-      logger.appendKeys({ keystore: keystore.name, keyId: context.xks.keyId || undefined });
+      state.keys.keystore = keystore.name;
+      state.keys.keyId = state.keyId || undefined;
     },
   };
 }
 
-/** 5. The mTLS client certificate, when required; SigV4 over what the client sent. */
+/** 3. The mTLS client certificate, when required; SigV4 over what the client sent. */
 function authenticate(): Middleware {
   const allowed = config.clientCertificate && commonNameMatcher(config.clientCertificate.allowedCommonNames);
   return {
@@ -197,12 +259,12 @@ function authenticate(): Middleware {
           now: Date.now(),
         },
       );
-      logger.appendKeys({ accessKeyId });
+      context.xks.keys.accessKeyId = accessKeyId;
     },
   };
 }
 
-/** 7. The key store's quota, counted after authentication: unsigned floods cannot use it up. */
+/** 5. The key store's quota, counted after authentication: unsigned floods cannot use it up. */
 function quota(): Middleware {
   return {
     before: ({ context }) => {
@@ -214,7 +276,7 @@ function quota(): Middleware {
 }
 
 /**
- * 8. Secondary authorization (spec: Authorization): the key store's Cedar policies decide from the
+ * 6. Secondary authorization (spec: Authorization): the key store's Cedar policies decide from the
  * request metadata; the log line names the deciding policies. GetHealthStatus is never authorized
  * (spec: GetHealthStatus MUST be excluded).
  */
@@ -229,11 +291,10 @@ function authorize(operation: Operation): Middleware {
         keyId: context.xks.keyId,
         requestMetadata: (context.xks.body as { requestMetadata: RequestMetadata }).requestMetadata,
       });
-      logger.appendKeys({
-        authorization: decision.allowed ? 'allow' : 'deny',
-        policyIds: decision.policyIds,
-        ...(decision.errors.length > 0 ? { policyErrors: decision.errors } : {}),
-      });
+      const keys = context.xks.keys;
+      keys.authorization = decision.allowed ? 'allow' : 'deny';
+      keys.policyIds = decision.policyIds;
+      if (decision.errors.length > 0) keys.policyErrors = decision.errors;
       if (!decision.allowed) {
         throw new XksError(
           'AccessDeniedException',
@@ -246,7 +307,7 @@ function authorize(operation: Operation): Middleware {
   };
 }
 
-/** 6. The JSON body against the route's schema. GetHealthStatus never answers ValidationException. */
+/** 4. The JSON body against the route's schema. GetHealthStatus never answers ValidationException. */
 function parseBody(operation: Operation): Middleware {
   const validate = validatorFor(operation);
   return {
@@ -270,37 +331,37 @@ function parseBody(operation: Operation): Middleware {
         validate(body);
       }
       context.xks.body = body;
-      logger.appendKeys(metadataKeys((body as { requestMetadata: RequestMetadata }).requestMetadata));
+      addMetadataKeys(context.xks.keys, (body as { requestMetadata: RequestMetadata }).requestMetadata);
     },
   };
 }
 
+const METADATA_KEYS = [
+  'kmsRequestId',
+  'kmsOperation',
+  'awsPrincipalArn',
+  'kmsKeyArn',
+  'awsSourceVpc',
+  'awsSourceVpce',
+  'kmsViaService',
+] as const;
+
 /** The request metadata worth a log field (spec: Logging); the optional ones only when present. */
-function metadataKeys(m: RequestMetadata): Record<string, string> {
-  const keys: Record<string, string> = {};
-  for (const name of [
-    'kmsRequestId',
-    'kmsOperation',
-    'awsPrincipalArn',
-    'kmsKeyArn',
-    'awsSourceVpc',
-    'awsSourceVpce',
-    'kmsViaService',
-  ] as const) {
+function addMetadataKeys(keys: Record<string, unknown>, m: RequestMetadata): void {
+  for (const name of METADATA_KEYS) {
     const value = m[name];
     if (typeof value === 'string') keys[name] = value;
   }
-  return keys;
 }
 
 /**
  * For requests refused before their body was checked (path, mTLS, SigV4): the kmsRequestId the
  * body claims, so the refusal can be found from CloudTrail (spec: Logging). Marked unverified.
  */
-function logUnverifiedRequestId(event: Event): void {
+function logUnverifiedRequestId(event: Event, state: State): void {
   try {
-    const id = JSON.parse(rawBody(event).toString('utf8'))?.requestMetadata?.kmsRequestId;
-    if (typeof id === 'string') logger.appendKeys({ unverifiedKmsRequestId: id.slice(0, 256) });
+    const id = JSON.parse((state.rawBody ?? rawBody(event)).toString('utf8'))?.requestMetadata?.kmsRequestId;
+    if (typeof id === 'string') state.keys.unverifiedKmsRequestId = id.slice(0, 256);
   } catch {
     // No JSON body: nothing to add.
   }
@@ -325,22 +386,164 @@ function queryOf(event: Event): Array<[string, string]> {
 }
 
 /** The HSM with each call's duration added to the request's HSM time. */
-function timed(inner: Hsm, state: State): Hsm {
-  const time = <T>(call: () => T): T => {
+class TimedHsm implements Hsm {
+  readonly #inner: Hsm;
+  readonly #state: State;
+
+  constructor(inner: Hsm, state: State) {
+    this.#inner = inner;
+    this.#state = state;
+  }
+
+  info() {
+    return this.#inner.info();
+  }
+
+  findKey(label: string, version?: number): HsmKey | undefined {
     const start = performance.now();
     try {
-      return call();
+      return this.#inner.findKey(label, version);
     } finally {
-      state.hsmMs += performance.now() - start;
+      this.#state.hsmMs += performance.now() - start;
     }
+  }
+
+  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
+    const start = performance.now();
+    try {
+      return this.#inner.encrypt(key, plaintext, aad);
+    } finally {
+      this.#state.hsmMs += performance.now() - start;
+    }
+  }
+
+  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
+    const start = performance.now();
+    try {
+      return this.#inner.decrypt(key, input, aad);
+    } finally {
+      this.#state.hsmMs += performance.now() - start;
+    }
+  }
+
+  close(): void {
+    this.#inner.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request's log line, as the Powertools Logger formats it (PowertoolsLogFormatter): level,
+// message, timestamp, service, the Lambda context, sampling_rate, xray_trace_id, tenant_id, then
+// the request's keys, then the line's own fields; empty values ('' / null / undefined) left out.
+
+/**
+ * Where the line and the metrics go: stdout (INFO, EMF) and stderr (WARN), through a Console as
+ * Powertools writes (which also ignores write errors such as EPIPE instead of crashing).
+ */
+const out = new Console({ stdout: process.stdout, stderr: process.stderr });
+
+/** Whether the first invocation of this environment is still to come (Powertools: on-demand only). */
+let coldStartPending = process.env.AWS_LAMBDA_INITIALIZATION_TYPE?.trim() === 'on-demand';
+
+/** What the logger was configured with, read once (private in the typings: no public getter). */
+const powertoolsFormat = (() => {
+  const internals = logger as unknown as {
+    powertoolsLogData?: { serviceName?: string; sampleRateValue?: number };
+    logIndentation?: number;
   };
+  const data = internals.powertoolsLogData;
+  const timezone = process.env.TZ?.trim() ?? '';
   return {
-    info: () => inner.info(),
-    findKey: (label, version) => time(() => inner.findKey(label, version)),
-    encrypt: (key, plaintext, aad) => time(() => inner.encrypt(key, plaintext, aad)),
-    decrypt: (key, input, aad) => time(() => inner.decrypt(key, input, aad)),
-    close: () => inner.close(),
+    service: data?.serviceName,
+    samplingRate: data?.sampleRateValue,
+    // Pretty-printed (POWERTOOLS_DEV), a local time zone, or a Powertools version whose fields
+    // moved: the line then goes through Powertools itself.
+    fallback:
+      data === undefined || internals.logIndentation !== 0 || (timezone !== '' && !timezone.includes('UTC')),
   };
+})();
+
+const LEVEL_NAMES: Record<number, string> = {
+  [LogLevelThreshold.INFO]: 'INFO',
+  [LogLevelThreshold.WARN]: 'WARN',
+};
+
+let isoMs = Number.NaN;
+let iso = '';
+
+/** The ISO timestamp of `ms`; one Date per millisecond, however many lines fall in it. */
+function timestampOf(ms: number): string {
+  if (ms !== isoMs) {
+    iso = new Date(ms).toISOString();
+    isoMs = ms;
+  }
+  return iso;
+}
+
+/** The X-Ray trace id's Root, from the invocation (Lambda Managed Instances) or the environment. */
+function xrayTraceId(): string | undefined {
+  const store = (globalThis as { awslambda?: { InvokeStore?: { getXRayTraceId(): string | undefined } } })
+    .awslambda?.InvokeStore;
+  const header = (store?.getXRayTraceId() ?? process.env._X_AMZN_TRACE_ID ?? '').trim();
+  if (header === '') return undefined;
+  if (!header.includes('=')) return header;
+  let root: string | undefined;
+  for (const field of header.split(';')) {
+    const [key, value] = field.split('=');
+    if (key === 'Root') root = value;
+  }
+  return root;
+}
+
+function requestLine(
+  level: number,
+  now: number,
+  context: Context & { tenantId?: string },
+  state: State,
+  line: Record<string, unknown>,
+): string {
+  // Written out as a string (the fields are few and their names fixed): building an object of ~25
+  // properties for JSON.stringify cost twice as much. The request's keys and the line's own fields
+  // never share a name with each other or with the fields before them.
+  let text = `{"level":"${LEVEL_NAMES[level]}","message":"XKS request","timestamp":"${timestampOf(now)}"${invocationFields(context, state.coldStart)}`;
+  text += field('function_request_id', context.awsRequestId);
+  text += field('sampling_rate', powertoolsFormat.samplingRate);
+  text += field('xray_trace_id', xrayTraceId());
+  text += field('tenant_id', context.tenantId);
+  const keys = state.keys;
+  for (const key in keys) text += field(key, keys[key]);
+  for (const key in line) text += field(key, line[key]);
+  return `${text}}`;
+}
+
+/** `,"key":value`, or nothing for the values Powertools leaves out ('' / null / undefined). */
+function field(key: string, value: unknown): string {
+  return value === undefined || value === null || value === ''
+    ? ''
+    : `,${JSON.stringify(key)}:${JSON.stringify(value)}`;
+}
+
+/** The fields that only change with the function (service to function_name), kept per context. */
+let invocation: { coldStart: boolean; arn: string; memory: string; name: string; text: string } | undefined;
+
+function invocationFields(context: Context, coldStart: boolean): string {
+  const { invokedFunctionArn: arn, memoryLimitInMB: memory, functionName: name } = context;
+  if (
+    invocation === undefined ||
+    invocation.coldStart !== coldStart ||
+    invocation.arn !== arn ||
+    invocation.memory !== memory ||
+    invocation.name !== name
+  ) {
+    const text =
+      field('service', powertoolsFormat.service) +
+      field('cold_start', coldStart) +
+      field('function_arn', arn) +
+      field('function_memory_size', memory) +
+      field('function_name', name);
+    invocation = { coldStart, arn, memory, name, text };
+  }
+  return invocation.text;
 }
 
 function round(ms: number): number {

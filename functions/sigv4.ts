@@ -1,7 +1,7 @@
 // SigV4 verification of XKS requests (spec: Authentication; Appendix A). No maintained npm library
 // verifies SigV4, so this one is written on node:crypto and cross-checked in the tests against
 // independent signers (@smithy/signature-v4, aws4, curl) and AWS's own SigV4 test suite.
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, hash, timingSafeEqual } from 'node:crypto';
 import { XksError } from './errors.ts';
 
 export interface SignedRequest {
@@ -39,6 +39,10 @@ const AUTHORIZATION =
   /^AWS4-HMAC-SHA256 +Credential=([^,\s]+) *, *SignedHeaders=([^,\s]+) *, *Signature=([0-9a-f]{64})$/;
 const AMZ_DATE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;
 const SIGNED_HEADER = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+const REGION = /^[a-z0-9-]+$/;
+/** Whitespace that canonicalization changes: a run of two or more, or any but a single space. */
+const WHITESPACE = /\s\s|[^\S ]/;
+const WHITESPACE_RUNS = /\s+/g;
 const FIVE_MINUTES = 5 * 60 * 1000;
 
 function fail(reason: string): never {
@@ -51,7 +55,8 @@ function fail(reason: string): never {
  * anything secret (no signature, no canonical request).
  */
 export function verifySigV4(request: SignedRequest, options: VerifyOptions): Verified {
-  const authorization = single(request.headers, 'authorization');
+  const headers = new HeaderLookup(request.headers);
+  const authorization = single(headers, 'authorization');
   if (authorization === undefined) fail('missing or repeated Authorization header');
   const match = AUTHORIZATION.exec(authorization.trim());
   if (match === null) fail(`Authorization is not ${ALGORITHM} with Credential, SignedHeaders, Signature`);
@@ -63,7 +68,7 @@ export function verifySigV4(request: SignedRequest, options: VerifyOptions): Ver
   const [accessKeyId = '', date = '', region = '', service, terminator] = scope;
   if (service !== options.service) fail(`credential scope service is not ${options.service}`);
   if (terminator !== 'aws4_request') fail('credential scope does not end in aws4_request');
-  if (region === '' || !/^[a-z0-9-]+$/.test(region)) fail('malformed region in credential scope');
+  if (region === '' || !REGION.test(region)) fail('malformed region in credential scope');
   if (options.allowedRegions !== undefined && !options.allowedRegions.has(region)) {
     fail('region not allowed for this key store');
   }
@@ -74,12 +79,22 @@ export function verifySigV4(request: SignedRequest, options: VerifyOptions): Ver
   }
   for (const name of signedHeaders) if (!SIGNED_HEADER.test(name)) fail('malformed SignedHeaders');
 
-  const amzDate = single(request.headers, 'x-amz-date')?.trim();
+  const amzDate = single(headers, 'x-amz-date')?.trim();
   const time = amzDate === undefined ? undefined : AMZ_DATE.exec(amzDate);
   if (amzDate === undefined || !time) fail('missing, repeated or malformed X-Amz-Date');
   if (amzDate.slice(0, 8) !== date) fail('credential scope date differs from X-Amz-Date');
-  const [, y, mo, d, h, mi, s] = time.map(Number) as number[];
-  const signedAt = Date.UTC(y as number, (mo as number) - 1, d, h, mi, s);
+  const y = Number(time[1]);
+  const mo = Number(time[2]);
+  const d = Number(time[3]);
+  const h = Number(time[4]);
+  const mi = Number(time[5]);
+  const s = Number(time[6]);
+  const signedAt = Date.UTC(y, mo - 1, d, h, mi, s);
+  // Date.UTC rolls month 13, day 32 (or February 30), hour 24 ... over into a valid time: such a
+  // date is no UTC timestamp at all (spec: Appendix A, YYYYMMDD'T'HHMMSS'Z').
+  if (mo < 1 || mo > 12 || h > 23 || mi > 59 || s > 59 || new Date(signedAt).getUTCDate() !== d) {
+    fail('missing, repeated or malformed X-Amz-Date');
+  }
   if (Number.isNaN(signedAt) || Math.abs(options.now - signedAt) > (options.maxSkewMs ?? FIVE_MINUTES)) {
     fail('X-Amz-Date is more than 5 minutes from the proxy clock');
   }
@@ -89,7 +104,7 @@ export function verifySigV4(request: SignedRequest, options: VerifyOptions): Ver
 
   let canonical: string;
   try {
-    canonical = canonicalRequest(request, signedHeaders);
+    canonical = buildCanonicalRequest(request, headers, signedHeaders, signedHeaderList);
   } catch (err) {
     if (err instanceof XksError) throw err;
     fail('path or query cannot be canonicalized'); // e.g. a lone UTF-16 surrogate (URIError)
@@ -104,22 +119,44 @@ export function verifySigV4(request: SignedRequest, options: VerifyOptions): Ver
 
 /** The canonical request (AWS SigV4, non-S3 rules), built from what the client sent. */
 export function canonicalRequest(request: SignedRequest, signedHeaders: readonly string[]): string {
-  const lines = [
-    request.method.toUpperCase(),
-    canonicalUri(request.path),
-    canonicalQuery(request.query ?? []),
-  ];
-  for (const name of signedHeaders) {
-    const values = headerValues(request.headers, name);
-    if (values === undefined) fail(`signed header ${name} is missing`);
-    lines.push(`${name}:${values.map((v) => v.trim().replace(/\s+/g, ' ')).join(',')}`);
-  }
-  lines.push('', signedHeaders.join(';'), sha256hex(request.body));
-  return lines.join('\n');
+  return buildCanonicalRequest(
+    request,
+    new HeaderLookup(request.headers),
+    signedHeaders,
+    signedHeaders.join(';'),
+  );
 }
+
+function buildCanonicalRequest(
+  request: SignedRequest,
+  headers: HeaderLookup,
+  signedHeaders: readonly string[],
+  signedHeaderList: string,
+): string {
+  let out = `${request.method.toUpperCase()}\n${canonicalUri(request.path)}\n${canonicalQuery(request.query ?? [])}\n`;
+  for (const name of signedHeaders) {
+    const values = headers.get(name);
+    if (values === undefined) fail(`signed header ${name} is missing`);
+    out += `${name}:${values.length === 1 ? canonicalValue(values[0] as string) : values.map(canonicalValue).join(',')}\n`;
+  }
+  return `${out}\n${signedHeaderList}\n${sha256hex(request.body)}`;
+}
+
+/** Trimmed, inner whitespace runs collapsed to one space. */
+function canonicalValue(value: string): string {
+  const trimmed = value.trim();
+  return WHITESPACE.test(trimmed) ? trimmed.replace(WHITESPACE_RUNS, ' ') : trimmed;
+}
+
+// A key store sees few distinct paths (one per route and key): each is canonicalized once. Bounded,
+// since paths come from requests (cleared when full, like the signing keys below).
+const canonicalUris = new Map<string, string>();
+const MAX_CANONICAL_URIS = 1024;
 
 /** Removes dot segments and empty segments, then URI-encodes each segment (again). */
 export function canonicalUri(path: string): string {
+  const cached = canonicalUris.get(path);
+  if (cached !== undefined) return cached;
   const segments: string[] = [];
   for (const segment of path.split('/')) {
     if (segment === '' || segment === '.') continue;
@@ -127,10 +164,14 @@ export function canonicalUri(path: string): string {
     else segments.push(uriEncode(segment));
   }
   const trailing = segments.length > 0 && path.endsWith('/') ? '/' : '';
-  return `/${segments.join('/')}${trailing}`;
+  const canonical = `/${segments.join('/')}${trailing}`;
+  if (canonicalUris.size >= MAX_CANONICAL_URIS) canonicalUris.clear();
+  canonicalUris.set(path, canonical);
+  return canonical;
 }
 
 function canonicalQuery(query: ReadonlyArray<readonly [string, string]>): string {
+  if (query.length === 0) return ''; // XKS requests have no query string
   return query
     .map(([k, v]) => [uriEncode(k), uriEncode(v)] as const)
     .sort(([ak, av], [bk, bv]) => (ak < bk ? -1 : ak > bk ? 1 : av < bv ? -1 : av > bv ? 1 : 0))
@@ -146,29 +187,48 @@ function uriEncode(value: string): string {
   );
 }
 
-/** Every value of a header, whatever the case of its name (`Authorization` and `authorization` are one header). */
-function headerValues(headers: SignedRequest['headers'], lowerName: string): readonly string[] | undefined {
-  let values: string[] | undefined;
-  for (const name of Object.keys(headers)) {
-    if (name.toLowerCase() !== lowerName) continue;
-    values = [...(values ?? []), ...(headers[name] ?? [])];
+/**
+ * Header values by name, whatever its case (`Authorization` and `authorization` are one header;
+ * repeated names are one header with all their values). A request has a dozen headers and the
+ * verifier asks for three or four of them: each lookup scans the names, lower-casing only those
+ * of the right length, which costs less than building a map of all of them.
+ */
+class HeaderLookup {
+  readonly #headers: SignedRequest['headers'];
+  readonly #names: string[];
+
+  constructor(headers: SignedRequest['headers']) {
+    this.#headers = headers;
+    this.#names = Object.keys(headers);
   }
-  return values;
+
+  get(lowerName: string): readonly string[] | undefined {
+    let values: readonly string[] | undefined;
+    for (const name of this.#names) {
+      if (name.length !== lowerName.length || name.toLowerCase() !== lowerName) continue;
+      const these = this.#headers[name] ?? [];
+      values = values === undefined ? these : [...values, ...these];
+    }
+    return values;
+  }
 }
 
-function single(headers: SignedRequest['headers'], lowerName: string): string | undefined {
-  const values = headerValues(headers, lowerName);
+function single(headers: HeaderLookup, lowerName: string): string | undefined {
+  const values = headers.get(lowerName);
   return values?.length === 1 ? values[0] : undefined;
 }
 
 function sha256hex(data: string | Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
+  return hash('sha256', data, 'hex');
 }
 
 // Signing keys depend only on (secret, date, region, service): cache them, bounded, so that a
 // stream of requests costs one HMAC chain per day and region instead of four HMACs each.
 const signingKeys = new Map<string, { secret: string; key: Buffer }>();
 const MAX_SIGNING_KEYS = 256;
+let lastSigningKey:
+  | { accessKeyId: string; date: string; region: string; service: string; secret: string; key: Buffer }
+  | undefined;
 
 function signingKey(
   accessKeyId: string,
@@ -177,12 +237,28 @@ function signingKey(
   region: string,
   service: string,
 ): Buffer {
+  // Most requests use the same key as the one before: compared field by field, no lookup.
+  const last = lastSigningKey;
+  if (
+    last !== undefined &&
+    last.accessKeyId === accessKeyId &&
+    last.date === date &&
+    last.region === region &&
+    last.service === service &&
+    last.secret === secret
+  ) {
+    return last.key;
+  }
   const id = `${accessKeyId}/${date}/${region}/${service}`;
   const cached = signingKeys.get(id);
-  if (cached !== undefined && cached.secret === secret) return cached.key;
+  if (cached !== undefined && cached.secret === secret) {
+    lastSigningKey = { accessKeyId, date, region, service, secret, key: cached.key };
+    return cached.key;
+  }
   const hmac = (key: string | Buffer, data: string) => createHmac('sha256', key).update(data).digest();
   const key = hmac(hmac(hmac(hmac(`AWS4${secret}`, date), region), service), 'aws4_request');
   if (signingKeys.size >= MAX_SIGNING_KEYS) signingKeys.clear();
   signingKeys.set(id, { secret, key });
+  lastSigningKey = { accessKeyId, date, region, service, secret, key };
   return key;
 }

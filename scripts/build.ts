@@ -2,9 +2,25 @@
 // source maps). pkcs11js stays external: it is a native addon that ships in the PKCS#11 layer.
 //
 //   node scripts/build.ts [outdir]
-import { mkdirSync, statSync } from 'node:fs';
+//
+// Two things keep what a cold start loads small:
+// - Code splitting: what is only imported dynamically (the AWS SDK's Secrets Manager client, behind
+//   `import('@aws-lambda-powertools/parameters/secrets')`, used only when a secret ARN is
+//   configured) goes to chunks of its own (dist/<function>/chunk-*.mjs) that are read only when
+//   that import runs. The entry file and the chunks it imports statically are what a cold start
+//   loads; `Bundle.bytes` counts exactly those.
+// - ajv compiles at build time: every `new Ajv(options).compile(schema)` of the functions is
+//   compiled here into standalone validator code (ajv/dist/standalone), and the bundles get a
+//   small `Ajv` whose compile() returns that code for the same options and schema. The functions'
+//   source is unchanged (tests and `npm start` still compile at run time); the bundles carry
+//   neither ajv's compiler nor its ~100 ms of compiling at init.
+import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { type BuildOptions, build } from 'esbuild';
+import { pathToFileURL } from 'node:url';
+import { Ajv, type Options } from 'ajv';
+import standalone from 'ajv/dist/standalone/index.js';
+import { type BuildOptions, build, type Metafile, type Plugin } from 'esbuild';
 import { isEntryPoint } from './entry-point.ts';
 
 export const FUNCTIONS = ['getHealthStatus', 'getKeyMetadata', 'encrypt', 'decrypt'] as const;
@@ -18,6 +34,11 @@ export const BUNDLE_OPTIONS: BuildOptions = {
   format: 'esm',
   minify: true,
   sourcemap: true,
+  // Dynamic imports become chunks loaded on demand (ESM only); needs outdir, not outfile.
+  splitting: true,
+  outExtension: { '.js': '.mjs' },
+  entryNames: 'index',
+  chunkNames: 'chunk-[hash]',
   // Native addon and wasm: both ship in the layer (nodejs/node_modules), not in the bundles.
   external: ['pkcs11js', '@cedar-policy/cedar-wasm'],
   // Some dependencies are CommonJS and call require() for Node built-ins.
@@ -29,33 +50,220 @@ export const BUNDLE_OPTIONS: BuildOptions = {
 };
 
 export interface Bundle {
+  /** The entry file: dist/<function>/index.mjs. */
   file: string;
+  /** What a cold start loads: the entry and every chunk it imports statically, in bytes. */
   bytes: number;
-  /** The source files inside, relative to the project (node_modules/... for dependencies). */
+  /** Chunks loaded only when a dynamic import runs (the Secrets Manager client), in bytes. */
+  lazyBytes: number;
+  /** The source files in what a cold start loads, relative to the project (node_modules/... for dependencies). */
   inputs: string[];
+  /** Bytes each of those source files takes in the output. */
+  inputBytes: Record<string, number>;
+  /** The source files in the lazily loaded chunks. */
+  lazyInputs: string[];
 }
 
 export async function buildFunctions(outdir = join(root, 'dist')): Promise<Record<string, Bundle>> {
+  const ajvPlugin = precompiledAjv();
   const bundles: Record<string, Bundle> = {};
   for (const name of FUNCTIONS) {
     const dir = join(outdir, name);
+    rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
-    const file = join(dir, 'index.mjs');
     const { metafile } = await build({
       ...BUNDLE_OPTIONS,
       absWorkingDir: root,
       entryPoints: [join(root, 'functions', `${name}.ts`)],
-      outfile: file,
+      outdir: dir,
       metafile: true,
+      plugins: [ajvPlugin],
     });
-    bundles[name] = { file, bytes: statSync(file).size, inputs: Object.keys(metafile.inputs) };
+    bundles[name] = describeBundle(metafile, join(dir, 'index.mjs'));
   }
   return bundles;
 }
 
-if (isEntryPoint(import.meta)) {
-  const bundles = await buildFunctions(process.argv[2] ? resolve(process.argv[2]) : undefined);
-  for (const [name, { bytes }] of Object.entries(bundles)) {
-    console.log(`${name.padEnd(16)} ${(bytes / 1024).toFixed(1)} KiB`);
+/** Splits a build's outputs into what the entry loads at once and what it loads on demand. */
+export function describeBundle(metafile: Metafile, entryFile: string): Bundle {
+  const outputs = metafile.outputs;
+  const entry = Object.keys(outputs).find((o) => resolve(root, o) === resolve(entryFile));
+  if (entry === undefined) throw new Error(`no output ${entryFile} in the build`);
+  const eager = new Set<string>();
+  const visit = (output: string) => {
+    if (eager.has(output)) return;
+    eager.add(output);
+    for (const imported of outputs[output]?.imports ?? []) {
+      if (imported.kind === 'import-statement' && !imported.external) visit(imported.path);
+    }
+  };
+  visit(entry);
+  const code = Object.keys(outputs).filter((o) => o.endsWith('.mjs'));
+  const lazy = code.filter((o) => !eager.has(o));
+  const sizeOf = (list: string[]) => list.reduce((sum, o) => sum + statSync(resolve(root, o)).size, 0);
+  const inputsOf = (list: string[]) => [
+    ...new Set(list.flatMap((o) => Object.keys(outputs[o]?.inputs ?? {}))),
+  ];
+  const inputBytes: Record<string, number> = {};
+  for (const o of eager) {
+    for (const [input, { bytesInOutput }] of Object.entries(outputs[o]?.inputs ?? {})) {
+      inputBytes[input] = (inputBytes[input] ?? 0) + bytesInOutput;
+    }
   }
+  return {
+    file: resolve(root, entry),
+    bytes: sizeOf([...eager]),
+    lazyBytes: sizeOf(lazy),
+    inputs: inputsOf([...eager]),
+    inputBytes,
+    lazyInputs: inputsOf(lazy),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// ajv at build time
+
+interface Compiled {
+  options: Options;
+  schema: object;
+}
+
+/** The key a compile() is found by, at build time and (as source text) in the bundle alike. */
+function keyOf(options: Options | undefined, schema: object): string {
+  return JSON.stringify([options ?? {}, schema]);
+}
+
+/**
+ * Every compile() the functions make: their modules that import ajv are loaded here with an Ajv
+ * that records instead of compiling (config.ts compiles at load; schemas.ts compiles each
+ * operation's schema on first use, so every operation is asked for).
+ */
+async function recordCompiles(): Promise<Compiled[]> {
+  const work = mkdtempSync(join(tmpdir(), 'xks-ajv-'));
+  try {
+    const entry = [
+      `import ${JSON.stringify(join(root, 'functions/config.ts'))};`,
+      `import { validatorFor } from ${JSON.stringify(join(root, 'functions/schemas.ts'))};`,
+      `import { OPERATIONS } from ${JSON.stringify(join(root, 'functions/routes.ts'))};`,
+      'for (const operation of OPERATIONS) validatorFor(operation);',
+    ].join('\n');
+    const recorder = [
+      'export const compiled = (globalThis.__xksAjvCompiled ??= []);',
+      'export class Ajv {',
+      '  constructor(options) { this.options = options; }',
+      '  compile(schema) { compiled.push({ options: this.options, schema }); return Object.assign(() => true, { errors: null }); }',
+      '}',
+      'export default Ajv;',
+    ].join('\n');
+    const out = join(work, 'record.mjs');
+    await build({
+      stdin: { contents: entry, resolveDir: root, sourcefile: 'record-ajv.ts', loader: 'ts' },
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      outfile: out,
+      packages: 'external',
+      logLevel: 'warning',
+      plugins: [
+        {
+          name: 'ajv-recorder',
+          setup(b) {
+            b.onResolve({ filter: /^ajv$/ }, () => ({ path: 'ajv', namespace: 'ajv-recorder' }));
+            b.onLoad({ filter: /.*/, namespace: 'ajv-recorder' }, () => ({
+              contents: recorder,
+              loader: 'js',
+            }));
+          },
+        },
+      ],
+    });
+    const store = globalThis as { __xksAjvCompiled?: Compiled[] };
+    store.__xksAjvCompiled = [];
+    await import(`${pathToFileURL(out).href}?${Date.now()}`);
+    const compiled = store.__xksAjvCompiled;
+    delete store.__xksAjvCompiled;
+    return compiled;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The validators' modules: a shim `ajv` module and one standalone module per schema. */
+async function precompile(): Promise<{ shim: string; code: string[] }> {
+  const byKey = new Map<string, string>();
+  for (const { options, schema } of await recordCompiles()) {
+    const key = keyOf(options, schema);
+    if (byKey.has(key)) continue;
+    const ajv = new Ajv({ ...options, code: { ...options?.code, source: true, esm: true } });
+    // module.exports is the function, and .default too: the typings see only the latter.
+    byKey.set(key, standalone.default(ajv, ajv.compile(schema)));
+  }
+  const keys = [...byKey.keys()];
+  const shim = [
+    ...keys.map((_, i) => `import v${i} from 'ajv-precompiled:${i}';`),
+    keyOf.toString(),
+    `const validators = new Map([${keys.map((k, i) => `[${JSON.stringify(k)}, v${i}]`).join(', ')}]);`,
+    'export class Ajv {',
+    '  #options;',
+    '  constructor(options) { this.#options = options; }',
+    '  compile(schema) {',
+    '    const validate = validators.get(keyOf(this.#options, schema));',
+    "    if (validate === undefined) throw new Error('ajv: this schema was not compiled at build time (scripts/build.ts precompiledAjv)');",
+    '    return validate;',
+    '  }',
+    '}',
+    'export default Ajv;',
+  ].join('\n');
+  return { shim, code: [...byKey.values()] };
+}
+
+let precompiled: Promise<{ shim: string; code: string[] }> | undefined;
+
+/**
+ * An esbuild plugin: `ajv` imported from functions/ becomes the precompiled validators. The
+ * schemas are compiled once per process, at the first build that uses the plugin.
+ */
+export function precompiledAjv(): Plugin {
+  return {
+    name: 'ajv-precompiled',
+    async setup(b) {
+      precompiled ??= precompile();
+      const { shim, code } = await precompiled;
+      b.onResolve({ filter: /^ajv$/ }, (args) =>
+        args.importer.startsWith(join(root, 'functions'))
+          ? { path: 'ajv', namespace: 'ajv-precompiled' }
+          : undefined,
+      );
+      b.onResolve({ filter: /^ajv-precompiled:\d+$/ }, (args) => ({
+        path: args.path,
+        namespace: 'ajv-precompiled',
+      }));
+      b.onLoad({ filter: /.*/, namespace: 'ajv-precompiled' }, (args) => ({
+        contents: args.path === 'ajv' ? shim : (code[Number(args.path.split(':')[1])] as string),
+        loader: 'js',
+        // The standalone code requires ajv's small runtime helpers (ajv/dist/runtime/*).
+        resolveDir: root,
+      }));
+    },
+  };
+}
+
+/**
+ * For serverless-esbuild (serverless.yml `custom.esbuild.plugins: scripts/build.ts`): it requires
+ * this file and calls its default export for the plugins, so that `sls package` builds the same
+ * bundles as buildFunctions (with `splitting: true` there too).
+ */
+export default function serverlessEsbuildPlugins(): Plugin[] {
+  return [precompiledAjv()];
+}
+
+// No top-level await: serverless-esbuild require()s this file for its plugins.
+if (isEntryPoint(import.meta)) {
+  buildFunctions(process.argv[2] ? resolve(process.argv[2]) : undefined).then((bundles) => {
+    for (const [name, { bytes, lazyBytes }] of Object.entries(bundles)) {
+      console.log(
+        `${name.padEnd(16)} ${(bytes / 1024).toFixed(1)} KiB at cold start, ${(lazyBytes / 1024).toFixed(1)} KiB on demand`,
+      );
+    }
+  });
 }

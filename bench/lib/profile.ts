@@ -44,6 +44,12 @@ export interface ProfileAnalysis {
   windowed: boolean;
   busyMs: number;
   hsmMs: number;
+  /**
+   * The main thread handing each HSM call to its worker thread and waiting for the answer
+   * (layers/pkcs11/worker-hsm.ts, wire.ts: Atomics.notify/wait and the message copies); the PKCS#11
+   * call itself then runs in the worker, outside this profile.
+   */
+  hsmHopMs: number;
   gcMs: number;
   /** Top self-time functions, native PKCS#11 calls and idle excluded. */
   top: ProfileEntry[];
@@ -85,6 +91,11 @@ function isHsm(frame: CallFrame): boolean {
   );
 }
 
+/** The main thread's side of an HSM call made in the worker thread (see ProfileAnalysis.hsmHopMs). */
+function isHsmHop(frame: CallFrame): boolean {
+  return /\/layers\/pkcs11\/(worker-hsm|wire)\.ts$/.test(frame.url);
+}
+
 function isProject(frame: CallFrame): boolean {
   if (!frame.url.startsWith('file://')) return false;
   const path = relative(ROOT, fileURLToPath(frame.url));
@@ -124,6 +135,7 @@ export function analyzeProfile(
 
   let busyUs = 0;
   let hsmUs = 0;
+  let hopUs = 0;
   let gcUs = 0;
   const fnSelf = new Map<string, { name: string; location: string; us: number }>();
   const pkgSelf = new Map<string, number>();
@@ -137,6 +149,7 @@ export function analyzeProfile(
     const frame = node.callFrame;
     busyUs += us;
     if (isHsm(frame)) hsmUs += us;
+    if (isHsmHop(frame)) hopUs += us;
     if (frame.functionName === '(garbage collector)') gcUs += us;
     const pkg = packageOf(frame);
     pkgSelf.set(pkg, (pkgSelf.get(pkg) ?? 0) + us);
@@ -191,6 +204,7 @@ export function analyzeProfile(
     windowed,
     busyMs: round(busyUs / 1000, 1),
     hsmMs: round(hsmUs / 1000, 1),
+    hsmHopMs: round(hopUs / 1000, 1),
     gcMs: round(gcUs / 1000, 1),
     top: [...fnSelf.values()]
       .sort((a, b) => b.us - a.us)

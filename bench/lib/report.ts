@@ -109,7 +109,7 @@ export function targetRows(r: BenchResults): TargetRow[] {
       });
       rows.push({
         suite: '3 Cold start',
-        measure: `${row.name}: bundle size`,
+        measure: `${row.name}: bundle size (loaded at cold start)`,
         measured: kb(row.bundleBytes),
         floor: '—',
         ratio: '—',
@@ -171,16 +171,6 @@ function lineOf(file: string, needle: string, after = 0): string {
   }
 }
 
-function allLinesOf(file: string, needle: string): string {
-  try {
-    const lines = readFileSync(join(ROOT, file), 'utf8').split('\n');
-    const found = lines.flatMap((l, i) => (l.includes(needle) ? [i + 1] : []));
-    return found.length === 0 ? file : `${file}:${found.join(',')}`;
-  } catch {
-    return file;
-  }
-}
-
 function table(header: string[], rows: string[][]): string {
   const esc = (c: string) => c.replace(/\|/g, '\\|');
   return [
@@ -209,18 +199,20 @@ function frameShare(p: ProfileAnalysis | undefined, locationPrefix: string, name
 function profileSection(
   profiles: HandlerResults['profiles'],
   envReads?: HandlerResults['envReads'],
-  check?: HandlerResults['base64Check'],
+  dataFloor?: HandlerResults['dataFloor'],
+  handlerRows?: HandlerResults['rows'],
 ): string {
   const out: string[] = [];
   const small = profiles.find((p) => p.id === 'encrypt-32');
-  const large = profiles.find((p) => p.id === 'encrypt-max');
   for (const p of profiles) {
     out.push(
       `### ${p.route}: ${p.iterations} handler calls under \`node --cpu-prof\``,
       '',
       `\`${p.command}\` (stdout to a file, as in suite 1). ${p.windowed ? 'Only samples inside the measured loop count' : 'Whole process (the loop window could not be matched)'}: ` +
-        `${p.busyMs} ms of CPU, of which the PKCS#11 calls (pkcs11js + SoftHSM) ${p.hsmMs} ms ` +
-        `(${((100 * p.hsmMs) / Math.max(p.busyMs, 1)).toFixed(0)}%) and garbage collection ${p.gcMs} ms.`,
+        `${p.busyMs} ms of CPU, of which the PKCS#11 calls (pkcs11js + SoftHSM, in this thread) ${p.hsmMs} ms ` +
+        `(${((100 * p.hsmMs) / Math.max(p.busyMs, 1)).toFixed(0)}%), handing HSM calls to the HSM worker thread and ` +
+        `waiting for them ${p.hsmHopMs ?? 0} ms (${((100 * (p.hsmHopMs ?? 0)) / Math.max(p.busyMs, 1)).toFixed(0)}%), ` +
+        `and garbage collection ${p.gcMs} ms.`,
       '',
       'Top self time beyond the HSM call:',
       '',
@@ -255,66 +247,52 @@ function profileSection(
       '',
     );
   }
-  const envShare = share(small, (n) => n === 'getStringFromEnv' || n === 'getXRayTraceIdFromEnv');
+  const envShare = share(small, (n) => n === 'getStringFromEnv' || n === 'shouldUseInvokeStore');
   const reads = envReads?.['encrypt-32'] ?? {};
   const readList = Object.entries(reads)
     .sort((a, b) => b[1] - a[1])
     .map(([key, n]) => `\`${key}\` ${n}×`)
     .join(', ');
-  const finishShare = frameShare(small, 'functions/middleware.ts', 'finish');
+  const pctOf = (p: ProfileAnalysis | undefined, ms: number | undefined) =>
+    p ? ((100 * (ms ?? 0)) / Math.max(p.busyMs, 1)).toFixed(0) : '0';
+  const respondShare = frameShare(small, 'functions/middleware.ts', 'finish');
   const sigv4Share = frameShare(small, 'functions/sigv4.ts');
-  const schemaShare = frameShare(large, 'functions/schemas.ts');
-  const topRegex = large?.top
-    .filter((e) => e.name.startsWith('RegExp: '))
-    .sort((a, b) => b.percent - a.percent)[0];
   const mw = 'functions/middleware.ts';
+  const largeRow = handlerRows?.find((r) => r.id === 'encrypt-max');
+  const budgetUs = largeRow?.bare ? 1.5 * largeRow.bare.p50 : undefined;
   out.push(
-    '### Recommendations (not applied: `functions/` is not changed by the benchmarks)',
+    '### What is left',
     '',
-    large
-      ? `1. **Schema validation of the Base64 fields** (the \`pattern\` at ` +
-          `\`${lineOf('functions/schemas.ts', 'const BASE64')}\`, run by ajv in ` +
-          `\`${lineOf('functions/schemas.ts', 'if (!compiled(body))')}\`): on the largest requests (${large.route}) ` +
-          `the regular expression${topRegex ? ` \`${topRegex.name.replace(/^RegExp: /, '')}\`` : ''} takes ` +
-          `${topRegex?.percent ?? 0}% of the handler's CPU (the whole schema frame ${schemaShare}%), against ` +
-          `${((100 * large.hsmMs) / Math.max(large.busyMs, 1)).toFixed(0)}% for the PKCS#11 call. ` +
-          (check
-            ? `Measured in this run on the ${check.chars}-character Base64 of an 8 KiB AAD: the pattern ${check.regexUs} µs ` +
-              `per check, \`Buffer.from(s, 'base64').toString('base64') === s\` ${check.roundTripUs} µs. `
-            : '') +
-          `That round trip is what \`decodeBase64\` (\`${lineOf('functions/xks.ts', 'export function decodeBase64')}\`) ` +
-          "already does for every field, and it rejects every string outside the alphabet too (Node's decoder skips " +
-          'or maps foreign characters, so the re-encoding differs). Dropping `pattern` from the large fields ' +
-          '(plaintext, ciphertext, AAD; keeping it on the short IV and tag) removes this cost and accepts nothing new ' +
-          '(such fields would then be refused by decodeBase64, with its ValidationException message instead of the ' +
-          `schema's); \`new Ajv({ unicode: false })\` at \`${lineOf('functions/schemas.ts', 'const ajv = new Ajv')}\` ` +
-          'also drops the per-character `ucs2length` scan of `minLength`/`maxLength` on these ASCII-only fields.'
-      : '1. (The largest requests were not profiled in this run.)',
-    `2. **The per-request log line and metrics** (\`finish\` in \`${lineOf(mw, 'const finish =')}\`: ${finishShare}% of ` +
-      `the CPU of a 32-byte Encrypt, plus \`publishStoredMetrics\` in the logMetrics middleware). Powertools reads ` +
-      `\`process.env\` again and again: one 32-byte Encrypt makes ${readList || 'no'} reads (counted in this run), ` +
-      'most of them `AWS_LAMBDA_MAX_CONCURRENCY`, which Powertools checks on every access to its log-attribute, ' +
-      'dimension and metric stores to choose between the InvokeStore (Lambda Managed Instances) and plain fields ' +
-      '(by design, per aws-powertools/powertools-lambda-typescript#5554). `getStringFromEnv` alone is ' +
-      `${envShare}% of all CPU. It also filters reserved keys and removes empty keys for every line. Options, cheapest first: call ` +
-      `\`metrics.setDefaultDimensions({ operation })\` once in \`xksHandler\` instead of \`addDimension\` per request ` +
-      `(\`${lineOf(mw, "metrics.addDimension('operation'")}\`); collect the per-request keys in the request state and ` +
-      `append them once instead of five \`logger.appendKeys\` calls (\`${allLinesOf(mw, 'logger.appendKeys(')}\`); ` +
-      'for the one success line per request, write the already-shaped JSON with a single `process.stdout.write` ' +
-      '(4-6 µs against 10-15 µs for `logger.info`, FIELD-NOTES), keeping Powertools for everything else. ' +
-      'Every Powertools call removed also removes its `AWS_LAMBDA_MAX_CONCURRENCY` reads; upstream, that variable ' +
-      "cannot change during an execution environment's life and could be read once.",
-    `3. **SigV4** (\`${lineOf('functions/sigv4.ts', 'export function verifySigV4')}\` and callees: ${sigv4Share}% for a ` +
-      `32-byte Encrypt). \`headerValues\` (\`${lineOf('functions/sigv4.ts', 'function headerValues')}\`) lower-cases ` +
-      'every header name on every lookup and is called for Authorization, X-Amz-Date and each signed header: build ' +
-      'one lower-case map per request. `canonicalUri`/`uriEncode` ' +
-      `(\`${lineOf('functions/sigv4.ts', 'export function canonicalUri')}\`) re-encode the same few resource paths ` +
-      'on every request: a small cache keyed by path removes it. The body SHA-256 and the final HMAC are inherent ' +
-      '(the signing key is already cached).',
-    '4. **What stays**: the PKCS#11 call itself, the JSON parse of the body, Base64 decode/encode of the data and the ' +
-      'GC they cause. Even with items 1-3 the 32-byte handler would most likely stay above 2.5× a ~20 µs SoftHSM call: ' +
-      'the SoftHSM floor is unusually cheap (in-process, no network); against a network HSM (CloudHSM: ~1-2 ms per ' +
-      'operation) the same overhead is a few percent.',
+    `1. **The HSM worker thread** (${pctOf(small, small?.hsmHopMs)}% of the main thread's CPU for a 32-byte ` +
+      `Encrypt, in \`${lineOf('layers/pkcs11/worker-hsm.ts', 'function waitWhile')}\` and ` +
+      `\`${lineOf('layers/pkcs11/wire.ts', 'export function signal')}\`): every HSM call is handed to a worker thread ` +
+      '(per-call deadlines) and waited for with Atomics.notify/Atomics.wait, two thread switches per call, while ' +
+      'the bare floor calls pkcs11js in-process. On a machine whose cores are busy, as here with the load ' +
+      'generator, each switch can wait for a core; a Lambda environment of 1024 MB has 0.58 of a vCPU for both ' +
+      'threads.',
+    `2. **SigV4** (\`${lineOf('functions/sigv4.ts', 'export function verifySigV4')}\` and callees: ${sigv4Share}%): ` +
+      'SHA-256 of the body, SHA-256 of the canonical request and one HMAC (the signing key is cached), plus ' +
+      'parsing. Header lookups, the canonical URI and the signing-key lookup are already cached or scan-free.',
+    `3. **The log line and the metrics** (\`finish\` in \`${lineOf(mw, 'const finish =')}\`: ${respondShare}%): one ` +
+      'line in the Powertools format and one EMF document, written with one write; Powertools is still asked ' +
+      `for the log level, the invocation context and stored metrics (environment reads per 32-byte Encrypt: ` +
+      `${readList || 'none'}; \`getStringFromEnv\`/\`shouldUseInvokeStore\` ${envShare}% of the CPU).`,
+    dataFloor
+      ? `4. **The data itself** (${largeRow?.name ?? 'largest Encrypt'}, a ${dataFloor.bodyBytes}-byte body): ` +
+          Object.entries(dataFloor.steps)
+            .map(([step, us]) => `${step} ${us} µs`)
+            .join(', ') +
+          `; ${dataFloor.totalUs} µs in all, measured in this run. ` +
+          (budgetUs !== undefined
+            ? `The 2.5× target leaves ${budgetUs.toFixed(1)} µs beside the bare operation (1.5 × its p50): ` +
+              (dataFloor.totalUs >= budgetUs
+                ? 'these steps alone use all of it, so no framework change can meet the target for this size ' +
+                  'against an in-process SoftHSM.'
+                : `these steps use ${((100 * dataFloor.totalUs) / budgetUs).toFixed(0)}% of it.`)
+            : '')
+      : '4. (The largest requests were not measured in this run.)',
+    '5. **Against a network HSM** (CloudHSM: ~1-2 ms per operation) the same overhead is a few percent: the ' +
+      'SoftHSM floor is unusually cheap (in-process, no network).',
     '',
   );
   return out.join('\n');
@@ -323,33 +301,24 @@ function profileSection(
 function coldStartRecommendations(c: ColdStartResults): string {
   const encrypt = c.rows.find((r) => r.name === 'encrypt');
   if (!encrypt) return '';
-  const sdk = encrypt.composition
-    .filter(
-      (g) =>
-        g.name.startsWith('@smithy/') ||
-        g.name.startsWith('@aws-sdk/') ||
-        g.name === 'bowser' ||
-        g.name.startsWith('@aws-crypto/'),
-    )
-    .reduce((n, g) => n + g.bytes, 0);
-  const ajvMs = c.initProfile.find((p) => p.name === 'ajv')?.ms ?? 0;
+  const hsm = c.initProfile.find((p) => p.name === 'layers/pkcs11/')?.ms ?? 0;
   const total = c.initProfile.reduce((n, p) => n + p.ms, 0);
+  const b = encrypt.breakdownMs;
   return [
-    `- **The bundles are ${kb(encrypt.bundleBytes)}, over the 300 KiB target**, because they include the AWS SDK ` +
-      `Secrets Manager client (@smithy/*, @aws-sdk/*, bowser: ${kb(sdk)}, ${((100 * sdk) / encrypt.bundleBytes).toFixed(0)}% ` +
-      'of the encrypt bundle), loaded only through the dynamic import in ' +
-      `\`${lineOf('functions/runtime.ts', "await import('@aws-lambda-powertools/parameters/secrets')")}\` when a secret ` +
-      'is configured. Options: mark `@aws-sdk/*` external in `scripts/build.ts` (the nodejs22.x/24.x runtimes ship ' +
-      'AWS SDK v3; pin-sensitive deployments may prefer not to), or build with esbuild `splitting: true` so the ' +
-      'Secrets Manager path becomes a chunk loaded on demand. Either brings the bundle to about ' +
-      `${kb(encrypt.bundleBytes - sdk)}.`,
-    `- **ajv dominates the init CPU** (${ajvMs} ms of ${total.toFixed(0)} ms sampled in the profiled cold start, ` +
-      'profiler overhead included): three Ajv instances compile their schemas at load ' +
-      `(\`${lineOf('functions/config.ts', 'const validate = new Ajv')}\`, ` +
-      `\`${lineOf('functions/config.ts', 'const validateCredentials = new Ajv')}\`, ` +
-      `\`${lineOf('functions/schemas.ts', 'validate = ajv.compile(')}\`). Precompiling them with ajv's standalone ` +
-      'code generation at build time removes the compile step (and most of ajv from the bundle); sharing one Ajv ' +
-      'instance is the smaller step.',
+    `- **What a cold start loads** is the entry file and the chunks it imports statically: ${kb(encrypt.bundleBytes)} ` +
+      'for the encrypt bundle, the size counted against the 300 KiB target. The AWS SDK Secrets Manager client ' +
+      `(${kb(encrypt.lazyBytes ?? 0)}) is in chunks of its own (esbuild \`splitting\`, \`scripts/build.ts\`), read only ` +
+      `when the dynamic import in \`${lineOf('functions/runtime.ts', "await import('@aws-lambda-powertools/parameters/secrets')")}\` ` +
+      'runs, i.e. when a PIN or credentials secret ARN is configured: a deployment that reads its PIN from Secrets ' +
+      'Manager loads them in its init phase too (measured here without secrets).',
+    '- **ajv compiles at build time**: the validators of `functions/config.ts` and `functions/schemas.ts` are ' +
+      "ajv's standalone code in the bundle; ajv's compiler is not in it.",
+    `- **Where the time goes now** (encrypt, medians): Node bootstrap ${b.bootstrap} ms, module load and init ` +
+      `${b.importInit} ms, first invocation ${b.firstInvoke} ms. The first invocation waits for the HSM worker ` +
+      'thread, started during the init, to finish starting (a worker isolate, its bundle, pkcs11js, C_Initialize, ' +
+      `C_Login): in the profiled cold start the main thread spent ${hsm} ms of ${total.toFixed(0)} ms sampled in ` +
+      '`layers/pkcs11/` (mostly waiting), against the floor of one process doing the same PKCS#11 start-up ' +
+      `in-process (${c.hsmFloorMs} ms from spawn).`,
     '- In Lambda the init phase also includes the runtime bootstrap, the layer and Secrets Manager calls for the PIN ' +
       'and credentials (network round trips), so real cold starts are longer than these local numbers: they do not ' +
       "fit KMS's 250 ms per-request budget, hence provisioned concurrency (suite 5).",
@@ -456,7 +425,7 @@ export function renderMarkdown(
       '',
     );
     if (h.profiles.length > 0) {
-      out.push('## Where the time goes', '', profileSection(h.profiles, h.envReads, h.base64Check));
+      out.push('## Where the time goes', '', profileSection(h.profiles, h.envReads, h.dataFloor, h.rows));
     }
   }
 
@@ -526,7 +495,9 @@ export function renderMarkdown(
       '## 3. Cold start',
       '',
       'Each bundle built by `buildFunctions` (`scripts/build.ts`, the esbuild output that deploys) into a temporary ' +
-        'folder, pkcs11js only on `NODE_PATH` as the layer provides it, Lambda environment variables set. A fresh ' +
+        'folder, pkcs11js only on `NODE_PATH` and the HSM worker bundle where the layer provides them, Lambda ' +
+        'environment variables set. Bundle size: the entry file and the chunks it imports statically (what a cold ' +
+        'start loads), then the chunks loaded only on demand (the Secrets Manager client). A fresh ' +
         '`node` process per run, timed from `spawn` to the first successful response to a signed event (module ' +
         `load, C_Initialize/C_OpenSession/C_Login, first invocation). Median of ${c.runs} run${c.runs === 1 ? '' : 's'}, interleaved. ` +
         `Floors from the same run: an empty Node process ${ms(c.nodeFloorMs)}; Node + require pkcs11js + login + one ` +
@@ -540,8 +511,8 @@ export function renderMarkdown(
           'bootstrap',
           'import + init',
           'first invoke',
-          'bundle',
-          'largest parts of the bundle',
+          'bundle (cold start + on demand)',
+          'largest parts of what a cold start loads',
           'target',
           'result',
         ],
@@ -552,7 +523,7 @@ export function renderMarkdown(
           row.breakdownMs.bootstrap.toFixed(1),
           row.breakdownMs.importInit.toFixed(1),
           row.breakdownMs.firstInvoke.toFixed(1),
-          kb(row.bundleBytes),
+          `${kb(row.bundleBytes)} + ${kb(row.lazyBytes ?? 0)}`,
           row.composition
             .slice(0, 5)
             .map((g) => `${g.name} ${g.percent}%`)

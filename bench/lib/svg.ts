@@ -68,6 +68,8 @@ export function niceTicks(min: number, max: number, count = 5): number[] {
 
 function logTicks(min: number, max: number): number[] {
   const ticks: number[] = [];
+  // No data (a partial run without this suite): no ticks rather than an endless loop.
+  if (!(min > 0) || !Number.isFinite(max)) return ticks;
   for (let e = Math.floor(Math.log10(min)); e <= Math.ceil(Math.log10(max)); e++) {
     for (const m of [1, 2, 5]) {
       const v = m * 10 ** e;

@@ -6,10 +6,11 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { SourceMap } from 'node:module';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { build } from 'esbuild';
-import { BUNDLE_OPTIONS, buildFunctions, FUNCTIONS } from '../../scripts/build.ts';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { buildHsmWorker } from '../../layers/build.ts';
+import { type Bundle, buildFunctions, FUNCTIONS } from '../../scripts/build.ts';
 import { signedEvent } from '../../test/helpers/events.ts';
 import {
   benchSetup,
@@ -27,7 +28,10 @@ import { LAMBDA_ENV } from './handler.ts';
 
 export interface ColdStartRow {
   name: string;
+  /** What a cold start loads: the entry file and the chunks it imports statically. */
   bundleBytes: number;
+  /** Chunks loaded only on demand (the Secrets Manager client, when a secret is configured). */
+  lazyBytes: number;
   /** Spawn to the response in the parent, per run (ms). */
   runsMs: number[];
   medianMs: number;
@@ -110,20 +114,34 @@ function initProfile(profileFile: string, bundle: string): Array<{ name: string;
     samples: number[];
     timeDeltas: number[];
   };
-  const map = new SourceMap(JSON.parse(readFileSync(`${bundle}.map`, 'utf8')));
+  // The entry and its chunks, each with its own source map.
+  const bundleDir = pathToFileURL(dirname(bundle)).href;
+  const maps = new Map<string, SourceMap>();
+  const mapOf = (url: string) => {
+    let map = maps.get(url);
+    if (map === undefined) {
+      map = new SourceMap(JSON.parse(readFileSync(`${fileURLToPath(url)}.map`, 'utf8')));
+      maps.set(url, map);
+    }
+    return map;
+  };
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const self = new Map<string, number>();
   for (let i = 0; i < profile.samples.length; i++) {
     const frame = byId.get(profile.samples[i] as number)?.callFrame;
     if (frame === undefined || frame.functionName === '(idle)') continue;
     let key: string;
-    if (frame.url.startsWith('file://') && frame.url.endsWith('index.mjs')) {
-      const entry = map.findEntry(frame.lineNumber, frame.columnNumber) as { originalSource?: string };
+    if (frame.url.startsWith(`${bundleDir}/`) && frame.url.endsWith('.mjs')) {
+      const entry = mapOf(frame.url).findEntry(frame.lineNumber, frame.columnNumber) as {
+        originalSource?: string;
+      };
       const source = entry.originalSource ?? '?';
       const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(source);
       key = pkg
         ? (pkg[1] as string)
-        : source.replace(/^.*\/(functions|layers)\//, '$1/').replace(/\/[^/]+$/, '/');
+        : source.startsWith('ajv-precompiled:')
+          ? 'ajv validators (precompiled)'
+          : source.replace(/^.*\/(functions|layers)\//, '$1/').replace(/\/[^/]+$/, '/');
     } else if (frame.url.includes('/node_modules/pkcs11js/')) key = 'pkcs11js (layer)';
     else if (frame.url.startsWith('node:')) key = 'node: core (module loader, bootstrap)';
     else if (frame.url === '')
@@ -137,32 +155,23 @@ function initProfile(profileFile: string, bundle: string): Array<{ name: string;
     .map(([name, us]) => ({ name, ms: round(us / 1000, 1) }));
 }
 
-/** Bytes in the output per package (node_modules/<pkg>) or project folder, largest first. */
-async function composition(name: string): Promise<ColdStartRow['composition']> {
-  const { metafile } = await build({
-    ...BUNDLE_OPTIONS,
-    absWorkingDir: ROOT,
-    entryPoints: [join(ROOT, 'functions', `${name}.ts`)],
-    outfile: join(ROOT, 'dist-bench-unused', `${name}.mjs`),
-    write: false,
-    metafile: true,
-    logLevel: 'silent',
-  });
-  const output = Object.entries(metafile.outputs).find(([file]) => file.endsWith('.mjs'));
-  if (output === undefined) return [];
+/** Bytes a cold start loads per package (node_modules/<pkg>) or project folder, largest first. */
+function composition(bundle: Bundle): ColdStartRow['composition'] {
   const sizes = new Map<string, number>();
   let total = 0;
-  for (const [input, { bytesInOutput }] of Object.entries(output[1].inputs)) {
+  for (const [input, bytes] of Object.entries(bundle.inputBytes)) {
     const nm = input.lastIndexOf('node_modules/');
     let group: string;
     if (nm >= 0) {
       const parts = input.slice(nm + 'node_modules/'.length).split('/');
       group = parts[0]?.startsWith('@') ? `${parts[0]}/${parts[1]}` : (parts[0] ?? input);
+    } else if (input.startsWith('ajv-precompiled:')) {
+      group = 'ajv validators (precompiled)';
     } else {
       group = `${input.split('/')[0]}/`;
     }
-    sizes.set(group, (sizes.get(group) ?? 0) + bytesInOutput);
-    total += bytesInOutput;
+    sizes.set(group, (sizes.get(group) ?? 0) + bytes);
+    total += bytes;
   }
   return [...sizes]
     .sort((a, b) => b[1] - a[1])
@@ -174,14 +183,17 @@ export async function coldStartSuite(options: { runs: number; workDir: string })
   try {
     const task = join(options.workDir, 'task');
     const bundles = await buildFunctions(task);
-    // The layer's layout: /opt/nodejs/node_modules/pkcs11js.
+    // The layer's layout: /opt/nodejs/node_modules/pkcs11js, and the HSM worker thread's bundle.
     const layer = join(options.workDir, 'opt/nodejs/node_modules');
     mkdirSync(layer, { recursive: true });
     symlinkSync(join(ROOT, 'node_modules/pkcs11js'), join(layer, 'pkcs11js'));
+    const worker = join(options.workDir, 'opt/nodejs/hsm-worker.mjs');
+    await buildHsmWorker(worker);
     const env = {
       PATH: process.env.PATH,
       ...LAMBDA_ENV,
       NODE_PATH: layer,
+      XKS_HSM_WORKER: worker,
       XKS_PROXY_CONFIG: setup.configFile,
       SOFTHSM2_CONF: setup.softhsmConf,
     };
@@ -270,6 +282,7 @@ export async function coldStartSuite(options: { runs: number; workDir: string })
       rows.push({
         name,
         bundleBytes: bytes,
+        lazyBytes: bundle?.lazyBytes ?? 0,
         runsMs: list.map((x) => round(x.totalMs, 1)),
         medianMs,
         breakdownMs: {
@@ -277,7 +290,7 @@ export async function coldStartSuite(options: { runs: number; workDir: string })
           importInit: round(median(list.map((x) => x.t1 - x.t0)), 1),
           firstInvoke: round(median(list.map((x) => x.t2 - x.t1)), 1),
         },
-        composition: await composition(name),
+        composition: bundle ? composition(bundle) : [],
         targetMs: TARGET_MS,
         targetBytes: TARGET_BYTES,
         passTime: medianMs < TARGET_MS,

@@ -35,8 +35,11 @@ export interface HandlerResults {
   rows: HandlerRow[];
   /** process.env reads per request, by route and variable (Proxy-counted, after the timed loops). */
   envReads: Record<string, Record<string, number>>;
-  /** The schema's Base64 pattern against a Base64 round trip, on an 8 KiB AAD field (µs per check). */
-  base64Check: { pattern: string; chars: number; regexUs: number; roundTripUs: number } | undefined;
+  /**
+   * What any implementation must do with the largest Encrypt's bytes (Base64, SHA-256, JSON), step
+   * by step in µs: the part of the handler's time that no framework change removes.
+   */
+  dataFloor: { bodyBytes: number; steps: Record<string, number>; totalUs: number } | undefined;
   /** CPU profiles (node --cpu-prof) of single routes. */
   profiles: Array<ProfileAnalysis & { id: string; route: string; iterations: number; command: string }>;
 }
@@ -127,7 +130,7 @@ export async function handlerSuite(options: {
     const measured = JSON.parse(readFileSync(out, 'utf8')) as {
       results: HandlerMeasurement[];
       envReads: HandlerResults['envReads'];
-      base64Check: HandlerResults['base64Check'];
+      dataFloor: HandlerResults['dataFloor'];
     };
     const rows: HandlerRow[] = measured.results.map((r) => {
       const ratio = r.bare ? round(r.handler.p50 / r.bare.p50, 2) : undefined;
@@ -175,7 +178,7 @@ export async function handlerSuite(options: {
       logBytes: statSync(logFile).size,
       rows,
       envReads: measured.envReads,
-      base64Check: measured.base64Check,
+      dataFloor: measured.dataFloor,
       profiles,
     };
   } finally {

@@ -1,10 +1,14 @@
 // Request body validation of the four operations (spec: GetKeyMetadata, Encrypt, Decrypt,
-// GetHealthStatus request payloads; Appendix B).
+// GetHealthStatus request payloads; Appendix B): the route's schema, then the decode of each Base64
+// data field (decodeBase64, functions/xks.ts), which is where their alphabet and canonical form are
+// checked. Both refuse with 400 ValidationException before the HSM is used.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import fc from 'fast-check';
 import { XksError } from '../../functions/errors.ts';
 import type { Operation } from '../../functions/routes.ts';
 import { validatorFor } from '../../functions/schemas.ts';
+import { decodeBase64 } from '../../functions/xks.ts';
 
 type Body = Record<string, unknown>;
 
@@ -109,17 +113,26 @@ function metadataOf(body: Body): Body {
   return body.requestMetadata as Body;
 }
 
+/** The Base64 fields whose alphabet and canonical form decodeBase64 checks (not the schema). */
+const DATA_FIELDS = ['plaintext', 'ciphertext', 'additionalAuthenticatedData', 'ciphertextMetadata'];
+
+/** What the proxy checks before a body reaches the HSM: the schema, then each data field's decode. */
+function check(operation: Operation, body: unknown): void {
+  validatorFor(operation)(body);
+  for (const field of DATA_FIELDS) {
+    const value = (body as Body)[field];
+    if (typeof value === 'string') decodeBase64(field, value);
+  }
+}
+
 function accepts(operation: Operation, body: unknown): void {
-  assert.doesNotThrow(
-    () => validatorFor(operation)(body),
-    `${operation} should accept ${JSON.stringify(body)}`,
-  );
+  assert.doesNotThrow(() => check(operation, body), `${operation} should accept ${JSON.stringify(body)}`);
 }
 
 /** Rejected with 400 ValidationException; the message repeats none of `hidden`. */
 function rejects(operation: Operation, body: unknown, hidden: readonly string[] = []): void {
   assert.throws(
-    () => validatorFor(operation)(body),
+    () => check(operation, body),
     (err: unknown) => {
       assert.ok(err instanceof XksError, `expected an XksError, got ${String(err)}`);
       assert.equal(err.errorName, 'ValidationException');
@@ -281,9 +294,42 @@ describe('field values', () => {
   });
 
   test('Base64 without padding or with stray characters is rejected', () => {
-    for (const plaintext of ['QQ', 'QQ=', 'QQ===', 'Q Q==', 'QQ==\n', 'SGVsbG8gV29ybGQh!']) {
+    for (const plaintext of ['QQ', 'QQ=', 'QQ===', 'Q Q==', 'QQ==\n', 'SGVsbG8gV29ybGQh!', 'QR==', 'QUJ=']) {
       rejects('Encrypt', { ...clone(SPEC_EXAMPLES.Encrypt), plaintext });
     }
+  });
+
+  test('the data fields accept nothing the standard Base64 pattern refuses (property)', () => {
+    // The schema no longer runs ^[A-Za-z0-9+/]*={0,2}$ over the data fields: decodeBase64's round
+    // trip must refuse at least as much. Strings from the Base64 alphabet and its look-alikes.
+    const pattern = /^[A-Za-z0-9+/]*={0,2}$/;
+    const char = fc.constantFrom(...'AZaz09+/=-_ .\n\t\u00e9\u{1f642}%'.split(/(?:)/u));
+    const decodes = (value: string) => {
+      try {
+        decodeBase64('plaintext', value);
+        return true;
+      } catch (err) {
+        assert.ok(err instanceof XksError && err.errorName === 'ValidationException');
+        return false;
+      }
+    };
+    fc.assert(
+      fc.property(fc.array(char, { maxLength: 24 }), (chars) => {
+        const value = chars.join('');
+        if (decodes(value)) assert.match(value, pattern);
+      }),
+      { numRuns: 20_000 },
+    );
+    // And canonical encodings of random bytes, with one character changed.
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 1, maxLength: 40 }), fc.nat(), char, (bytes, at, c) => {
+        const encoded = Buffer.from(bytes).toString('base64');
+        const i = at % encoded.length;
+        const value = encoded.slice(0, i) + c + encoded.slice(i + 1);
+        if (decodes(value)) assert.match(value, pattern);
+      }),
+      { numRuns: 20_000 },
+    );
   });
 
   test('initializationVector: 12 and 16 bytes accepted; 8, 13, 15, 20 rejected', () => {

@@ -440,6 +440,16 @@ describe('canonical URI (AWS SigV4, non-S3: normalised, each segment encoded aga
     assert.equal(canonicalUri(''), '/');
   });
 
+  test('the same path gives the same canonical URI every time, beyond the cache size too', () => {
+    const expected = (i: number) => `/p%2520${i}/kms/xks/v1/keys/k${i}/encrypt`;
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 3000; i++)
+        assert.equal(canonicalUri(`/p%20${i}/kms/xks/v1/keys/k${i}/encrypt`), expected(i));
+    }
+    // A path that cannot be encoded fails every time, never from a cache.
+    for (let round = 0; round < 2; round++) assert.throws(() => canonicalUri('/a\ud800b'), URIError);
+  });
+
   test('paths with percent-encoded characters verify against both signers', async () => {
     for (const path of [
       '/a%20b/kms/xks/v1/health',
@@ -565,6 +575,40 @@ describe('tampered or unacceptable requests fail with AuthenticationFailedExcept
     verifySigV4(req, options({ now: at - 5 * MINUTE }));
     assertRejected(req, options({ now: at + 5 * MINUTE + 1000 }));
     assertRejected(req, options({ now: at - 5 * MINUTE - 1000 }));
+  });
+
+  test('an X-Amz-Date that is no calendar date fails even when signed as sent (Date.UTC would roll it over)', () => {
+    // Signed by the manual signer exactly as given, with the verifier's clock where Date.UTC puts the
+    // date: only the date check itself can refuse them.
+    const cases: Array<[string, number]> = [
+      ['20240230T102030Z', Date.UTC(2024, 1, 30, 10, 20, 30)], // 30 February
+      ['20230229T102030Z', Date.UTC(2023, 1, 29, 10, 20, 30)], // 29 February of a common year
+      ['20241301T102030Z', Date.UTC(2024, 12, 1, 10, 20, 30)], // month 13
+      ['20240015T102030Z', Date.UTC(2024, -1, 15, 10, 20, 30)], // month 0
+      ['20240500T102030Z', Date.UTC(2024, 4, 0, 10, 20, 30)], // day 0
+      ['20240515T242030Z', Date.UTC(2024, 4, 15, 24, 20, 30)], // hour 24
+      ['20240515T106030Z', Date.UTC(2024, 4, 15, 10, 60, 30)], // minute 60
+      ['20240515T102060Z', Date.UTC(2024, 4, 15, 10, 20, 60)], // second 60
+    ];
+    for (const [amzDate, now] of cases) {
+      const req = manualSign({
+        credential: CRED_A,
+        amzDate,
+        scopeDate: amzDate.slice(0, 8),
+        headers: { host: HOST },
+        signedHeaders: ['host', 'x-amz-date'],
+      });
+      assertRejected(req, options({ now }));
+    }
+    // The control: a real leap day, signed the same way, verifies.
+    const leap = manualSign({
+      credential: CRED_A,
+      amzDate: '20240229T102030Z',
+      scopeDate: '20240229',
+      headers: { host: HOST },
+      signedHeaders: ['host', 'x-amz-date'],
+    });
+    verifySigV4(leap, options({ now: Date.UTC(2024, 1, 29, 10, 20, 30) }));
   });
 
   test('a request signed just before midnight UTC verifies just after it', async () => {
