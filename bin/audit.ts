@@ -4,15 +4,17 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { auditRecordsIn, verifyAudit } from '../functions/audit.ts';
 
-export const AUDIT_HELP = `Usage: xks-proxy audit verify FILE... [--partial] [--json]
+export const AUDIT_HELP = `Usage: xks-proxy audit verify FILE... [--partial] [--file-order] [--json]
 
-Checks the audit records in the log files, in file order: every chain (one per Lambda
-environment or local process) must start with its start marker and go on without a removed,
-altered, inserted, reordered or repeated record. Exit code 0 when every chain is intact, 1 when
-something was found (each problem is printed), 2 on bad usage.
+Checks the audit records in the log files: every chain (one per Lambda environment or local
+process) must start with its start marker and go on without a removed, altered, inserted,
+renumbered or repeated record. Exit code 0 when every chain is intact, 1 when something was
+found (each problem is printed), 2 on bad usage.
 
-  --partial   the files are an excerpt: chains may begin after their start marker
-  --json      print the result as JSON
+  --partial     the files are an excerpt: chains may begin after their start marker
+  --file-order  the records must also be in sequence order in the files (a log whose order is
+                guaranteed; the proxy writes refusals to stderr, which pipelines may interleave)
+  --json        print the result as JSON
 `;
 
 interface Output {
@@ -48,7 +50,10 @@ export function auditMain(args: string[], io: Output): number {
       return 2;
     }
   }
-  const result = verifyAudit(auditRecordsIn(text), { partial: values.partial === true });
+  const result = verifyAudit(auditRecordsIn(text), {
+    partial: values.partial === true,
+    fileOrder: values['file-order'] === true,
+  });
   if (values.json) {
     io.out(JSON.stringify({ ...result, intact: result.problems.length === 0 }));
   } else if (result.records === 0) {
@@ -66,7 +71,7 @@ export function auditMain(args: string[], io: Output): number {
 function parse(args: string[]) {
   return parseArgs({
     args,
-    options: { partial: { type: 'boolean' }, json: { type: 'boolean' } },
+    options: { partial: { type: 'boolean' }, 'file-order': { type: 'boolean' }, json: { type: 'boolean' } },
     strict: true,
     allowPositionals: true,
   });

@@ -10,6 +10,8 @@ import { createHash, randomUUID } from 'node:crypto';
 export interface AuditFields {
   operation?: string;
   kmsRequestId?: string;
+  /** For requests refused before their signature was checked: what the body claimed. */
+  unverifiedKmsRequestId?: string;
   kmsOperation?: string;
   keystore?: string;
   keyId?: string;
@@ -115,18 +117,31 @@ export interface Verification {
 }
 
 /**
- * Checks audit records in the order they were logged: each chain must begin with its start
- * marker (unless `partial`, for an excerpt of a longer log), go 0, 1, 2, ... without gaps or
- * repeats, link each record to the previous one's hash, and have each hash match its record.
+ * Checks audit records: each chain must begin with its start marker (unless `partial`, for an
+ * excerpt of a longer log), go 0, 1, 2, ... without gaps or repeats, link each record to the
+ * previous one's hash, and have each hash match its record. The records of a chain are taken in
+ * sequence order (a process writes successes to stdout and refusals to stderr, which a log
+ * pipeline may interleave); `fileOrder` also requires the order they are given in.
  */
 export function verifyAudit(
   records: Iterable<AuditRecord>,
-  options: { partial?: boolean } = {},
+  options: { partial?: boolean; fileOrder?: boolean } = {},
 ): Verification {
   const last = new Map<string, AuditRecord>();
   const problems: string[] = [];
   let count = 0;
-  for (const record of records) {
+  let ordered: Iterable<AuditRecord> = records;
+  if (!options.fileOrder) {
+    const chains = new Map<string, AuditRecord[]>();
+    for (const record of records) {
+      const chain = chains.get(record.chain) ?? [];
+      chain.push(record);
+      chains.set(record.chain, chain);
+    }
+    // Array.prototype.sort is stable: a repeated sequence number keeps its place, and is found.
+    ordered = [...chains.values()].flatMap((chain) => chain.sort((a, b) => a.seq - b.seq));
+  }
+  for (const record of ordered) {
     count++;
     const where = `chain ${record.chain} seq ${record.seq}`;
     if (hashOf(record) !== record.hash)
@@ -171,3 +186,18 @@ export function* auditRecordsIn(text: string): Generator<AuditRecord> {
     }
   }
 }
+
+/**
+ * This process's audit chain. Its start marker is written at once, straight to stdout in the
+ * Powertools Logger's JSON shape: whatever the log level, a chain must have its start.
+ */
+export const auditTrail = new AuditChain();
+process.stdout.write(
+  `${JSON.stringify({
+    level: 'INFO',
+    message: 'Audit chain start',
+    timestamp: new Date().toISOString(),
+    service: process.env.POWERTOOLS_SERVICE_NAME || 'xks-proxy',
+    audit: auditTrail.start(),
+  })}\n`,
+);

@@ -30,6 +30,7 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import middy, { type MiddlewareObj, type Request } from '@middy/core';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { AesGcmCiphertext, Hsm, HsmKey } from '../layers/pkcs11/hsm.ts';
+import { type AuditRecord, auditTrail } from './audit.ts';
 import { safeErrorMessage, toXksError, XksError } from './errors.ts';
 import { METRIC, RequestMetrics } from './metrics.ts';
 import { commonNameMatcher, commonNameOf } from './mtls.ts';
@@ -55,6 +56,8 @@ type Result = APIGatewayProxyResult;
 interface State {
   started: number;
   hsmMs: number;
+  /** The version of the key the HSM used (the audit record's keyVersion). */
+  keyVersion?: number;
   /** Whether this is the environment's first invocation (the log line's cold_start). */
   coldStart: boolean;
   /** The request's log fields, in the order they were learnt. */
@@ -110,7 +113,9 @@ function respond(operation: Operation): Middleware {
       // Which HSM of the fleet served it (spec: Logging).
       hsm: hsmMs > 0 ? hsm.servedBy() : undefined,
       ...(error === undefined ? {} : { errorName: error.errorName, errorMessage: error.message }),
+      audit: undefined as AuditRecord | undefined,
     };
+    line.audit = auditRecord(operation, state, line);
     const now = Date.now();
     // The EMF documents, one per line (Console.log adds the last newline).
     let documents = '';
@@ -135,8 +140,8 @@ function respond(operation: Operation): Middleware {
         : error.statusCode >= 500
           ? LogLevelThreshold.ERROR
           : LogLevelThreshold.WARN;
-    const logged = level >= logger.level;
-    if (level === LogLevelThreshold.ERROR || (logged && powertoolsFormat.fallback)) {
+    // Written whatever the log level: the line carries the request's audit record.
+    if (level === LogLevelThreshold.ERROR || powertoolsFormat.fallback) {
       // Rare (5xx, or a Powertools setting this file does not reproduce): through Powertools, which
       // also formats the error and its cause.
       if (documents !== '') out.log(documents);
@@ -147,7 +152,7 @@ function respond(operation: Operation): Middleware {
       else logger.info('XKS request', fields);
       return;
     }
-    const text = logged ? requestLine(level, now, request.context, state, line) : '';
+    const text = requestLine(level, now, request.context, state, line);
     if (level === LogLevelThreshold.INFO) {
       // stdout, as Powertools writes INFO lines: the line and its metrics in one write.
       if (text !== '') out.log(documents === '' ? text : `${text}\n${documents}`);
@@ -182,6 +187,39 @@ function respond(operation: Operation): Middleware {
       finish(request, { statusCode: error.statusCode, headers, body: JSON.stringify(body) }, error);
     },
   };
+}
+
+/**
+ * The request's audit record (functions/audit.ts): who asked what, with which key and version,
+ * what was decided and what happened. Never plaintext, AAD or secrets.
+ */
+function auditRecord(
+  operation: Operation,
+  state: State,
+  line: { statusCode: number; outcome: string; latencyMs: number; hsm?: string; errorName?: string },
+): AuditRecord {
+  const k = state.keys as Record<string, string | string[] | undefined>;
+  const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
+  return auditTrail.next({
+    operation,
+    kmsRequestId: text(k.kmsRequestId),
+    unverifiedKmsRequestId: text(k.unverifiedKmsRequestId),
+    kmsOperation: text(k.kmsOperation),
+    keystore: text(k.keystore),
+    keyId: text(k.keyId),
+    keyVersion: state.keyVersion,
+    principal: text(k.awsPrincipalArn),
+    sourceVpc: text(k.awsSourceVpc),
+    sourceVpce: text(k.awsSourceVpce),
+    accessKeyId: text(k.accessKeyId),
+    decision: text(k.authorization),
+    policyIds: Array.isArray(k.policyIds) ? k.policyIds : undefined,
+    outcome: line.outcome as 'success' | 'error',
+    statusCode: line.statusCode,
+    errorName: line.errorName,
+    hsm: line.hsm,
+    latencyMs: line.latencyMs,
+  });
 }
 
 /** 2. The key store the path prefix names, and the key id; POST only. */
@@ -372,7 +410,8 @@ function rawBody(event: Event): Buffer {
 }
 
 function singleValued(headers: Event['headers'] | null | undefined): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
+  // No prototype: a header named `__proto__` is kept as a header.
+  const out: Record<string, string[]> = Object.create(null);
   for (const [name, value] of Object.entries(headers ?? {})) if (value !== undefined) out[name] = [value];
   return out;
 }
@@ -409,6 +448,7 @@ class TimedHsm implements Hsm {
   }
 
   encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
+    this.#state.keyVersion = key.version;
     const start = performance.now();
     try {
       return this.#inner.encrypt(key, plaintext, aad);
@@ -418,6 +458,7 @@ class TimedHsm implements Hsm {
   }
 
   decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
+    this.#state.keyVersion = key.version;
     const start = performance.now();
     try {
       return this.#inner.decrypt(key, input, aad);

@@ -101,10 +101,19 @@ describe('tampering is found', () => {
     }
   });
 
-  test('reordered records', () => {
+  test('reordered records: renumbered to tell another order, or only moved (fileOrder)', () => {
     const records = chainOf(5);
-    [records[2], records[3]] = [records[3] as AuditRecord, records[2] as AuditRecord];
-    const problems = verifyAudit(records).problems.join('\n');
+    // Presenting another order means changing sequence numbers: the links then disagree.
+    const [r2, r3] = [records[2] as AuditRecord, records[3] as AuditRecord];
+    records[2] = { ...r3, seq: 2 };
+    records[3] = { ...r2, seq: 3 };
+    assert.match(verifyAudit(records).problems.join('\n'), /seq 2: altered/);
+    // Lines only moved: the history the chain tells is unchanged (sequence order); with
+    // fileOrder, for a log whose order is itself guaranteed, the move is found.
+    const moved = chainOf(5);
+    [moved[2], moved[3]] = [moved[3] as AuditRecord, moved[2] as AuditRecord];
+    assert.deepEqual(verifyAudit(moved).problems, []);
+    const problems = verifyAudit(moved, { fileOrder: true }).problems.join('\n');
     assert.match(problems, /missing after seq 1|out of order/);
     assert.match(problems, /out of order or repeated after seq 3/);
   });
