@@ -14,7 +14,7 @@ export const METRIC = {
   errorsByName: 'ErrorsByName',
   latency: 'Latency',
   hsmLatency: 'HsmLatency',
-  /** 1 when a deep health check found the HSM unavailable, else 0 (GetHealthStatus only). */
+  /** How many HSMs of the fleet GetHealthStatus found UNAVAILABLE (0 when all serve). */
   hsmUnavailable: 'HsmUnavailable',
   /** Emitted by Powertools on the first invocation of an environment. */
   coldStart: 'ColdStart',
