@@ -17,7 +17,7 @@ import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import type * as pkcs11 from 'pkcs11js';
 import type { KeyUsage } from '../layers/pkcs11/hsm.ts';
-import { MAX_VERSIONS, versionId, versionOf } from '../layers/pkcs11/pkcs11-hsm.ts';
+import { MAX_VERSIONS, USAGE_ATTRIBUTES, versionId, versionOf } from '../layers/pkcs11/pkcs11-hsm.ts';
 import { isEntryPoint } from '../scripts/entry-point.ts';
 
 const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
@@ -74,16 +74,6 @@ export interface VersionList {
   ambiguous: number[];
   current: number | undefined;
 }
-
-const USAGE_ATTRIBUTES: ReadonlyArray<readonly [number, KeyUsage]> = [
-  [P.CKA_ENCRYPT, 'ENCRYPT'],
-  [P.CKA_DECRYPT, 'DECRYPT'],
-  [P.CKA_WRAP, 'WRAP'],
-  [P.CKA_UNWRAP, 'UNWRAP'],
-  [P.CKA_SIGN, 'SIGN'],
-  [P.CKA_VERIFY, 'VERIFY'],
-  [P.CKA_DERIVE, 'DERIVE'],
-];
 
 // ---------------------------------------------------------------------------------------------
 // PKCS#11.

@@ -3,7 +3,7 @@
 // main thread gives up at its deadline and starts another worker.
 import { workerData } from 'node:worker_threads';
 import { HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
-import { type Pkcs11Config, Pkcs11Hsm } from './pkcs11-hsm.ts';
+import type { Pkcs11Config, Pkcs11Hsm } from './pkcs11-hsm.ts';
 import { createChannel, IDLE, REQUEST, RESPONSE, readMessage, STATE, signal, writeMessage } from './wire.ts';
 
 export interface WorkerRequest {
@@ -36,6 +36,9 @@ const shared32 = new Int32Array(libraryUsers);
 let hsm: Pkcs11Hsm | undefined;
 let loadError: HsmError | undefined;
 try {
+  // Imported here, not statically: a pkcs11js that cannot load (a layer built for another
+  // architecture) is then reported to every call, instead of a worker that dies at start.
+  const { Pkcs11Hsm } = await import('./pkcs11-hsm.ts');
   hsm = new Pkcs11Hsm({ ...config, canFinalize: () => Atomics.load(shared32, 0) <= 1, exclusive });
 } catch (err) {
   // The library itself did not load: every call reports it.

@@ -90,7 +90,8 @@ const KEY_USAGE_ERRORS = new Set([
   P.CKR_MECHANISM_INVALID,
 ]);
 
-const USAGE_ATTRIBUTES: ReadonlyArray<readonly [number, KeyUsage]> = [
+/** The attributes behind GetKeyMetadata's keyUsage. */
+export const USAGE_ATTRIBUTES: ReadonlyArray<readonly [number, KeyUsage]> = [
   [P.CKA_ENCRYPT, 'ENCRYPT'],
   [P.CKA_DECRYPT, 'DECRYPT'],
   [P.CKA_WRAP, 'WRAP'],

@@ -24,6 +24,7 @@ import fc from 'fast-check';
 import { LIMITS } from '../../functions/xks.ts';
 import { DEMO_KEYS, HEALTH_CHECK_KEY, type KeySpec } from '../../scripts/softhsm.ts';
 import { lambdaContext, signedEvent } from '../helpers/events.ts';
+import { fuzzParameters, positiveInt, SEED } from '../helpers/fuzz.ts';
 import { assertNoLeaks, captureLogs } from '../helpers/leaks.ts';
 import {
   createTestSetup,
@@ -39,7 +40,7 @@ import { type Credential, smithySign } from '../helpers/sign.ts';
 // Run configuration
 
 const RUNS = positiveInt(process.env.FUZZ_RUNS) ?? 200;
-const SEED = seedOf(process.env.FUZZ_SEED);
+const FILE = 'test/integration/fuzz-routes.test.ts';
 /** Over the wire each case costs a TLS round trip and a log scan: a tenth of the runs, 20 to 300. */
 const WIRE_RUNS = Math.min(300, Math.max(20, Math.round(RUNS / 10)));
 /** A call that takes longer has hung (the slowest legitimate one, a 64 KiB Encrypt, takes ~10 ms). */
@@ -47,37 +48,8 @@ const CALL_TIMEOUT_MS = 5000;
 /** node:test's own limit per property, a backstop for a hang the per-call timer cannot see. */
 const TEST_TIMEOUT_MS = Math.max(180_000, RUNS * 300);
 
-function positiveInt(text: string | undefined): number | undefined {
-  const n = Number(text);
-  return text !== undefined && Number.isInteger(n) && n > 0 ? n : undefined;
-}
-
-function seedOf(text: string | undefined): number {
-  if (text === 'random') return (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
-  const n = Number(text);
-  return text !== undefined && Number.isInteger(n) ? n : 0x5eed;
-}
-
 function params<T>(name: string, numRuns = RUNS): fc.Parameters<T> {
-  return {
-    numRuns,
-    seed: SEED,
-    ...(process.env.FUZZ_PATH ? { path: process.env.FUZZ_PATH } : {}),
-    reporter: (details) => {
-      if (!details.failed) return;
-      const cause =
-        details.errorInstance instanceof Error ? details.errorInstance.message : details.errorInstance;
-      throw new Error(
-        [
-          `property '${name}' failed after ${details.numRuns} runs (${details.numShrinks} shrinks)`,
-          `replay: FUZZ_SEED=${details.seed} FUZZ_PATH='${details.counterexamplePath}' ` +
-            `node --test-name-pattern='${name}' test/integration/fuzz-routes.test.ts`,
-          `counterexample: ${redact(details.counterexample)}`,
-          String(cause),
-        ].join('\n'),
-      );
-    },
-  };
+  return fuzzParameters(FILE, name, numRuns, redact);
 }
 
 /** Counterexamples without plaintext or AAD (only their sizes), long strings and buffers shortened. */

@@ -15,47 +15,19 @@ import aws4 from 'aws4';
 import fc from 'fast-check';
 import { XksError } from '../../functions/errors.ts';
 import { type SignedRequest, type Verified, type VerifyOptions, verifySigV4 } from '../../functions/sigv4.ts';
+import { fuzzParameters, positiveInt, SEED } from '../helpers/fuzz.ts';
 import { aws4Sign, type Credential, smithySign, toAmzDate } from '../helpers/sign.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Run configuration
 
 const RUNS = positiveInt(process.env.FUZZ_RUNS) ?? 300;
-const SEED = seedOf(process.env.FUZZ_SEED);
+const FILE = 'test/unit/fuzz-sigv4.test.ts';
 /** Per verification (the brief's budget): the min of 3 tries, so that a GC pause is not a failure. */
 const MAX_VERIFY_MS = 50;
 
-function positiveInt(text: string | undefined): number | undefined {
-  const n = Number(text);
-  return text !== undefined && Number.isInteger(n) && n > 0 ? n : undefined;
-}
-
-function seedOf(text: string | undefined): number {
-  if (text === 'random') return (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
-  const n = Number(text);
-  return text !== undefined && Number.isInteger(n) ? n : 0x5eed;
-}
-
 function params<T>(name: string, numRuns = RUNS): fc.Parameters<T> {
-  return {
-    numRuns,
-    seed: SEED,
-    ...(process.env.FUZZ_PATH ? { path: process.env.FUZZ_PATH } : {}),
-    reporter: (details) => {
-      if (!details.failed) return;
-      const cause =
-        details.errorInstance instanceof Error ? details.errorInstance.message : details.errorInstance;
-      throw new Error(
-        [
-          `property '${name}' failed after ${details.numRuns} runs (${details.numShrinks} shrinks)`,
-          `replay: FUZZ_SEED=${details.seed} FUZZ_PATH='${details.counterexamplePath}' ` +
-            `node --test-name-pattern='${name}' test/unit/fuzz-sigv4.test.ts`,
-          `counterexample: ${redact(details.counterexample)}`,
-          String(cause),
-        ].join('\n'),
-      );
-    },
-  };
+  return fuzzParameters(FILE, name, numRuns, redact);
 }
 
 /** Counterexamples in the report: long strings and buffers shortened; never a secret (none is generated). */
