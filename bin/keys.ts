@@ -17,7 +17,13 @@ import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import type * as pkcs11 from 'pkcs11js';
 import type { KeyUsage } from '../layers/pkcs11/hsm.ts';
-import { MAX_VERSIONS, USAGE_ATTRIBUTES, versionId, versionOf } from '../layers/pkcs11/pkcs11-hsm.ts';
+import {
+  MAX_VERSIONS,
+  secretKeyTemplate,
+  USAGE_ATTRIBUTES,
+  versionId,
+  versionOf,
+} from '../layers/pkcs11/pkcs11-hsm.ts';
 import { isEntryPoint } from '../scripts/entry-point.ts';
 
 const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
@@ -284,23 +290,14 @@ export function createVersion(
     if (next > HIGHEST_VERSION) throw new KeysError(`'${key}' is at the highest version number`);
 
     const template: pkcs11.Template = [
-      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-      { type: P.CKA_KEY_TYPE, value: P.CKK_AES },
+      ...secretKeyTemplate({
+        label: key,
+        keyType: P.CKK_AES,
+        encrypt: options.encrypt,
+        decrypt: options.decrypt,
+        version: next,
+      }),
       { type: P.CKA_VALUE_LEN, value: 32 },
-      { type: P.CKA_TOKEN, value: true },
-      { type: P.CKA_PRIVATE, value: true },
-      { type: P.CKA_SENSITIVE, value: true },
-      { type: P.CKA_EXTRACTABLE, value: false },
-      { type: P.CKA_LABEL, value: key },
-      { type: P.CKA_ENCRYPT, value: options.encrypt },
-      { type: P.CKA_DECRYPT, value: options.decrypt },
-      { type: P.CKA_WRAP, value: false },
-      { type: P.CKA_UNWRAP, value: false },
-      { type: P.CKA_SIGN, value: false },
-      { type: P.CKA_VERIFY, value: false },
-      { type: P.CKA_DERIVE, value: false },
-      // Version 1 has no CKA_ID, like every key made before rotation existed.
-      ...(next === 1 ? [] : [{ type: P.CKA_ID, value: Buffer.from(versionId(next), 'latin1') }]),
     ];
     let handle: Buffer;
     try {

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import type * as pkcs11 from 'pkcs11js';
+import { secretKeyTemplate } from '../layers/pkcs11/pkcs11-hsm.ts';
 
 const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
@@ -101,6 +102,22 @@ export function ensureSoftHsmToken(options: TokenOptions): Token {
   }
 }
 
+/** The serial number of the token labelled `label`, in the SoftHSM that SOFTHSM2_CONF names. */
+export function tokenSerial(label: string): string {
+  const lib = new P.PKCS11();
+  lib.load(findSoftHsmModule());
+  lib.C_Initialize();
+  try {
+    for (const slot of lib.C_GetSlotList(true)) {
+      const info = lib.C_GetTokenInfo(slot);
+      if (info.label.replace(/[\s\0]+$/, '') === label) return info.serialNumber.replace(/[\s\0]+$/, '');
+    }
+  } finally {
+    lib.C_Finalize();
+  }
+  throw new Error(`no token ${label}`);
+}
+
 function findOrInitToken(lib: pkcs11.PKCS11, options: TokenOptions): Buffer {
   for (const slot of lib.C_GetSlotList(true)) {
     const info = lib.C_GetTokenInfo(slot);
@@ -136,21 +153,13 @@ function findKey(lib: pkcs11.PKCS11, session: Buffer, label: string): boolean {
 function createKey(lib: pkcs11.PKCS11, session: Buffer, key: KeySpec): void {
   const aes = (key.type ?? 'AES') === 'AES';
   const bytes = key.bytes ?? 32;
-  const template: pkcs11.Template = [
-    { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-    { type: P.CKA_KEY_TYPE, value: aes ? P.CKK_AES : P.CKK_GENERIC_SECRET },
-    { type: P.CKA_TOKEN, value: true },
-    { type: P.CKA_PRIVATE, value: true },
-    { type: P.CKA_SENSITIVE, value: true },
-    { type: P.CKA_EXTRACTABLE, value: false },
-    { type: P.CKA_LABEL, value: key.label },
-    { type: P.CKA_ENCRYPT, value: key.encrypt },
-    { type: P.CKA_DECRYPT, value: key.decrypt },
-    { type: P.CKA_WRAP, value: false },
-    { type: P.CKA_UNWRAP, value: false },
-    { type: P.CKA_SIGN, value: !aes },
-    { type: P.CKA_VERIFY, value: !aes },
-  ];
+  const template = secretKeyTemplate({
+    label: key.label,
+    keyType: aes ? P.CKK_AES : P.CKK_GENERIC_SECRET,
+    encrypt: key.encrypt,
+    decrypt: key.decrypt,
+    sign: !aes,
+  });
   if (key.value !== undefined) {
     lib.C_CreateObject(session, [...template, { type: P.CKA_VALUE, value: key.value }]);
     return;

@@ -57,6 +57,40 @@ export function versionOf(id: Buffer | undefined): number {
   return match ? Number(match[1]) : 1;
 }
 
+/**
+ * The template of a secret key this project creates (the key CLI, the demo and test tokens): a
+ * token object, private and sensitive, never extractable, with only the usages asked for; the
+ * CKA_ID of its version (none for version 1, like every key made before rotation existed).
+ */
+export function secretKeyTemplate(key: {
+  label: string;
+  keyType: number;
+  encrypt: boolean;
+  decrypt: boolean;
+  /** SIGN and VERIFY (HMAC-style keys). */
+  sign?: boolean;
+  version?: number;
+}): pkcs11.Template {
+  const version = key.version ?? 1;
+  return [
+    { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
+    { type: P.CKA_KEY_TYPE, value: key.keyType },
+    { type: P.CKA_TOKEN, value: true },
+    { type: P.CKA_PRIVATE, value: true },
+    { type: P.CKA_SENSITIVE, value: true },
+    { type: P.CKA_EXTRACTABLE, value: false },
+    { type: P.CKA_LABEL, value: key.label },
+    { type: P.CKA_ENCRYPT, value: key.encrypt },
+    { type: P.CKA_DECRYPT, value: key.decrypt },
+    { type: P.CKA_WRAP, value: false },
+    { type: P.CKA_UNWRAP, value: false },
+    { type: P.CKA_SIGN, value: key.sign ?? false },
+    { type: P.CKA_VERIFY, value: key.sign ?? false },
+    { type: P.CKA_DERIVE, value: false },
+    ...(version === 1 ? [] : [{ type: P.CKA_ID, value: Buffer.from(versionId(version), 'latin1') }]),
+  ];
+}
+
 /** At most this many versions of one key are looked at (a C_FindObjects batch). */
 export const MAX_VERSIONS = 64;
 

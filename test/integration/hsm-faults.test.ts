@@ -7,16 +7,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, type TestContext, test } from 'node:test';
-import { findSoftHsmModule } from '../../scripts/softhsm.ts';
+import { tokenSerial } from '../../scripts/softhsm.ts';
 import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
 import { metadata, type Response, type RunningProxy, startProxy } from '../helpers/proxy.ts';
-
-const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
 /** hsm.callTimeoutMs (the test setup's value, set again here so the bounds below stay true). */
 const DEADLINE_MS = 100;
@@ -66,22 +63,6 @@ after(async () => {
   await proxy?.stop();
   if (controlDir) rmSync(controlDir, { recursive: true, force: true });
 });
-
-/** Read from SoftHSM in this process (createTestSetup pointed SOFTHSM2_CONF at the proxy's tokens). */
-function tokenSerial(label: string): string {
-  const lib = new P.PKCS11();
-  lib.load(findSoftHsmModule());
-  lib.C_Initialize();
-  try {
-    for (const slot of lib.C_GetSlotList(true)) {
-      const info = lib.C_GetTokenInfo(slot);
-      if (info.label.trim() === label) return info.serialNumber.trim();
-    }
-  } finally {
-    lib.C_Finalize();
-  }
-  throw new Error(`no token ${label}`);
-}
 
 const b64 = (bytes: Buffer) => bytes.toString('base64');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -11,16 +11,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { ensureSoftHsmToken, findSoftHsmModule, HEALTH_CHECK_KEY } from '../../scripts/softhsm.ts';
+import { ensureSoftHsmToken, HEALTH_CHECK_KEY, tokenSerial } from '../../scripts/softhsm.ts';
 import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
 import { metadata, type Response, type RunningProxy, startProxy } from '../helpers/proxy.ts';
-
-const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
 const LABELS = ['hsm-a', 'hsm-b'] as const;
 /** Roomier than the default 100 ms: a slow (not timed-out) HSM is part of this file. */
@@ -181,21 +178,6 @@ class Fleet {
     }
     return performance.now() - started;
   }
-}
-
-function tokenSerial(label: string): string {
-  const lib = new P.PKCS11();
-  lib.load(findSoftHsmModule());
-  lib.C_Initialize();
-  try {
-    for (const slot of lib.C_GetSlotList(true)) {
-      const info = lib.C_GetTokenInfo(slot);
-      if (info.label.trim() === label) return info.serialNumber.trim();
-    }
-  } finally {
-    lib.C_Finalize();
-  }
-  throw new Error(`no token ${label}`);
 }
 
 describe('the first HSM fails: the second serves', () => {
