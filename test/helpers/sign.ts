@@ -8,6 +8,18 @@ export interface Credential {
   secretAccessKey: string;
 }
 
+// Fixed test credentials in the spec's format (Appendix A): the spec's configuration file example
+// and a made-up one, and a secret that belongs to neither.
+export const CRED_A: Credential = {
+  accessKeyId: 'AKIAI2SFODNN7EXAMPLE',
+  secretAccessKey: 'FYtE5EFA5FT0mCc3DrGUe2sti527BitkQ0Zr9MO9fvE',
+};
+export const CRED_B: Credential = {
+  accessKeyId: 'BBBBBBBBBBBBBBBBBBBBBBBB22',
+  secretAccessKey: 'Qm9iJ3Mgc2Vjb25kIHRlc3Qgc2VjcmV0IGZvciByb3RhdGlvbg==',
+};
+export const OTHER_SECRET = 'U29tZU90aGVyU2VjcmV0VGhhdElzTm90VGhlUmlnaHRPbmU=';
+
 export interface ToSign {
   method?: string;
   /** Host header value, with port. */

@@ -234,6 +234,20 @@ async function untilServing(stub: StubServer): Promise<void> {
   assert.equal(status, 200, 'a good client is served');
 }
 
+/** Sends `head` as a chunked request and then 2 MB of body in 16 KiB chunks, as the socket drains. */
+function streamChunkedBody(socket: Socket, head: string): void {
+  socket.write(`${head}transfer-encoding: chunked\r\n\r\n`);
+  const chunk = Buffer.concat([Buffer.from('4000\r\n'), Buffer.alloc(0x4000, 0x41), Buffer.from('\r\n')]);
+  let sent = 0;
+  const pump = () => {
+    while (sent < 2 * 1024 * 1024 && !socket.destroyed) {
+      sent += 0x4000;
+      if (!socket.write(chunk)) return void socket.once('drain', pump);
+    }
+  };
+  pump();
+}
+
 describe('request body (in-process, 64 KiB limit)', () => {
   let stub: StubServer;
   const limit = 64 * 1024;
@@ -250,20 +264,7 @@ describe('request body (in-process, 64 KiB limit)', () => {
       tls.cert,
       (socket) => {
         clientPort = socket.localPort as number;
-        socket.write(`POST ${route} HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n`);
-        const chunk = Buffer.concat([
-          Buffer.from('4000\r\n'),
-          Buffer.alloc(0x4000, 0x41),
-          Buffer.from('\r\n'),
-        ]);
-        let sent = 0;
-        const pump = () => {
-          while (sent < 2 * 1024 * 1024 && !socket.destroyed) {
-            sent += 0x4000;
-            if (!socket.write(chunk)) return void socket.once('drain', pump);
-          }
-        };
-        pump();
+        streamChunkedBody(socket, `POST ${route} HTTP/1.1\r\nhost: a\r\n`);
       },
       5000,
     );
@@ -631,22 +632,10 @@ describe('the real proxy under hostile clients (default limits)', () => {
         port,
         proxy.ca,
         (socket) => {
-          socket.write(
-            `POST ${PREFIX}/kms/xks/v1/keys/foo/encrypt HTTP/1.1\r\nhost: ${proxy.host}\r\ntransfer-encoding: chunked\r\n\r\n`,
+          streamChunkedBody(
+            socket,
+            `POST ${PREFIX}/kms/xks/v1/keys/foo/encrypt HTTP/1.1\r\nhost: ${proxy.host}\r\n`,
           );
-          const chunk = Buffer.concat([
-            Buffer.from('4000\r\n'),
-            Buffer.alloc(0x4000, 0x41),
-            Buffer.from('\r\n'),
-          ]);
-          let sent = 0;
-          const pump = () => {
-            while (sent < 2 * 1024 * 1024 && !socket.destroyed) {
-              sent += 0x4000;
-              if (!socket.write(chunk)) return void socket.once('drain', pump);
-            }
-          };
-          pump();
         },
         5000,
       ),

@@ -16,7 +16,15 @@ import fc from 'fast-check';
 import { XksError } from '../../functions/errors.ts';
 import { type SignedRequest, type Verified, type VerifyOptions, verifySigV4 } from '../../functions/sigv4.ts';
 import { fuzzParameters, positiveInt, SEED } from '../helpers/fuzz.ts';
-import { aws4Sign, type Credential, smithySign, toAmzDate } from '../helpers/sign.ts';
+import {
+  aws4Sign,
+  CRED_A,
+  CRED_B,
+  type Credential,
+  OTHER_SECRET,
+  smithySign,
+  toAmzDate,
+} from '../helpers/sign.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Run configuration
@@ -49,16 +57,6 @@ function redact(value: unknown): string {
 const SERVICE = 'kms-xks-proxy';
 const MINUTE = 60_000;
 const SKEW = 5 * MINUTE; // spec (Authentication): 5 minutes either way
-// Test-only credentials in the spec's format (Appendix A): ids A-Z 2-7, 20-30 chars.
-const CRED_A: Credential = {
-  accessKeyId: 'AKIAI2SFODNN7EXAMPLE',
-  secretAccessKey: 'FYtE5EFA5FT0mCc3DrGUe2sti527BitkQ0Zr9MO9fvE',
-};
-const CRED_B: Credential = {
-  accessKeyId: 'BBBBBBBBBBBBBBBBBBBBBBBB22',
-  secretAccessKey: 'Qm9iJ3Mgc2Vjb25kIHRlc3Qgc2VjcmV0IGZvciByb3RhdGlvbg==',
-};
-const OTHER_SECRET = 'U29tZU90aGVyU2VjcmV0VGhhdElzTm90VGhlUmlnaHRPbmU=';
 const SECRETS = [CRED_A.secretAccessKey, CRED_B.secretAccessKey, OTHER_SECRET];
 const KNOWN = new Map([CRED_A, CRED_B].map((c) => [c.accessKeyId, c.secretAccessKey]));
 const REGIONS = ['us-east-1', 'us-west-2', 'eu-west-1', 'ap-southeast-2', 'cn-north-1', 'us-gov-west-1'];

@@ -12,7 +12,15 @@ import {
   type VerifyOptions,
   verifySigV4,
 } from '../../functions/sigv4.ts';
-import { aws4Sign, type Credential, smithySign, toAmzDate } from '../helpers/sign.ts';
+import {
+  aws4Sign,
+  CRED_A,
+  CRED_B,
+  type Credential,
+  OTHER_SECRET,
+  smithySign,
+  toAmzDate,
+} from '../helpers/sign.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -54,16 +62,6 @@ const BODY = JSON.stringify({
 const SIGNED_AT = new Date(Date.UTC(2024, 4, 15, 10, 20, 30));
 const MINUTE = 60_000;
 
-// Fixed test credentials (the spec's configuration file example and two made-up ones).
-const CRED_A: Credential = {
-  accessKeyId: 'AKIAI2SFODNN7EXAMPLE',
-  secretAccessKey: 'FYtE5EFA5FT0mCc3DrGUe2sti527BitkQ0Zr9MO9fvE',
-};
-const CRED_B: Credential = {
-  accessKeyId: 'BBBBBBBBBBBBBBBBBBBBBBBB22',
-  secretAccessKey: 'Qm9iJ3Mgc2Vjb25kIHRlc3Qgc2VjcmV0IGZvciByb3RhdGlvbg==',
-};
-const OTHER_SECRET = 'U29tZU90aGVyU2VjcmV0VGhhdElzTm90VGhlUmlnaHRPbmU=';
 const ALL_SECRETS = [CRED_A.secretAccessKey, CRED_B.secretAccessKey, OTHER_SECRET];
 
 function secretsOf(...credentials: Credential[]): (id: string) => string | undefined {
