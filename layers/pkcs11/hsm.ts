@@ -60,15 +60,6 @@ export type HsmErrorKind = 'invalidCiphertext' | 'keyUsage' | 'unavailable' | 't
 /** ekmFleetDetails.healthStatus (spec: GetHealthStatus). */
 export type HsmHealth = 'ACTIVE' | 'DEGRADED' | 'UNAVAILABLE';
 
-/** One HSM of the fleet, as GetHealthStatus reports it. */
-export interface HsmMemberStatus {
-  /** The configured name of the HSM; the id when it was never reached. */
-  readonly name: string;
-  readonly info: HsmInfo | undefined;
-  /** From recent outcomes and the circuit breaker; the deep check refines it. */
-  readonly health: HsmHealth;
-}
-
 export class HsmError extends Error {
   readonly kind: HsmErrorKind;
   /** The PKCS#11 return value name (CKR_...), when there was one. Never secret. */

@@ -2,7 +2,8 @@
 // cache age; "XKS proxy configuration in AWS KMS console").
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ConfigError, DEMO_CREDENTIAL, parseConfig } from '../../functions/config.ts';
+import { ConfigError, DEMO_CREDENTIAL, LOCAL_SERVER_LIMITS, parseConfig } from '../../functions/config.ts';
+import { DEFAULT_LIMITS } from '../../local/server.ts';
 
 const ACCESS_KEY_ID = 'XKSPROXYTESTACCESSKEY23456'; // 26 characters of A-Z2-7
 const SECRET = 'eGtzLXByb3h5IHVuaXQgdGVzdCBzZWNyZXQsIDMyIGI='; // 44 characters of Base64
@@ -455,4 +456,8 @@ describe('HSM robustness settings (issue: HSM robustness and key lifecycle)', ()
       );
     }
   });
+});
+
+test("localServer takes exactly the local server's limits (config.ts cannot import local/server.ts)", () => {
+  assert.deepEqual([...LOCAL_SERVER_LIMITS].sort(), Object.keys(DEFAULT_LIMITS).sort());
 });
