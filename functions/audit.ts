@@ -4,7 +4,7 @@
 // the hash of the one before it, so a removed, altered, inserted or reordered record breaks the
 // chain, and `xks-proxy audit verify` finds where. Records never hold plaintext, AAD, keys,
 // PINs or secrets: only who asked what, with which key, and what happened.
-import { createHash, randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 
 /** What an audit record says about a request. */
 export interface AuditFields {
@@ -52,17 +52,20 @@ export const GENESIS = '0'.repeat(64);
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+    let text = '';
+    for (const key of Object.keys(value).sort()) {
+      const v = (value as Record<string, unknown>)[key];
+      if (v === undefined) continue;
+      text += `${text === '' ? '{' : ','}${JSON.stringify(key)}:${canonical(v)}`;
+    }
+    return text === '' ? '{}' : `${text}}`;
   }
   return JSON.stringify(value);
 }
 
 export function hashOf(record: Omit<AuditRecord, 'hash'> | AuditRecord): string {
   const { hash: _ignored, ...rest } = record as AuditRecord;
-  return createHash('sha256').update(canonical(rest)).digest('hex');
+  return hash('sha256', canonical(rest), 'hex');
 }
 
 export class AuditChain {
@@ -97,15 +100,18 @@ export class AuditChain {
       prev: this.#prev,
       ...stripUndefined(fields),
     };
-    const hash = hashOf(body);
-    this.#prev = hash;
-    return { ...body, hash };
+    const digest = hashOf(body);
+    this.#prev = digest;
+    return { ...body, hash: digest };
   }
 }
 
 function stripUndefined(fields: AuditFields): AuditFields {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(fields)) if (v !== undefined) out[k] = v;
+  for (const k in fields) {
+    const v = fields[k as keyof AuditFields];
+    if (v !== undefined) out[k] = v;
+  }
   return out as AuditFields;
 }
 

@@ -557,11 +557,17 @@ function requestLine(
   return `${text}}`;
 }
 
-/** `,"key":value`, or nothing for the values Powertools leaves out ('' / null / undefined). */
+/**
+ * `,"key":value`, or nothing for the values Powertools leaves out ('' / null / undefined). The keys
+ * are this file's own names (plain identifiers), never from a request: written as they are.
+ */
 function field(key: string, value: unknown): string {
-  return value === undefined || value === null || value === ''
-    ? ''
-    : `,${JSON.stringify(key)}:${JSON.stringify(value)}`;
+  if (value === undefined || value === null || value === '') return '';
+  const json =
+    typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value))
+      ? String(value)
+      : JSON.stringify(value);
+  return `,"${key}":${json}`;
 }
 
 /** The fields that only change with the function (service to function_name), kept per context. */

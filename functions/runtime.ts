@@ -244,6 +244,7 @@ async function createFleet(): Promise<HsmFleet> {
       },
       callTimeoutMs: defaults.callTimeoutMs,
       startTimeoutMs: defaults.startTimeoutMs,
+      spinMicros: defaults.spinMicros,
       onEvent: (event) => logger.warn('HSM event', { hsm: member.name, event }),
     });
     created.push({ name: member.name, hsm });

@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { NODE_FLAGS } from '../../local/server.ts';
 import type { BenchSetup } from './requests.ts';
 import { ROOT, stopChild, waitForOutput } from './util.ts';
 
@@ -44,7 +45,9 @@ export async function startServer(
   const logFile = join(logDir, `${kind}-${processes}p-${Date.now()}.log`);
   const spawnedAt = performance.now();
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...nodeArgs, ...args], {
+  // The proxy as `npm start` runs it (its V8 flags); cluster-proxy's workers inherit them.
+  const flags = kind === 'proxy' ? [...NODE_FLAGS, ...nodeArgs] : nodeArgs;
+  const child = spawn(process.execPath, [...flags, ...args], {
     cwd: ROOT,
     env: { ...process.env, SOFTHSM2_CONF: setup.softhsmConf },
     stdio: ['ignore', out, 'pipe'],

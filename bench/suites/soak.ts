@@ -22,6 +22,8 @@ export interface SoakSecond {
   t: number;
   rps: number;
   p99Ms: number;
+  /** p99 of the proxy's own latencyMs (its log lines) in the same second: the server's share. */
+  serverP99Ms: number | undefined;
   rssMb: number | undefined;
 }
 
@@ -40,6 +42,9 @@ export interface SoakResults {
   firstP99Ms: number;
   lastP99Ms: number;
   driftRatio: number;
+  /** The same windows from the proxy's log (latencyMs, from the request's arrival to its answer). */
+  serverFirstP99Ms: number;
+  serverLastP99Ms: number;
   rssBaselineMb: number;
   rssEndMb: number;
   rssGrowthPercent: number;
@@ -60,11 +65,22 @@ export interface GcSummary {
   lastCommittedMb: number;
 }
 
-/** `Mark-Compact 53.0 (93.4) -> 19.1 (91.4) MB` lines of --trace-gc after `fromMs` (process time). */
-function majorGcs(logFile: string, fromMs: number): GcSummary {
+/**
+ * From the server's log, after `fromMs` (process time): its full GCs (`Mark-Compact 53.0 (93.4) ->
+ * 19.1 (91.4) MB` lines of --trace-gc), and each request line's latencyMs by second since
+ * `startEpochMs` (the line's timestamp).
+ */
+function scanServerLog(
+  logFile: string,
+  fromMs: number,
+  startEpochMs: number,
+  seconds: number,
+): { gc: GcSummary; latencies: number[][] } {
   const pattern =
     /^\[\d+:0x[0-9a-f]+\]\s+(\d+) ms: Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+) \(([\d.]+)\) MB/;
+  const request = /"message":"XKS request","timestamp":"([^"]+)".*?"latencyMs":([\d.]+)/;
   const gcs: Array<{ live: number; committed: number }> = [];
+  const latencies: number[][] = Array.from({ length: seconds }, () => []);
   // The log holds every request's JSON line too (hundreds of MB): scan it in chunks.
   const fd = openSync(logFile, 'r');
   try {
@@ -76,6 +92,12 @@ function majorGcs(logFile: string, fromMs: number): GcSummary {
       const lines = (rest + chunk.toString('utf8', 0, n)).split('\n');
       rest = lines.pop() ?? '';
       for (const line of lines) {
+        const r = request.exec(line);
+        if (r) {
+          const second = Math.floor((Date.parse(r[1] as string) - startEpochMs) / 1000);
+          if (second >= 0 && second < seconds) latencies[second]?.push(Number(r[2]));
+          continue;
+        }
         if (!line.includes('Mark-Compact')) continue;
         const m = pattern.exec(line);
         if (m && Number(m[1]) >= fromMs) gcs.push({ live: Number(m[2]), committed: Number(m[3]) });
@@ -86,7 +108,7 @@ function majorGcs(logFile: string, fromMs: number): GcSummary {
   }
   const first = gcs[0];
   const last = gcs[gcs.length - 1];
-  return {
+  const gc = {
     count: gcs.length,
     firstLiveMb: first?.live ?? Number.NaN,
     lastLiveMb: last?.live ?? Number.NaN,
@@ -94,6 +116,7 @@ function majorGcs(logFile: string, fromMs: number): GcSummary {
     firstCommittedMb: first?.committed ?? Number.NaN,
     lastCommittedMb: last?.committed ?? Number.NaN,
   };
+  return { gc, latencies };
 }
 
 /** Latency drift target: the last window's p99 at most this multiple of the first's (noise is ±25%). */
@@ -141,6 +164,7 @@ export async function soakSuite(options: {
     const byRoute: Record<string, { ok: number; other: number }> = {};
     const rss: Array<number | undefined> = [];
     const soakStartMs = performance.now() - server.spawnedAt;
+    const soakStartEpochMs = Date.now();
     const sampler = setInterval(() => rss.push(rssKb(pid)), 1000);
     rss.push(rssKb(pid));
     let result: Awaited<ReturnType<typeof runLoad>>;
@@ -161,20 +185,29 @@ export async function soakSuite(options: {
     } finally {
       clearInterval(sampler);
     }
+    // V8 writes --trace-gc through C stdio, buffered when stdout is a file: read it after the exit.
+    await server.stop();
+    const { gc, latencies } = scanServerLog(server.logFile, soakStartMs, soakStartEpochMs, seconds);
     const used = perSecond.slice(0, Math.ceil(options.durationS));
+    const serverUsed = latencies.slice(0, used.length);
+    const p99 = (list: number[]) => round(quantile(Float64Array.from(list).sort(), 0.99), 3);
     const timeline: SoakSecond[] = used.map((list, t) => {
       const kb = rss[t + 1];
+      const server = serverUsed[t] ?? [];
       return {
         t,
         rps: list.length,
-        p99Ms: round(quantile(Float64Array.from(list).sort(), 0.99), 3),
+        p99Ms: p99(list),
+        serverP99Ms: server.length === 0 ? undefined : p99(server),
         rssMb: kb === undefined ? undefined : round(kb / 1024, 1),
       };
     });
     const windowS = Math.max(1, Math.min(60, Math.floor(options.durationS / 5)));
-    const p99Of = (lists: number[][]) => quantile(Float64Array.from(lists.flat()).sort(), 0.99);
-    const firstP99Ms = round(p99Of(used.slice(0, windowS)), 3);
-    const lastP99Ms = round(p99Of(used.slice(-windowS)), 3);
+    const p99Of = (lists: number[][]) => p99(lists.flat());
+    const firstP99Ms = p99Of(used.slice(0, windowS));
+    const lastP99Ms = p99Of(used.slice(-windowS));
+    const serverFirstP99Ms = p99Of(serverUsed.slice(0, windowS));
+    const serverLastP99Ms = p99Of(serverUsed.slice(-windowS));
     const samples = rss.filter((v): v is number => v !== undefined);
     const edge = Math.max(1, Math.min(10, Math.floor(samples.length / 3)));
     const rssBaselineMb = round(median(samples.slice(0, edge)) / 1024, 1);
@@ -184,11 +217,8 @@ export async function soakSuite(options: {
     // autocannon stops at the first 1-second tick after the duration: divide by the time it really ran.
     const achievedRps = Math.round(result.completed / Math.max(result.durationS, options.durationS));
     const driftRatio = round(lastP99Ms / firstP99Ms, 2);
-    // V8 writes --trace-gc through C stdio, buffered when stdout is a file: read it after the exit.
-    await server.stop();
-    const gc = majorGcs(server.logFile, soakStartMs);
     options.log(
-      `  soak: ${result.completed} requests, ${achievedRps} req/s, non-2xx ${result.non2xx}, errors ${errors}, p99 first ${firstP99Ms} ms last ${lastP99Ms} ms, RSS ${rssBaselineMb} -> ${rssEndMb} MB, live heap after full GC ${gc.firstLiveMb} -> ${gc.lastLiveMb} MB (${gc.count} full GCs)`,
+      `  soak: ${result.completed} requests, ${achievedRps} req/s, non-2xx ${result.non2xx}, errors ${errors}, p99 first ${firstP99Ms} ms last ${lastP99Ms} ms (in the proxy: ${serverFirstP99Ms} -> ${serverLastP99Ms} ms), RSS ${rssBaselineMb} -> ${rssEndMb} MB, live heap after full GC ${gc.firstLiveMb} -> ${gc.lastLiveMb} MB (${gc.count} full GCs)`,
     );
     return {
       rate: options.rate,
@@ -204,6 +234,8 @@ export async function soakSuite(options: {
       firstP99Ms,
       lastP99Ms,
       driftRatio,
+      serverFirstP99Ms,
+      serverLastP99Ms,
       rssBaselineMb,
       rssEndMb,
       rssGrowthPercent,

@@ -4,7 +4,17 @@
 import { workerData } from 'node:worker_threads';
 import { HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
 import type { Pkcs11Config, Pkcs11Hsm } from './pkcs11-hsm.ts';
-import { createChannel, IDLE, REQUEST, RESPONSE, readMessage, STATE, signal, writeMessage } from './wire.ts';
+import {
+  createChannel,
+  IDLE,
+  REQUEST,
+  RESPONSE,
+  readMessage,
+  STATE,
+  signal,
+  spinUntil,
+  writeMessage,
+} from './wire.ts';
 
 export interface WorkerRequest {
   op: 'findKey' | 'encrypt' | 'decrypt';
@@ -23,9 +33,11 @@ export interface WorkerResponse {
 
 export type HsmKeyWire = Omit<HsmKey, 'usage'> & { usage: string[] };
 
-const { shared, config, libraryUsers } = workerData as {
+const { shared, config, libraryUsers, spinMicros } = workerData as {
   shared: SharedArrayBuffer;
   config: Pkcs11Config;
+  /** How long to spin for the next call after answering one (worker-hsm.ts). */
+  spinMicros: number;
   /** How many workers of this process use the same PKCS#11 library (worker-hsm.ts). */
   libraryUsers: SharedArrayBuffer;
 };
@@ -50,6 +62,8 @@ signal(channel, IDLE);
 for (;;) {
   const state = Atomics.load(channel.control, STATE);
   if (state !== REQUEST) {
+    // Under load the next call comes within microseconds: spin for it before sleeping.
+    if (spinUntil(spinMicros, () => Atomics.load(channel.control, STATE) === REQUEST)) continue;
     Atomics.wait(channel.control, STATE, state);
     continue;
   }

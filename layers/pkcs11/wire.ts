@@ -63,6 +63,26 @@ export function readMessage<T>(channel: Channel): { header: T; buffers: Buffer[]
   return { header, buffers };
 }
 
+/** Atomics.pause where the engine has it (V8 13.3+, Node 24): a hint to the CPU inside a spin. */
+const pause: () => void = (Atomics as { pause?: () => void }).pause?.bind(Atomics) ?? (() => {});
+
+/**
+ * Busy-waits up to `micros` for `done()`; true when it came. A thread asleep in Atomics.wait takes
+ * 15-40 us to wake on a virtual machine (its vCPU halts); a spinning one sees the change at once
+ * (docs/performance.md). Only worth it with a core to spare: hsm.spinMicros, 0 turns it off.
+ */
+export function spinUntil(micros: number, done: () => boolean): boolean {
+  if (micros <= 0) return done();
+  const until = performance.now() + micros / 1000;
+  do {
+    for (let i = 0; i < 32; i++) {
+      if (done()) return true;
+      pause();
+    }
+  } while (performance.now() < until);
+  return done();
+}
+
 /** Sets the state and wakes whoever waits on it. */
 export function signal(channel: Channel, state: number): void {
   Atomics.store(channel.control, STATE, state);

@@ -24,6 +24,7 @@ import {
   STARTING,
   STATE,
   signal,
+  spinUntil,
   writeMessage,
 } from './wire.ts';
 
@@ -33,6 +34,11 @@ export interface WorkerHsmOptions {
   callTimeoutMs: number;
   /** Deadline of the first connection (module load, C_Initialize, C_Login) of the first worker. */
   startTimeoutMs: number;
+  /**
+   * How long each side spins before sleeping, in us: this thread for an answer, the worker for the
+   * next call after answering one (wire.ts spinUntil). 0: both sleep at once.
+   */
+  spinMicros?: number;
   /** Abandoned workers still stuck in a call; no new worker is started beyond this many. */
   maxAbandoned?: number;
   /** Told what the worker reports (re-initialisations), and when a worker is abandoned. */
@@ -128,7 +134,12 @@ export class WorkerHsm implements Hsm {
     const users = usersOf(this.#options.pkcs11.modulePath);
     Atomics.add(users, 0, 1);
     const thread = new Worker(workerScript(), {
-      workerData: { shared: channel.shared, config: this.#options.pkcs11, libraryUsers: users.buffer },
+      workerData: {
+        shared: channel.shared,
+        config: this.#options.pkcs11,
+        libraryUsers: users.buffer,
+        spinMicros: this.#options.spinMicros ?? 0,
+      },
       // None of the process's flags: some stop a worker from starting (--input-type of node -e,
       // the test runner's), and the worker needs none (NODE_OPTIONS still applies).
       execArgv: [],
@@ -149,14 +160,16 @@ export class WorkerHsm implements Hsm {
     const { channel } = worker;
     const timeoutMs = this.#everReady ? this.#options.callTimeoutMs : this.#options.startTimeoutMs;
     const deadline = performance.now() + timeoutMs;
-    if (!waitWhile(channel, STARTING, deadline)) {
+    if (!waitWhile(channel, STARTING, deadline, 0)) {
       // Still connecting: not stuck in a call, so it is kept (a worker per call would pile up).
       throw new HsmError('timeout', `The HSM took more than ${timeoutMs} ms to connect`);
     }
     this.#everReady = true;
     writeMessage(channel, request, input);
     signal(channel, REQUEST);
-    if (!waitWhile(channel, REQUEST, deadline)) this.#abandon(worker, timeoutMs, 'to answer');
+    if (!waitWhile(channel, REQUEST, deadline, this.#options.spinMicros ?? 0)) {
+      this.#abandon(worker, timeoutMs, 'to answer');
+    }
     const response = readMessage<WorkerResponse>(channel);
     Atomics.store(channel.control, STATE, IDLE);
     for (const event of response.header.events ?? []) this.#options.onEvent?.(event);
@@ -183,8 +196,13 @@ export class WorkerHsm implements Hsm {
   }
 }
 
-/** Waits while the channel is in `state`, until the deadline; false when the deadline passed. */
-function waitWhile(channel: Channel, state: number, deadline: number): boolean {
+/**
+ * Waits while the channel is in `state`, spinning `spinMicros` first, until the deadline; false
+ * when the deadline passed.
+ */
+function waitWhile(channel: Channel, state: number, deadline: number, spinMicros: number): boolean {
+  const spin = Math.min(spinMicros, (deadline - performance.now()) * 1000);
+  if (spinUntil(spin, () => Atomics.load(channel.control, STATE) !== state)) return true;
   for (;;) {
     if (Atomics.load(channel.control, STATE) !== state) return true;
     const remaining = deadline - performance.now();

@@ -1,9 +1,16 @@
 // Configuration validation (spec: Appendix A credential rules; XksProxyUriPath rules; GetHealthStatus
 // cache age; "XKS proxy configuration in AWS KMS console").
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { ConfigError, DEMO_CREDENTIAL, LOCAL_SERVER_LIMITS, parseConfig } from '../../functions/config.ts';
-import { DEFAULT_LIMITS } from '../../local/server.ts';
+import {
+  ConfigError,
+  DEMO_CREDENTIAL,
+  defaultSpinMicros,
+  LOCAL_SERVER_LIMITS,
+  parseConfig,
+} from '../../functions/config.ts';
+import { DEFAULT_LIMITS, NODE_FLAGS } from '../../local/server.ts';
 
 const ACCESS_KEY_ID = 'XKSPROXYTESTACCESSKEY23456'; // 26 characters of A-Z2-7
 const SECRET = 'eGtzLXByb3h5IHVuaXQgdGVzdCBzZWNyZXQsIDMyIGI='; // 44 characters of Base64
@@ -393,6 +400,24 @@ describe('HSM robustness settings (issue: HSM robustness and key lifecycle)', ()
     assert.equal(config.hsm.fleet, undefined);
   });
 
+  test('spinMicros: spinning only with a core to spare, unless set', () => {
+    assert.equal(defaultSpinMicros({}, 2), 200);
+    assert.equal(defaultSpinMicros({}, 1), 0);
+    // Lambda: one vCPU's worth at 1769 MB, whatever the CPUs it shows.
+    assert.equal(defaultSpinMicros({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '1769' }, 2), 0);
+    assert.equal(defaultSpinMicros({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '3537' }, 2), 0);
+    assert.equal(defaultSpinMicros({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '3538' }, 2), 200);
+    assert.equal(parseConfig(minimal(), { AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '1024' }).hsm.spinMicros, 0);
+    const withSpin = (spinMicros: number) => {
+      const input = minimal();
+      (input.hsm as Json).spinMicros = spinMicros;
+      return input;
+    };
+    assert.equal(parseConfig(withSpin(50), {}).hsm.spinMicros, 50);
+    assert.equal(parseConfig(withSpin(0), {}).hsm.spinMicros, 0);
+    for (const bad of [-1, 10_001, 1.5]) assert.throws(() => parseConfig(withSpin(bad), {}), ConfigError);
+  });
+
   test('a fleet of up to ten HSMs, each with its own token, PIN source and profile', () => {
     const members = Array.from({ length: 10 }, (_, i) => ({
       name: `hsm-${i}`,
@@ -460,4 +485,13 @@ describe('HSM robustness settings (issue: HSM robustness and key lifecycle)', ()
 
 test("localServer takes exactly the local server's limits (config.ts cannot import local/server.ts)", () => {
   assert.deepEqual([...LOCAL_SERVER_LIMITS].sort(), Object.keys(DEFAULT_LIMITS).sort());
+});
+
+test('npm start runs the local server with its V8 flags (local/server.ts NODE_FLAGS), as the benchmarks do', () => {
+  const start = (
+    JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      scripts: Record<string, string>;
+    }
+  ).scripts.start as string;
+  assert.match(start, new RegExp(` node ${NODE_FLAGS.join(' ')} local/main\\.ts$`));
 });
