@@ -451,9 +451,14 @@ export function renderMarkdown(
         '`bench/bare-server.ts` (node:https keep-alive, the same TLS options and ECDSA P-256 certificate, one ' +
         'pkcs11js AES-GCM encrypt per request, no SigV4, validation, logging or metrics). Load: autocannon in the ' +
         `bench process, one pre-signed Encrypt 32 B request replayed, ${t.durationS} s per run after a ` +
-        `${t.warmupS} s warm-up, ${t.reps} repetition${t.reps === 1 ? '' : 's'} alternating bare and proxy (medians shown). ` +
+        `${t.warmupS} s warm-up, ${t.reps} repetition${t.reps === 1 ? '' : 's'} alternating bare and proxy (medians shown); ` +
+        'for both servers the client opens a new connection after every 1000 requests, as the proxy asks ' +
+        '(`Connection: close`, `localServer.maxRequestsPerSocket`). ' +
         'Multi-process: `bench/cluster-proxy.ts --processes N` (node:cluster; each worker imports `local/main.ts` ' +
-        'with the same arguments, so each has its own HSM session; logins staggered by 200 ms).',
+        'with the same arguments, so each has its own HSM session; logins staggered by 200 ms). "p99 ms in the ' +
+        'proxy": the proxy\'s own latencyMs from its log lines (the event handed to the handlers → the answer), ' +
+        'the rest of the client-side latency is waiting: for the server thread (busy with the other requests in ' +
+        'flight) and for a core (autocannon shares them).',
       '',
       table(
         [
@@ -463,6 +468,7 @@ export function renderMarkdown(
           'req/s',
           'p50 ms',
           'p99 ms',
+          'p99 ms in the proxy',
           'non-2xx',
           'errors',
           'proxy / bare',
@@ -477,6 +483,7 @@ export function renderMarkdown(
               String(row.rps),
               row.p50Ms.toFixed(2),
               row.p99Ms.toFixed(2),
+              row.proxyP99Ms === undefined ? '' : row.proxyP99Ms.toFixed(2),
               String(row.non2xx),
               String(row.errors),
               row.server === 'proxy' && bare ? x(row.rps / bare.rps) : '',
@@ -566,7 +573,9 @@ export function renderMarkdown(
         'GetKeyMetadata, Encrypt 32 B, Decrypt 32 B; requests signed once, dated mid-run so that they stay within ' +
         "the 5-minute window). VmRSS of the server from `/proc/<pid>/status` every second. autocannon's rate " +
         "limiter sends each connection's quota for the second back to back, so the load arrives in bursts at the " +
-        'start of every second: the p99 includes that queueing.',
+        'start of every second: the p99 includes that queueing. Each connection is closed by the client after ' +
+        '1000 requests, when the server answers with `Connection: close` (`localServer.maxRequestsPerSocket`): ' +
+        'autocannon would otherwise send one more request there and mis-time every answer after it (bench/lib/load.ts).',
       '',
       table(
         ['', ''],

@@ -1,7 +1,7 @@
 // Small shared helpers for the benchmark suite: statistics, child processes, TLS certificates.
 
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { selfSignedCertificate } from '../../local/tls.ts';
@@ -138,4 +138,45 @@ export function rssKb(pid: number): number | undefined {
 export function round(value: number, digits = 3): number {
   const f = 10 ** digits;
   return Math.round(value * f) / f;
+}
+
+/**
+ * Calls `onLine` for each whole line of `file` from byte `fromOffset` on, reading in chunks (the
+ * proxy's logs reach hundreds of MB); returns the offset after the last whole line.
+ */
+export function scanLines(file: string, fromOffset: number, onLine: (line: string) => void): number {
+  const fd = openSync(file, 'r');
+  let position = fromOffset;
+  let carry = Buffer.alloc(0);
+  try {
+    const chunk = Buffer.alloc(8 * 1024 * 1024);
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, position);
+      if (n === 0) break;
+      position += n;
+      // Split on newline bytes, so that a character cut by the chunk's end is never mangled.
+      const data = carry.length > 0 ? Buffer.concat([carry, chunk.subarray(0, n)]) : chunk.subarray(0, n);
+      let start = 0;
+      for (let newline = data.indexOf(10); newline !== -1; newline = data.indexOf(10, start)) {
+        onLine(data.toString('utf8', start, newline));
+        start = newline + 1;
+      }
+      carry = Buffer.from(data.subarray(start));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return position - carry.length;
+}
+
+const REQUEST_LINE = /"message":"XKS request","timestamp":"([^"]+)".*?"latencyMs":([\d.]+)/;
+
+/** A request's log line: when it was written and the proxy's own latencyMs (event in → answer out). */
+export function requestLatency(line: string): { epochMs: number; ms: number } | undefined {
+  const m = REQUEST_LINE.exec(line);
+  return m ? { epochMs: Date.parse(m[1] as string), ms: Number(m[2]) } : undefined;
+}
+
+export function fileSize(file: string): number {
+  return statSync(file).size;
 }

@@ -1,7 +1,6 @@
 // Suite 4: soak. The local proxy (one process, fresh) at a fixed request rate (autocannon
 // overallRate) mixed across the four routes, for minutes: errors, latency drift (p99 of the first
 // vs the last window), and the server's RSS (VmRSS from /proc every second) after a warm-up.
-import { closeSync, openSync, readSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { post } from '../lib/https.ts';
 import { type LoadRequest, runLoad } from '../lib/load.ts';
@@ -16,7 +15,7 @@ import {
 } from '../lib/requests.ts';
 import { startServer } from '../lib/servers.ts';
 import { signedRequest } from '../lib/signed.ts';
-import { median, quantile, round, rssKb } from '../lib/util.ts';
+import { median, quantile, requestLatency, round, rssKb, scanLines } from '../lib/util.ts';
 
 export interface SoakSecond {
   t: number;
@@ -78,34 +77,19 @@ function scanServerLog(
 ): { gc: GcSummary; latencies: number[][] } {
   const pattern =
     /^\[\d+:0x[0-9a-f]+\]\s+(\d+) ms: Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+) \(([\d.]+)\) MB/;
-  const request = /"message":"XKS request","timestamp":"([^"]+)".*?"latencyMs":([\d.]+)/;
   const gcs: Array<{ live: number; committed: number }> = [];
   const latencies: number[][] = Array.from({ length: seconds }, () => []);
-  // The log holds every request's JSON line too (hundreds of MB): scan it in chunks.
-  const fd = openSync(logFile, 'r');
-  try {
-    const chunk = Buffer.alloc(8 * 1024 * 1024);
-    let rest = '';
-    for (;;) {
-      const n = readSync(fd, chunk, 0, chunk.length, null);
-      if (n === 0) break;
-      const lines = (rest + chunk.toString('utf8', 0, n)).split('\n');
-      rest = lines.pop() ?? '';
-      for (const line of lines) {
-        const r = request.exec(line);
-        if (r) {
-          const second = Math.floor((Date.parse(r[1] as string) - startEpochMs) / 1000);
-          if (second >= 0 && second < seconds) latencies[second]?.push(Number(r[2]));
-          continue;
-        }
-        if (!line.includes('Mark-Compact')) continue;
-        const m = pattern.exec(line);
-        if (m && Number(m[1]) >= fromMs) gcs.push({ live: Number(m[2]), committed: Number(m[3]) });
-      }
+  scanLines(logFile, 0, (line) => {
+    const request = requestLatency(line);
+    if (request) {
+      const second = Math.floor((request.epochMs - startEpochMs) / 1000);
+      if (second >= 0 && second < seconds) latencies[second]?.push(request.ms);
+      return;
     }
-  } finally {
-    closeSync(fd);
-  }
+    if (!line.includes('Mark-Compact')) return;
+    const m = pattern.exec(line);
+    if (m && Number(m[1]) >= fromMs) gcs.push({ live: Number(m[2]), committed: Number(m[3]) });
+  });
   const first = gcs[0];
   const last = gcs[gcs.length - 1];
   const gc = {

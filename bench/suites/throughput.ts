@@ -7,7 +7,7 @@ import { type LoadResult, runLoad } from '../lib/load.ts';
 import { benchSetup, encryptBody, removeSetup } from '../lib/requests.ts';
 import { type RunningServer, type ServerKind, startServer } from '../lib/servers.ts';
 import { signedRequest } from '../lib/signed.ts';
-import { median, round, sleep } from '../lib/util.ts';
+import { fileSize, median, quantile, requestLatency, round, scanLines, sleep } from '../lib/util.ts';
 
 export interface ThroughputRow {
   server: ServerKind;
@@ -17,12 +17,15 @@ export interface ThroughputRow {
   rps: number;
   p50Ms: number;
   p99Ms: number;
+  /** The proxy's own latencyMs (its log lines: event in → answer out), p99; the rest is queueing. */
+  proxyP99Ms?: number;
   non2xx: number;
   errors: number;
   runs: Array<
     Pick<LoadResult, 'rps' | 'completed' | 'non2xx' | 'errors' | 'durationS'> & {
       p50Ms: number;
       p99Ms: number;
+      proxyP99Ms?: number;
     }
   >;
 }
@@ -73,11 +76,22 @@ export async function throughputSuite(options: {
         for (const server of servers) await load(server, top, options.warmupS);
         for (const connections of options.concurrencies) {
           const runs = new Map<RunningServer, LoadResult[]>(servers.map((s) => [s, []]));
+          const inProxy = new Map<LoadResult, number>();
           for (let rep = 0; rep < options.reps; rep++) {
             const order = rep % 2 === 0 ? servers : [...servers].reverse();
             for (const server of order) {
+              const logFrom = fileSize(server.logFile);
               const result = await load(server, connections, options.durationS);
               runs.get(server)?.push(result);
+              if (server.kind === 'proxy') {
+                const latencies: number[] = [];
+                scanLines(server.logFile, logFrom, (line) => {
+                  const request = requestLatency(line);
+                  if (request) latencies.push(request.ms);
+                });
+                if (latencies.length > 0)
+                  inProxy.set(result, quantile(Float64Array.from(latencies).sort(), 0.99));
+              }
               options.log(
                 `  ${server.kind.padEnd(5)} ${processes}p c=${String(connections).padEnd(3)} ${String(result.rps).padStart(6)} req/s  p50 ${result.latency?.p50.toFixed(2)} ms  p99 ${result.latency?.p99.toFixed(2)} ms  non-2xx ${result.non2xx}  errors ${result.errors}`,
               );
@@ -92,6 +106,9 @@ export async function throughputSuite(options: {
               rps: Math.round(median(list.map((r) => r.rps))),
               p50Ms: round(median(list.map((r) => r.latency?.p50 ?? Number.NaN)), 3),
               p99Ms: round(median(list.map((r) => r.latency?.p99 ?? Number.NaN)), 3),
+              ...(server.kind === 'proxy'
+                ? { proxyP99Ms: round(median(list.map((r) => inProxy.get(r) ?? Number.NaN)), 3) }
+                : {}),
               non2xx: list.reduce((n, r) => n + r.non2xx, 0),
               errors: list.reduce((n, r) => n + r.errors + r.timeouts, 0),
               runs: list.map((r) => ({
@@ -102,6 +119,7 @@ export async function throughputSuite(options: {
                 durationS: r.durationS,
                 p50Ms: round(r.latency?.p50 ?? Number.NaN, 3),
                 p99Ms: round(r.latency?.p99 ?? Number.NaN, 3),
+                ...(inProxy.has(r) ? { proxyP99Ms: round(inProxy.get(r) as number, 3) } : {}),
               })),
             });
           }
