@@ -54,9 +54,9 @@ export interface ServerLimits {
 /**
  * The V8 flags the local server runs with (package.json `start`; the benchmarks start it the same
  * way): the young generation at a fixed 16 MB per semi-space from the start. Left to itself, V8
- * doubles it under steady load minutes after start (8 -> 16 -> 32 MB semi-spaces; RSS +30-60 MB in
- * steps while the live heap stays ~20 MB: docs/reliability.md, Soak), so memory is only
- * predictable when it is fixed.
+ * grows it under steady load minutes after start (committed heap 60 -> 94 -> 150 MB in --trace-gc,
+ * RSS up in steps of 30-50 MB, live heap ~20 MB throughout: docs/reliability.md, Soak), so memory
+ * is only predictable when it is fixed.
  */
 export const NODE_FLAGS: readonly string[] = ['--min-semi-space-size=16', '--max-semi-space-size=16'];
 
