@@ -30,7 +30,7 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import middy, { type MiddlewareObj, type Request } from '@middy/core';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { AesGcmCiphertext, Hsm, HsmKey } from '../layers/pkcs11/hsm.ts';
-import { type AuditRecord, auditTrail } from './audit.ts';
+import { type AuditRecord, auditJson, auditTrail } from './audit.ts';
 import { safeErrorMessage, toXksError, XksError } from './errors.ts';
 import { METRIC, RequestMetrics } from './metrics.ts';
 import { commonNameMatcher, commonNameOf } from './mtls.ts';
@@ -563,6 +563,8 @@ function requestLine(
  */
 function field(key: string, value: unknown): string {
   if (value === undefined || value === null || value === '') return '';
+  // Serialized once already, to be hashed.
+  if (key === 'audit') return `,"audit":${auditJson(value as AuditRecord)}`;
   const json =
     typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value))
       ? String(value)

@@ -2,9 +2,11 @@
 // removed, altered, inserted, reordered or repeated record, and passes an intact chain.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import fc from 'fast-check';
 import {
   AuditChain,
   type AuditRecord,
+  auditJson,
   auditRecordsIn,
   GENESIS,
   hashOf,
@@ -61,6 +63,44 @@ describe('an intact chain', () => {
     assert.ok(!('errorName' in record));
     const reordered = Object.fromEntries(Object.entries(record).reverse()) as unknown as AuditRecord;
     assert.equal(hashOf(reordered), record.hash);
+  });
+
+  test('records with any fields and values: the written hash is the sorted-keys hash the verifier computes, the logged JSON the record', () => {
+    const text = fc.option(fc.string({ unit: 'binary' }), { nil: undefined });
+    const count = fc.option(fc.integer({ min: 0, max: 2 ** 31 }), { nil: undefined });
+    const fields = fc.record({
+      operation: text,
+      kmsRequestId: text,
+      unverifiedKmsRequestId: text,
+      kmsOperation: text,
+      keystore: text,
+      keyId: text,
+      keyVersion: count,
+      principal: text,
+      sourceVpc: text,
+      sourceVpce: text,
+      accessKeyId: text,
+      decision: text,
+      policyIds: fc.option(fc.array(fc.string({ unit: 'binary' }), { maxLength: 3 }), { nil: undefined }),
+      outcome: fc.option(fc.constantFrom('success' as const, 'error' as const), { nil: undefined }),
+      statusCode: count,
+      errorName: text,
+      hsm: text,
+      latencyMs: fc.option(fc.double({ min: 0, max: 1e6, noNaN: true }), { nil: undefined }),
+    });
+    fc.assert(
+      fc.property(fc.array(fields, { minLength: 1, maxLength: 5 }), (list) => {
+        const chain = new AuditChain('property');
+        const records = [chain.start(), ...list.map((f) => chain.next(f))];
+        for (const record of records) {
+          assert.equal(hashOf(record), record.hash);
+          // The log line's JSON of the record, made while hashing it: the same record.
+          assert.deepEqual(JSON.parse(auditJson(record)), record);
+        }
+        assert.deepEqual(verifyAudit(records).problems, []);
+      }),
+      { seed: 0x5eed, numRuns: 300 },
+    );
   });
 
   test('a request record before the start marker is a programming error', () => {
