@@ -1,4 +1,6 @@
 // Decrypt (spec: API operations, Decrypt).
+// First: the HSM worker starts while the other modules load (cold start).
+import '../layers/pkcs11/prestart.ts';
 import { HsmError, type HsmKey } from '../layers/pkcs11/hsm.ts';
 import { XksError } from './errors.ts';
 import { xksHandler } from './middleware.ts';

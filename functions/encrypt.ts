@@ -1,4 +1,6 @@
 // Encrypt (spec: API operations, Encrypt; Appendix C for the CDIV).
+// First: the HSM worker starts while the other modules load (cold start).
+import '../layers/pkcs11/prestart.ts';
 import { XksError } from './errors.ts';
 import { xksHandler } from './middleware.ts';
 import type { EncryptRequest } from './schemas.ts';

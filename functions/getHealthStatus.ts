@@ -2,6 +2,8 @@
 // a real AES-GCM encrypt and decrypt with a dedicated health-check key (never a customer key),
 // cached for at most healthCheck.cacheSeconds (<= 60 s), combined with each HSM's recent outcomes
 // (its circuit breaker). Never subject to secondary authorization.
+// First: the HSM worker starts while the other modules load (cold start).
+import '../layers/pkcs11/prestart.ts';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { MetricUnit } from '@aws-lambda-powertools/metrics';

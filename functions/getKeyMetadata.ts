@@ -1,5 +1,7 @@
 // GetKeyMetadata (spec: API operations, GetKeyMetadata): what KMS CreateKey checks before it uses
 // an external key: AES_256, ENCRYPT and DECRYPT, ENABLED.
+// First: the HSM worker starts while the other modules load (cold start).
+import '../layers/pkcs11/prestart.ts';
 import { xksHandler } from './middleware.ts';
 import type { KeyMetadataRequest } from './schemas.ts';
 import { findKey, keyStatus } from './xks.ts';

@@ -1,7 +1,7 @@
 // An HSM worker thread: owns one Pkcs11Hsm (its library, session and key cache) and answers the
 // main thread's calls one at a time (wire.ts). A call that hangs here blocks only this thread: the
 // main thread gives up at its deadline and starts another worker.
-import { workerData } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
 import type { Pkcs11Config, Pkcs11Hsm } from './pkcs11-hsm.ts';
 import {
@@ -33,14 +33,19 @@ export interface WorkerResponse {
 
 export type HsmKeyWire = Omit<HsmKey, 'usage'> & { usage: string[] };
 
-const { shared, config, libraryUsers, spinMicros } = workerData as {
+/** What a worker is told at start (workerData), or once its configuration is known (prestartWorker). */
+export interface WorkerInit {
   shared: SharedArrayBuffer;
   config: Pkcs11Config;
-  /** How long to spin for the next call after answering one (worker-hsm.ts). */
-  spinMicros: number;
   /** How many workers of this process use the same PKCS#11 library (worker-hsm.ts). */
   libraryUsers: SharedArrayBuffer;
-};
+  /** How long to spin for the next call after answering one (worker-hsm.ts). */
+  spinMicros: number;
+}
+
+const { shared, config, libraryUsers, spinMicros } = (workerData as { deferred?: boolean }).deferred
+  ? await new Promise<WorkerInit>((resolve) => parentPort?.once('message', resolve))
+  : (workerData as WorkerInit);
 const channel = createChannel(shared);
 /** [0]: the library's users in this process; [1]: 1 while one of them runs a library-wide step. */
 const shared32 = new Int32Array(libraryUsers);

@@ -13,7 +13,7 @@ import {
   type HsmKey,
   type KeyUsage,
 } from './hsm.ts';
-import type { WorkerRequest, WorkerResponse } from './hsm-worker.ts';
+import type { WorkerInit, WorkerRequest, WorkerResponse } from './hsm-worker.ts';
 import type { Pkcs11Config } from './pkcs11-hsm.ts';
 import {
   type Channel,
@@ -66,6 +66,36 @@ function usersOf(modulePath: string): Int32Array {
  */
 function workerScript(): string | URL {
   return process.env.XKS_HSM_WORKER || new URL('./hsm-worker.ts', import.meta.url);
+}
+
+/**
+ * A worker started before the configuration is known (prestartWorker), for the first WorkerHsm
+ * to take: a worker thread needs 60-80 ms before its first line runs, which then overlaps the
+ * loading of the handler's modules instead of following it.
+ */
+let prestarted: Worker | undefined;
+
+/** Starts a worker that waits for its configuration (hsm-worker.ts WorkerInit, posted by #start). */
+export function prestartWorker(): void {
+  if (prestarted !== undefined) return;
+  const thread = newWorker({ deferred: true });
+  thread.once('exit', () => {
+    if (prestarted === thread) prestarted = undefined;
+  });
+  prestarted = thread;
+}
+
+function newWorker(workerData: WorkerInit | { deferred: true }): Worker {
+  const thread = new Worker(workerScript(), {
+    workerData,
+    // None of the process's flags: some stop a worker from starting (--input-type of node -e,
+    // the test runner's), and the worker needs none (NODE_OPTIONS still applies).
+    execArgv: [],
+  });
+  // Never keeps the process alive; a worker that dies is replaced at the next call.
+  thread.unref();
+  thread.on('error', () => {});
+  return thread;
 }
 
 export class WorkerHsm implements Hsm {
@@ -133,20 +163,17 @@ export class WorkerHsm implements Hsm {
     const channel = createChannel();
     const users = usersOf(this.#options.pkcs11.modulePath);
     Atomics.add(users, 0, 1);
-    const thread = new Worker(workerScript(), {
-      workerData: {
-        shared: channel.shared,
-        config: this.#options.pkcs11,
-        libraryUsers: users.buffer,
-        spinMicros: this.#options.spinMicros ?? 0,
-      },
-      // None of the process's flags: some stop a worker from starting (--input-type of node -e,
-      // the test runner's), and the worker needs none (NODE_OPTIONS still applies).
-      execArgv: [],
-    });
-    // Never keeps the process alive; a worker that dies is replaced at the next call.
-    thread.unref();
-    thread.on('error', () => {});
+    const init: WorkerInit = {
+      shared: channel.shared,
+      config: this.#options.pkcs11,
+      libraryUsers: users.buffer as SharedArrayBuffer,
+      spinMicros: this.#options.spinMicros ?? 0,
+    };
+    let thread = prestarted;
+    prestarted = undefined;
+    // A prestarted worker that died meanwhile still reports 'exit' below: the next call replaces it.
+    if (thread !== undefined) thread.postMessage(init);
+    else thread = newWorker(init);
     thread.on('exit', () => {
       Atomics.sub(users, 0, 1);
       if (this.#worker?.thread === thread) this.#worker = undefined;

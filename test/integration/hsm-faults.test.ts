@@ -50,9 +50,11 @@ before(async () => {
     },
     env: control.env(),
   });
-  serial = tokenSerial('xks-test');
   // The worker may still be connecting when the server listens: the tests start from a ready HSM.
   await recover();
+  // Read here only once the proxy has logged in: a login rewrites the token's files, and SoftHSM in
+  // this process fails (CKR_GENERAL_ERROR) reading one the proxy is writing.
+  serial = tokenSerial('xks-test');
 });
 afterEach(() => {
   // A failed assertion must not leave a rule behind for the next test.
