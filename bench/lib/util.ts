@@ -142,9 +142,9 @@ export function round(value: number, digits = 3): number {
 
 /**
  * Calls `onLine` for each whole line of `file` from byte `fromOffset` on, reading in chunks (the
- * proxy's logs reach hundreds of MB); returns the offset after the last whole line.
+ * proxy's logs reach hundreds of MB).
  */
-export function scanLines(file: string, fromOffset: number, onLine: (line: string) => void): number {
+export function scanLines(file: string, fromOffset: number, onLine: (line: string) => void): void {
   const fd = openSync(file, 'r');
   let position = fromOffset;
   let carry = Buffer.alloc(0);
@@ -166,7 +166,6 @@ export function scanLines(file: string, fromOffset: number, onLine: (line: strin
   } finally {
     closeSync(fd);
   }
-  return position - carry.length;
 }
 
 const REQUEST_LINE = /"message":"XKS request","timestamp":"([^"]+)".*?"latencyMs":([\d.]+)/;

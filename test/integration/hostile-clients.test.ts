@@ -42,16 +42,15 @@ interface Session {
   error?: string;
 }
 
-/** A TCP connection that sends `bytes` (or nothing), until the server closes it or `giveUpMs`. */
-function tcpSession(port: number, bytes: Buffer | undefined, giveUpMs: number): Promise<Session> {
+/**
+ * What arrives on `socket` until the server closes it, or until `giveUpMs` after `started` (the
+ * client then closes it).
+ */
+function collect(socket: Socket, started: number, giveUpMs: number): Promise<Session> {
   return new Promise((resolve) => {
-    const started = Date.now();
     const chunks: Buffer[] = [];
     let timedOut = false;
     let error: string | undefined;
-    const socket = tcpConnect(port, '127.0.0.1', () => {
-      if (bytes) socket.write(bytes);
-    });
     const timer = setTimeout(() => {
       timedOut = true;
       socket.destroy();
@@ -68,6 +67,15 @@ function tcpSession(port: number, bytes: Buffer | undefined, giveUpMs: number): 
   });
 }
 
+/** A TCP connection that sends `bytes` (or nothing), until the server closes it or `giveUpMs`. */
+function tcpSession(port: number, bytes: Buffer | undefined, giveUpMs: number): Promise<Session> {
+  const started = Date.now();
+  const socket = tcpConnect(port, '127.0.0.1', () => {
+    if (bytes) socket.write(bytes);
+  });
+  return collect(socket, started, giveUpMs);
+}
+
 /** A TLS connection on which `act` writes what it likes, collected until the server closes it. */
 function tlsSession(
   port: number,
@@ -76,28 +84,11 @@ function tlsSession(
   giveUpMs: number,
   options: ConnectionOptions = {},
 ): Promise<Session> {
-  return new Promise((resolve) => {
-    const started = Date.now();
-    const chunks: Buffer[] = [];
-    let timedOut = false;
-    let error: string | undefined;
-    const socket = tlsConnect({ port, host: '127.0.0.1', servername: 'localhost', ca, ...options }, () =>
-      act(socket),
-    );
-    const timer = setTimeout(() => {
-      timedOut = true;
-      socket.destroy();
-    }, giveUpMs);
-    socket.on('data', (d: Buffer) => chunks.push(d));
-    socket.on('error', (e: NodeJS.ErrnoException) => {
-      error = e.code;
-    });
-    socket.on('close', () => {
-      clearTimeout(timer);
-      const text = Buffer.concat(chunks).toString('latin1');
-      resolve({ text, closedAfterMs: Date.now() - started, timedOut, ...(error ? { error } : {}) });
-    });
-  });
+  const started = Date.now();
+  const socket = tlsConnect({ port, host: '127.0.0.1', servername: 'localhost', ca, ...options }, () =>
+    act(socket),
+  );
+  return collect(socket, started, giveUpMs);
 }
 
 /** Resolves with the connected TLS socket, or rejects with the handshake's error. */

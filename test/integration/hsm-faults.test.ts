@@ -5,7 +5,6 @@
 // slow or hung HSM: 503 at the call deadline and a new worker after it. A dead token: 500 quickly,
 // UNAVAILABLE, and recovery without a restart. Whatever happens, no 200 ever carries a wrong answer.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +12,8 @@ import { after, afterEach, before, describe, type TestContext, test } from 'node
 import { tokenSerial } from '../../scripts/softhsm.ts';
 import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
-import { metadata, type Response, type RunningProxy, startProxy } from '../helpers/proxy.ts';
+import { metadata, type RunningProxy, startProxy } from '../helpers/proxy.ts';
+import { type Answer, decryptSealed, encryptFresh, type Sealed } from '../helpers/sealed.ts';
 
 /** hsm.callTimeoutMs (the test setup's value, set again here so the bounds below stay true). */
 const DEADLINE_MS = 100;
@@ -28,11 +28,6 @@ let controlDir: string;
 /** The token's serial number: the HSM's id in ekmFleetDetails and in the log's `hsm` field. */
 let serial: string;
 
-interface Sealed {
-  plaintext: Buffer;
-  aad: Buffer;
-  fields: Record<string, string>;
-}
 /** Every 200 Encrypt, checked again at the end. */
 const sealed: Sealed[] = [];
 /** Plaintexts and AAD: never in the log. */
@@ -69,47 +64,14 @@ after(async () => {
 const b64 = (bytes: Buffer) => bytes.toString('base64');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Answer {
-  res: Response;
-  /** As the client saw it. */
-  ms: number;
-  kmsRequestId: string;
-}
-
 async function encrypt(): Promise<Answer & { sealed?: Sealed }> {
-  const plaintext = randomBytes(32);
-  const aad = randomBytes(24);
-  sensitive.push(plaintext, aad);
-  const requestMetadata = metadata('Encrypt');
-  const started = performance.now();
-  const res = await proxy.xks('keys/foo/encrypt', {
-    requestMetadata,
-    plaintext: b64(plaintext),
-    additionalAuthenticatedData: b64(aad),
-    encryptionAlgorithm: 'AES_GCM',
-  });
-  const ms = performance.now() - started;
-  const answer = { res, ms, kmsRequestId: requestMetadata.kmsRequestId };
-  if (res.status !== 200) return answer;
-  const s = { plaintext, aad, fields: res.json as Record<string, string> };
-  sealed.push(s);
-  return { ...answer, sealed: s };
+  const answer = await encryptFresh(proxy, sensitive);
+  if (answer.sealed) sealed.push(answer.sealed);
+  return answer;
 }
 
-async function decrypt(s: Sealed, fields: Partial<Record<string, string>> = {}): Promise<Answer> {
-  const requestMetadata = metadata('Decrypt');
-  const started = performance.now();
-  const res = await proxy.xks('keys/foo/decrypt', {
-    requestMetadata,
-    ciphertext: s.fields.ciphertext,
-    ciphertextMetadata: s.fields.ciphertextMetadata,
-    initializationVector: s.fields.initializationVector,
-    authenticationTag: s.fields.authenticationTag,
-    additionalAuthenticatedData: b64(s.aad),
-    encryptionAlgorithm: 'AES_GCM',
-    ...fields,
-  });
-  return { res, ms: performance.now() - started, kmsRequestId: requestMetadata.kmsRequestId };
+function decrypt(s: Sealed, fields: Partial<Record<string, string>> = {}): Promise<Answer> {
+  return decryptSealed(proxy, s, fields);
 }
 
 /** Asserts the Decrypt answered 200 with exactly the plaintext that was encrypted. */

@@ -17,7 +17,8 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { ensureSoftHsmToken, HEALTH_CHECK_KEY, tokenSerial } from '../../scripts/softhsm.ts';
 import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
-import { metadata, type Response, type RunningProxy, startProxy } from '../helpers/proxy.ts';
+import { type RunningProxy, startProxy } from '../helpers/proxy.ts';
+import { type Answer, decryptSealed, encryptFresh, type Sealed } from '../helpers/sealed.ts';
 
 const LABELS = ['hsm-a', 'hsm-b'] as const;
 /** Roomier than the default 100 ms: a slow (not timed-out) HSM is part of this file. */
@@ -27,21 +28,11 @@ const DEGRADED_ABOVE_MS = 100;
 /** The C_EncryptInit delay that makes an HSM slow but not timed out. */
 const SLOW_MS = 150;
 
-const b64 = (bytes: Buffer) => bytes.toString('base64');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Sealed {
-  plaintext: Buffer;
-  aad: Buffer;
-  fields: Record<string, string>;
+interface MadeBy extends Sealed {
   /** The serial of the HSM that made it. */
   madeBy: string;
-}
-
-interface Answer {
-  res: Response;
-  ms: number;
-  kmsRequestId: string;
 }
 
 /** One proxy over a two-HSM fleet, and what the tests do with it. */
@@ -51,7 +42,7 @@ class Fleet {
   readonly controlDir: string;
   /** Token serials, in fleet order: the HSMs' ids in ekmFleetDetails and in the log. */
   serials: string[] = [];
-  readonly sealed: Sealed[] = [];
+  readonly sealed: MadeBy[] = [];
   readonly sensitive: Buffer[] = [];
   readonly soPins: string[] = LABELS.map(() => randomBytes(12).toString('base64url'));
 
@@ -106,39 +97,17 @@ class Fleet {
     rmSync(this.controlDir, { recursive: true, force: true });
   }
 
-  async encrypt(): Promise<Answer & { sealed?: Sealed; servedBy?: string }> {
-    const plaintext = randomBytes(32);
-    const aad = randomBytes(24);
-    this.sensitive.push(plaintext, aad);
-    const requestMetadata = metadata('Encrypt');
-    const started = performance.now();
-    const res = await this.proxy.xks('keys/foo/encrypt', {
-      requestMetadata,
-      plaintext: b64(plaintext),
-      additionalAuthenticatedData: b64(aad),
-      encryptionAlgorithm: 'AES_GCM',
-    });
-    const answer = { res, ms: performance.now() - started, kmsRequestId: requestMetadata.kmsRequestId };
-    if (res.status !== 200) return answer;
+  async encrypt(): Promise<Answer & { sealed?: MadeBy; servedBy?: string }> {
+    const { sealed: made, ...answer } = await encryptFresh(this.proxy, this.sensitive);
+    if (made === undefined) return answer;
     const servedBy = await this.servedBy(answer.kmsRequestId);
-    const sealed = { plaintext, aad, fields: res.json as Record<string, string>, madeBy: servedBy };
+    const sealed = { ...made, madeBy: servedBy };
     this.sealed.push(sealed);
     return { ...answer, sealed, servedBy };
   }
 
-  async decrypt(s: Sealed): Promise<Answer> {
-    const requestMetadata = metadata('Decrypt');
-    const started = performance.now();
-    const res = await this.proxy.xks('keys/foo/decrypt', {
-      requestMetadata,
-      ciphertext: s.fields.ciphertext,
-      ciphertextMetadata: s.fields.ciphertextMetadata,
-      initializationVector: s.fields.initializationVector,
-      authenticationTag: s.fields.authenticationTag,
-      additionalAuthenticatedData: b64(s.aad),
-      encryptionAlgorithm: 'AES_GCM',
-    });
-    return { res, ms: performance.now() - started, kmsRequestId: requestMetadata.kmsRequestId };
+  decrypt(s: Sealed): Promise<Answer> {
+    return decryptSealed(this.proxy, s);
   }
 
   /** Decrypts `s`: 200 with its plaintext, served by the HSM `serial` when given. */
