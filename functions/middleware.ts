@@ -439,29 +439,24 @@ class TimedHsm implements Hsm {
   }
 
   findKey(label: string, version?: number): HsmKey | undefined {
-    const start = performance.now();
-    try {
-      return this.#inner.findKey(label, version);
-    } finally {
-      this.#state.hsmMs += performance.now() - start;
-    }
+    return this.#timed(() => this.#inner.findKey(label, version));
   }
 
   encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
     this.#state.keyVersion = key.version;
-    const start = performance.now();
-    try {
-      return this.#inner.encrypt(key, plaintext, aad);
-    } finally {
-      this.#state.hsmMs += performance.now() - start;
-    }
+    return this.#timed(() => this.#inner.encrypt(key, plaintext, aad));
   }
 
   decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
     this.#state.keyVersion = key.version;
+    return this.#timed(() => this.#inner.decrypt(key, input, aad));
+  }
+
+  /** Runs an HSM call, adding its duration (failed or not) to the request's HSM time. */
+  #timed<T>(call: () => T): T {
     const start = performance.now();
     try {
-      return this.#inner.decrypt(key, input, aad);
+      return call();
     } finally {
       this.#state.hsmMs += performance.now() - start;
     }
