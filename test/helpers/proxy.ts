@@ -180,6 +180,15 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     output += d.toString();
   });
   const host = await listening(child, () => output);
+  // A proxy that dies under a test makes every later request ECONNREFUSED: say how it ended.
+  let stopping = false;
+  child.once('exit', (code, signal) => {
+    if (!stopping) {
+      process.stderr.write(
+        `proxy exited unexpectedly (code ${code}, signal ${signal}); its last output:\n${output.slice(-4000)}\n`,
+      );
+    }
+  });
   const ca = readFileSync(join(dir, 'tls', 'cert.pem'));
   const agent = new Agent({ ca, keepAlive: true, maxSockets: 8 });
 
@@ -264,6 +273,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     },
     stop: async () => {
       agent.destroy();
+      stopping = true;
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
       await exited;
