@@ -185,17 +185,25 @@ export class WorkerHsm implements Hsm {
   #call(request: WorkerRequest, input: Buffer[] = []): { header: WorkerResponse; buffers: Buffer[] } {
     const worker = this.#worker ?? this.#start();
     const { channel } = worker;
-    const timeoutMs = this.#everReady ? this.#options.callTimeoutMs : this.#options.startTimeoutMs;
-    const deadline = performance.now() + timeoutMs;
-    if (!waitWhile(channel, STARTING, deadline, 0)) {
+    const { callTimeoutMs } = this.#options;
+    const startMs = this.#everReady ? callTimeoutMs : this.#options.startTimeoutMs;
+    const startDeadline = performance.now() + startMs;
+    if (!waitWhile(channel, STARTING, startDeadline, 0)) {
       // Still connecting: not stuck in a call, so it is kept (a worker per call would pile up).
-      throw new HsmError('timeout', `The HSM took more than ${timeoutMs} ms to connect`);
+      throw new HsmError('timeout', `The HSM took more than ${startMs} ms to connect`);
     }
     this.#everReady = true;
     writeMessage(channel, request, input);
     signal(channel, REQUEST);
+    // The call's own deadline runs from here. Counted from before the wait for a starting worker
+    // (one replacing an abandoned worker), it would leave a call that found its worker late a
+    // sliver of time, and the healthy new worker would be abandoned with it: on a busy machine,
+    // where a worker takes longer to start than the deadline, every replacement in turn. The first
+    // call after a cold start keeps the rest of startTimeoutMs when that is longer.
+    const posted = performance.now();
+    const deadline = Math.max(posted + callTimeoutMs, startDeadline);
     if (!waitWhile(channel, REQUEST, deadline, this.#options.spinMicros ?? 0)) {
-      this.#abandon(worker, timeoutMs, 'to answer');
+      this.#abandon(worker, Math.round(deadline - posted), 'to answer');
     }
     const response = readMessage<WorkerResponse>(channel);
     Atomics.store(channel.control, STATE, IDLE);

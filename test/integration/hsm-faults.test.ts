@@ -408,6 +408,31 @@ describe('a slow or hung HSM', () => {
     }
   });
 
+  test('a call that finds the replacement worker still starting has its own deadline from when the worker is ready: the replacement is kept', async () => {
+    try {
+      // The stuck call is abandoned; its replacement starts at once and hangs in C_Login.
+      control.set(['C_EncryptInit delay 300 count=1', 'C_Login hang']);
+      assertError(await encrypt(), 503, 'DependencyTimeoutException');
+      const logged = (await proxy.settledOutput()).length;
+      // The replacement finishes starting ~50 ms into the next request's wait for it, and that
+      // request's call then takes 60 ms: past a deadline counted from the request (100 ms), within
+      // one counted from when the worker took the call.
+      const release = setTimeout(() => control.set(['C_EncryptInit delay 60']), 40);
+      let enc = await encrypt();
+      clearTimeout(release);
+      control.set(['C_EncryptInit delay 60']);
+      // A machine too busy to finish the start within the wait: "to connect", the worker kept.
+      for (let i = 0; i < 5 && /to connect/.test(enc.res.json?.errorMessage ?? ''); i++)
+        enc = await encrypt();
+      assert.equal(enc.res.status, 200, enc.res.text);
+      const abandoned = (await proxy.settledOutput()).slice(logged).match(/abandoned a worker/g) ?? [];
+      assert.equal(abandoned.length, 0, 'the replacement worker was kept');
+    } finally {
+      control.clear();
+      await recover();
+    }
+  });
+
   test('repeated timeouts open the breaker: fast failures without an HSM call, UNAVAILABLE; a trial after the pause recovers', async (t) => {
     try {
       control.set(['C_EncryptInit delay 300']);
