@@ -183,7 +183,9 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   // A proxy that dies under a test makes every later request ECONNREFUSED: say how it ended.
   let stopping = false;
   child.once('exit', (code, signal) => {
-    if (!stopping) {
+    // Stopped, it exits with 0 (it handles SIGTERM); a crash noticed only as the test stops it
+    // (its client saw the connection drop first) is reported all the same.
+    if (!stopping || code !== 0) {
       process.stderr.write(
         `proxy exited unexpectedly (code ${code}, signal ${signal}); its last output:\n${output.slice(-4000)}\n`,
       );
@@ -225,7 +227,12 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
           });
         },
       );
-      outgoing.on('error', reject);
+      // A request the proxy never answers: its last output, printed with a failure, says why (it
+      // holds no secrets: the tests check). Beside the message, which tests match.
+      outgoing.on('error', (err: Error & { proxyOutput?: string }) => {
+        err.proxyOutput = output.slice(-3000);
+        reject(err);
+      });
       outgoing.end(req.body);
     });
 

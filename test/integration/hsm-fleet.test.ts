@@ -83,7 +83,15 @@ class Fleet {
     // Both HSMs connect in the init phase; wait until both answer (a slow start is not under test).
     // Only then read the serials here: a login rewrites the token's files, and SoftHSM in this
     // process fails (CKR_GENERAL_ERROR) reading one that the proxy is writing.
-    await this.until(async () => (await this.health(false)).every((s) => s === 'ACTIVE'), 10_000);
+    let health: string[] = [];
+    await this.until(
+      async () => {
+        health = await this.health(false);
+        return health.every((s) => s === 'ACTIVE');
+      },
+      10_000,
+      () => `health ${health.join(', ')}`,
+    );
     // SOFTHSM2_CONF in this process points at the proxy's token folder (ensureSoftHsmToken set it).
     this.serials = LABELS.map(tokenSerial);
     assert.notEqual(this.serials[0], this.serials[1]);
@@ -144,10 +152,13 @@ class Fleet {
     return JSON.parse(line as string).hsm;
   }
 
-  async until(condition: () => Promise<boolean>, withinMs: number): Promise<number> {
+  async until(condition: () => Promise<boolean>, withinMs: number, state?: () => string): Promise<number> {
     const started = performance.now();
     while (!(await condition())) {
-      assert.ok(performance.now() - started < withinMs, `not within ${withinMs} ms`);
+      assert.ok(
+        performance.now() - started < withinMs,
+        `not within ${withinMs} ms${state ? `: ${state()}` : ''}; the proxy's last output:\n${this.proxy.output().slice(-3000)}`,
+      );
       await sleep(100);
     }
     return performance.now() - started;
