@@ -3,6 +3,7 @@
 // interrupted, so a call past its deadline is abandoned with its thread (issue: per-call
 // deadlines): the request gets HsmError 'timeout' (503 DependencyTimeoutException) at the
 // deadline, and the next call starts a fresh worker with a session of its own.
+import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import {
@@ -58,6 +59,30 @@ function usersOf(modulePath: string): Int32Array {
     libraryUsers.set(modulePath, users);
   }
   return users;
+}
+
+/**
+ * PKCS#11 libraries held open by this thread for the life of the process, from the first
+ * abandonment of a worker using them. A worker that ends closes its handle on its library
+ * (pkcs11js dlclose), and a terminated worker runs no C_Finalize: an abandoned worker ending before
+ * its replacement has loaded the library would unload it while it is still initialised, losing
+ * its state, and a network HSM's client library with threads of its own would take the process
+ * down (test/integration/worker-abandon.test.ts). The stuck worker still holds the library when
+ * this runs, so this only adds a handle.
+ */
+const pinned = new Map<string, object | undefined>();
+
+function pinLibrary(modulePath: string): void {
+  if (pinned.has(modulePath)) return;
+  pinned.set(modulePath, undefined);
+  try {
+    const { PKCS11 } = createRequire(import.meta.url)('pkcs11js') as typeof import('pkcs11js');
+    const library = new PKCS11();
+    library.load(modulePath);
+    pinned.set(modulePath, library);
+  } catch {
+    // pkcs11js or the library does not load on this thread: the workers report that.
+  }
 }
 
 /**
@@ -218,6 +243,7 @@ export class WorkerHsm implements Hsm {
     this.#worker = undefined;
     this.#abandoned++;
     worker.thread.once('exit', () => this.#abandoned--);
+    pinLibrary(this.#options.pkcs11.modulePath);
     // Ends the thread once its PKCS#11 call returns; its session goes with it.
     void worker.thread.terminate();
     this.#options.onEvent?.(`abandoned a worker stuck in an HSM call for ${timeoutMs} ms`);
