@@ -1,7 +1,7 @@
 // An HSM worker thread: owns one Pkcs11Hsm (its library, session and key cache) and answers the
 // main thread's calls one at a time (wire.ts). A call that hangs here blocks only this thread: the
 // main thread gives up at its deadline and starts another worker.
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
 import type { Pkcs11Config, Pkcs11Hsm } from './pkcs11-hsm.ts';
 import {
@@ -47,7 +47,7 @@ const { shared, config, libraryUsers, spinMicros } = (workerData as { deferred?:
   ? await new Promise<WorkerInit>((resolve) => parentPort?.once('message', resolve))
   : (workerData as WorkerInit);
 const channel = createChannel(shared);
-/** [0]: the library's users in this process; [1]: 1 while one of them runs a library-wide step. */
+/** [0]: the library's users in this process; [1]: the threadId of the one running a library-wide step, or 0. */
 const shared32 = new Int32Array(libraryUsers);
 
 let hsm: Pkcs11Hsm | undefined;
@@ -95,12 +95,21 @@ for (;;) {
   signal(channel, RESPONSE);
 }
 
+/**
+ * A library-wide step (C_Initialize, C_Finalize), one worker of the library at a time. The lock
+ * holds its holder's threadId: a worker terminated inside a step (abandoned at its deadline) runs
+ * no `finally`, and the main thread releases its lock when it ends (worker-hsm.ts).
+ */
 function exclusive<T>(step: () => T): T {
-  while (Atomics.compareExchange(shared32, 1, 0, 1) !== 0) Atomics.wait(shared32, 1, 1, 50);
+  for (;;) {
+    const holder = Atomics.compareExchange(shared32, 1, 0, threadId);
+    if (holder === 0) break;
+    Atomics.wait(shared32, 1, holder, 50);
+  }
   try {
     return step();
   } finally {
-    Atomics.store(shared32, 1, 0);
+    Atomics.compareExchange(shared32, 1, threadId, 0);
     Atomics.notify(shared32, 1);
   }
 }

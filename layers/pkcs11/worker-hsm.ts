@@ -199,8 +199,11 @@ export class WorkerHsm implements Hsm {
     // A prestarted worker that died meanwhile still reports 'exit' below: the next call replaces it.
     if (thread !== undefined) thread.postMessage(init);
     else thread = newWorker(init);
+    const id = thread.threadId; // -1 once the thread has ended
     thread.on('exit', () => {
       Atomics.sub(users, 0, 1);
+      // Terminated inside a library-wide step, it never released its lock (hsm-worker.ts exclusive).
+      if (Atomics.compareExchange(users, 1, id, 0) === id) Atomics.notify(users, 1);
       if (this.#worker?.thread === thread) this.#worker = undefined;
     });
     this.#worker = { thread, channel };

@@ -263,6 +263,23 @@ test('C_Initialize fails during the re-initialisation: 500, fail-fast until the 
   assert.ok(ms < 5000, `recovered in ${ms} ms`);
 });
 
+test('a re-initialisation slower than the deadline: 503, and the replacement worker still connects', async (t) => {
+  try {
+    // The re-initialisation after the failed C_Encrypt holds the library-wide lock (C_Finalize,
+    // then C_Initialize) when the deadline abandons its worker, whose thread then ends inside it.
+    control.set(['C_Encrypt fail CKR_DEVICE_ERROR count=1', 'C_Initialize delay 300 count=1']);
+    assertError(await encrypt(), 503, 'DependencyTimeoutException');
+    // Without the lock released, the replacement waits for it forever: "to connect" from then on.
+    // With it, the requests meanwhile open the breaker (2 s), after which a trial succeeds.
+    const { ms, seen } = await recover();
+    t.diagnostic(`recovered in ${ms.toFixed(0)} ms; failures meanwhile: ${seen}`);
+    assert.ok(ms < 5000, `recovered in ${ms} ms`);
+  } finally {
+    control.clear();
+    await recover();
+  }
+});
+
 describe('a stale key handle', () => {
   test('C_EncryptInit → CKR_OBJECT_HANDLE_INVALID once: looked up again, no re-initialisation', async () => {
     control.resetTrace();
