@@ -62,36 +62,51 @@ class Fleet {
       { label: HEALTH_CHECK_KEY, encrypt: true, decrypt: true, value: randomBytes(32) },
     ];
     const faultModule = buildFaultModule();
-    this.proxy = await startProxy({
-      configure: (config, dir) => {
-        LABELS.forEach((label, i) => {
-          const soPin = this.soPins[i] as string;
-          ensureSoftHsmToken({ dir, label, pin: config.hsm.pin as string, soPin, keys });
-        });
-        config.hsm.fleet = LABELS.map((label) => ({
-          name: label,
-          tokenLabel: label,
-          ...(this.faulty.includes(label) ? { modulePath: faultModule } : {}),
-        }));
-        config.hsm.callTimeoutMs = DEADLINE_MS;
-        // Every health check asks each HSM: no cached ACTIVE hides a fault.
-        config.healthCheck.cacheSeconds = 0;
-        config.healthCheck.degradedAboveMs = DEGRADED_ABOVE_MS;
-      },
-      env: this.control.env(),
-    });
+    const startProxyOnce = () =>
+      startProxy({
+        configure: (config, dir) => {
+          LABELS.forEach((label, i) => {
+            const soPin = this.soPins[i] as string;
+            ensureSoftHsmToken({ dir, label, pin: config.hsm.pin as string, soPin, keys });
+          });
+          config.hsm.fleet = LABELS.map((label) => ({
+            name: label,
+            tokenLabel: label,
+            ...(this.faulty.includes(label) ? { modulePath: faultModule } : {}),
+          }));
+          config.hsm.callTimeoutMs = DEADLINE_MS;
+          // Every health check asks each HSM: no cached ACTIVE hides a fault.
+          config.healthCheck.cacheSeconds = 0;
+          config.healthCheck.degradedAboveMs = DEGRADED_ABOVE_MS;
+        },
+        env: this.control.env(),
+      });
     // Both HSMs connect in the init phase; wait until both answer (a slow start is not under test).
     // Only then read the serials here: a login rewrites the token's files, and SoftHSM in this
     // process fails (CKR_GENERAL_ERROR) reading one that the proxy is writing.
-    let health: string[] = [];
-    await this.until(
-      async () => {
-        health = await this.health(false);
-        return health.every((s) => s === 'ACTIVE');
-      },
-      10_000,
-      () => `health ${health.join(', ')}`,
-    );
+    for (let attempt = 1; ; attempt++) {
+      this.proxy = await startProxyOnce();
+      let health: string[] = [];
+      try {
+        await this.until(
+          async () => {
+            health = await this.health(false);
+            return health.every((s) => s === 'ACTIVE');
+          },
+          10_000,
+          () => `health ${health.join(', ')}`,
+        );
+        break;
+      } catch (error) {
+        // Once in ~40 runs a start-up login here answers CKR_USER_PIN_NOT_INITIALIZED for good:
+        // both module paths reach one SoftHSM in the proxy, and the fault module never finalises
+        // it for its other user, so SoftHSM never reads the token again (a real library is
+        // re-initialised by the 1 s reconnect). This layout's start-up is not under test: once more.
+        if (attempt === 2) throw error;
+        process.stderr.write(`fleet start retried after: health ${health.join(', ')}\n`);
+        await this.proxy.stop();
+      }
+    }
     // SOFTHSM2_CONF in this process points at the proxy's token folder (ensureSoftHsmToken set it).
     this.serials = LABELS.map(tokenSerial);
     assert.notEqual(this.serials[0], this.serials[1]);
