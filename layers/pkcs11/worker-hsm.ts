@@ -2,7 +2,7 @@
 // and is waited for synchronously, but only until the call's deadline. pkcs11js calls cannot be
 // interrupted, so a call past its deadline is abandoned with its thread (issue: per-call
 // deadlines): the request gets HsmError 'timeout' (503 DependencyTimeoutException) at the
-// deadline, and the next call starts a fresh worker with a session of its own.
+// deadline, and a fresh worker with a session of its own starts at once.
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
@@ -247,7 +247,8 @@ export class WorkerHsm implements Hsm {
     this.#abandoned++;
     worker.thread.once('exit', () => this.#abandoned--);
     pinLibrary(this.#options.pkcs11.modulePath);
-    // Ends the thread once its PKCS#11 call returns; its session goes with it.
+    // Ends the thread once its PKCS#11 call returns; its session stays open in the library until a
+    // later re-initialisation (docs/hsm.md, section 6).
     void worker.thread.terminate();
     this.#options.onEvent?.(`abandoned a worker stuck in an HSM call for ${timeoutMs} ms`);
     // The replacement connects now, not inside the next request's deadline.
