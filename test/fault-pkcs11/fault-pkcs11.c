@@ -27,10 +27,14 @@
  *     PKCS#11 says a failed call terminates the operation, and without the forward SoftHSM would
  *     answer CKR_OPERATION_ACTIVE to the next Init, which no real HSM does.
  *
- * Isolation: one process may use the target directly and through this module at once (two HSMs,
- * one of them faulty), and a process has one copy of the target's state. So this module keeps its
- * own "initialised" flag: C_Initialize accepts a target that is already initialised, and C_Finalize
- * never finalises the target; it closes the sessions opened through this module instead.
+ * Isolation: one process may reach the target through several copies of this module at once (two
+ * HSMs, one of them faulty), and a process has one copy of the target's state. So this module keeps
+ * its own "initialised" flag: C_Initialize accepts a target that is already initialised, and
+ * C_Finalize never finalises the target; it closes the sessions opened through this module instead.
+ * A user of the target reached directly as well would finalise it under this module's sessions
+ * (a proxy under test crashed in SoftHSM's C_Finalize that way): reach it through another copy,
+ * built with another prefix for its environment variables (-DFAULT_ENV_PREFIX='"FAULT_OTHER_"'),
+ * which then reads no rules meant for this one.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -49,6 +53,9 @@
 #include <p11-kit-1/p11-kit/pkcs11.h>
 
 #define DEFAULT_TARGET "/usr/lib/softhsm/libsofthsm2.so"
+#ifndef FAULT_ENV_PREFIX
+#define FAULT_ENV_PREFIX "FAULT_PKCS11_"
+#endif
 #define MAX_RULES 64
 #define FUNCTION_NAME_MAX 32
 
@@ -454,8 +461,8 @@ static int intercept(const char *function, CK_RV *code) {
 }
 
 static void read_environment_locked(void) {
-  const char *control = getenv("FAULT_PKCS11_CONTROL");
-  const char *trace = getenv("FAULT_PKCS11_TRACE");
+  const char *control = getenv(FAULT_ENV_PREFIX "CONTROL");
+  const char *trace = getenv(FAULT_ENV_PREFIX "TRACE");
   char previous[PATH_MAX];
   memcpy(previous, control_path, sizeof previous);
   snprintf(control_path, sizeof control_path, "%s", control != NULL ? control : "");
@@ -680,7 +687,7 @@ static CK_FUNCTION_LIST function_list;
 
 static CK_RV load_target_locked(void) {
   if (target != NULL) return CKR_OK;
-  const char *path = getenv("FAULT_PKCS11_TARGET");
+  const char *path = getenv(FAULT_ENV_PREFIX "TARGET");
   if (path == NULL || path[0] == '\0') path = DEFAULT_TARGET;
   void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (handle == NULL) {

@@ -17,14 +17,20 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const SOURCE = join(ROOT, 'test/fault-pkcs11/fault-pkcs11.c');
 const OUT_DIR = join(ROOT, '.local/fault-pkcs11');
 
-/** Compiles the module when the source is newer than the library; returns the library's path. */
-export function buildFaultModule(): string {
-  const out = join(OUT_DIR, 'fault-pkcs11.so');
+/**
+ * Compiles the module when the source is newer than the library; returns the library's path.
+ * 'passthrough' is a second copy that reads other environment variables (FAULT_PASSTHROUGH_*, none
+ * set): no faults, but the target reached through it is isolated like the faulty copy's (see
+ * fault-pkcs11.c, Isolation).
+ */
+export function buildFaultModule(variant: 'faulty' | 'passthrough' = 'faulty'): string {
+  const out = join(OUT_DIR, variant === 'faulty' ? 'fault-pkcs11.so' : 'fault-pkcs11-passthrough.so');
   if (existsSync(out) && statSync(out).mtimeMs >= statSync(SOURCE).mtimeMs) return out;
   mkdirSync(OUT_DIR, { recursive: true });
   // Built aside and renamed: test files run in parallel, and one may load the library meanwhile.
   const temp = `${out}.${process.pid}.tmp`;
   const flags = ['-shared', '-fPIC', '-O2', '-Wall', '-Wextra', '-Werror'];
+  if (variant === 'passthrough') flags.push('-DFAULT_ENV_PREFIX="FAULT_PASSTHROUGH_"');
   execFileSync('cc', [...flags, '-o', temp, SOURCE, '-ldl', '-lpthread'], { stdio: 'pipe' });
   renameSync(temp, out);
   return out;
