@@ -3,6 +3,7 @@
 // interrupted, so a call past its deadline is abandoned with its thread (issue: per-call
 // deadlines): the request gets HsmError 'timeout' (503 DependencyTimeoutException) at the
 // deadline, and a fresh worker with a session of its own starts at once.
+import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
@@ -53,12 +54,22 @@ export interface WorkerHsmOptions {
 const libraryUsers = new Map<string, Int32Array>();
 
 function usersOf(modulePath: string): Int32Array {
-  let users = libraryUsers.get(modulePath);
+  const library = libraryOf(modulePath);
+  let users = libraryUsers.get(library);
   if (users === undefined) {
     users = new Int32Array(new SharedArrayBuffer(8));
-    libraryUsers.set(modulePath, users);
+    libraryUsers.set(library, users);
   }
   return users;
+}
+
+/** The library a path names: two paths to one file (a symlink) load one library in a process. */
+function libraryOf(modulePath: string): string {
+  try {
+    return realpathSync(modulePath);
+  } catch {
+    return modulePath; // not there: the worker reports it
+  }
 }
 
 /**
@@ -73,13 +84,14 @@ function usersOf(modulePath: string): Int32Array {
 const pinned = new Map<string, object | undefined>();
 
 function pinLibrary(modulePath: string): void {
-  if (pinned.has(modulePath)) return;
-  pinned.set(modulePath, undefined);
+  const library = libraryOf(modulePath);
+  if (pinned.has(library)) return;
+  pinned.set(library, undefined);
   try {
     const { PKCS11 } = createRequire(import.meta.url)('pkcs11js') as typeof import('pkcs11js');
-    const library = new PKCS11();
-    library.load(modulePath);
-    pinned.set(modulePath, library);
+    const handle = new PKCS11();
+    handle.load(library);
+    pinned.set(library, handle);
   } catch {
     // pkcs11js or the library does not load on this thread: the workers report that.
   }

@@ -1,0 +1,55 @@
+// Two HSM workers whose configured module paths name one file (a symlink, or a vendor's two install
+// paths) share one library in the process, and PKCS#11 state is per process: neither may
+// C_Finalize it while the other has a session (layers/pkcs11/worker-hsm.ts counts a library's
+// workers by its real path). The fault module's trace shows what each re-initialisation did.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { WorkerHsm } from '../../layers/pkcs11/worker-hsm.ts';
+import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
+import { createTestSetup } from '../helpers/proxy.ts';
+
+const setup = createTestSetup();
+const controlDir = mkdtempSync(join(tmpdir(), 'worker-shared-library-'));
+const control = new FaultControl(controlDir);
+// Read by the workers (their environment is this one) and by the module when it loads.
+Object.assign(process.env, { SOFTHSM2_CONF: setup.softhsmConf }, control.env());
+after(() => {
+  rmSync(setup.dir, { recursive: true, force: true });
+  rmSync(controlDir, { recursive: true, force: true });
+});
+
+test('two paths to one library count as one: a re-initialisation closes its own session, never C_Finalize', () => {
+  const modulePath = buildFaultModule();
+  const link = join(controlDir, 'the-same-library.so');
+  symlinkSync(modulePath, link);
+  const pkcs11 = { tokenLabel: setup.config.hsm.tokenLabel, pin: setup.config.hsm.pin as string };
+  const options = { callTimeoutMs: 2000, startTimeoutMs: 10_000, spinMicros: 0 };
+  const direct = new WorkerHsm({ ...options, pkcs11: { ...pkcs11, modulePath } });
+  const linked = new WorkerHsm({ ...options, pkcs11: { ...pkcs11, modulePath: link } });
+  try {
+    const key = direct.findKey('foo') ?? assert.fail('key foo');
+    const keyLinked = linked.findKey('foo') ?? assert.fail('key foo (linked)');
+
+    // A device error: one re-initialisation and one retry, on the library the other also uses.
+    control.resetTrace();
+    control.set(['C_Encrypt fail CKR_DEVICE_ERROR count=1']);
+    const sealed = direct.encrypt(key, Buffer.from('shared library'), Buffer.alloc(0));
+    assert.equal(
+      control.calls('C_Finalize'),
+      0,
+      `no C_Finalize under the other's session: ${control.trace()}`,
+    );
+    assert.ok(control.calls('C_CloseSession') >= 1, `its own session closed instead: ${control.trace()}`);
+    // The other worker's session survived it.
+    control.resetTrace();
+    assert.deepEqual(linked.decrypt(keyLinked, sealed, Buffer.alloc(0)), Buffer.from('shared library'));
+    assert.equal(control.calls('C_Login'), 0, `no new login for the other: ${control.trace()}`);
+  } finally {
+    control.clear();
+    direct.close();
+    linked.close();
+  }
+});
