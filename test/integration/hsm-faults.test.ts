@@ -418,7 +418,9 @@ describe('a slow or hung HSM', () => {
       assert.equal(enc.res.status, 200, enc.res.text);
       const hsmMs = (await logLine(enc.kmsRequestId)).hsmLatencyMs as number;
       t.diagnostic(`first request after the timeout: ${hsmMs} ms in the HSM layer`);
-      assert.ok(hsmMs < 20, `the first request did not pay a worker start (${hsmMs} ms)`);
+      // A worker start (thread, module load, C_Initialize, C_Login) takes 60-150 ms here; a ready
+      // worker's first call 2-5 ms (its key lookup and cold code), 26 ms once beside another test file.
+      assert.ok(hsmMs < 45, `the first request did not pay a worker start (${hsmMs} ms)`);
     } finally {
       control.clear();
       await recover();
