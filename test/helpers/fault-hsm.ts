@@ -4,14 +4,19 @@ import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { createTestSetup, type TestSetup } from './proxy.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const SOURCE = join(ROOT, 'test/fault-pkcs11/fault-pkcs11.c');
@@ -89,4 +94,25 @@ export class FaultControl {
     // Truncated in place: the module opens the file in append mode at each call.
     writeFileSync(this.tracePath, '');
   }
+}
+
+/**
+ * For a test file that drives HSM workers in its own process over the fault module: a fresh token,
+ * a control folder (`dir`, also for the test's own files) and this process's environment pointing
+ * at both, which the workers inherit and the module reads when it loads. Removed after the file.
+ */
+export function faultHsmInThisProcess(name: string): {
+  setup: TestSetup;
+  control: FaultControl;
+  dir: string;
+} {
+  const setup = createTestSetup();
+  const dir = mkdtempSync(join(tmpdir(), `${name}-`));
+  const control = new FaultControl(dir);
+  Object.assign(process.env, { SOFTHSM2_CONF: setup.softhsmConf }, control.env());
+  after(() => {
+    rmSync(setup.dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { setup, control, dir };
 }

@@ -5,25 +5,14 @@
 // with a network HSM's client library, its own threads left running in unmapped code. The fault
 // module (a C library over SoftHSM) shows both: it is unmapped, and its rules' counters start over.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HsmError } from '../../layers/pkcs11/hsm.ts';
 import { WorkerHsm } from '../../layers/pkcs11/worker-hsm.ts';
-import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
-import { createTestSetup } from '../helpers/proxy.ts';
+import { buildFaultModule, faultHsmInThisProcess } from '../helpers/fault-hsm.ts';
 
-const setup = createTestSetup();
-const controlDir = mkdtempSync(join(tmpdir(), 'worker-abandon-'));
-const control = new FaultControl(controlDir);
-// Read by the workers (their environment is this one) and by the module when it loads.
-Object.assign(process.env, { SOFTHSM2_CONF: setup.softhsmConf }, control.env());
-after(() => {
-  rmSync(setup.dir, { recursive: true, force: true });
-  rmSync(controlDir, { recursive: true, force: true });
-});
+const { setup, control } = faultHsmInThisProcess('worker-abandon');
 
 const modulePath = buildFaultModule();
 const options = {

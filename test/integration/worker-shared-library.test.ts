@@ -3,23 +3,13 @@
 // C_Finalize it while the other has a session (layers/pkcs11/worker-hsm.ts counts a library's
 // workers by its real path). The fault module's trace shows what each re-initialisation did.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { WorkerHsm } from '../../layers/pkcs11/worker-hsm.ts';
-import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
-import { createTestSetup } from '../helpers/proxy.ts';
+import { buildFaultModule, faultHsmInThisProcess } from '../helpers/fault-hsm.ts';
 
-const setup = createTestSetup();
-const controlDir = mkdtempSync(join(tmpdir(), 'worker-shared-library-'));
-const control = new FaultControl(controlDir);
-// Read by the workers (their environment is this one) and by the module when it loads.
-Object.assign(process.env, { SOFTHSM2_CONF: setup.softhsmConf }, control.env());
-after(() => {
-  rmSync(setup.dir, { recursive: true, force: true });
-  rmSync(controlDir, { recursive: true, force: true });
-});
+const { setup, control, dir: controlDir } = faultHsmInThisProcess('worker-shared-library');
 
 test('two paths to one library count as one: a re-initialisation closes its own session, never C_Finalize', () => {
   const modulePath = buildFaultModule();
