@@ -80,7 +80,9 @@ describe('round trips', () => {
       assert.equal(iv.length, 12);
       assert.equal(tag.length, 16);
       assert.equal(ciphertext.length, plaintext.length, 'AES-GCM ciphertext is as long as the plaintext');
-      assert.ok(!ciphertext.equals(plaintext));
+      // A 1-byte ciphertext equals its plaintext once in 256 encryptions by chance (CI saw it);
+      // from 8 bytes on, a match is a proxy that did not encrypt. The round trip and CDIV check the rest.
+      if (plaintext.length >= 8) assert.ok(!ciphertext.equals(plaintext), 'the ciphertext is the plaintext');
       assert.ok(ciphertextMetadata.length >= 1 && ciphertextMetadata.length <= 20);
       if (c.cdiv) {
         // Appendix C, recomputed here independently of the proxy's code.
