@@ -60,19 +60,27 @@ describe('wire: spinUntil', () => {
   test('sees another thread change the state while spinning', async () => {
     const channel = createChannel();
     Atomics.store(channel.control, STATE, REQUEST);
+    // The worker stores RESPONSE only once told the spin is about to start, so the spin is what sees it.
+    const go = new Int32Array(new SharedArrayBuffer(4));
     const worker = new Worker(
       `const { workerData } = require('node:worker_threads');
-       const control = new Int32Array(workerData, 0, 4);
+       const control = new Int32Array(workerData.shared, 0, 4);
+       const go = new Int32Array(workerData.go);
+       Atomics.wait(go, 0, 0);
        const until = performance.now() + 1;
        while (performance.now() < until);
        Atomics.store(control, ${STATE}, ${RESPONSE});`,
-      { eval: true, workerData: channel.shared },
+      { eval: true, workerData: { shared: channel.shared, go: go.buffer } },
     );
-    const online = new Promise((resolve) => worker.once('online', resolve));
-    await online;
+    // Listening from the start: a worker that ends quickly emits 'online' and 'exit' in one tick
+    // (seen under load: a listener added after 'online' waited forever).
+    const exited = new Promise((resolve) => worker.once('exit', resolve));
+    await new Promise((resolve) => worker.once('online', resolve));
+    Atomics.store(go, 0, 1);
+    Atomics.notify(go, 0);
     // Spins (never sleeps) for up to 5 s: the worker's store ends it.
     const seen = spinUntil(5_000_000, () => Atomics.load(channel.control, STATE) !== REQUEST);
-    await new Promise((resolve) => worker.once('exit', resolve));
+    await exited;
     assert.equal(seen, true);
     assert.equal(Atomics.load(channel.control, STATE), RESPONSE);
     assert.notEqual(RESPONSE, IDLE);
