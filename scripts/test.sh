@@ -14,5 +14,6 @@ echo "== benchmark smoke (the suite runs; no targets asserted)"
 node bench/run.ts --smoke
 echo "== tests (node:test)"
 # One process per test file; each integration file starts its own proxy on its own SoftHSM token.
-# Last, so that the test runner's summary closes the output.
-node --test --test-concurrency=2 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts'
+# Last, so that the test runner's summary closes the output. A test that hangs fails by name after
+# 2 minutes (the longest takes ~5 s), and its file ends, instead of stalling CI.
+node --test --test-concurrency=2 --test-timeout=120000 --test-force-exit 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts'
