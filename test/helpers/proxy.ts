@@ -281,10 +281,18 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     stop: async () => {
       agent.destroy();
       stopping = true;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
+      // A proxy that already died (reported above) emits no second 'exit': waiting for one would hang.
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        // A proxy that does not end on SIGTERM is a failure of the test that stops it, not a hang.
+        const killed = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(killed);
+      }
       rmSync(dir, { recursive: true, force: true });
+      if (child.signalCode === 'SIGKILL')
+        throw new Error(`the proxy did not exit on SIGTERM:\n${output.slice(-4000)}`);
     },
   };
 }
