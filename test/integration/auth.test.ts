@@ -136,7 +136,10 @@ describe('rejected with 401', () => {
       'X-Amz-Date changed',
       () => ({
         tamper: (r) => {
-          r.headers['x-amz-date'] = (r.headers['x-amz-date'] ?? '').replace(/\d\dZ$/, '00Z');
+          // Another second of the same minute (a request signed at :00 once went through unchanged).
+          const date = r.headers['x-amz-date'] ?? '';
+          r.headers['x-amz-date'] = date.replace(/\d\dZ$/, date.endsWith('00Z') ? '01Z' : '00Z');
+          assert.notEqual(r.headers['x-amz-date'], date);
         },
       }),
     ],
