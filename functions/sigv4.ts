@@ -1,6 +1,8 @@
 // SigV4 verification of XKS requests (spec: Authentication; Appendix A). No maintained npm library
 // verifies SigV4, so this one is written on node:crypto and cross-checked in the tests against
-// independent signers (@smithy/signature-v4, aws4, curl) and AWS's own SigV4 test suite.
+// independent signers (@smithy/signature-v4, aws4, curl) and AWS's own SigV4 test suite. The signer
+// below (what `xks-proxy preflight` sends) shares the verifier's canonical request, string to sign
+// and signing key, so the project has one SigV4 implementation; the same tests cross-check it.
 import { createHmac, hash, timingSafeEqual } from 'node:crypto';
 import { XksError } from './errors.ts';
 
@@ -109,12 +111,86 @@ export function verifySigV4(request: SignedRequest, options: VerifyOptions): Ver
     if (err instanceof XksError) throw err;
     fail('path or query cannot be canonicalized'); // e.g. a lone UTF-16 surrogate (URIError)
   }
-  const stringToSign = `${ALGORITHM}\n${amzDate}\n${date}/${region}/${service}/aws4_request\n${sha256hex(canonical)}`;
-  const expected = createHmac('sha256', signingKey(accessKeyId, secret, date, region, service))
-    .update(stringToSign)
-    .digest();
+  const expected = signatureOf(canonical, amzDate, accessKeyId, secret, { date, region, service });
   if (!timingSafeEqual(expected, Buffer.from(signature, 'hex'))) fail('signature does not match');
   return { accessKeyId, region };
+}
+
+export interface SigningCredential {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+export interface RequestToSign {
+  method: string;
+  /** The path exactly as it will be sent. */
+  path: string;
+  /** The Host header: host, with `:port` when not the default. */
+  host: string;
+  /** The body bytes exactly as they will be sent. */
+  body: Buffer | string;
+}
+
+export interface SignOptions {
+  service: string;
+  region: string;
+  /** Signing time in ms (Date.now()). */
+  now: number;
+}
+
+/** What AWS KMS signs in an XKS request (Appendix A). */
+const KMS_SIGNED_HEADERS = ['host', 'x-amz-date'] as const;
+
+/**
+ * Signs a request as AWS KMS signs XKS requests (Appendix A): SignedHeaders=host;x-amz-date. Returns
+ * the headers to send with it: Host, X-Amz-Date and Authorization.
+ */
+export function signSigV4(
+  request: RequestToSign,
+  credential: SigningCredential,
+  options: SignOptions,
+): { host: string; 'x-amz-date': string; authorization: string } {
+  // YYYYMMDD'T'HHMMSS'Z' (Appendix A).
+  const amzDate = new Date(options.now).toISOString().replace(/[-:]|\.\d{3}/g, '');
+  const scope = { date: amzDate.slice(0, 8), region: options.region, service: options.service };
+  const canonical = canonicalRequest(
+    {
+      method: request.method,
+      path: request.path,
+      headers: { host: [request.host], 'x-amz-date': [amzDate] },
+      body: typeof request.body === 'string' ? Buffer.from(request.body) : request.body,
+    },
+    KMS_SIGNED_HEADERS,
+  );
+  const signature = signatureOf(
+    canonical,
+    amzDate,
+    credential.accessKeyId,
+    credential.secretAccessKey,
+    scope,
+  );
+  return {
+    host: request.host,
+    'x-amz-date': amzDate,
+    authorization:
+      `${ALGORITHM} Credential=${credential.accessKeyId}/${scope.date}/${scope.region}/${scope.service}/aws4_request, ` +
+      `SignedHeaders=${KMS_SIGNED_HEADERS.join(';')}, Signature=${signature.toString('hex')}`,
+  };
+}
+
+/** Appendix A, tasks 2 and 3: the string to sign, and its HMAC with the signing key. */
+function signatureOf(
+  canonical: string,
+  amzDate: string,
+  accessKeyId: string,
+  secret: string,
+  scope: { date: string; region: string; service: string },
+): Buffer {
+  const { date, region, service } = scope;
+  const stringToSign = `${ALGORITHM}\n${amzDate}\n${date}/${region}/${service}/aws4_request\n${sha256hex(canonical)}`;
+  return createHmac('sha256', signingKey(accessKeyId, secret, date, region, service))
+    .update(stringToSign)
+    .digest();
 }
 
 /** The canonical request (AWS SigV4, non-S3 rules), built from what the client sent. */
