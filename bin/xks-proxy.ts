@@ -621,7 +621,7 @@ export async function main(
     }
     if (group === 'preflight') {
       // Loaded only for this command (it brings the SigV4 signer and the trusted CA list).
-      const { preflightMain } = await import('./preflight.ts');
+      const { preflightMain } = await import('./preflight/index.ts');
       return await preflightMain(argv.slice(1), io);
     }
     if (group === 'audit') {

@@ -11,15 +11,15 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   type Check,
-  cdiv,
-  decodeBase64,
   formatReport,
-  kmsOutcome,
   type PreflightOptions,
-  percentile,
   type Report,
   runPreflight,
-} from '../../bin/preflight.ts';
+} from '../../bin/preflight/index.ts';
+import { cdiv } from '../../bin/preflight/key.ts';
+import { kmsOutcome } from '../../bin/preflight/kms.ts';
+import { percentile } from '../../bin/preflight/latency.ts';
+import { decodeBase64 } from '../../bin/preflight/replies.ts';
 import {
   type BrokenServer,
   closedPort,
