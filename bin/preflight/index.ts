@@ -7,7 +7,7 @@
 //
 // What it checks, in order: the URI rules (spec: API operations), the credential file (spec: "XKS
 // proxy configuration in AWS KMS console"), TLS (spec: API content type; Authentication: the chain
-// must end at one of the root CAs in TrustedCertificateAuthorities, see bin/trusted-cas.ts), mutual
+// must end at one of the root CAs in TrustedCertificateAuthorities, see trusted-cas.json), mutual
 // TLS, GetHealthStatus signed as KMS signs (Appendix A: SignedHeaders=host;x-amz-date), with --key
 // GetKeyMetadata and an Encrypt/Decrypt round trip with a CDIV (Appendix C), the error behaviour
 // (404 InvalidUriPathException, 401 AuthenticationFailedException, 405 for GET) and latency against

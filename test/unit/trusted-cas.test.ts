@@ -1,16 +1,23 @@
-// The root CAs `xks-proxy preflight` accepts (bin/trusted-cas.ts) must be exactly those of the spec's
-// TrustedCertificateAuthorities table (spec: Authentication). The reference folder is a sibling of the
-// clone (../shared/reference); without it the comparison is skipped, with the reason.
+// The root CAs `xks-proxy preflight` accepts (bin/preflight/trusted-cas.json) must be exactly those of
+// the spec's TrustedCertificateAuthorities table (spec: Authentication), as the repository's copy
+// (data/aws-kms-xksproxy-api-spec/) has it, with that copy's source and date.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { TRUSTED_CAS } from '../../bin/trusted-cas.ts';
-import { normalizeFingerprint, parseTrustedCas, renderModule } from '../../scripts/trusted-cas.ts';
-
-const ROOT = resolve(import.meta.dirname, '../..');
-const REFERENCE = resolve(ROOT, '../shared/reference/TrustedCertificateAuthorities');
-const skip = existsSync(REFERENCE) ? false : `reference file not found at ${REFERENCE}`;
+import { TRUSTED_CAS } from '../../bin/preflight/tls.ts';
+import {
+  COPY,
+  COPY_README,
+  generate,
+  normalizeFingerprint,
+  OUTPUT,
+  parseProvenance,
+  parseTrustedCas,
+  renderJson,
+  trustedCaList,
+} from '../../scripts/trusted-cas.ts';
+import { ROOT } from '../helpers/proxy.ts';
 
 /** An independent reading of the table: alias lines and SHA256 lines, paired in order. */
 function independentReading(text: string): Map<string, string> {
@@ -37,13 +44,33 @@ describe('trusted root CAs', () => {
     assert.equal(amazon?.sha256, '8ecde6884f3d87b1125ba31ac3fcb13d7016de7f57cc904fe1cb97c6ae98196e');
   });
 
-  test('it equals the reference table', { skip }, () => {
-    const text = readFileSync(REFERENCE, 'utf8');
+  test("it equals the repository's copy of the table", () => {
+    const text = readFileSync(join(ROOT, COPY), 'utf8');
     const expected = independentReading(text);
+    assert.ok(expected.size > 100, `only ${expected.size} entries in ${COPY}`);
     const shipped = new Map(TRUSTED_CAS.map((ca) => [ca.alias, ca.sha256]));
     assert.deepEqual(shipped, expected);
-    // And the generator, run now, would write the same entries (alias, owner, fingerprint, order).
-    assert.deepEqual(parseTrustedCas(text), TRUSTED_CAS);
+    // And the generator, run now, would write the same file, byte for byte (alias, owner,
+    // fingerprint, order; source and date).
+    assert.equal(readFileSync(join(ROOT, OUTPUT), 'utf8'), renderJson(generate()));
+  });
+
+  test('the shipped file names its public source, the date of the copy and the licence', () => {
+    const shipped = JSON.parse(readFileSync(join(ROOT, OUTPUT), 'utf8'));
+    assert.equal(
+      shipped.source,
+      'https://github.com/aws/aws-kms-xksproxy-api-spec/blob/main/TrustedCertificateAuthorities',
+    );
+    assert.match(shipped.copied, /^\d{4}-\d{2}-\d{2}$/);
+    assert.ok(!Number.isNaN(Date.parse(shipped.copied)));
+    assert.deepEqual(parseProvenance(readFileSync(join(ROOT, COPY_README), 'utf8')), {
+      source: shipped.source,
+      copied: shipped.copied,
+    });
+    assert.equal(shipped.copy, COPY);
+    assert.match(shipped.licence, /CC BY-SA 4\.0/);
+    const licence = readFileSync(join(ROOT, 'data/aws-kms-xksproxy-api-spec/LICENSE-CC-BY-SA-4.0'), 'utf8');
+    assert.match(licence, /^Creative Commons Attribution-ShareAlike 4\.0 International Public License/);
   });
 
   test('the generator handles the quirks of the table', () => {
@@ -65,7 +92,13 @@ describe('trusted root CAs', () => {
       { alias: 'first', owner: 'CN=First, O=Example', sha256: `${'ab'.repeat(31)}cd` },
       { alias: 'second', owner: 'CN=Second', sha256: `${'01'.repeat(31)}ef` },
     ]);
-    assert.match(renderModule(entries), /alias: 'second',\n {4}owner: 'CN=Second',/);
+    const readme = '- Source: https://example.com/list\n- Copied: 2026-01-31, unmodified\n';
+    const list = trustedCaList(text, readme);
+    assert.equal(list.source, 'https://example.com/list');
+    assert.equal(list.copied, '2026-01-31');
+    assert.deepEqual(list.trustedCas, entries);
+    assert.deepEqual(JSON.parse(renderJson(list)), list);
+    assert.throws(() => parseProvenance('- Source: https://example.com/list\n'), /Copied/);
     assert.throws(() => parseTrustedCas('Alias name: x\nOwner: CN=x\n'), /no SHA256/);
     assert.throws(() => parseTrustedCas(`${text}\n${text}`), /appears twice/);
     assert.equal(normalizeFingerprint('AB:cd:EF'), 'abcdef');
