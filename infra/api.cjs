@@ -30,7 +30,7 @@ const GATEWAY_RESPONSES = [
   ['DEFAULT_5XX', undefined, 'InternalException', 'Internal error'],
 ];
 
-/** Access log fields: who, what, how long; never a body (field notes: bodies carry plaintext). */
+/** Access log fields: who, what, how long; never a body (bodies carry plaintext). */
 const ACCESS_LOG_FORMAT = JSON.stringify({
   requestId: '$context.requestId',
   ip: '$context.identity.sourceIp',
@@ -111,7 +111,7 @@ function api(p, endpoint) {
           RestApiId: apiId,
           ResourceId: resource,
           HttpMethod: 'POST',
-          AuthorizationType: 'NONE', // the handler verifies SigV4 (field notes)
+          AuthorizationType: 'NONE', // the handler verifies SigV4: KMS signs for kms-xks-proxy, not IAM
           Integration: {
             Type: 'AWS_PROXY',
             IntegrationHttpMethod: 'POST',

@@ -270,7 +270,7 @@ function vpcEndpointService(p) {
         Type: 'AWS::EC2::VPCEndpointServicePermissions',
         Properties: {
           ServiceId: { Ref: 'XksEndpointService' },
-          // Only AWS KMS of this region may connect (spec: High level architecture; field notes).
+          // Only AWS KMS of this region may connect (spec: High level architecture).
           AllowedPrincipals: [sub('cks.kms.${AWS::Region}.amazonaws.com')],
         },
       },

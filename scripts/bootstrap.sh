@@ -35,7 +35,8 @@ if [ "$(node_ok)" != "1" ]; then
       --prefix "$tools/node-$NODE_VERSION" "$node_pkg@$NODE_VERSION" >&2
   fi
   export PATH="$node_home/bin:$PATH"
-  # node-gyp builds pkcs11js against these headers instead of downloading them (field notes).
+  # node-gyp builds pkcs11js against these headers (the package ships include/node) instead of
+  # downloading them, which an offline machine cannot.
   export npm_config_nodedir="$node_home"
 fi
 

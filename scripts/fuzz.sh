@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Long property-based fuzzing runs on demand (issue 7): the SigV4 verifier
+# Long property-based fuzzing runs on demand: the SigV4 verifier
 # (test/unit/fuzz-sigv4.test.ts) and the four routes (test/integration/fuzz-routes.test.ts).
 # CI runs the same files through scripts/test.sh with their bounded defaults and a fixed seed.
 #

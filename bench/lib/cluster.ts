@@ -1,6 +1,6 @@
 // N server processes on one port with node:cluster: the primary forks the workers one after another,
 // waiting for each to listen and then `staggerMs` more, because SoftHSM rewrites its token file on
-// C_Login and simultaneous logins can corrupt each other's view of it (FIELD-NOTES). The primary
+// C_Login and simultaneous logins can corrupt each other's view of it. The primary
 // prints `BENCH-READY <url> pids=<worker pids>` on stderr once every worker listens; SIGTERM stops all.
 import cluster, { type Worker } from 'node:cluster';
 import { sleep } from './util.ts';

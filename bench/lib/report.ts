@@ -48,7 +48,7 @@ function throughputRow(t: ThroughputResults, server: string, processes: number, 
   );
 }
 
-/** Every target of the issue, measured, with its floor from the same run. */
+/** Every benchmark target, measured, with its floor from the same run. */
 export function targetRows(r: BenchResults): TargetRow[] {
   const rows: TargetRow[] = [];
   for (const h of r.handler?.rows ?? []) {

@@ -49,7 +49,7 @@ export interface HandlerResults {
   profiles: Array<ProfileAnalysis & { id: string; route: string; iterations: number; command: string }>;
 }
 
-/** Targets (issue): Encrypt and Decrypt p50 at most 2.5x the bare operation, metadata at most 2x. */
+/** Targets: Encrypt and Decrypt p50 at most 2.5x the bare operation, metadata at most 2x. */
 const TARGETS: Record<string, number> = {
   metadata: 2,
   'encrypt-32': 2.5,

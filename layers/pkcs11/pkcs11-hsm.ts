@@ -1,5 +1,5 @@
 // The Hsm interface on pkcs11js (synchronous API: in Lambda there is one request per environment,
-// and the sync calls cost less CPU than the async ones; see FIELD-NOTES, PKCS#11 layer). It runs
+// and pkcs11js's sync calls cost less CPU than its async ones on libuv's thread pool). It runs
 // inside an HSM worker thread (hsm-worker.ts), so that a call that hangs can be abandoned.
 import { createRequire } from 'node:module';
 import type * as pkcs11 from 'pkcs11js';
@@ -234,7 +234,7 @@ export class Pkcs11Hsm implements Hsm {
       let out: Buffer;
       try {
         // The output buffer must hold ciphertext + tag: SoftHSM answers CKR_BUFFER_TOO_SMALL otherwise
-        // and leaves the operation active (field notes).
+        // and leaves the operation active, so every later call on the session fails.
         out = this.#lib.C_Decrypt(session, data, Buffer.alloc(data.length));
       } catch (err) {
         if (this.#badCiphertext.has(codeOf(err))) {

@@ -1,5 +1,6 @@
-// Vendor profiles: the known ways HSMs differ on AES-GCM through PKCS#11 (field notes, PKCS#11
-// layer). An HSM's config names one; docs/hsm.md says where each setting comes from.
+// Vendor profiles: the known ways HSMs differ on AES-GCM through PKCS#11 (who makes the IV,
+// ulIvBits, the codes of a failed decrypt). An HSM's config names one; docs/hsm.md says where each
+// setting comes from.
 
 export type VendorProfileName = 'softhsm' | 'cloudhsm' | 'luna' | 'nshield';
 

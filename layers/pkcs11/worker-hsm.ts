@@ -1,7 +1,6 @@
 // The Hsm interface for the main thread: each call goes to an HSM worker thread (hsm-worker.ts)
 // and is waited for synchronously, but only until the call's deadline. pkcs11js calls cannot be
-// interrupted, so a call past its deadline is abandoned with its thread (issue: per-call
-// deadlines): the request gets HsmError 'timeout' (503 DependencyTimeoutException) at the
+// interrupted, so a call past its deadline is abandoned with its thread: the request gets HsmError 'timeout' (503 DependencyTimeoutException) at the
 // deadline, and a fresh worker with a session of its own starts at once.
 import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';

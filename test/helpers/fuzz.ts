@@ -1,4 +1,4 @@
-// The run configuration both fuzzing files share (issue: hardening): bounded runs with a fixed
+// The run configuration both fuzzing files share: bounded runs with a fixed
 // seed in CI, long runs on demand (scripts/fuzz.sh: FUZZ_RUNS, FUZZ_SEED, FUZZ_PATH), and a
 // failure report that says how to replay it and never prints what it must not.
 import type fc from 'fast-check';

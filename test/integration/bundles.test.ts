@@ -1,6 +1,6 @@
 // The esbuild bundles, which are what deploys: each runs in a fresh Node process from a folder with
 // nothing but itself, finding pkcs11js only where the Lambda layer puts it (NODE_PATH), and answers a
-// signed request. What a cold start loads is bounded (the 300 KB); the Secrets Manager client
+// signed request. What a cold start loads is bounded (300 KiB); the Secrets Manager client
 // is in chunks loaded on demand; ajv's validators are compiled at build time.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';

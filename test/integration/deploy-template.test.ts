@@ -299,7 +299,7 @@ describe('mode: VPC endpoint service (ci-vpce)', () => {
     assert.ok(api.Policy, 'a private API needs a resource policy');
     const endpoint = t.Resources.XksExecuteApiEndpoint.Properties;
     assert.match(endpoint.ServiceName['Fn::Sub'], /execute-api$/);
-    assert.equal(endpoint.PolicyDocument, undefined, 'default endpoint policy (field notes)');
+    assert.equal(endpoint.PolicyDocument, undefined, 'default policy: a custom one rejects KMS SigV4');
     assert.equal(t.Resources.XksDomainName.Type, 'AWS::ApiGateway::DomainNameV2');
     assert.equal(t.Resources.XksDomainName.Properties.DomainName, 'xks.ci.example.com');
     const nlb = t.Resources.XksNlb.Properties;

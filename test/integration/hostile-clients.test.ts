@@ -1,4 +1,4 @@
-// Hostile clients (issue 7): each limit of local/server.ts cuts the bad client off while good
+// Hostile clients: each limit of local/server.ts cuts the bad client off while good
 // clients keep being served.
 //
 // Two kinds of server. The real proxy (local/main.ts through startProxy: the Lambda handlers,

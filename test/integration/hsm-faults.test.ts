@@ -1,4 +1,4 @@
-// The proxy over a faulty HSM (issue 5): the fault-injecting PKCS#11 module over SoftHSM, driven
+// The proxy over a faulty HSM: the fault-injecting PKCS#11 module over SoftHSM, driven
 // from here, makes the HSM fail the way real ones do. Every session or device error once: one
 // re-initialisation, one retry, the right answer. Twice: a clear 500 naming the code, and the next
 // request succeeds. Bad ciphertext and key usage codes map to 400s without a re-initialisation. A

@@ -1,4 +1,4 @@
-// A fleet of two HSMs with the same keys (issue 5): two SoftHSM tokens holding the same imported key
+// A fleet of two HSMs with the same keys: two SoftHSM tokens holding the same imported key
 // values, one reached through the fault-injecting module, the other through a pass-through copy of
 // it (not directly: a worker alone on SoftHSM's own path would C_Finalize it under the faulty
 // copy's sessions, which crashed the proxy in SoftHSM's C_Finalize 1-2 times in ~90 runs). Requests keep being

@@ -391,7 +391,7 @@ describe('the public demo credential', () => {
   });
 });
 
-describe('HSM robustness settings (issue: HSM robustness and key lifecycle)', () => {
+describe('HSM robustness settings', () => {
   test('defaults: the SoftHSM profile, a 100 ms call deadline, a 5 s first connection', () => {
     const config = parseConfig(minimal(), {});
     assert.equal(config.hsm.profile, 'softhsm');

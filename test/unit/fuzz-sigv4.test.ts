@@ -31,7 +31,10 @@ import {
 
 const RUNS = positiveInt(process.env.FUZZ_RUNS) ?? 300;
 const FILE = 'test/unit/fuzz-sigv4.test.ts';
-/** Per verification (the brief's budget): the min of 3 tries, so that a GC pause is not a failure. */
+/**
+ * Per verification, a small share of KMS's 250 ms budget for the whole call: the min of 3 tries,
+ * so that a GC pause is not a failure.
+ */
 const MAX_VERIFY_MS = 50;
 
 function params<T>(name: string, numRuns = RUNS): fc.Parameters<T> {
