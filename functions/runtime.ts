@@ -184,9 +184,8 @@ class CredentialSources {
   async #refreshSecrets(): Promise<void> {
     try {
       for (const ks of this.#secretSources) {
-        const credentials = parseCredentialsSecret(
-          ks.name,
-          await readSecret(ks.credentialsSecretArn as string),
+        const credentials = await readSecret(ks.credentialsSecretArn as string, (text) =>
+          parseCredentialsSecret(ks.name, text),
         );
         keystores.get(ks.pathPrefix)?.setCredentials(credentials);
       }
@@ -204,17 +203,31 @@ class CredentialSources {
 export const credentialSources = new CredentialSources();
 credentialSources.refreshFiles();
 
-async function readSecret(id: string): Promise<string> {
+/**
+ * A Secrets Manager secret, parsed. What fails names the secret and why (the SDK's error, the
+ * parser's message), never its value: at start-up it is the error of the init phase.
+ */
+async function readSecret<T>(id: string, parse: (text: string) => T): Promise<T> {
   // Loaded only when a secret is configured: local runs never touch the AWS SDK.
   const { getSecret } = await import('@aws-lambda-powertools/parameters/secrets');
-  const value = await getSecret(id, { forceFetch: true });
-  if (typeof value !== 'string') throw new Error(`secret ${id} has no SecretString`);
-  return value;
+  let value: unknown;
+  try {
+    value = await getSecret(id, { forceFetch: true });
+  } catch (error) {
+    const sdkError = ((error as Error).cause ?? error) as Error;
+    throw new Error(`Cannot read the secret ${id}: ${sdkError.name}: ${sdkError.message}`, { cause: error });
+  }
+  if (typeof value !== 'string') throw new Error(`The secret ${id} has no SecretString`);
+  try {
+    return parse(value);
+  } catch (error) {
+    throw new Error(`The secret ${id}: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 async function pinOf(member: { pin?: string; pinSecretArn?: string }): Promise<string> {
   if (member.pin === undefined && member.pinSecretArn !== undefined) {
-    return parsePinSecret(await readSecret(member.pinSecretArn));
+    return readSecret(member.pinSecretArn, parsePinSecret);
   }
   return member.pin as string;
 }
