@@ -525,6 +525,7 @@ export function renderMarkdown(
           'bootstrap',
           'import + init',
           'first invoke',
+          'warm invoke',
           'bundle (cold start + on demand)',
           'largest parts of what a cold start loads',
           'target',
@@ -537,6 +538,8 @@ export function renderMarkdown(
           row.breakdownMs.bootstrap.toFixed(1),
           row.breakdownMs.importInit.toFixed(1),
           row.breakdownMs.firstInvoke.toFixed(1),
+          // Absent from results recorded before it was measured.
+          row.breakdownMs.warmInvoke?.toFixed(2) ?? '',
           `${kb(row.bundleBytes)} + ${kb(row.lazyBytes ?? 0)}`,
           row.composition
             .slice(0, 5)
