@@ -109,14 +109,11 @@ const validateDeploy = new Ajv({ useDefaults: true, strict: true, strictRequired
   DEPLOY_SCHEMA,
 );
 
-/** Settings that moved, for the "not a known setting" message. */
+/** Names a stage file may use for a setting named otherwise: the "not a known setting" message says which. */
 const MOVED = {
   secretsCacheSeconds: 'secrets.cacheSeconds',
   'public.mtls.allowedCommonNames': 'clientCertificate.allowedCommonNames',
 };
-
-/** The only files a deployed proxy reads from its package: they hold no secret. */
-const PACKAGED_FILES = new Set(['policyFile']);
 
 /** IAM permissions the functions need for what the configuration names by ARN, by setting name. */
 const READ_PERMISSIONS = [
@@ -180,6 +177,18 @@ function checkPolicies(fail, field, file) {
   }
 }
 
+/** The only files a deployed proxy reads from its package (none holds a secret), with their checks. */
+const PACKAGED_FILES = { policyFile: checkPolicies };
+
+/** The proxy schema's part for a field, e.g. `keystores[0].credentialsSecretArn`; undefined if none. */
+function schemaOf(field) {
+  let schema = SCHEMA;
+  for (const name of field.replace(/\[\d+\]/g, '').split('.')) {
+    schema = (schema?.items ?? schema)?.properties?.[name];
+  }
+  return schema;
+}
+
 /**
  * What a deployed proxy may not have, whatever the proxy itself accepts: secrets inline (they would
  * sit in the template and the package), and files other than PACKAGED_FILES (the function's disk
@@ -190,10 +199,13 @@ function checkDeployable(fail, config) {
     const name = field.split('.').at(-1);
     if (name === 'pin') fail(`${field}: put the PIN in Secrets Manager and give pinSecretArn`);
     if (name === 'credentials') fail(`${field}: put them in Secrets Manager and give credentialsSecretArn`);
-    if (name.endsWith('File') && PACKAGED_FILES.has(name)) checkPolicies(fail, field, value);
+    if (Object.hasOwn(PACKAGED_FILES, name)) PACKAGED_FILES[name](fail, field, value);
     else if (name.endsWith('File')) {
-      const instead = `${name.slice(0, -'File'.length)}SecretArn`;
-      fail(`${field}: a deployed proxy reads no local file; give ${instead} (Secrets Manager) instead`);
+      const instead = field.replace(/File$/, 'SecretArn');
+      const hint = schemaOf(instead)
+        ? `give ${instead.split('.').at(-1)} (Secrets Manager) instead`
+        : 'the setting is for the local proxy';
+      fail(`${field}: a deployed function reads no file but its package; ${hint}`);
     }
   }
 }
@@ -278,7 +290,7 @@ function checkParams(raw, stage) {
 /** The files each function's package holds besides its code: the configuration and the files it names. */
 function packagedFiles(p) {
   const named = [...fields(p.proxyConfig)]
-    .filter(([field]) => PACKAGED_FILES.has(field.split('.').at(-1)))
+    .filter(([field]) => Object.hasOwn(PACKAGED_FILES, field.split('.').at(-1)))
     .map(([, value]) => value);
   return [configPath(p.stage), ...new Set(named)];
 }
@@ -286,7 +298,6 @@ function packagedFiles(p) {
 module.exports = {
   FUNCTIONS,
   DEPLOY_SCHEMA,
-  PACKAGED_FILES,
   functionLogicalId,
   aliasLogicalId,
   roleLogicalId,

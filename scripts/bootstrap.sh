@@ -74,7 +74,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 # --- cfn-lint and moto_server (the deployment tests): .tools/bin/ links to the machine's -----------
-# when its Python has them at these versions or later, else to a Python venv in .tools/python.
+# when one of its Pythons has them at these versions or later, else to a Python venv in .tools/python.
 CFN_LINT_VERSION="1.51.0"
 MOTO_VERSION="5.2.1"
 # Prints the paths of cfn-lint and moto_server of the Python $1 when it has both at good versions.
@@ -101,8 +101,13 @@ link_tools() {
   ln -sfn "$(sed -n 1p <<<"$paths")" "$tools/bin/cfn-lint"
   ln -sfn "$(sed -n 2p <<<"$paths")" "$tools/bin/moto_server"
 }
+machine_tools() {
+  local python
+  for python in $(type -ap python3); do link_tools "$python" && return 0; done
+  return 1
+}
 if [ "$test_tools" = 1 ] && { [ ! -x "$tools/bin/cfn-lint" ] || [ ! -x "$tools/bin/moto_server" ]; }; then
-  if ! link_tools python3; then
+  if ! machine_tools; then
     venv="$tools/python"
     if [ ! -x "$venv/bin/python3" ]; then
       if ! python3 -c 'import ensurepip' 2>/dev/null; then

@@ -124,7 +124,13 @@ test('refused: inline PIN or credentials, local files, reserved environment name
       delete p.keystores[0].credentialsSecretArn;
       p.keystores[0].credentialsFile = 'creds.json';
     }),
-    /: keystores\[0\]\.credentialsFile: .*give credentialsSecretArn/,
+    /: keystores\[0\]\.credentialsFile: a deployed function reads no file but its package; give credentialsSecretArn/,
+  );
+  assert.match(
+    refusal((p) => {
+      p.clientCertificate = { allowedCommonNames: ['cks.kms.eu-west-1.amazonaws.com'], caFile: 'ca.pem' };
+    }, publicStage),
+    /: clientCertificate\.caFile: a deployed function reads no file but its package; the setting is for the local proxy$/,
   );
   for (const name of ['XKS_HSM_PIN', 'POWERTOOLS_LOGGER_LOG_EVENT', 'AWS_REGION', 'NODE_OPTIONS']) {
     assert.match(
