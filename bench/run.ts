@@ -146,7 +146,8 @@ try {
     results.coldStart = await coldStartSuite({ runs: P.coldStartRuns, workDir: join(workDir, 'cold') });
     for (const r of results.coldStart.rows) {
       log(
-        `  ${r.name.padEnd(16)} ${r.medianMs.toFixed(1)} ms  bundle ${(r.bundleBytes / 1024).toFixed(0)} KiB`,
+        `  ${r.name.padEnd(16)} ${r.medianMs.toFixed(1)} ms  bundle ${(r.bundleBytes / 1024).toFixed(0)} KiB` +
+          `  first invoke ${r.breakdownMs.firstInvoke} ms, warm ${r.breakdownMs.warmInvoke} ms`,
       );
     }
   }

@@ -159,7 +159,8 @@ const CREDENTIALS = {
     },
   },
 } as const;
-const SCHEMA = {
+/** The configuration's JSON schema; infra/params.cjs checks a stage file's proxy part with it too. */
+export const SCHEMA = {
   type: 'object',
   required: ['hsm', 'keystores'],
   additionalProperties: false,
@@ -316,6 +317,10 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
   const config = structuredClone(input);
   if (!validate(config)) {
     const error = validate.errors?.[0];
+    const unknown = error?.params.additionalProperty as string | undefined;
+    if (unknown !== undefined) {
+      throw new ConfigError(`${error?.instancePath}/${unknown} is not a known setting`);
+    }
     // ajv's messages name the rule (pattern, length), not the value: safe for secrets.
     throw new ConfigError(`${error?.instancePath || '/'} ${error?.message ?? 'is invalid'}`);
   }

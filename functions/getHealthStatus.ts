@@ -4,15 +4,13 @@
 // (its circuit breaker). Never subject to secondary authorization.
 // First: the HSM worker starts while the other modules load (cold start).
 import '../layers/pkcs11/prestart.ts';
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
-import type { Hsm, HsmHealth } from '../layers/pkcs11/hsm.ts';
+import type { HsmHealth } from '../layers/pkcs11/hsm.ts';
 import { METRIC } from './metrics.ts';
 import { xksHandler } from './middleware.ts';
-import { config, hsm as fleet, logger, metrics } from './runtime.ts';
+import { config, hsm as fleet, healthRoundTrip, logger, metrics } from './runtime.ts';
 import type { HealthRequest } from './schemas.ts';
-import { hsmAad, METADATA_V1 } from './xks.ts';
 
 const RANK: Record<HsmHealth, number> = { ACTIVE: 0, DEGRADED: 1, UNAVAILABLE: 2 };
 const UNKNOWN = 'unknown (HSM not reached yet)';
@@ -47,7 +45,7 @@ function deepCheck(index: number): HsmHealth {
   if (hit !== undefined && hit.expires > now) return hit.status;
   const started = performance.now();
   try {
-    fleet.probe(index, roundTrip);
+    fleet.probe(index, healthRoundTrip);
   } catch (error) {
     // Not cached: the next check sees a recovered HSM at once.
     cached.delete(index);
@@ -58,13 +56,4 @@ function deepCheck(index: number): HsmHealth {
   const status = elapsedMs > config.healthCheck.degradedAboveMs ? 'DEGRADED' : 'ACTIVE';
   cached.set(index, { status, expires: now + config.healthCheck.cacheSeconds * 1000 });
   return status;
-}
-
-function roundTrip(hsm: Hsm): void {
-  const key = hsm.findKey(config.hsm.healthCheckKeyLabel);
-  if (key === undefined) throw new Error(`health-check key '${config.hsm.healthCheckKeyLabel}' not found`);
-  const probe = randomBytes(32);
-  const aad = hsmAad(undefined, METADATA_V1);
-  const decrypted = hsm.decrypt(key, hsm.encrypt(key, probe, aad), aad);
-  if (!decrypted.equals(probe)) throw new Error('health-check round trip returned other bytes');
 }

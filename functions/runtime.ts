@@ -1,11 +1,13 @@
 // What every handler shares, created once per process at module scope, i.e. in the Lambda init
 // phase: the validated configuration and its secrets, the HSM session (C_Initialize, C_OpenSession,
 // C_Login), the key stores, the logger and the metrics.
+import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { HsmFleet } from '../layers/pkcs11/fleet.ts';
+import type { Hsm } from '../layers/pkcs11/hsm.ts';
 import { VENDOR_PROFILES } from '../layers/pkcs11/profiles.ts';
 import { WorkerHsm } from '../layers/pkcs11/worker-hsm.ts';
 import { type Authorizer, createAuthorizer } from './authorization.ts';
@@ -17,6 +19,7 @@ import {
   parseCredentialsSecret,
   parsePinSecret,
 } from './config.ts';
+import { hsmAad, METADATA_V1 } from './xks.ts';
 
 export const SERVICE = 'xks-proxy';
 
@@ -184,9 +187,8 @@ class CredentialSources {
   async #refreshSecrets(): Promise<void> {
     try {
       for (const ks of this.#secretSources) {
-        const credentials = parseCredentialsSecret(
-          ks.name,
-          await readSecret(ks.credentialsSecretArn as string),
+        const credentials = await readSecret(ks.credentialsSecretArn as string, (text) =>
+          parseCredentialsSecret(ks.name, text),
         );
         keystores.get(ks.pathPrefix)?.setCredentials(credentials);
       }
@@ -204,17 +206,31 @@ class CredentialSources {
 export const credentialSources = new CredentialSources();
 credentialSources.refreshFiles();
 
-async function readSecret(id: string): Promise<string> {
+/**
+ * A Secrets Manager secret, parsed. What fails names the secret and why (the SDK's error, the
+ * parser's message), never its value: at start-up it is the error of the init phase.
+ */
+async function readSecret<T>(id: string, parse: (text: string) => T): Promise<T> {
   // Loaded only when a secret is configured: local runs never touch the AWS SDK.
   const { getSecret } = await import('@aws-lambda-powertools/parameters/secrets');
-  const value = await getSecret(id, { forceFetch: true });
-  if (typeof value !== 'string') throw new Error(`secret ${id} has no SecretString`);
-  return value;
+  let value: unknown;
+  try {
+    value = await getSecret(id, { forceFetch: true });
+  } catch (error) {
+    const sdkError = ((error as Error).cause ?? error) as Error;
+    throw new Error(`Cannot read the secret ${id}: ${sdkError.name}: ${sdkError.message}`, { cause: error });
+  }
+  if (typeof value !== 'string') throw new Error(`The secret ${id} has no SecretString`);
+  try {
+    return parse(value);
+  } catch (error) {
+    throw new Error(`The secret ${id}: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 async function pinOf(member: { pin?: string; pinSecretArn?: string }): Promise<string> {
   if (member.pin === undefined && member.pinSecretArn !== undefined) {
-    return parsePinSecret(await readSecret(member.pinSecretArn));
+    return readSecret(member.pinSecretArn, parsePinSecret);
   }
   return member.pin as string;
 }
@@ -252,6 +268,38 @@ async function createFleet(): Promise<HsmFleet> {
   return new HsmFleet(created);
 }
 
+/** GetHealthStatus's deep check, a real AES-GCM round trip with the health-check key (never a customer key). */
+export function healthRoundTrip(hsm: Hsm): void {
+  const key = hsm.findKey(config.hsm.healthCheckKeyLabel);
+  if (key === undefined) throw new Error(`health-check key '${config.hsm.healthCheckKeyLabel}' not found`);
+  const probe = randomBytes(32);
+  const aad = hsmAad(undefined, METADATA_V1);
+  const decrypted = hsm.decrypt(key, hsm.encrypt(key, probe, aad), aad);
+  if (!decrypted.equals(probe)) throw new Error('health-check round trip returned other bytes');
+}
+
+/**
+ * The init phase ends only once an HSM has logged in and done a round trip: provisioned concurrency
+ * runs the init ahead of traffic, and an environment frozen with its login under way would make
+ * its first request pay for it, against KMS's 250 ms. The first call waits for the login at most
+ * startTimeoutMs; the HSMs are tried in order until one answers, not after that long. One that is
+ * not ready does not stop the start-up: requests and the health check report it.
+ */
+function warmUp(fleet: HsmFleet): void {
+  const deadline = performance.now() + config.hsm.startTimeoutMs;
+  for (const [index, member] of fleet.members.entries()) {
+    if (index > 0 && performance.now() > deadline) return;
+    try {
+      fleet.probe(index, healthRoundTrip);
+      return;
+    } catch (error) {
+      logger.warn('HSM not ready at the end of the init phase', { hsm: member.name, error });
+    }
+  }
+}
+
 export const hsm: HsmFleet = await createFleet();
 
 await credentialSources.refreshIfDue();
+// Last: the HSM logs in on its worker thread while the secrets are read.
+warmUp(hsm);

@@ -65,8 +65,8 @@ function keystoreQuotas(p) {
     .filter((ks) => ks.throttle)
     .flatMap((ks) =>
       ROUTES.map((route) => ({
-        // Method settings name a resource path with its slashes written as ~1.
-        ResourcePath: `${ks.pathPrefix}/kms/xks/v1/${route.path}`.replaceAll('/', '~1'),
+        // Method settings name a resource path with its slashes written as ~1, after a leading /.
+        ResourcePath: `/${`${ks.pathPrefix}/kms/xks/v1/${route.path}`.replaceAll('/', '~1')}`,
         HttpMethod: 'POST',
         DataTraceEnabled: false,
         LoggingLevel: 'OFF',
@@ -77,9 +77,71 @@ function keystoreQuotas(p) {
     );
 }
 
+/**
+ * The role API Gateway writes CloudWatch Logs with, set for the whole region (AWS::ApiGateway::Account,
+ * one per region, shared by every API there): without it a stage with access logs fails to create.
+ * Both retained when the stack goes, so the region's other APIs keep their logs.
+ */
+function cloudWatchRole() {
+  const retain = { DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' };
+  return {
+    XksApiGatewayCloudWatchRole: {
+      Type: 'AWS::IAM::Role',
+      ...retain,
+      Properties: {
+        Description: 'API Gateway: CloudWatch Logs for every REST API of this region',
+        AssumeRolePolicyDocument: {
+          Version: '2012-10-17',
+          Statement: [
+            { Effect: 'Allow', Principal: { Service: 'apigateway.amazonaws.com' }, Action: 'sts:AssumeRole' },
+          ],
+        },
+        ManagedPolicyArns: [
+          {
+            'Fn::Sub':
+              'arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs',
+          },
+        ],
+      },
+    },
+    XksApiGatewayAccount: {
+      Type: 'AWS::ApiGateway::Account',
+      ...retain,
+      Properties: { CloudWatchRoleArn: { 'Fn::GetAtt': ['XksApiGatewayCloudWatchRole', 'Arn'] } },
+    },
+  };
+}
+
+/** What a Deployment snapshots: the API, its resources and methods, and its gateway responses. */
+const SNAPSHOT_TYPES = new Set([
+  'AWS::ApiGateway::RestApi',
+  'AWS::ApiGateway::Resource',
+  'AWS::ApiGateway::Method',
+  'AWS::ApiGateway::GatewayResponse',
+]);
+
+/**
+ * The Deployment of the API in `resources`. A stage serves the snapshot its Deployment took, so a
+ * change to anything in it (a method, a gateway response, the resource policy, the binary media
+ * types) needs a new Deployment: its logical id carries the hash of the whole snapshot.
+ */
+function deploymentOf(resources) {
+  const snapshot = Object.keys(resources)
+    .filter((id) => SNAPSHOT_TYPES.has(resources[id].Type))
+    .sort();
+  const text = JSON.stringify(snapshot.map((id) => [id, resources[id]]));
+  return {
+    [`XksDeployment${hash(text)}`]: {
+      Type: 'AWS::ApiGateway::Deployment',
+      // Created after all of it (the API itself is referenced already).
+      DependsOn: snapshot.filter((id) => resources[id].Type !== 'AWS::ApiGateway::RestApi'),
+      Properties: { RestApiId: apiId, Description: 'XKS proxy' },
+    },
+  };
+}
+
 function api(p, endpoint) {
   const resources = {};
-  const methods = [];
   const nodes = new Map(); // resource path -> logical id
 
   const resourceFor = (segments) => {
@@ -152,7 +214,6 @@ function api(p, endpoint) {
           ],
         },
       };
-      methods.push(post, get);
     }
   }
 
@@ -195,13 +256,8 @@ function api(p, endpoint) {
     },
   };
 
-  // A new deployment whenever the methods change: the logical id carries their hash.
-  const deployment = `XksDeployment${hash(JSON.stringify(methods.map((m) => resources[m])))}`;
-  resources[deployment] = {
-    Type: 'AWS::ApiGateway::Deployment',
-    DependsOn: methods,
-    Properties: { RestApiId: apiId, Description: 'XKS proxy' },
-  };
+  const deployment = deploymentOf(resources);
+  Object.assign(resources, deployment);
   resources.XksApiAccessLogs = {
     Type: 'AWS::Logs::LogGroup',
     Properties: {
@@ -209,12 +265,14 @@ function api(p, endpoint) {
       RetentionInDays: p.logRetentionInDays,
     },
   };
+  if (p.createApiGatewayCloudWatchRole) Object.assign(resources, cloudWatchRole());
   resources.XksStage = {
     Type: 'AWS::ApiGateway::Stage',
-    DependsOn: Object.keys(resources).filter((id) => id.startsWith('XksGatewayResponse')),
+    // Access logs need the region's API Gateway CloudWatch role in place before the stage.
+    ...(p.createApiGatewayCloudWatchRole ? { DependsOn: ['XksApiGatewayAccount'] } : {}),
     Properties: {
       RestApiId: apiId,
-      DeploymentId: { Ref: deployment },
+      DeploymentId: { Ref: Object.keys(deployment)[0] },
       StageName: p.stage,
       TracingEnabled: false,
       AccessLogSetting: {
@@ -239,4 +297,4 @@ function api(p, endpoint) {
   return resources;
 }
 
-module.exports = { api, ROUTES, GATEWAY_RESPONSES, ACCESS_LOG_FORMAT };
+module.exports = { api, deploymentOf, ROUTES, GATEWAY_RESPONSES, ACCESS_LOG_FORMAT };

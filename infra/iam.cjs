@@ -2,10 +2,16 @@
 // the network interfaces Lambda needs in the VPC. `*` only where AWS allows no resource at all.
 'use strict';
 
-const { FUNCTIONS, roleLogicalId } = require('./params.cjs');
+const { FUNCTIONS, readPermissions, roleLogicalId } = require('./params.cjs');
 
 function roles(p, service) {
-  const secretArns = [p.hsm.pinSecretArn, ...p.keystores.map((ks) => ks.credentialsSecretArn)];
+  // Every secret (and parameter) the proxy configuration names, whichever setting names it.
+  const reads = readPermissions(p.proxyConfig).map(({ action, resources }) => ({
+    Sid: `ProxyReads${action.split(':')[0].replace(/^./, (c) => c.toUpperCase())}`,
+    Effect: 'Allow',
+    Action: action,
+    Resource: resources,
+  }));
   const resources = {};
   for (const fn of FUNCTIONS) {
     const functionName = `${service}-${p.stage}-${fn}`;
@@ -18,12 +24,7 @@ function roles(p, service) {
           'Fn::Sub': `arn:\${AWS::Partition}:logs:\${AWS::Region}:\${AWS::AccountId}:log-group:/aws/lambda/${functionName}:*`,
         },
       },
-      {
-        Sid: 'ProxySecrets',
-        Effect: 'Allow',
-        Action: 'secretsmanager:GetSecretValue',
-        Resource: [...new Set(secretArns)],
-      },
+      ...reads,
       {
         // Lambda's VPC networking. Describe* has no resource-level permissions.
         Sid: 'VpcNetworkInterfacesDescribe',

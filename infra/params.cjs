@@ -1,7 +1,17 @@
 // The stage's parameter file (deploy/params.<stage>.yml), checked once, with defaults filled in.
+// It has two parts: the deployment settings (DEPLOY_SCHEMA below: region, VPC, concurrency,
+// connectivity, ...) and the proxy's own configuration (the top-level sections of
+// functions/config.ts's SCHEMA: hsm, keystores, secrets, ...), which is checked by the parser the
+// functions use at start-up and reaches them unchanged, as a JSON file packaged with each function.
 // CommonJS: the Serverless Framework (v3, osls and v4) loads ${file(...)} JavaScript with require().
 'use strict';
 
+const { readFileSync, existsSync } = require('node:fs');
+const { join } = require('node:path');
+const { Ajv } = require('ajv');
+const { SCHEMA, parseConfig, ConfigError } = require('../functions/config.ts');
+
+const ROOT = join(__dirname, '..');
 const FUNCTIONS = ['getHealthStatus', 'getKeyMetadata', 'encrypt', 'decrypt'];
 
 /** Serverless's logical id of a function: getKeyMetadata -> GetKeyMetadataLambdaFunction. */
@@ -10,164 +20,290 @@ const functionLogicalId = (name) => `${name[0].toUpperCase()}${name.slice(1)}Lam
 const aliasLogicalId = (name) => `${name[0].toUpperCase()}${name.slice(1)}ProvConcLambdaAlias`;
 const roleLogicalId = (name) => `${name[0].toUpperCase()}${name.slice(1)}Role`;
 
+/** The sections of the stage file that are the proxy's configuration. */
+const PROXY_SECTIONS = Object.keys(SCHEMA.properties);
+
+/** Where the packaged configuration is, relative to the service folder and to /var/task. */
+const configPath = (stage) => `dist/xks-proxy-config/${stage}.json`;
+
+/** CloudWatch Logs retention periods (AWS::Logs::LogGroup RetentionInDays). */
+const RETENTION_DAYS = [
+  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+];
+const text = { type: 'string', minLength: 1 };
+const ids = { type: 'array', minItems: 1, items: text };
+
+/** The deployment settings; the proxy's sections are checked by functions/config.ts. */
+const DEPLOY_SCHEMA = {
+  type: 'object',
+  required: ['region', 'layerZip', 'vpc', 'connectivity', 'hsm', 'keystores'],
+  additionalProperties: false,
+  properties: {
+    ...Object.fromEntries(PROXY_SECTIONS.map((name) => [name, true])),
+    region: { type: 'string', pattern: '^[a-z]{2}(-[a-z]+)+-[0-9]$' },
+    runtime: { enum: ['nodejs24.x', 'nodejs22.x'], default: 'nodejs24.x' },
+    architecture: { enum: ['x86_64', 'arm64'], default: 'x86_64' },
+    memorySize: { type: 'integer', minimum: 128, maximum: 10_240, default: 1024 },
+    timeout: { type: 'integer', minimum: 1, maximum: 900, default: 5 },
+    reservedConcurrency: { type: 'integer', minimum: 1, default: 40 },
+    provisionedConcurrency: { type: 'integer', minimum: 0, default: 0 },
+    logRetentionInDays: { enum: RETENTION_DAYS, default: 365 },
+    layerZip: text,
+    vpc: {
+      type: 'object',
+      required: ['vpcId', 'subnetIds', 'securityGroupIds'],
+      additionalProperties: false,
+      properties: {
+        vpcId: text,
+        subnetIds: ids,
+        securityGroupIds: ids,
+        secretsManagerEndpoint: { type: 'boolean' },
+      },
+    },
+    secretsKmsKeyArn: text,
+    createApiGatewayCloudWatchRole: { type: 'boolean', default: false },
+    throttling: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        rateLimit: { type: 'number', exclusiveMinimum: 0, default: 2000 },
+        burstLimit: { type: 'integer', minimum: 1, default: 1000 },
+      },
+    },
+    connectivity: { enum: ['vpc-endpoint-service', 'public'] },
+    vpcEndpointService: {
+      type: 'object',
+      required: ['privateDnsName', 'certificateArn', 'nlbSubnetIds'],
+      additionalProperties: false,
+      properties: {
+        privateDnsName: text,
+        certificateArn: text,
+        nlbSubnetIds: { ...ids, minItems: 2 },
+      },
+    },
+    public: {
+      type: 'object',
+      required: ['domainName', 'certificateArn'],
+      additionalProperties: false,
+      properties: {
+        domainName: text,
+        certificateArn: text,
+        mtls: {
+          type: 'object',
+          required: ['truststoreUri'],
+          additionalProperties: false,
+          properties: { truststoreUri: { type: 'string', pattern: '^s3://.+/.+' }, truststoreVersion: text },
+        },
+      },
+    },
+    alarms: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { snsTopicArn: text, kmsCustomKeyStoreId: text },
+    },
+  },
+};
+const validateDeploy = new Ajv({ useDefaults: true, strict: true, strictRequired: false }).compile(
+  DEPLOY_SCHEMA,
+);
+
+/** Names a stage file may use for a setting named otherwise: the "not a known setting" message says which. */
+const MOVED = {
+  secretsCacheSeconds: 'secrets.cacheSeconds',
+  'public.mtls.allowedCommonNames': 'clientCertificate.allowedCommonNames',
+};
+
+/** IAM permissions the functions need for what the configuration names by ARN, by setting name. */
+const READ_PERMISSIONS = [
+  { suffix: 'SecretArn', action: 'secretsmanager:GetSecretValue' },
+  { suffix: 'ParameterArn', action: 'ssm:GetParameter' },
+];
+
 class ParamsError extends Error {}
 
-function fail(message) {
-  throw new ParamsError(`deploy/params: ${message}`);
+const isMapping = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/** `a/0/b` (a JSON pointer) as the stage file reads it: `a[0].b`. */
+function fieldOf(pointer) {
+  return pointer
+    .split('/')
+    .filter(Boolean)
+    .map((part, i) => (/^\d+$/.test(part) ? `[${part}]` : `${i === 0 ? '' : '.'}${part}`))
+    .join('');
 }
 
-function need(value, name) {
-  if (value === undefined || value === null || value === '') fail(`${name} is required`);
-  return value;
-}
-
-function list(value, name, min = 1) {
-  if (!Array.isArray(value) || value.length < min) fail(`${name} must list at least ${min}`);
-  return value;
-}
-
-/** A policy set that does not parse fails the packaging, not the functions' start-up. */
-function checkPolicies(file, i) {
-  const cedar = require('@cedar-policy/cedar-wasm/nodejs');
-  const text = require('node:fs').readFileSync(require('node:path').join(__dirname, '..', file), 'utf8');
-  const answer = cedar.checkParsePolicySet({ staticPolicies: text });
-  if (answer.type !== 'success') {
-    fail(
-      `keystores[${i}].policyFile ${file} does not parse: ${answer.errors.map((e) => e.message).join('; ')}`,
-    );
+/** Every [field, value] of a configuration, depth first: `keystores[0].credentialsSecretArn`. */
+function* fields(value, path = '') {
+  if (Array.isArray(value)) {
+    for (const [i, item] of value.entries()) yield* fields(item, `${path}[${i}]`);
+  } else if (value !== null && typeof value === 'object') {
+    for (const [key, item] of Object.entries(value)) {
+      const field = path === '' ? key : `${path}.${key}`;
+      yield [field, item];
+      yield* fields(item, field);
+    }
   }
 }
 
-/** The parameters with defaults, or a clear error naming what is missing. */
+/** The values of every setting whose name ends with `suffix` (e.g. every ...SecretArn). */
+function valuesOf(config, suffix) {
+  const found = [];
+  for (const [field, value] of fields(config)) {
+    if (field.endsWith(suffix) && typeof value === 'string') found.push(value);
+  }
+  return [...new Set(found)];
+}
+
+/** The actions on the resources the proxy configuration names: [{ action, resources }]. */
+function readPermissions(config) {
+  return READ_PERMISSIONS.map(({ suffix, action }) => ({
+    action,
+    resources: valuesOf(config, suffix),
+  })).filter((p) => p.resources.length > 0);
+}
+
+/** A policy set that does not parse fails the packaging, not the functions' start-up. */
+function checkPolicies(fail, field, file) {
+  if (!/^policies\/[\w.-]+\.cedar$/.test(file)) {
+    fail(`${field} must be a policies/<name>.cedar file (it is packaged with the functions)`);
+  }
+  if (!existsSync(join(ROOT, file))) fail(`${field} ${file} does not exist`);
+  const cedar = require('@cedar-policy/cedar-wasm/nodejs');
+  const answer = cedar.checkParsePolicySet({ staticPolicies: readFileSync(join(ROOT, file), 'utf8') });
+  if (answer.type !== 'success') {
+    fail(`${field} ${file} does not parse: ${answer.errors.map((e) => e.message).join('; ')}`);
+  }
+}
+
+/** The only files a deployed proxy reads from its package (none holds a secret), with their checks. */
+const PACKAGED_FILES = { policyFile: checkPolicies };
+
+/** The proxy schema's part for a field, e.g. `keystores[0].credentialsSecretArn`; undefined if none. */
+function schemaOf(field) {
+  let schema = SCHEMA;
+  for (const name of field.replace(/\[\d+\]/g, '').split('.')) {
+    schema = (schema?.items ?? schema)?.properties?.[name];
+  }
+  return schema;
+}
+
+/**
+ * What a deployed proxy may not have, whatever the proxy itself accepts: secrets inline (they would
+ * sit in the template and the package), and files other than PACKAGED_FILES (the function's disk
+ * holds only its package).
+ */
+function checkDeployable(fail, config) {
+  for (const [field, value] of fields(config)) {
+    const name = field.split('.').at(-1);
+    if (name === 'pin') fail(`${field}: put the PIN in Secrets Manager and give pinSecretArn`);
+    if (name === 'credentials') fail(`${field}: put them in Secrets Manager and give credentialsSecretArn`);
+    if (Object.hasOwn(PACKAGED_FILES, name)) PACKAGED_FILES[name](fail, field, value);
+    else if (name.endsWith('File')) {
+      const instead = field.replace(/File$/, 'SecretArn');
+      const hint = schemaOf(instead)
+        ? `give ${instead.split('.').at(-1)} (Secrets Manager) instead`
+        : 'the setting is for the local proxy';
+      fail(`${field}: a deployed function reads no file but its package; ${hint}`);
+    }
+  }
+}
+
+/**
+ * The parameters with defaults, and the proxy configuration to package (`proxyConfig`), or a
+ * ParamsError whose one-line message names the file and the field.
+ */
 function checkParams(raw, stage) {
-  const p = { ...raw };
-  need(p.region, 'region');
-  p.runtime = p.runtime ?? 'nodejs24.x';
-  if (!['nodejs24.x', 'nodejs22.x'].includes(p.runtime)) fail('runtime must be nodejs24.x or nodejs22.x');
-  p.architecture = p.architecture ?? 'x86_64';
-  if (!['x86_64', 'arm64'].includes(p.architecture)) fail('architecture must be x86_64 or arm64');
-  p.memorySize = p.memorySize ?? 1024;
-  p.timeout = p.timeout ?? 5;
-  p.reservedConcurrency = p.reservedConcurrency ?? 40;
-  p.provisionedConcurrency = p.provisionedConcurrency ?? 0;
-  p.logRetentionInDays = p.logRetentionInDays ?? 365;
-  p.secretsCacheSeconds = p.secretsCacheSeconds ?? 300;
-  need(p.layerZip, 'layerZip');
-  p.vpc = need(p.vpc, 'vpc');
-  need(p.vpc.vpcId, 'vpc.vpcId');
-  list(p.vpc.subnetIds, 'vpc.subnetIds');
-  list(p.vpc.securityGroupIds, 'vpc.securityGroupIds');
-  p.hsm = need(p.hsm, 'hsm');
-  need(p.hsm.modulePath, 'hsm.modulePath');
-  need(p.hsm.tokenLabel, 'hsm.tokenLabel');
-  need(p.hsm.pinSecretArn, 'hsm.pinSecretArn (the PIN lives in Secrets Manager, never in the template)');
-  if (p.hsm.pin !== undefined) fail('hsm.pin: put the PIN in Secrets Manager and give hsm.pinSecretArn');
-  p.hsm.healthCheckKeyLabel = p.hsm.healthCheckKeyLabel ?? 'xks-health-check';
-  p.hsm.environment = p.hsm.environment ?? {};
-  for (const name of Object.keys(p.hsm.environment)) {
+  const file = `deploy/params.${stage}.yml`;
+  const fail = (message) => {
+    throw new ParamsError(`${file}: ${message}`);
+  };
+  if (!isMapping(raw)) fail('not a YAML mapping');
+  const p = structuredClone(raw);
+  const hsmEnvironment = p.hsm?.environment ?? {};
+  if (isMapping(p.hsm)) delete p.hsm.environment;
+  if (!validateDeploy(p)) {
+    const error = validateDeploy.errors[0];
+    const at = fieldOf(error.instancePath);
+    const { additionalProperty, missingProperty } = error.params;
+    if (additionalProperty !== undefined) {
+      const field = at ? `${at}.${additionalProperty}` : additionalProperty;
+      fail(`${field} is not a known setting${MOVED[field] ? ` (the setting is ${MOVED[field]})` : ''}`);
+    }
+    if (missingProperty !== undefined) fail(`${at ? `${at}.` : ''}${missingProperty} is required`);
+    fail(`${at} ${error.message}`);
+  }
+  if (!isMapping(hsmEnvironment)) fail('hsm.environment must map variable names to values');
+  for (const name of Object.keys(hsmEnvironment)) {
     // The vendor library's own variables only: never the proxy's, Powertools' (LOG_EVENT would log
     // bodies, i.e. plaintext) or the platform's.
     if (/^(XKS_|POWERTOOLS_|AWS_|LAMBDA_|NODE_OPTIONS$)/.test(name))
       fail(`hsm.environment.${name} is reserved`);
   }
-  list(p.keystores, 'keystores');
-  for (const [i, ks] of p.keystores.entries()) {
-    need(ks.name, `keystores[${i}].name`);
-    if (ks.pathPrefix === undefined) fail(`keystores[${i}].pathPrefix is required ('' for none)`);
-    if (ks.credentials !== undefined) {
-      fail(`keystores[${i}].credentials: put them in Secrets Manager and give credentialsSecretArn`);
-    }
-    need(ks.credentialsSecretArn, `keystores[${i}].credentialsSecretArn`);
-    ks.keys = ks.keys ?? [];
-    if (ks.throttle !== undefined) {
-      const { rateLimit, burstLimit } = ks.throttle;
-      if (!(rateLimit > 0) || !Number.isInteger(burstLimit) || burstLimit < 1) {
-        fail(`keystores[${i}].throttle needs rateLimit > 0 and an integer burstLimit >= 1`);
-      }
-    }
-    if (ks.policyFile !== undefined && !/^policies\/[\w.-]+\.cedar$/.test(ks.policyFile)) {
-      fail(
-        `keystores[${i}].policyFile must be a policies/<name>.cedar file (it is packaged with the functions)`,
-      );
-    }
-    if (
-      ks.policyFile !== undefined &&
-      !require('node:fs').existsSync(require('node:path').join(__dirname, '..', ks.policyFile))
-    ) {
-      fail(`keystores[${i}].policyFile ${ks.policyFile} does not exist`);
-    }
-    if (ks.policyFile !== undefined) checkPolicies(ks.policyFile, i);
+
+  const config = Object.fromEntries(PROXY_SECTIONS.filter((s) => p[s] !== undefined).map((s) => [s, p[s]]));
+  checkDeployable(fail, config);
+  if (p.hsm?.pinSecretArn === undefined)
+    fail('hsm.pinSecretArn is required (the PIN lives in Secrets Manager)');
+  for (const [i, ks] of (Array.isArray(p.keystores) ? p.keystores : []).entries()) {
+    if (ks?.credentialsSecretArn === undefined) fail(`keystores[${i}].credentialsSecretArn is required`);
   }
-  p.throttling = { rateLimit: 2000, burstLimit: 1000, ...p.throttling };
-  if (!['vpc-endpoint-service', 'public'].includes(p.connectivity)) {
-    fail('connectivity must be vpc-endpoint-service or public');
+
+  const mtls = p.connectivity === 'public' ? p.public?.mtls : undefined;
+  if (config.clientCertificate !== undefined && mtls === undefined) {
+    fail('clientCertificate needs mutual TLS: connectivity public with public.mtls');
   }
-  if (p.connectivity === 'public') {
-    p.public = need(p.public, 'public');
-    need(p.public.domainName, 'public.domainName');
-    need(p.public.certificateArn, 'public.certificateArn');
-  } else {
+  // Derived from the deployment, unless the stage file says otherwise.
+  if (config.proxy === undefined || isMapping(config.proxy)) {
+    config.proxy = { fleetSize: Math.max(1, p.provisionedConcurrency), ...config.proxy };
+  }
+  if (mtls && config.clientCertificate === undefined) {
+    config.clientCertificate = { allowedCommonNames: [`cks.kms.${p.region}.amazonaws.com`] };
+  }
+  try {
+    // The functions' own parser, as it runs in Lambda: what it refuses here would stop every start-up.
+    parseConfig(config, { AWS_LAMBDA_FUNCTION_NAME: `xks-proxy-${stage}` });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // "Invalid XKS proxy configuration: /keystores/0/keys ...": the field as the stage file names it.
+    fail(err.message.replace(/^[^:]*: /, '').replace(/^\/\S*/, fieldOf));
+  }
+
+  if (p.connectivity === 'public' && p.public === undefined) fail('public is required (connectivity public)');
+  if (p.connectivity === 'vpc-endpoint-service') {
+    if (p.vpcEndpointService === undefined)
+      fail('vpcEndpointService is required (connectivity vpc-endpoint-service)');
     // KMS needs its own VPC endpoint service (and private DNS name) for each external key store.
-    if (p.keystores.length !== 1)
+    if (config.keystores.length !== 1)
       fail('connectivity vpc-endpoint-service serves exactly one key store per stage');
-    p.vpcEndpointService = need(p.vpcEndpointService, 'vpcEndpointService');
-    need(p.vpcEndpointService.privateDnsName, 'vpcEndpointService.privateDnsName');
-    need(p.vpcEndpointService.certificateArn, 'vpcEndpointService.certificateArn');
-    list(p.vpcEndpointService.nlbSubnetIds, 'vpcEndpointService.nlbSubnetIds (two AZs at least)', 2);
   }
-  p.alarms = p.alarms ?? {};
   if (p.provisionedConcurrency > p.reservedConcurrency) {
     fail('provisionedConcurrency cannot exceed reservedConcurrency');
   }
+  p.hsm = { ...p.hsm, environment: hsmEnvironment };
   p.stage = stage;
+  p.proxyConfig = config;
   return p;
 }
 
-/**
- * The proxy's configuration (functions/config.ts) for the XKS_PROXY_CONFIG_JSON variable: no
- * secret in it, only where the secrets are.
- */
-function proxyConfig(p) {
-  const mtls = p.connectivity === 'public' ? p.public.mtls : undefined;
-  const config = {
-    hsm: {
-      modulePath: p.hsm.modulePath,
-      tokenLabel: p.hsm.tokenLabel,
-      pinSecretArn: p.hsm.pinSecretArn,
-      healthCheckKeyLabel: p.hsm.healthCheckKeyLabel,
-    },
-    secrets: { cacheSeconds: p.secretsCacheSeconds },
-    proxy: { fleetSize: Math.max(1, p.provisionedConcurrency) },
-    keystores: p.keystores.map((ks) => ({
-      name: ks.name,
-      pathPrefix: ks.pathPrefix,
-      credentialsSecretArn: ks.credentialsSecretArn,
-      keys: ks.keys,
-      ...(ks.keyPattern ? { keyPattern: ks.keyPattern } : {}),
-      ...(ks.allowedRegions ? { allowedRegions: ks.allowedRegions } : {}),
-      // Relative to the function's working directory, /var/task, where the policies are packaged.
-      ...(ks.policyFile ? { policyFile: ks.policyFile } : {}),
-    })),
-  };
-  if (mtls) {
-    config.clientCertificate = {
-      allowedCommonNames: mtls.allowedCommonNames ?? [`cks.kms.${p.region}.amazonaws.com`],
-    };
-  }
-  const json = JSON.stringify(config);
-  // Lambda allows 4 KB of environment variables in all.
-  if (json.length > 3500) {
-    fail(`the proxy configuration is ${json.length} characters; use keyPattern instead of long key lists`);
-  }
-  return json;
+/** The files each function's package holds besides its code: the configuration and the files it names. */
+function packagedFiles(p) {
+  const named = [...fields(p.proxyConfig)]
+    .filter(([field]) => Object.hasOwn(PACKAGED_FILES, field.split('.').at(-1)))
+    .map(([, value]) => value);
+  return [configPath(p.stage), ...new Set(named)];
 }
 
 module.exports = {
   FUNCTIONS,
+  DEPLOY_SCHEMA,
   functionLogicalId,
   aliasLogicalId,
   roleLogicalId,
   checkParams,
-  proxyConfig,
+  configPath,
+  packagedFiles,
+  readPermissions,
   ParamsError,
 };

@@ -4,7 +4,14 @@
 # everything is already in place. Used by `npm start`, `npm test` and `.ci/run`.
 #
 #   scripts/bootstrap.sh <command...>     e.g. scripts/bootstrap.sh node local/main.ts
+#   scripts/bootstrap.sh --test-tools <command...>   also cfn-lint and moto_server (npm test)
 set -euo pipefail
+
+test_tools=0
+if [ "${1:-}" = "--test-tools" ]; then
+  test_tools=1
+  shift
+fi
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -65,6 +72,59 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   say "npm ci (Node $(node --version))"
   npm ci --no-audit --no-fund >&2
   echo "$want" >"$stamp"
+fi
+
+# --- cfn-lint and moto_server (the deployment tests): .tools/bin/ links to the machine's -----------
+# when one of its Pythons has them at these versions or later, else to a Python venv in .tools/python.
+CFN_LINT_VERSION="1.51.0"
+MOTO_VERSION="5.2.1"
+# Prints the paths of cfn-lint and moto_server of the Python $1 when it has both at good versions.
+python_tools() {
+  "$1" - "$CFN_LINT_VERSION" "$MOTO_VERSION" 2>/dev/null <<'EOF'
+import os, shutil, sys
+from importlib.metadata import version
+def good(name, want):
+    have = [int(x) for x in version(name).split(".")[:2]]
+    return have[0] == int(want.split(".")[0]) and have >= [int(x) for x in want.split(".")[:2]]
+if not (good("cfn-lint", sys.argv[1]) and good("moto", sys.argv[2])):
+    sys.exit(1)
+import flask, flask_cors  # moto_server's own requirements (moto[server])
+bin_dir = os.path.dirname(sys.executable)
+for name in ("cfn-lint", "moto_server"):
+    path = os.path.join(bin_dir, name)
+    print(path if os.access(path, os.X_OK) else shutil.which(name) or sys.exit(1))
+EOF
+}
+link_tools() {
+  local paths
+  paths="$(python_tools "$1")" || return 1
+  mkdir -p "$tools/bin"
+  ln -sfn "$(sed -n 1p <<<"$paths")" "$tools/bin/cfn-lint"
+  ln -sfn "$(sed -n 2p <<<"$paths")" "$tools/bin/moto_server"
+}
+machine_tools() {
+  local python
+  for python in $(type -ap python3); do link_tools "$python" && return 0; done
+  return 1
+}
+if [ "$test_tools" = 1 ] && { [ ! -x "$tools/bin/cfn-lint" ] || [ ! -x "$tools/bin/moto_server" ]; }; then
+  if ! machine_tools; then
+    venv="$tools/python"
+    if [ ! -x "$venv/bin/python3" ]; then
+      if ! python3 -c 'import ensurepip' 2>/dev/null; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        say "installing Debian package python3-venv"
+        $sudo apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >&2
+      fi
+      python3 -m venv "$venv"
+    fi
+    say "installing cfn-lint $CFN_LINT_VERSION and moto $MOTO_VERSION into .tools/python"
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+      "cfn-lint==$CFN_LINT_VERSION" "moto[server]==$MOTO_VERSION" >&2
+    link_tools "$venv/bin/python3" || { say "cfn-lint or moto_server did not install into $venv"; exit 1; }
+  fi
 fi
 
 exec "$@"

@@ -1,17 +1,35 @@
 // The deployment, proven offline: `sls package` (osls + serverless-esbuild) for both connectivity
-// modes with no AWS credentials, and the CloudFormation it produces checked resource by resource.
+// modes, and for a stage that sets every setting, with no AWS credentials; the CloudFormation it
+// produces checked resource by resource and by AWS's own linter (cfn-lint), and the packages
+// unpacked to check what the functions will read.
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { parseConfig } from '../../functions/config.ts';
+import { loadConfig, parseConfig, SCHEMA } from '../../functions/config.ts';
 import { METRIC } from '../../functions/metrics.ts';
 import { ROOT } from '../helpers/proxy.ts';
+import { toolPath } from '../helpers/tools.ts';
 
 const run = promisify(execFile);
+const require = createRequire(import.meta.url);
+const yaml = require('js-yaml') as { load(text: string): unknown };
+const { DEPLOY_SCHEMA, checkParams } = require('../../infra/params.cjs') as {
+  DEPLOY_SCHEMA: Schema;
+  checkParams(raw: unknown, stage: string): unknown;
+};
+const STAGES = ['ci-vpce', 'ci-public', 'ci-all'] as const;
+type Stage = (typeof STAGES)[number];
+/** What each CI stage file sets that the template shows. */
+const EXPECT: Record<Stage, { runtime: string; provisioned: number; reserved: number }> = {
+  'ci-vpce': { runtime: 'nodejs24.x', provisioned: 2, reserved: 40 },
+  'ci-public': { runtime: 'nodejs22.x', provisioned: 0, reserved: 40 },
+  'ci-all': { runtime: 'nodejs24.x', provisioned: 3, reserved: 30 },
+};
 const FUNCTIONS = ['GetHealthStatus', 'GetKeyMetadata', 'Encrypt', 'Decrypt'];
 const ROUTE_OF = {
   GetHealthStatus: 'health',
@@ -22,9 +40,17 @@ const ROUTE_OF = {
 
 // biome-ignore lint/suspicious/noExplicitAny: CloudFormation is checked field by field
 type Template = { Resources: Record<string, any>; Outputs: Record<string, any> };
+// biome-ignore lint/suspicious/noExplicitAny: parameter files and configurations are free-form
+type Json = any;
+interface Schema {
+  properties?: Record<string, Schema | boolean>;
+  items?: Schema;
+}
 
 const work = mkdtempSync(join(tmpdir(), 'xks-package-'));
 const templates: Record<string, Template> = {};
+const stageFile = (stage: string): Json =>
+  yaml.load(readFileSync(join(ROOT, 'deploy', `params.${stage}.yml`), 'utf8'));
 
 before(async () => {
   const layer = join(ROOT, 'layers/dist/pkcs11-layer-x86_64.zip');
@@ -39,12 +65,16 @@ before(async () => {
   // No AWS credentials at all: not in the environment, not in a profile.
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: work, XKS_PACKAGE_OFFLINE: '1' };
   // One after the other: serverless-esbuild builds in the project's .esbuild/ folder.
-  for (const stage of ['ci-vpce', 'ci-public']) {
+  for (const stage of STAGES) {
     const out = join(work, stage);
     await sls(['package', '--stage', stage, '--package', out], env);
     templates[stage] = JSON.parse(
       readFileSync(join(out, 'cloudformation-template-update-stack.json'), 'utf8'),
     );
+    // Each function's package, unpacked as Lambda unpacks it into /var/task.
+    for (const zip of readdirSync(out).filter((f) => f.endsWith('.zip'))) {
+      await run('python3', ['-m', 'zipfile', '-e', join(out, zip), join(out, zip.slice(0, -4))]);
+    }
   }
 });
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -98,17 +128,139 @@ function methods(t: Template) {
   }));
 }
 
-function proxyConfigOf(t: Template) {
-  const fn = t.Resources.EncryptLambdaFunction;
-  return JSON.parse(fn.Properties.Environment.Variables.XKS_PROXY_CONFIG_JSON);
+/** The file XKS_PROXY_CONFIG names in Lambda, in the unpacked package of function `name`. */
+function packagedConfigFile(stage: string, name: string): string {
+  const fn = templates[stage]?.Resources[`${name}LambdaFunction`];
+  const path: string = fn.Properties.Environment.Variables.XKS_PROXY_CONFIG;
+  assert.ok(path.startsWith('/var/task/'), path);
+  const unpacked = `${name[0]?.toLowerCase()}${name.slice(1)}`;
+  return join(work, stage, unpacked, path.slice('/var/task/'.length));
 }
 
-for (const stage of ['ci-vpce', 'ci-public']) {
-  describe(`both modes: ${stage}`, () => {
+/** The proxy configuration the Encrypt function gets. */
+function proxyConfigOf(stage: string): Json {
+  return JSON.parse(readFileSync(packagedConfigFile(stage, 'Encrypt'), 'utf8'));
+}
+
+/** Every setting of a schema, e.g. `keystores[].throttle.rateLimit`: its leaves, lists of scalars included. */
+function settingsOf(schema: Schema, path = ''): string[] {
+  const inner = schema.items?.properties ? schema.items : schema;
+  if (!inner.properties) return [path];
+  const prefix = inner === schema ? path : `${path}[]`;
+  return Object.entries(inner.properties).flatMap(([name, sub]) =>
+    settingsOf(typeof sub === 'object' ? sub : {}, prefix ? `${prefix}.${name}` : name),
+  );
+}
+
+/** The values at a setting's path, through every item of every list on the way. */
+function valuesAt(value: Json, path: string): Json[] {
+  let found = [value];
+  for (const part of path.split('.')) {
+    const name = part.replace(/\[\]$/, '');
+    found = found.map((v) => v?.[name]).filter((v) => v !== undefined);
+    if (part.endsWith('[]')) found = found.flat();
+  }
+  return found;
+}
+
+/**
+ * Settings the proxy accepts that a deployment refuses, with why and a value to try: secrets
+ * belong in Secrets Manager, and a function's disk holds only its package.
+ */
+const REFUSED: Record<string, { why: string; value: Json }> = {
+  'hsm.pin': { why: 'Secrets Manager only (pinSecretArn)', value: '1234' },
+  'hsm.fleet[].pin': { why: 'Secrets Manager only (pinSecretArn)', value: '1234' },
+  'keystores[].credentials': {
+    why: 'Secrets Manager only (credentialsSecretArn)',
+    value: [{ accessKeyId: 'AKIAI2SFODNN7EXAMPLE2345', secretAccessKey: 'a'.repeat(43) }],
+  },
+  'keystores[].credentialsFile': { why: 'Secrets Manager only (credentialsSecretArn)', value: 'c.json' },
+  'clientCertificate.caFile': {
+    why: 'the local server only: API Gateway has the truststore',
+    value: 'ca.pem',
+  },
+};
+const refused = (setting: string) =>
+  Object.keys(REFUSED).some(
+    (r) => setting === r || setting.startsWith(`${r}[].`) || setting.startsWith(`${r}.`),
+  );
+
+describe('every setting reaches Lambda (ci-all sets them all)', () => {
+  test('each setting of the proxy schema is in the stage file and arrives in the packaged configuration unchanged', () => {
+    const raw = stageFile('ci-all');
+    const packaged = proxyConfigOf('ci-all');
+    const settings = settingsOf(SCHEMA as unknown as Schema);
+    assert.ok(settings.length > 40 && settings.includes('hsm.fleet[].profile'), settings.join());
+    for (const setting of settings.filter((s) => !refused(s))) {
+      const given = valuesAt(raw, setting);
+      assert.ok(given.length > 0, `deploy/params.ci-all.yml does not set ${setting}`);
+      assert.deepEqual(valuesAt(packaged, setting), given, setting);
+    }
+    // The stage file's proxy part, and nothing else, is what the functions get.
+    const sections = Object.keys(SCHEMA.properties);
+    const { environment, ...hsm } = raw.hsm;
+    assert.deepEqual(packaged, { ...Object.fromEntries(sections.map((s) => [s, raw[s]])), hsm });
+    assert.ok(environment, "hsm.environment is the functions' environment instead");
+  });
+
+  test('the settings a deployment refuses are refused by name, in one line', () => {
+    for (const [setting, { value }] of Object.entries(REFUSED)) {
+      const raw = stageFile('ci-all');
+      const parts = setting.split('.');
+      let parent = raw;
+      for (const part of parts.slice(0, -1))
+        parent = part.endsWith('[]') ? parent[part.slice(0, -2)][0] : parent[part];
+      parent[parts.at(-1) as string] = value;
+      const field = setting.replaceAll('[]', '[0]');
+      assert.throws(
+        () => checkParams(raw, 'ci-all'),
+        (err: Error) =>
+          err.message.startsWith(`deploy/params.ci-all.yml: ${field}`) && !err.message.includes('\n'),
+        setting,
+      );
+    }
+  });
+
+  test('each deployment setting is set by a CI stage file', () => {
+    const files = STAGES.map(stageFile);
+    for (const setting of settingsOf(DEPLOY_SCHEMA)) {
+      if ((SCHEMA.properties as Record<string, unknown>)[setting.split(/[.[]/)[0] as string]) continue;
+      assert.ok(
+        files.some((f) => valuesAt(f, setting).length > 0),
+        `no deploy/params.ci-*.yml sets ${setting}`,
+      );
+    }
+  });
+
+  test('hundreds of keys: 400 ids in one key store, the environment far under 4 KB', () => {
+    const config = proxyConfigOf('ci-all');
+    assert.equal(config.keystores[0].keys.length, 400);
+    for (const name of FUNCTIONS) {
+      const vars = templates['ci-all']?.Resources[`${name}LambdaFunction`].Properties.Environment.Variables;
+      const size = Object.entries(vars).reduce((n, [k, v]) => n + k.length + String(v).length, 0);
+      assert.ok(size < 1024, `${name}: ${size} bytes of environment`);
+      assert.equal(vars.XKS_PROXY_CONFIG_JSON, undefined);
+    }
+  });
+});
+
+for (const stage of STAGES) {
+  describe(`every stage: ${stage}`, () => {
+    test("every function's package holds the configuration XKS_PROXY_CONFIG names, and the proxy loads it", () => {
+      const text = readFileSync(packagedConfigFile(stage, 'Encrypt'), 'utf8');
+      for (const name of FUNCTIONS) {
+        assert.equal(readFileSync(packagedConfigFile(stage, name), 'utf8'), text, name);
+        const loaded = loadConfig({
+          XKS_PROXY_CONFIG: packagedConfigFile(stage, name),
+          AWS_LAMBDA_FUNCTION_NAME: `xks-proxy-${stage}-${name}`,
+        });
+        assert.deepEqual(loaded, parseConfig(JSON.parse(text), { AWS_LAMBDA_FUNCTION_NAME: 'f' }));
+      }
+    });
+
     test('the four handlers: runtime, architecture, VPC, layer, own role, concurrency', () => {
       const t = templates[stage] as Template;
-      const params =
-        stage === 'ci-vpce' ? { runtime: 'nodejs24.x', pc: 2 } : { runtime: 'nodejs22.x', pc: 0 };
+      const params = { runtime: EXPECT[stage].runtime, pc: EXPECT[stage].provisioned };
       for (const name of FUNCTIONS) {
         const fn = t.Resources[`${name}LambdaFunction`];
         assert.ok(fn, name);
@@ -119,7 +271,7 @@ for (const stage of ['ci-vpce', 'ci-public']) {
         assert.ok(p.VpcConfig.SubnetIds.length >= 1 && p.VpcConfig.SecurityGroupIds.length >= 1);
         assert.deepEqual(p.Layers, [{ Ref: 'Pkcs11LambdaLayer' }]);
         assert.deepEqual(p.Role, { 'Fn::GetAtt': [`${name}Role`, 'Arn'] });
-        assert.equal(p.ReservedConcurrentExecutions, 40);
+        assert.equal(p.ReservedConcurrentExecutions, EXPECT[stage].reserved);
         const alias = t.Resources[`${name}ProvConcLambdaAlias`];
         if (params.pc > 0) {
           assert.equal(
@@ -135,7 +287,7 @@ for (const stage of ['ci-vpce', 'ci-public']) {
 
     test('the configuration the handlers get is valid, and holds secret ARNs, never secrets', () => {
       const t = templates[stage] as Template;
-      const config = proxyConfigOf(t);
+      const config = proxyConfigOf(stage);
       const parsed = parseConfig(config, { AWS_LAMBDA_FUNCTION_NAME: 'check' });
       assert.match(parsed.hsm.pinSecretArn ?? '', /^arn:aws:secretsmanager:/);
       assert.equal(parsed.hsm.pin, undefined);
@@ -143,15 +295,15 @@ for (const stage of ['ci-vpce', 'ci-public']) {
         assert.equal(ks.credentials, undefined);
         assert.match(ks.credentialsSecretArn ?? '', /^arn:aws:secretsmanager:/);
       }
-      const text = JSON.stringify(t);
+      const text = JSON.stringify(t) + JSON.stringify(config);
       for (const word of ['secretAccessKey', 'SecretString', '"pin"']) assert.ok(!text.includes(word), word);
     });
 
     test('every route of every key store: POST to its function, GET answering 405', () => {
       const t = templates[stage] as Template;
-      const config = proxyConfigOf(t);
+      const config = proxyConfigOf(stage);
       const all = methods(t);
-      const pc = stage === 'ci-vpce';
+      const pc = EXPECT[stage].provisioned > 0;
       for (const ks of config.keystores) {
         for (const name of FUNCTIONS) {
           const path = `${ks.pathPrefix}/kms/xks/v1/${ROUTE_OF[name as keyof typeof ROUTE_OF]}`;
@@ -215,13 +367,13 @@ for (const stage of ['ci-vpce', 'ci-public']) {
       assert.deepEqual(t.Resources.XksRestApi.Properties.BinaryMediaTypes, ['*/*']);
     });
 
-    test('IAM: each function its own role; no * resource except where AWS allows none', () => {
+    test('IAM: each function its own role, reading every secret the configuration names; no * resource except where AWS allows none', () => {
       const t = templates[stage] as Template;
-      const config = proxyConfigOf(t);
-      const secretArns = [
-        config.hsm.pinSecretArn,
-        ...config.keystores.map((k: { credentialsSecretArn: string }) => k.credentialsSecretArn),
-      ];
+      const config = proxyConfigOf(stage);
+      const secretArns = settingsOf(SCHEMA as unknown as Schema)
+        .filter((s) => s.endsWith('SecretArn'))
+        .flatMap((s) => valuesAt(config, s));
+      assert.ok(secretArns.length >= 2);
       for (const name of FUNCTIONS) {
         const statements = t.Resources[`${name}Role`].Properties.Policies.flatMap(
           (p: { PolicyDocument: { Statement: unknown[] } }) => p.PolicyDocument.Statement,
@@ -316,17 +468,16 @@ describe('mode: VPC endpoint service (ci-vpce)', () => {
     assert.ok(t.Outputs.PrivateDnsVerificationName && t.Outputs.VpcEndpointServiceName);
     assert.ok(t.Resources.XksSecretsManagerEndpoint, 'Secrets Manager endpoint (no NAT)');
     assert.equal(t.Resources.XksDomainName.Properties.MutualTlsAuthentication, undefined);
-    assert.equal(proxyConfigOf(t).clientCertificate, undefined);
+    assert.equal(proxyConfigOf('ci-vpce').clientCertificate, undefined);
   });
 
   test("the key store's Cedar policies are configured and packaged with every function", () => {
-    assert.equal(
-      proxyConfigOf(templates['ci-vpce'] as Template).keystores[0].policyFile,
-      'policies/only-one-account.cedar',
-    );
+    const policyFile = proxyConfigOf('ci-vpce').keystores[0].policyFile;
+    assert.equal(policyFile, 'policies/only-one-account.cedar');
+    const source = readFileSync(join(ROOT, policyFile), 'utf8');
     for (const fn of ['getHealthStatus', 'getKeyMetadata', 'encrypt', 'decrypt']) {
-      const zip = readFileSync(join(work, 'ci-vpce', `${fn}.zip`));
-      assert.ok(zip.includes('policies/only-one-account.cedar'), `${fn}.zip holds the policy file`);
+      // Lambda's working directory is /var/task: a relative path is read from the package.
+      assert.equal(readFileSync(join(work, 'ci-vpce', fn, policyFile), 'utf8'), source, fn);
     }
   });
 });
@@ -341,7 +492,7 @@ describe('mode: public endpoint (ci-public)', () => {
     assert.equal(domain.Type, 'AWS::ApiGateway::DomainName');
     assert.equal(domain.Properties.SecurityPolicy, 'TLS_1_2');
     assert.equal(domain.Properties.MutualTlsAuthentication.TruststoreUri, 's3://ci-bucket/truststore.pem');
-    assert.deepEqual(proxyConfigOf(t).clientCertificate, {
+    assert.deepEqual(proxyConfigOf('ci-public').clientCertificate, {
       allowedCommonNames: ['cks.kms.us-east-2.amazonaws.com'],
     });
     for (const absent of [
@@ -363,11 +514,80 @@ describe('mode: public endpoint (ci-public)', () => {
     );
     assert.equal(quotas.length, 4);
     for (const q of quotas) {
-      assert.match(q.ResourcePath, /^~1keystores~1analytics~1kms~1xks~1v1~1/);
+      assert.match(q.ResourcePath, /^\/~1keystores~1analytics~1kms~1xks~1v1~1/);
       assert.equal(q.HttpMethod, 'POST');
       assert.equal(q.ThrottlingRateLimit, 100);
       assert.equal(q.ThrottlingBurstLimit, 50);
       assert.equal(q.DataTraceEnabled, false);
     }
+  });
+});
+
+describe("API Gateway's CloudWatch role (createApiGatewayCloudWatchRole)", () => {
+  test('created on request, kept when the stack goes, before the stage that logs through it', () => {
+    const t = templates['ci-all'] as Template;
+    const account = t.Resources.XksApiGatewayAccount;
+    assert.equal(account.Type, 'AWS::ApiGateway::Account');
+    assert.deepEqual(account.Properties.CloudWatchRoleArn, {
+      'Fn::GetAtt': ['XksApiGatewayCloudWatchRole', 'Arn'],
+    });
+    const role = t.Resources.XksApiGatewayCloudWatchRole;
+    assert.equal(
+      role.Properties.AssumeRolePolicyDocument.Statement[0].Principal.Service,
+      'apigateway.amazonaws.com',
+    );
+    assert.match(JSON.stringify(role.Properties.ManagedPolicyArns), /AmazonAPIGatewayPushToCloudWatchLogs/);
+    for (const r of [account, role]) assert.equal(r.DeletionPolicy, 'Retain');
+    const [[, stage] = []] = ofType(t, 'AWS::ApiGateway::Stage');
+    assert.deepEqual(stage.DependsOn, ['XksApiGatewayAccount']);
+    for (const other of ['ci-vpce', 'ci-public']) {
+      assert.equal(ofType(templates[other] as Template, 'AWS::ApiGateway::Account').length, 0, other);
+    }
+  });
+});
+
+/**
+ * cfn-lint warnings allowed, by rule, with where and why; anything else it reports fails the test.
+ * W3005 (a DependsOn already implied by a Ref or GetAtt): the framework writes DependsOn on the
+ * role of each function and on the function of each provisioned-concurrency alias.
+ */
+const ALLOWED_WARNINGS = [
+  {
+    rule: 'W3005',
+    path: /^Resources\/\w+(LambdaFunction|ProvConcLambdaAlias)\/DependsOn(\/\d+)?$/,
+    why: 'DependsOn the framework writes for functions and aliases',
+  },
+];
+
+describe('cfn-lint, AWS CloudFormation linter', () => {
+  test('no errors on any packaged stage; only the warnings listed with their reason', async () => {
+    const files = STAGES.map((stage) => join(work, stage, 'cloudformation-template-update-stack.json'));
+    // Exit status: 0 clean, 2 errors, 4 warnings, 8 informational (bits); the JSON says which.
+    const output = await run(toolPath('cfn-lint'), ['--format', 'json', ...files], {
+      maxBuffer: 16 * 1024 * 1024,
+    }).catch((err: { stdout?: string; code?: number }) => {
+      if (typeof err.stdout !== 'string' || err.code === undefined || err.code === 1) throw err;
+      return { stdout: err.stdout };
+    });
+    const findings = JSON.parse(output.stdout) as Array<{
+      Filename: string;
+      Level: string;
+      Message: string;
+      Rule: { Id: string };
+      Location: { Path: Array<string | number> };
+    }>;
+    const unexpected = findings.filter(
+      (f) =>
+        !ALLOWED_WARNINGS.some(
+          (a) => f.Level === 'Warning' && f.Rule.Id === a.rule && a.path.test(f.Location.Path.join('/')),
+        ),
+    );
+    assert.deepEqual(
+      unexpected.map(
+        (f) =>
+          `${basename(dirname(f.Filename))}: ${f.Level} ${f.Rule.Id} ${f.Location.Path.join('/')}: ${f.Message}`,
+      ),
+      [],
+    );
   });
 });

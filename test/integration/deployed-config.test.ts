@@ -1,62 +1,91 @@
-// The handlers with the configuration a deployment gives them (XKS_PROXY_CONFIG_JSON): the PIN and
-// the SigV4 credentials read from Secrets Manager (faked at the SDK boundary with
-// aws-sdk-client-mock), a credential rotation without restart or failed request, and the mTLS
-// client certificate check. Real SoftHSM underneath.
+// The handlers with the configuration a deployment gives them: secrets by ARN only, the PIN and the
+// SigV4 credentials read from Secrets Manager, here moto_server over HTTP with the real SDK client;
+// a credential rotation picked up after secrets.cacheSeconds without restart or failed request; a
+// missing or unreadable secret stopping the start-up with an error that names the secret, never its
+// value; the mTLS client certificate check. Real SoftHSM underneath.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { after, before, test } from 'node:test';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import {
+  CreateSecretCommand,
+  DeleteSecretCommand,
+  PutSecretValueCommand,
+  RestoreSecretCommand,
+  SecretsManagerClient,
+} from '@aws-sdk/client-secrets-manager';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
-import { mockClient } from 'aws-sdk-client-mock';
 import { lambdaContext, signedEvent } from '../helpers/events.ts';
 import { assertNoLeaks, captureLogs } from '../helpers/leaks.ts';
-import { createTestSetup, metadata, randomCredential, type TestSetup } from '../helpers/proxy.ts';
+import { createTestSetup, metadata, ROOT, randomCredential, type TestSetup } from '../helpers/proxy.ts';
 import type { Credential } from '../helpers/sign.ts';
+import { type Moto, startMoto } from '../helpers/tools.ts';
 
 type Handler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
-const PIN_ARN = 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:xks/pin-AbCdEf';
-const CREDENTIALS_ARN = 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:xks/payments-AbCdEf';
+const REGION = 'eu-west-1';
 const PREFIX = '/keystores/payments';
 const KMS_CN = 'cks.kms.eu-west-1.amazonaws.com';
+/** The SDK's standard settings, pointed at moto (which checks no signature). */
+const AWS_ENV = {
+  AWS_REGION: REGION,
+  AWS_ACCESS_KEY_ID: 'AKIDMOTOTEST',
+  AWS_SECRET_ACCESS_KEY: 'moto-does-not-check-this',
+};
 
-const secretsManager = mockClient(SecretsManagerClient);
+let moto: Moto;
+let secretsManager: SecretsManagerClient;
 let setup: TestSetup;
 let encrypt: Handler;
 let logs: ReturnType<typeof captureLogs>;
-const secretValues = new Map<string, string>();
+let pinArn: string;
+let credentialsArn: string;
 
 const oldCredential = randomCredential();
 const newCredential = randomCredential();
 
-before(async () => {
-  setup = createTestSetup();
-  secretValues.set(PIN_ARN, JSON.stringify({ pin: setup.pin }));
-  secretValues.set(CREDENTIALS_ARN, JSON.stringify({ credentials: [oldCredential] }));
-  secretsManager.on(GetSecretValueCommand).callsFake((input: { SecretId: string }) => {
-    const value = secretValues.get(input.SecretId);
-    if (value === undefined) throw new Error('ResourceNotFoundException');
-    return { SecretString: value, ARN: input.SecretId };
-  });
-  process.env.AWS_REGION = 'eu-west-1';
-  process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-proxy-test-encrypt';
-  process.env.SOFTHSM2_CONF = setup.softhsmConf;
-  process.env.XKS_PROXY_CONFIG_JSON = JSON.stringify({
-    hsm: { modulePath: setup.config.hsm.modulePath, tokenLabel: 'xks-test', pinSecretArn: PIN_ARN },
+async function createSecret(name: string, value: string | Uint8Array): Promise<string> {
+  const answer = await secretsManager.send(
+    new CreateSecretCommand(
+      typeof value === 'string' ? { Name: name, SecretString: value } : { Name: name, SecretBinary: value },
+    ),
+  );
+  return answer.ARN as string;
+}
+
+const putSecret = (arn: string, value: string) =>
+  secretsManager.send(new PutSecretValueCommand({ SecretId: arn, SecretString: value }));
+
+/** The proxy configuration a deployment packages: ARNs, no secret. */
+function deployedConfig(pinSecretArn: string, credentialsSecretArn: string) {
+  return {
+    hsm: { modulePath: setup.config.hsm.modulePath, tokenLabel: 'xks-test', pinSecretArn },
     secrets: { cacheSeconds: 1 },
     clientCertificate: { allowedCommonNames: [KMS_CN] },
-    keystores: [
-      { name: 'payments', pathPrefix: PREFIX, credentialsSecretArn: CREDENTIALS_ARN, keys: ['foo'] },
-    ],
-  });
+    keystores: [{ name: 'payments', pathPrefix: PREFIX, credentialsSecretArn, keys: ['foo'] }],
+  };
+}
+
+before(async () => {
+  moto = await startMoto();
+  Object.assign(process.env, AWS_ENV, { AWS_ENDPOINT_URL_SECRETS_MANAGER: moto.endpoint });
+  secretsManager = new SecretsManagerClient({});
+  setup = createTestSetup();
+  pinArn = await createSecret('xks/test/hsm-pin', JSON.stringify({ pin: setup.pin }));
+  credentialsArn = await createSecret('xks/test/payments', JSON.stringify({ credentials: [oldCredential] }));
+  process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-proxy-test-encrypt';
+  process.env.SOFTHSM2_CONF = setup.softhsmConf;
+  process.env.XKS_PROXY_CONFIG_JSON = JSON.stringify(deployedConfig(pinArn, credentialsArn));
   logs = captureLogs();
   encrypt = (await import('../../functions/encrypt.ts')).handler as unknown as Handler;
 });
 
-after(() => {
-  logs.restore();
-  secretsManager.restore();
+after(async () => {
+  logs?.restore();
+  await moto?.stop();
   rmSync(setup.dir, { recursive: true, force: true });
 });
 
@@ -82,67 +111,150 @@ async function call(credential: Credential, subjectDN: string | null = `CN=${KMS
   return { status: res.statusCode, body: JSON.parse(res.body) };
 }
 
-test('the PIN and the credentials come from Secrets Manager at init', async () => {
-  const res = await call(oldCredential);
-  assert.equal(res.status, 200, JSON.stringify(res.body));
-  const asked = secretsManager.commandCalls(GetSecretValueCommand).map((c) => c.args[0].input.SecretId);
-  assert.ok(asked.includes(PIN_ARN) && asked.includes(CREDENTIALS_ARN), asked.join());
+describe('a running function', () => {
+  test('the PIN and the credentials come from Secrets Manager at init', async () => {
+    // The configuration holds neither: the HSM login and the SigV4 check both need the secrets.
+    const res = await call(oldCredential);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal((await call(newCredential)).status, 401, 'a credential the secret does not hold');
+  });
+
+  test('mTLS: only a client certificate with an allowed CN gets through', async () => {
+    assert.equal((await call(oldCredential, `CN=${KMS_CN},O=Amazon`)).status, 200);
+    for (const subject of [
+      null,
+      'CN=cks.kms.us-east-1.amazonaws.com',
+      'CN=attacker.example.com',
+      'O=Amazon',
+    ]) {
+      const res = await call(oldCredential, subject);
+      assert.equal(res.status, 401, String(subject));
+      assert.equal(res.body.errorName, 'AuthenticationFailedException');
+    }
+  });
+
+  test('rotation: add the new credential, both work, remove the old one: no restart, no failed request', async () => {
+    await putSecret(credentialsArn, JSON.stringify({ credentials: [oldCredential, newCredential] }));
+    // Requests keep flowing while the cache (1 s) runs out: every one with the old credential works.
+    for (let i = 0; i < 12; i++) {
+      assert.equal((await call(oldCredential)).status, 200);
+      await sleep(100);
+    }
+    assert.equal((await call(newCredential)).status, 200, 'the new credential after secrets.cacheSeconds');
+    assert.equal((await call(oldCredential)).status, 200, 'the old one still, during the overlap');
+
+    await putSecret(credentialsArn, JSON.stringify({ credentials: [newCredential] }));
+    await sleep(1100);
+    assert.equal((await call(newCredential)).status, 200);
+    const old = await call(oldCredential);
+    assert.equal(old.status, 401);
+    assert.equal(old.body.errorName, 'AuthenticationFailedException');
+  });
+
+  test('Secrets Manager failing later: the proxy keeps the credentials it has', async () => {
+    // Scheduled for deletion: GetSecretValue fails until it is restored.
+    await secretsManager.send(new DeleteSecretCommand({ SecretId: credentialsArn, RecoveryWindowInDays: 7 }));
+    await sleep(1100);
+    assert.equal((await call(newCredential)).status, 200);
+    assert.match(logs.text(), /keeping the previous ones/);
+    assert.ok(logs.text().includes(credentialsArn), 'the warning names the secret');
+    await secretsManager.send(new RestoreSecretCommand({ SecretId: credentialsArn }));
+  });
+
+  test('a secret holding the public demo credentials is refused in Lambda', async () => {
+    logs.clear();
+    await putSecret(
+      credentialsArn,
+      JSON.stringify({
+        credentials: [
+          newCredential,
+          {
+            accessKeyId: 'BETWEEN2TENAND3TENCHARACTERS',
+            secretAccessKey: 'PleaseReplaceThisWithSomeSecretOfLength43To64',
+          },
+        ],
+      }),
+    );
+    await sleep(1100);
+    // The refresh is refused as a whole; the valid credentials known before stay in force.
+    assert.equal((await call(newCredential)).status, 200);
+    assert.match(logs.text(), /public demo credentials are for local use only/);
+  });
+
+  test('no PIN and no SigV4 secret in the logs', () => {
+    assertNoLeaks(logs.text(), [setup.pin, oldCredential.secretAccessKey, newCredential.secretAccessKey], []);
+  });
 });
 
-test('mTLS: only a client certificate with an allowed CN gets through', async () => {
-  assert.equal((await call(oldCredential, `CN=${KMS_CN},O=Amazon`)).status, 200);
-  for (const subject of [null, 'CN=cks.kms.us-east-1.amazonaws.com', 'CN=attacker.example.com', 'O=Amazon']) {
-    const res = await call(oldCredential, subject);
-    assert.equal(res.status, 401, String(subject));
-    assert.equal(res.body.errorName, 'AuthenticationFailedException');
-  }
-});
-
-test('rotation: add the new credential, both work, remove the old one: no restart, no failed request', async () => {
-  secretValues.set(CREDENTIALS_ARN, JSON.stringify({ credentials: [oldCredential, newCredential] }));
-  // Requests keep flowing while the cache (1 s) runs out: every one with the old credential works.
-  for (let i = 0; i < 12; i++) {
-    assert.equal((await call(oldCredential)).status, 200);
-    await sleep(100);
-  }
-  assert.equal((await call(newCredential)).status, 200, 'the new credential after the refresh');
-  assert.equal((await call(oldCredential)).status, 200, 'the old one still, during the overlap');
-
-  secretValues.set(CREDENTIALS_ARN, JSON.stringify({ credentials: [newCredential] }));
-  await sleep(1100);
-  assert.equal((await call(newCredential)).status, 200);
-  const old = await call(oldCredential);
-  assert.equal(old.status, 401);
-  assert.equal(old.body.errorName, 'AuthenticationFailedException');
-});
-
-test('Secrets Manager failing later: the proxy keeps the credentials it has', async () => {
-  secretValues.delete(CREDENTIALS_ARN);
-  await sleep(1100);
-  assert.equal((await call(newCredential)).status, 200);
-  assert.match(logs.text(), /keeping the previous ones/);
-  secretValues.set(CREDENTIALS_ARN, JSON.stringify({ credentials: [newCredential] }));
-});
-
-test('a secret holding the public demo credentials is refused in Lambda', async () => {
-  secretValues.set(
-    CREDENTIALS_ARN,
-    JSON.stringify({
-      credentials: [
-        newCredential,
+describe('a function that cannot read its secrets does not start', () => {
+  /** Imports the Encrypt handler in a fresh process, as Lambda's init phase does; its exit and output. */
+  async function start(config: unknown): Promise<{ code: number; output: string }> {
+    const script = `await import(${JSON.stringify(join(ROOT, 'functions/encrypt.ts'))});`;
+    try {
+      const { stdout, stderr } = await promisify(execFile)(
+        process.execPath,
+        ['--input-type=module', '-e', script],
         {
-          accessKeyId: 'BETWEEN2TENAND3TENCHARACTERS',
-          secretAccessKey: 'PleaseReplaceThisWithSomeSecretOfLength43To64',
+          env: {
+            PATH: process.env.PATH,
+            ...AWS_ENV,
+            AWS_ENDPOINT_URL_SECRETS_MANAGER: moto.endpoint,
+            AWS_LAMBDA_FUNCTION_NAME: 'xks-proxy-test-encrypt',
+            SOFTHSM2_CONF: setup.softhsmConf,
+            XKS_PROXY_CONFIG_JSON: JSON.stringify(config),
+          },
+          timeout: 30_000,
         },
-      ],
-    }),
-  );
-  await sleep(1100);
-  // The refresh is refused as a whole; the valid credentials known before stay in force.
-  assert.equal((await call(newCredential)).status, 200);
-  assert.match(logs.text(), /public demo credentials are for local use only/);
-});
+      );
+      return { code: 0, output: stdout + stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, output: e.stdout + e.stderr };
+    }
+  }
 
-test('no PIN and no SigV4 secret in the logs', () => {
-  assertNoLeaks(logs.text(), [setup.pin, oldCredential.secretAccessKey, newCredential.secretAccessKey], []);
+  const missing = `arn:aws:secretsmanager:${REGION}:123456789012:secret:xks/test/none-AbCdEf`;
+  let goodCredentials: string;
+  before(async () => {
+    goodCredentials = await createSecret(
+      'xks/test/start-up',
+      JSON.stringify({ credentials: [randomCredential()] }),
+    );
+  });
+
+  test('the checks below start the function when the secrets are there', async () => {
+    const { code, output } = await start(deployedConfig(pinArn, goodCredentials));
+    assert.equal(code, 0, output);
+  });
+
+  test('a missing PIN secret: the start-up error names it', async () => {
+    const { code, output } = await start(deployedConfig(missing, goodCredentials));
+    assert.notEqual(code, 0);
+    assert.match(output, new RegExp(`Cannot read the secret ${missing}: ResourceNotFoundException`));
+  });
+
+  test('a missing credentials secret: the start-up error names it', async () => {
+    const { code, output } = await start(deployedConfig(pinArn, missing));
+    assert.notEqual(code, 0);
+    assert.match(output, new RegExp(`Cannot read the secret ${missing}: ResourceNotFoundException`));
+    assertNoLeaks(output, [setup.pin], []);
+  });
+
+  test('an unreadable secret (not the expected JSON, or binary): the error names it, never its value', async () => {
+    const value = `not json, but secret: ${randomBytes(16).toString('hex')}`;
+    const garbled = await createSecret('xks/test/garbled', value);
+    const garbledRun = await start(deployedConfig(pinArn, garbled));
+    assert.notEqual(garbledRun.code, 0);
+    assert.match(
+      garbledRun.output,
+      new RegExp(`The secret ${garbled}: .*keystore payments: its credentials secret is not JSON`),
+    );
+    assertNoLeaks(garbledRun.output, [value, setup.pin], []);
+
+    const binary = await createSecret('xks/test/binary-pin', Buffer.from(setup.pin));
+    const binaryRun = await start(deployedConfig(binary, goodCredentials));
+    assert.notEqual(binaryRun.code, 0);
+    assert.match(binaryRun.output, new RegExp(`The secret ${binary} has no SecretString`));
+    assertNoLeaks(binaryRun.output, [setup.pin], []);
+  });
 });
