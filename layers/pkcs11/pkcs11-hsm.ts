@@ -145,8 +145,13 @@ export function secretKeyTemplate(key: {
 /** At most this many versions of one key are looked at (a C_FindObjects batch). */
 export const MAX_VERSIONS = 64;
 
-/** Codes after which the session (or the whole library state) is not trusted any more. */
+/**
+ * Codes after which the session (or the whole library state) is not trusted any more. With them
+ * CKR_ARGUMENTS_BAD: the proxy's arguments are well formed, and NSS softoken answers C_GenerateRandom
+ * with it once its library was finalized, without looking at the session (measured).
+ */
 const SESSION_ERRORS = new Set([
+  P.CKR_ARGUMENTS_BAD,
   P.CKR_SESSION_HANDLE_INVALID,
   P.CKR_SESSION_CLOSED,
   P.CKR_DEVICE_ERROR,
