@@ -132,6 +132,7 @@ function proxyConfig(p) {
   const config = {
     hsm: {
       modulePath: p.hsm.modulePath,
+      ...(p.hsm.libraryParameters ? { libraryParameters: p.hsm.libraryParameters } : {}),
       tokenLabel: p.hsm.tokenLabel,
       pinSecretArn: p.hsm.pinSecretArn,
       healthCheckKeyLabel: p.hsm.healthCheckKeyLabel,

@@ -53,6 +53,14 @@ test('valid parameters pass, and give a configuration without secrets', () => {
   assert.match(config.hsm.pinSecretArn, /^arn:aws:secretsmanager:/);
 });
 
+test("the HSM library's parameters reach the functions' configuration when given, and only then", () => {
+  assert.equal('libraryParameters' in JSON.parse(proxyConfig(checkParams(base(), 'x'))).hsm, false);
+  const p = base();
+  p.hsm.libraryParameters = "configdir='sql:/opt/etc/nssdb' dbTokenDescription='xks'";
+  const config = JSON.parse(proxyConfig(checkParams(p, 'x')));
+  assert.equal(config.hsm.libraryParameters, p.hsm.libraryParameters);
+});
+
 test('refused: inline PIN or credentials, reserved environment names, bad quotas, two key stores behind one endpoint service', () => {
   refused((p) => {
     p.hsm.pin = '1234';
