@@ -88,12 +88,7 @@ export function ensureSoftHsmToken(options: TokenOptions): Token {
     const slot = findOrInitToken(lib, options);
     const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
     lib.C_Login(session, P.CKU_USER, options.pin);
-    const created: string[] = [];
-    for (const key of options.keys) {
-      if (findKey(lib, session, key.label)) continue;
-      createKey(lib, session, key);
-      created.push(key.label);
-    }
+    const created = ensureKeys(lib, session, options.keys);
     lib.C_Logout(session);
     lib.C_CloseSession(session);
     return { conf, modulePath, created };
@@ -138,6 +133,17 @@ function findOrInitToken(lib: pkcs11.PKCS11, options: TokenOptions): Buffer {
   lib.C_Logout(session);
   lib.C_CloseSession(session);
   return slot;
+}
+
+/** Creates, in a logged-in read/write session, each key of `keys` that is missing; returns their labels. */
+export function ensureKeys(lib: pkcs11.PKCS11, session: Buffer, keys: KeySpec[]): string[] {
+  const created: string[] = [];
+  for (const key of keys) {
+    if (findKey(lib, session, key.label)) continue;
+    createKey(lib, session, key);
+    created.push(key.label);
+  }
+  return created;
 }
 
 function findKey(lib: pkcs11.PKCS11, session: Buffer, label: string): boolean {

@@ -41,7 +41,7 @@ before(async () => {
   });
   process.env.AWS_REGION = 'eu-west-1';
   process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-proxy-test-encrypt';
-  process.env.SOFTHSM2_CONF = setup.softhsmConf;
+  Object.assign(process.env, setup.env);
   process.env.XKS_PROXY_CONFIG_JSON = JSON.stringify({
     hsm: { modulePath: setup.config.hsm.modulePath, tokenLabel: 'xks-test', pinSecretArn: PIN_ARN },
     secrets: { cacheSeconds: 1 },
