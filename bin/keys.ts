@@ -622,6 +622,21 @@ function parse<T extends Command>(command: T, args: string[]) {
   }
 }
 
+/** The command's options; undefined once --help has printed its usage. */
+function options<T extends Command>(command: T, args: string[], io: Output) {
+  const values = parse(command, args);
+  if (!(values as { help?: boolean }).help) return values;
+  io.out(KEYS_HELP[command].trimEnd());
+  return undefined;
+}
+
+/** --key: required, and an externalKeyId. */
+function keyOf(values: { key?: string | undefined }): string {
+  if (values.key === undefined) throw new KeysError('--key is required', 2);
+  checkKeyId(values.key);
+  return values.key;
+}
+
 interface ConnectionValues {
   config?: string | undefined;
   module?: string | undefined;
@@ -759,30 +774,23 @@ function attributes(v: KeyVersion): string[] {
 }
 
 async function createKeyCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = parse('create', args);
-  if (values.help) {
-    io.out(KEYS_HELP.create.trimEnd());
-    return 0;
-  }
-  if (values.key === undefined) throw new KeysError('--key is required', 2);
-  checkKeyId(values.key);
+  const values = options('create', args, io);
+  if (values === undefined) return 0;
+  const key = keyOf(values);
   const usage = parseUsage(values.usage);
-  const { created, token } = createKey(await resolveConnection(values, env, io), values.key, usage);
+  const { created, token } = createKey(await resolveConnection(values, env, io), key, usage);
   if (values.json) {
-    io.out(JSON.stringify({ key: values.key, token, created }, null, 2));
+    io.out(JSON.stringify({ key: key, token, created }, null, 2));
   } else {
-    io.out(`Created key '${values.key}' in token '${token}':`);
+    io.out(`Created key '${key}' in token '${token}':`);
     for (const line of attributes(created)) io.out(line);
   }
   return 0;
 }
 
 async function createTestKeysCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = parse('create-test-keys', args);
-  if (values.help) {
-    io.out(KEYS_HELP['create-test-keys'].trimEnd());
-    return 0;
-  }
+  const values = options('create-test-keys', args, io);
+  if (values === undefined) return 0;
   const healthCheckKey = values['health-check-key'];
   if (healthCheckKey !== undefined) checkKeyId(healthCheckKey);
   const connection = await resolveConnection(values, env, io);
@@ -803,16 +811,12 @@ async function createTestKeysCommand(args: string[], io: Output, env: NodeJS.Pro
 }
 
 async function createCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = parse('create-version', args);
-  if (values.help) {
-    io.out(KEYS_HELP['create-version'].trimEnd());
-    return 0;
-  }
-  if (values.key === undefined) throw new KeysError('--key is required', 2);
-  checkKeyId(values.key);
+  const values = options('create-version', args, io);
+  if (values === undefined) return 0;
+  const key = keyOf(values);
   const usage = parseUsage(values.usage);
   const connection = await resolveConnection(values, env, io);
-  const { created, list } = createVersion(connection, values.key, {
+  const { created, list } = createVersion(connection, key, {
     ...usage,
     allowNew: values['allow-new'] === true,
   });
@@ -836,14 +840,10 @@ async function createCommand(args: string[], io: Output, env: NodeJS.ProcessEnv)
 }
 
 async function listCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = parse('list-versions', args);
-  if (values.help) {
-    io.out(KEYS_HELP['list-versions'].trimEnd());
-    return 0;
-  }
-  if (values.key === undefined) throw new KeysError('--key is required', 2);
-  checkKeyId(values.key);
-  const result = listVersions(await resolveConnection(values, env, io), values.key);
+  const values = options('list-versions', args, io);
+  if (values === undefined) return 0;
+  const key = keyOf(values);
+  const result = listVersions(await resolveConnection(values, env, io), key);
   if (result.versions.length === 0) {
     throw new KeysError(`token '${result.token}' has no secret key labelled '${result.key}'`);
   }

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { findToken, initialize } from '../layers/pkcs11/pkcs11-hsm.ts';
-import { ensureKeys, type KeySpec } from './softhsm.ts';
+import { ensureKeys, findLibrary, type KeySpec } from './softhsm.ts';
 
 const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
@@ -19,13 +19,7 @@ const MODULE_CANDIDATES = [
 ];
 
 export function findNssModule(): string {
-  const found = MODULE_CANDIDATES.find((path) => existsSync(path));
-  if (found === undefined) {
-    throw new Error(
-      `libsoftokn3.so not found (looked in ${MODULE_CANDIDATES.join(', ')}): apt-get install libnss3`,
-    );
-  }
-  return found;
+  return findLibrary(MODULE_CANDIDATES, 'libnss3');
 }
 
 /**
@@ -72,11 +66,7 @@ export function ensureNssToken(options: NssTokenOptions): NssToken {
   try {
     const found = findToken(lib, { tokenLabel: options.label });
     if (!('slot' in found)) throw new Error(`NSS opened no token labelled '${options.label}'`);
-    const session = lib.C_OpenSession(found.slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
-    lib.C_Login(session, P.CKU_USER, options.pin);
-    const created = ensureKeys(lib, session, options.keys);
-    lib.C_Logout(session);
-    lib.C_CloseSession(session);
+    const created = ensureKeys(lib, found.slot, options.pin, options.keys);
     return { modulePath, libraryParameters, created };
   } finally {
     lib.C_Finalize();

@@ -60,7 +60,7 @@ export function versionId(version: number, label: string): string {
   return `xks-v${version}:${label}`;
 }
 
-/** The version a CKA_ID value stands for: `xks-v<N>`, alone (as before labels were part of it) or `:<label>`. */
+/** The version a CKA_ID value stands for: `xks-v<N>`, alone or followed by `:<label>`. */
 export function versionOf(id: Buffer | undefined): number {
   const match = id === undefined ? null : /^xks-v([1-9][0-9]{0,8})(?::|$)/.exec(id.toString('latin1'));
   return match ? Number(match[1]) : 1;
@@ -96,7 +96,7 @@ export function initialize(lib: pkcs11.PKCS11, libraryParameters?: string): void
 export function aesGcmShortfall(info: pkcs11.MechanismInfo): string | undefined {
   const holds = (size: number) => info.minKeySize <= size && size <= info.maxKeySize;
   if (!holds(32) && !holds(256)) {
-    return `its CKM_AES_GCM takes keys of ${info.minKeySize}-${info.maxKeySize} bytes, not 32 (AES-256)`;
+    return `its CKM_AES_GCM takes keys of ${info.minKeySize}-${info.maxKeySize}, not of 32 bytes (AES-256)`;
   }
   const missing = [
     (info.flags & P.CKF_ENCRYPT) === 0 ? 'encrypt' : undefined,
@@ -446,11 +446,17 @@ export class Pkcs11Hsm implements Hsm {
   #findSlot(): Buffer {
     const found = findToken(this.#lib, this.#config);
     if ('slot' in found) return found.slot;
-    const message =
-      found.count === 0
-        ? `no token ${found.wanted} is present`
-        : `${found.count} tokens ${found.wanted} are present: name one by tokenLabel and tokenSerial`;
-    throw new HsmError('unavailable', `HSM unavailable: ${message}`, 'CKR_TOKEN_NOT_PRESENT');
+    if (found.count === 0) {
+      throw new HsmError(
+        'unavailable',
+        `HSM unavailable: no token ${found.wanted} is present`,
+        'CKR_TOKEN_NOT_PRESENT',
+      );
+    }
+    throw new HsmError(
+      'unavailable',
+      `HSM unavailable: ${found.count} tokens ${found.wanted} are present: name one by tokenLabel and tokenSerial`,
+    );
   }
 
   /** The token's AES-GCM must do what the proxy asks of it, or the HSM is unavailable (not a key's fault). */
