@@ -24,7 +24,7 @@ export function findNssModule(): string {
 
 /**
  * The library parameters that open the NSS database in `dbDir` as the token `label` (`flags`:
- * NSS's, e.g. readOnly, which also stops NSS from creating a database that is not there). The database
+ * NSS's, e.g. readOnly, which also stops NSS from making an empty database in an empty folder). The database
  * folder comes last, unquoted: a library given these parameters without their last character
  * (pkcs11js 2.1.7 drops it, layers/pkcs11/pkcs11-hsm.ts initializeArgs) opens another folder,
  * so every test on NSS shows that the layer passes them whole.

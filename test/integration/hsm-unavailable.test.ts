@@ -13,7 +13,10 @@ import { ensureTestToken, metadata, type RunningProxy, startProxy, TEST_HSM } fr
 
 let proxy: RunningProxy;
 const LATE_TOKEN = 'late-token';
-/** Where the late NSS token's database will be: read-only parameters, so NSS does not create it. */
+/**
+ * Where the late NSS token's database will be. Read-only parameters: NSS would make an empty
+ * database in the folder while the test makes the token there.
+ */
 const lateDir = (dir: string) => join(dir, 'late');
 
 before(async () => {
