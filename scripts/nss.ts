@@ -24,10 +24,10 @@ export function findNssModule(): string {
 
 /**
  * The library parameters that open the NSS database in `dbDir` as the token `label` (`flags`:
- * NSS's, e.g. readOnly, which also stops NSS from making an empty database in an empty folder). The database
- * folder comes last, unquoted: a library given these parameters without their last character
- * (pkcs11js 2.1.7 drops it, layers/pkcs11/pkcs11-hsm.ts initializeArgs) opens another folder,
- * so every test on NSS shows that the layer passes them whole.
+ * NSS's, e.g. readOnly, which also stops NSS from making an empty database in an empty folder).
+ * The database folder comes last, unquoted: a library given these parameters without their last
+ * character (pkcs11js 2.1.7 drops it, layers/pkcs11/pkcs11-hsm.ts initializeArgs) opens another
+ * folder, so every test on NSS shows that the layer passes them whole.
  */
 export function nssLibraryParameters(dbDir: string, label: string, flags = ''): string {
   if (/[\s']/.test(dbDir)) throw new Error(`an NSS database folder without blanks or quotes, not '${dbDir}'`);

@@ -79,19 +79,16 @@ export function ensureTestToken(
   options: { dir: string; label: string; pin: string; soPin: string; keys: KeySpec[] },
   hsm: TestHsm = TEST_HSM,
 ): TestToken {
-  const { modulePath, libraryParameters, env } =
-    hsm === 'nss'
-      ? { ...ensureNssToken(options), env: {} }
-      : (() => {
-          const token = ensureSoftHsmToken(options);
-          return { ...token, libraryParameters: undefined, env: { SOFTHSM2_CONF: token.conf } };
-        })();
-  const target = { FAULT_PKCS11_TARGET: modulePath, FAULT_PASSTHROUGH_TARGET: modulePath };
-  return {
-    modulePath,
-    ...(libraryParameters === undefined ? {} : { libraryParameters }),
-    env: { ...env, ...target },
-  };
+  const wrapped = (modulePath: string) => ({
+    FAULT_PKCS11_TARGET: modulePath,
+    FAULT_PASSTHROUGH_TARGET: modulePath,
+  });
+  if (hsm === 'nss') {
+    const { modulePath, libraryParameters } = ensureNssToken(options);
+    return { modulePath, libraryParameters, env: wrapped(modulePath) };
+  }
+  const { modulePath, conf } = ensureSoftHsmToken(options);
+  return { modulePath, env: { SOFTHSM2_CONF: conf, ...wrapped(modulePath) } };
 }
 
 /**
