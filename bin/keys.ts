@@ -8,10 +8,10 @@
 //     --token xks --key payments
 //
 // Every version of a key has CKA_LABEL = the externalKeyId; version N > 1 has CKA_ID
-// `xks-v<N>:<label>` (layers/pkcs11/pkcs11-hsm.ts). The proxy encrypts with the highest version and names it in the
-// ciphertextMetadata, which the AAD covers (spec: Encrypt, ciphertextMetadata: "an external key
-// manager may implement automatic key rotation and use the extra bytes to encode versioning"), so
-// every older version keeps decrypting what it made.
+// `xks-v<N>:<label>` (layers/pkcs11/pkcs11-hsm.ts). The proxy encrypts with the highest version
+// and names it in the ciphertextMetadata, which the AAD covers (spec: Encrypt, ciphertextMetadata:
+// "an external key manager may implement automatic key rotation and use the extra bytes to encode
+// versioning"), so every older version keeps decrypting what it made.
 //
 // The PIN comes from an environment variable or the proxy's config file, never from the command
 // line (ps shows it), and is never printed. No key material is read: the keys are non-extractable.
@@ -220,7 +220,7 @@ function list(token: TokenSession, key: string): VersionList {
   const current = found.length === 0 ? undefined : Math.max(...found.map((v) => v.version));
   const versions = found
     .map((v) => ({ ...v, current: v.version === current }))
-    // Ties (ambiguous versions) by CKA_ID: the token's order is no order (SoftHSM's changes).
+    // Ties (ambiguous versions) by CKA_ID: the order a token returns objects in may change.
     .sort((a, b) => a.version - b.version || (a.id ?? '').localeCompare(b.id ?? ''));
   return { key, token: token.label, versions, ambiguous: ambiguous.sort((a, b) => a - b), current };
 }
