@@ -1,14 +1,17 @@
-// `xks-proxy keys`: versions of an external key in the HSM (key rotation).
+// `xks-proxy keys`: external keys in the HSM: new keys, the key set of AWS's XKS test client, and
+// versions of a key (key rotation).
 //
+//   XKS_HSM_PIN=... npx xks-proxy keys create --config config.json --key payments
+//   XKS_HSM_PIN=... npx xks-proxy keys create-test-keys --config config.json
 //   XKS_HSM_PIN=... npx xks-proxy keys create-version --config config.json --key payments
 //   XKS_HSM_PIN=... npx xks-proxy keys list-versions --module /usr/lib/softhsm/libsofthsm2.so \
 //     --token xks --key payments
 //
-// Every version of a key has CKA_LABEL = the externalKeyId; version N > 1 has CKA_ID `xks-v<N>`
-// (layers/pkcs11/pkcs11-hsm.ts). The proxy encrypts with the highest version and names it in the
-// ciphertextMetadata, which the AAD covers (spec: Encrypt, ciphertextMetadata: "an external key
-// manager may implement automatic key rotation and use the extra bytes to encode versioning"), so
-// every older version keeps decrypting what it made.
+// Every version of a key has CKA_LABEL = the externalKeyId; version N > 1 has CKA_ID
+// `xks-v<N>:<label>` (layers/pkcs11/pkcs11-hsm.ts). The proxy encrypts with the highest version
+// and names it in the ciphertextMetadata, which the AAD covers (spec: Encrypt, ciphertextMetadata:
+// "an external key manager may implement automatic key rotation and use the extra bytes to encode
+// versioning"), so every older version keeps decrypting what it made.
 //
 // The PIN comes from an environment variable or the proxy's config file, never from the command
 // line (ps shows it), and is never printed. No key material is read: the keys are non-extractable.
@@ -18,6 +21,8 @@ import { parseArgs } from 'node:util';
 import type * as pkcs11 from 'pkcs11js';
 import type { KeyUsage } from '../layers/pkcs11/hsm.ts';
 import {
+  findToken,
+  initialize,
   MAX_VERSIONS,
   secretKeyTemplate,
   USAGE_ATTRIBUTES,
@@ -25,6 +30,7 @@ import {
   versionOf,
 } from '../layers/pkcs11/pkcs11-hsm.ts';
 import { isEntryPoint } from '../scripts/entry-point.ts';
+import { DEMO_KEYS, HEALTH_CHECK_KEY } from '../scripts/softhsm.ts';
 
 const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
@@ -34,8 +40,6 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const DEFAULT_PIN_ENV = 'XKS_HSM_PIN';
 /** versionOf() reads at most 9 digits. */
 const HIGHEST_VERSION = 999_999_999;
-/** PKCS#11 pads strings with blanks; some libraries with NULs. */
-const BLANKS = /[\s\0]+$/;
 
 /** A refusal or a failure, with a message fit to print: it never holds the PIN. */
 export class KeysError extends Error {
@@ -50,6 +54,8 @@ export class KeysError extends Error {
 /** Where the key lives and how to log in. */
 export interface Connection {
   modulePath: string;
+  /** C_Initialize's library parameters (NSS softoken), when the library takes any. */
+  libraryParameters?: string | undefined;
   tokenLabel?: string | undefined;
   tokenSerial?: string | undefined;
   pin: string;
@@ -104,9 +110,9 @@ class TokenSession {
       throw new KeysError(`cannot load the PKCS#11 library ${connection.modulePath}: ${pkcs11Text(error)}`);
     }
     try {
-      lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
+      initialize(lib, connection.libraryParameters);
     } catch (error) {
-      if (codeOf(error) !== P.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw pkcs11Error('C_Initialize', error);
+      throw pkcs11Error('C_Initialize', error);
     }
     try {
       const { slot, label } = findSlot(lib, connection);
@@ -179,23 +185,11 @@ function finalize(lib: pkcs11.PKCS11): void {
 }
 
 function findSlot(lib: pkcs11.PKCS11, connection: Connection): { slot: Buffer; label: string } {
-  const label = connection.tokenLabel?.replace(BLANKS, '');
-  const serial = connection.tokenSerial?.replace(BLANKS, '');
-  const matches: { slot: Buffer; label: string }[] = [];
-  for (const slot of lib.C_GetSlotList(true)) {
-    const token = lib.C_GetTokenInfo(slot);
-    if ((token.flags & P.CKF_TOKEN_INITIALIZED) === 0) continue;
-    if (label !== undefined && token.label.replace(BLANKS, '') !== label) continue;
-    if (serial !== undefined && token.serialNumber.replace(BLANKS, '') !== serial) continue;
-    matches.push({ slot, label: token.label.replace(BLANKS, '') });
-  }
-  const wanted = [label && `labelled '${label}'`, serial && `with serial '${serial}'`]
-    .filter(Boolean)
-    .join(' ');
-  if (matches.length === 0) throw new KeysError(`no token ${wanted} is present`);
-  // The proxy takes the first match; a key version made in the wrong token would be lost to it.
-  if (matches.length > 1) throw new KeysError(`${matches.length} tokens ${wanted}: give --token-serial`);
-  return matches[0] as { slot: Buffer; label: string };
+  const found = findToken(lib, connection);
+  if ('slot' in found) return found;
+  if (found.count === 0) throw new KeysError(`no token ${found.wanted} is present`);
+  // The proxy refuses such a token too: a key made in one of them would be missing in the other.
+  throw new KeysError(`${found.count} tokens ${found.wanted}: name one with --token and --token-serial`);
 }
 
 function describeKey(token: TokenSession, handle: Buffer): Omit<KeyVersion, 'current'> {
@@ -226,7 +220,8 @@ function list(token: TokenSession, key: string): VersionList {
   const current = found.length === 0 ? undefined : Math.max(...found.map((v) => v.version));
   const versions = found
     .map((v) => ({ ...v, current: v.version === current }))
-    .sort((a, b) => a.version - b.version);
+    // Ties (ambiguous versions) by CKA_ID: the order a token returns objects in may change.
+    .sort((a, b) => a.version - b.version || (a.id ?? '').localeCompare(b.id ?? ''));
   return { key, token: token.label, versions, ambiguous: ambiguous.sort((a, b) => a - b), current };
 }
 
@@ -243,10 +238,7 @@ export function listVersions(connection: Connection, key: string): VersionList {
   }
 }
 
-export interface CreateOptions {
-  /** CKA_ENCRYPT and CKA_DECRYPT of the new version. */
-  encrypt: boolean;
-  decrypt: boolean;
+export interface CreateOptions extends Usage {
   /** Create version 1 when the token has no key of this label. */
   allowNew?: boolean;
 }
@@ -289,22 +281,7 @@ export function createVersion(
     const next = (before.current ?? 0) + 1;
     if (next > HIGHEST_VERSION) throw new KeysError(`'${key}' is at the highest version number`);
 
-    const template: pkcs11.Template = [
-      ...secretKeyTemplate({
-        label: key,
-        keyType: P.CKK_AES,
-        encrypt: options.encrypt,
-        decrypt: options.decrypt,
-        version: next,
-      }),
-      { type: P.CKA_VALUE_LEN, value: 32 },
-    ];
-    let handle: Buffer;
-    try {
-      handle = token.lib.C_GenerateKey(token.session, { mechanism: P.CKM_AES_KEY_GEN }, template);
-    } catch (error) {
-      throw pkcs11Error('C_GenerateKey', error);
-    }
+    const handle = generateAes256(token, key, options, next);
 
     // PKCS#11 has no compare-and-set: a second create-version running at the same time could have
     // made the same version. Say so instead of destroying either (a proxy may already use one).
@@ -315,8 +292,127 @@ export function createVersion(
       );
     }
     const created = { ...describeKey(token, handle), current: after.current === next };
-    if (created.version !== next) throw new KeysError(`the token did not keep CKA_ID ${versionId(next)}`);
+    if (created.version !== next) {
+      throw new KeysError(`the token did not keep CKA_ID ${versionId(next, key)}`);
+    }
     return { created, list: after };
+  } catch (error) {
+    throw error instanceof KeysError ? error : pkcs11Error('PKCS#11', error);
+  } finally {
+    token.close();
+  }
+}
+
+/** Generates an AES-256 key inside the HSM: sensitive, not extractable, only the usages asked for. */
+function generateAes256(token: TokenSession, label: string, usage: Usage, version = 1): Buffer {
+  const template: pkcs11.Template = [
+    ...secretKeyTemplate({ label, keyType: P.CKK_AES, ...usage, version }),
+    { type: P.CKA_VALUE_LEN, value: 32 },
+  ];
+  try {
+    return token.lib.C_GenerateKey(token.session, { mechanism: P.CKM_AES_KEY_GEN }, template);
+  } catch (error) {
+    throw pkcs11Error('C_GenerateKey', error);
+  }
+}
+
+/** CKA_ENCRYPT and CKA_DECRYPT of a key. */
+export interface Usage {
+  encrypt: boolean;
+  decrypt: boolean;
+}
+
+/**
+ * Generates a new external key (version 1) inside the HSM with any usage, none included: a key for
+ * one direction only, or a key that does nothing (AWS's XKS test client expects both kinds). Refuses
+ * a label the token already has: a new version of a key is create-version's job.
+ */
+export function createKey(
+  connection: Connection,
+  key: string,
+  usage: Usage,
+): { created: KeyVersion; token: string } {
+  checkKeyId(key);
+  const token = TokenSession.open(connection);
+  try {
+    return { created: createNew(token, key, usage), token: token.label };
+  } catch (error) {
+    throw error instanceof KeysError ? error : pkcs11Error('PKCS#11', error);
+  } finally {
+    token.close();
+  }
+}
+
+function createNew(token: TokenSession, key: string, usage: Usage): KeyVersion {
+  if (token.find(key).length > 0) {
+    throw new KeysError(
+      `token '${token.label}' already has a secret key labelled '${key}': create-version makes its next version`,
+    );
+  }
+  const created = describeKey(token, generateAes256(token, key, usage));
+  if (!sameUsage(created.usage, usage)) {
+    throw new KeysError(
+      `the token made '${key}' with usage ${created.usage.join(',') || 'none'}, not as asked`,
+    );
+  }
+  return { ...created, current: true };
+}
+
+function sameUsage(usage: readonly KeyUsage[], wanted: Usage): boolean {
+  const expected = usageNames(wanted);
+  return usage.length === expected.length && expected.every((name) => usage.includes(name));
+}
+
+function usageNames(usage: Usage): KeyUsage[] {
+  return [...(usage.encrypt ? ['ENCRYPT' as const] : []), ...(usage.decrypt ? ['DECRYPT' as const] : [])];
+}
+
+/** The keys AWS's public XKS test client expects, with this proxy's health-check key. */
+export function testClientKeys(healthCheckKey = HEALTH_CHECK_KEY): { label: string; usage: Usage }[] {
+  return DEMO_KEYS.map((k) => ({
+    label: k.label === HEALTH_CHECK_KEY ? healthCheckKey : k.label,
+    usage: { encrypt: k.encrypt, decrypt: k.decrypt },
+  }));
+}
+
+export interface TestKeyResult {
+  label: string;
+  usage: KeyUsage[];
+  /** Generated now, or there already with the expected usage. */
+  created: boolean;
+}
+
+/**
+ * Makes sure the token holds every key of testClientKeys(): generates those missing, keeps those
+ * there with the expected usage, and refuses (having made the others) a key there with another usage.
+ */
+export function createTestKeys(
+  connection: Connection,
+  healthCheckKey?: string,
+): { token: string; keys: TestKeyResult[] } {
+  const token = TokenSession.open(connection);
+  try {
+    const keys: TestKeyResult[] = [];
+    const wrong: string[] = [];
+    for (const { label, usage } of testClientKeys(healthCheckKey)) {
+      const existing = list(token, label);
+      if (existing.versions.length === 0) {
+        keys.push({ label, usage: createNew(token, label, usage).usage, created: true });
+        continue;
+      }
+      refuseAmbiguous(existing);
+      const current = existing.versions.find((v) => v.current) as KeyVersion;
+      keys.push({ label, usage: current.usage, created: false });
+      if (!sameUsage(current.usage, usage) || current.keySpec !== 'AES_256') {
+        wrong.push(
+          `'${label}' is there as ${current.keySpec} ${current.usage.join(',') || 'without usage'}, not AES_256 ${usageNames(usage).join(',') || 'without usage'}`,
+        );
+      }
+    }
+    if (wrong.length > 0) {
+      throw new KeysError(`token '${token.label}': ${wrong.join('; ')}: the test client would fail on it`);
+    }
+    return { token: token.label, keys };
   } catch (error) {
     throw error instanceof KeysError ? error : pkcs11Error('PKCS#11', error);
   } finally {
@@ -378,9 +474,12 @@ function pkcs11Error(call: string, error: unknown): KeysError {
 // The command line.
 
 const CONNECTION_HELP = `Connection (the options override --config):
-  --config FILE        the proxy's JSON configuration: modulePath, tokenLabel, tokenSerial and
-                       pin from its hsm section
+  --config FILE        the proxy's JSON configuration: modulePath, libraryParameters, tokenLabel,
+                       tokenSerial and pin from its hsm section
   --module PATH        the vendor's PKCS#11 library
+  --library-parameters S
+                       C_Initialize's library parameters, for a library that takes them (NSS
+                       softoken: "configdir='sql:DIR' ... dbTokenDescription='LABEL'", docs/hsm.md)
   --token LABEL        the token's label
   --token-serial S     the token's serial number (with several tokens of one label)
   --pin-env VAR        the environment variable holding the crypto user's PIN (default
@@ -388,11 +487,17 @@ const CONNECTION_HELP = `Connection (the options override --config):
                        a PIN on the command line shows in ps and in the shell history.`;
 
 export const KEYS_HELP = {
-  keys: `Usage: xks-proxy keys <create-version|list-versions> [options]
+  keys: `Usage: xks-proxy keys <create|create-test-keys|create-version|list-versions> [options]
 
-Versions of an external key (key rotation). Every version has CKA_LABEL = the externalKeyId;
-version N > 1 has CKA_ID 'xks-v<N>'. The proxy encrypts with the highest version and names it in
-the ciphertextMetadata (spec: Encrypt), so every older version still decrypts what it made.
+External keys in the HSM: AES-256 secret keys whose CKA_LABEL is the externalKeyId.
+  create            generate a new key, with any usage (encrypt, decrypt, both or none)
+  create-test-keys  generate the keys AWS's XKS test client expects, and the health-check key
+  create-version    generate the next version of a key (rotation)
+  list-versions     the versions of a key
+
+Every version of a key has its CKA_LABEL; version N > 1 has CKA_ID 'xks-v<N>:<label>'. The proxy
+encrypts with the highest version and names it in the ciphertextMetadata (spec: Encrypt), so every
+older version still decrypts what it made.
 
 Rotation:
   1. keys create-version --config config.json --key KEYID
@@ -401,9 +506,43 @@ Rotation:
 
 Run 'xks-proxy keys <command> --help' for the options.
 `,
+  create: `Usage: xks-proxy keys create --key KEYID [--usage encrypt,decrypt|encrypt|decrypt|none]
+                              [--json] (--config FILE | --module PATH --token LABEL)
+                              [--library-parameters S] [--token-serial S] [--pin-env VAR]
+
+Generates a new key inside the HSM (version 1): AES-256 (CKM_AES_KEY_GEN), CKA_TOKEN, CKA_PRIVATE,
+CKA_SENSITIVE, not CKA_EXTRACTABLE, no wrap/unwrap/sign/verify/derive, and the usage asked for.
+Refuses a label the token already has (create-version makes a new version of it). Prints its
+attributes, never key material.
+
+  --key KEYID          the externalKeyId (the key's CKA_LABEL)
+  --usage LIST         encrypt,decrypt (default), encrypt, decrypt, or none: GetKeyMetadata
+                       reports it, and Encrypt and Decrypt need it (InvalidKeyUsageException)
+  --json               print JSON
+  -h, --help           this text
+
+${CONNECTION_HELP}
+`,
+  'create-test-keys': `Usage: xks-proxy keys create-test-keys [--health-check-key LABEL] [--json]
+                                        (--config FILE | --module PATH --token LABEL)
+                                        [--library-parameters S] [--token-serial S] [--pin-env VAR]
+
+Generates, in the HSM, the keys AWS's public XKS test client expects and the proxy's health-check
+key, each as 'keys create' would: foo (encrypt, decrypt), encrypt_only_key, decrypt_only_key,
+impotent_key (no usage), and the health-check key (encrypt, decrypt). Keys already there with that
+usage are kept; one there with another usage is an error (the test client would fail on it).
+
+  --health-check-key LABEL
+                       the health-check key's label: the config's hsm.healthCheckKeyLabel, else
+                       xks-health-check
+  --json               print JSON
+  -h, --help           this text
+
+${CONNECTION_HELP}
+`,
   'create-version': `Usage: xks-proxy keys create-version --key KEYID [--usage encrypt,decrypt] [--allow-new]
                                       [--json] (--config FILE | --module PATH --token LABEL)
-                                      [--token-serial S] [--pin-env VAR]
+                                      [--library-parameters S] [--token-serial S] [--pin-env VAR]
 
 Generates the next version of a key inside the HSM: AES-256 (CKM_AES_KEY_GEN), CKA_TOKEN,
 CKA_PRIVATE, CKA_SENSITIVE, not CKA_EXTRACTABLE, no wrap/unwrap/sign/verify/derive. Prints its
@@ -422,7 +561,7 @@ ${CONNECTION_HELP}
 `,
   'list-versions': `Usage: xks-proxy keys list-versions --key KEYID [--json]
                                      (--config FILE | --module PATH --token LABEL)
-                                     [--token-serial S] [--pin-env VAR]
+                                     [--library-parameters S] [--token-serial S] [--pin-env VAR]
 
 Lists the versions of a key: number, CKA_ID, key spec, usage, sensitive/extractable, and which
 one is current (the highest: what the proxy encrypts with). Exits 1 when a version number is
@@ -439,6 +578,7 @@ ${CONNECTION_HELP}
 const CONNECTION_OPTIONS = {
   config: { type: 'string' },
   module: { type: 'string' },
+  'library-parameters': { type: 'string' },
   token: { type: 'string' },
   'token-serial': { type: 'string' },
   'pin-env': { type: 'string' },
@@ -448,6 +588,8 @@ const CONNECTION_OPTIONS = {
 } as const;
 
 const OPTIONS = {
+  create: { ...CONNECTION_OPTIONS, usage: { type: 'string' } },
+  'create-test-keys': { ...CONNECTION_OPTIONS, 'health-check-key': { type: 'string' } },
   'create-version': { ...CONNECTION_OPTIONS, usage: { type: 'string' }, 'allow-new': { type: 'boolean' } },
   'list-versions': CONNECTION_OPTIONS,
 } as const;
@@ -480,25 +622,51 @@ function parse<T extends Command>(command: T, args: string[]) {
   }
 }
 
+/** The command's options; undefined once --help has printed its usage. */
+function options<T extends Command>(command: T, args: string[], io: Output) {
+  const values = parse(command, args);
+  if (!(values as { help?: boolean }).help) return values;
+  io.out(KEYS_HELP[command].trimEnd());
+  return undefined;
+}
+
+/** --key: required, and an externalKeyId. */
+function keyOf(values: { key?: string | undefined }): string {
+  if (values.key === undefined) throw new KeysError('--key is required', 2);
+  checkKeyId(values.key);
+  return values.key;
+}
+
 interface ConnectionValues {
   config?: string | undefined;
   module?: string | undefined;
+  'library-parameters'?: string | undefined;
   token?: string | undefined;
   'token-serial'?: string | undefined;
   'pin-env'?: string | undefined;
 }
 
-/** The connection from the options, the config file and the environment; notes go to `io.err`. */
+/**
+ * The connection from the options, the config file and the environment, with the config's
+ * health-check key when there is one; notes go to `io.err`.
+ */
 export async function resolveConnection(
   values: ConnectionValues,
   env: NodeJS.ProcessEnv,
   io: Output,
-): Promise<Connection> {
+): Promise<Connection & { healthCheckKeyLabel?: string }> {
   const pinEnv = values['pin-env'] ?? DEFAULT_PIN_ENV;
   // The value is not repeated: a PIN given here by mistake must not be printed.
   if (!ENV_NAME.test(pinEnv)) throw new KeysError('--pin-env takes the name of an environment variable', 2);
   const envPin = env[pinEnv] || undefined;
-  let hsm: { modulePath?: string; tokenLabel?: string; tokenSerial?: string; pin?: string } = {};
+  let hsm: {
+    modulePath?: string;
+    libraryParameters?: string;
+    tokenLabel?: string;
+    tokenSerial?: string;
+    pin?: string;
+    healthCheckKeyLabel?: string;
+  } = {};
   if (values.config !== undefined) {
     let text: string;
     try {
@@ -531,6 +699,7 @@ export async function resolveConnection(
     }
   }
   const modulePath = values.module ?? hsm.modulePath;
+  const libraryParameters = values['library-parameters'] ?? hsm.libraryParameters;
   const tokenLabel = values.token ?? (values['token-serial'] === undefined ? hsm.tokenLabel : undefined);
   const tokenSerial = values['token-serial'] ?? (values.token === undefined ? hsm.tokenSerial : undefined);
   if (modulePath === undefined) throw new KeysError('--module or --config is required', 2);
@@ -544,18 +713,24 @@ export async function resolveConnection(
       `no PIN: ${where} is not set${values.config === undefined ? '' : ', and the config file has no hsm.pin'}`,
     );
   }
-  return { modulePath, tokenLabel, tokenSerial, pin };
+  const connection = { modulePath, libraryParameters, tokenLabel, tokenSerial, pin };
+  return hsm.healthCheckKeyLabel === undefined
+    ? connection
+    : { ...connection, healthCheckKeyLabel: hsm.healthCheckKeyLabel };
 }
 
-function parseUsage(text: string | undefined): { encrypt: boolean; decrypt: boolean } {
+/** --usage: a comma-separated list of encrypt and decrypt, or none (also given as ''). */
+function parseUsage(text: string | undefined): Usage {
   if (text === undefined) return { encrypt: true, decrypt: true };
   const words = text
     .split(',')
     .map((w) => w.trim().toLowerCase())
     .filter((w) => w !== '');
-  const unknown = words.filter((w) => w !== 'encrypt' && w !== 'decrypt');
-  if (words.length === 0 || unknown.length > 0) {
-    throw new KeysError('--usage is a comma-separated list of encrypt and decrypt', 2);
+  if (words.length === 0 || (words.length === 1 && words[0] === 'none')) {
+    return { encrypt: false, decrypt: false };
+  }
+  if (words.some((w) => w !== 'encrypt' && w !== 'decrypt')) {
+    throw new KeysError('--usage is a comma-separated list of encrypt and decrypt, or none', 2);
   }
   return { encrypt: words.includes('encrypt'), decrypt: words.includes('decrypt') };
 }
@@ -598,17 +773,50 @@ function attributes(v: KeyVersion): string[] {
   ];
 }
 
-async function createCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = parse('create-version', args);
-  if (values.help) {
-    io.out(KEYS_HELP['create-version'].trimEnd());
-    return 0;
+async function createKeyCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
+  const values = options('create', args, io);
+  if (values === undefined) return 0;
+  const key = keyOf(values);
+  const usage = parseUsage(values.usage);
+  const { created, token } = createKey(await resolveConnection(values, env, io), key, usage);
+  if (values.json) {
+    io.out(JSON.stringify({ key: key, token, created }, null, 2));
+  } else {
+    io.out(`Created key '${key}' in token '${token}':`);
+    for (const line of attributes(created)) io.out(line);
   }
-  if (values.key === undefined) throw new KeysError('--key is required', 2);
-  checkKeyId(values.key);
+  return 0;
+}
+
+async function createTestKeysCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
+  const values = options('create-test-keys', args, io);
+  if (values === undefined) return 0;
+  const healthCheckKey = values['health-check-key'];
+  if (healthCheckKey !== undefined) checkKeyId(healthCheckKey);
+  const connection = await resolveConnection(values, env, io);
+  const result = createTestKeys(connection, healthCheckKey ?? connection.healthCheckKeyLabel);
+  if (values.json) {
+    io.out(JSON.stringify(result, null, 2));
+  } else {
+    io.out(`The XKS test client's keys in token '${result.token}':`);
+    const width = Math.max(...result.keys.map((k) => k.label.length));
+    for (const key of result.keys) {
+      const usage = key.usage.join(',') || 'no usage';
+      io.out(
+        `  ${key.label.padEnd(width)}  AES_256 ${usage.padEnd(15)}  ${key.created ? 'created' : 'already there'}`,
+      );
+    }
+  }
+  return 0;
+}
+
+async function createCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
+  const values = options('create-version', args, io);
+  if (values === undefined) return 0;
+  const key = keyOf(values);
   const usage = parseUsage(values.usage);
   const connection = await resolveConnection(values, env, io);
-  const { created, list } = createVersion(connection, values.key, {
+  const { created, list } = createVersion(connection, key, {
     ...usage,
     allowNew: values['allow-new'] === true,
   });
@@ -632,14 +840,10 @@ async function createCommand(args: string[], io: Output, env: NodeJS.ProcessEnv)
 }
 
 async function listCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = parse('list-versions', args);
-  if (values.help) {
-    io.out(KEYS_HELP['list-versions'].trimEnd());
-    return 0;
-  }
-  if (values.key === undefined) throw new KeysError('--key is required', 2);
-  checkKeyId(values.key);
-  const result = listVersions(await resolveConnection(values, env, io), values.key);
+  const values = options('list-versions', args, io);
+  if (values === undefined) return 0;
+  const key = keyOf(values);
+  const result = listVersions(await resolveConnection(values, env, io), key);
   if (result.versions.length === 0) {
     throw new KeysError(`token '${result.token}' has no secret key labelled '${result.key}'`);
   }
@@ -668,6 +872,10 @@ export async function keysMain(
   const [command, ...rest] = argv;
   try {
     switch (command) {
+      case 'create':
+        return await createKeyCommand(rest, io, env);
+      case 'create-test-keys':
+        return await createTestKeysCommand(rest, io, env);
       case 'create-version':
         return await createCommand(rest, io, env);
       case 'list-versions':

@@ -411,6 +411,8 @@ Commands:
   credentials list     the access key ids in a store
   credentials remove   remove a credential from a store
   preflight            check a proxy endpoint the way AWS KMS will use it
+  keys create          generate a new external key in the HSM, with any usage
+  keys create-test-keys  generate the keys AWS's XKS test client expects
   keys create-version  generate the next version of an external key in the HSM (key rotation)
   keys list-versions   the versions of an external key
   audit verify         check the hash chains of the audit records in log files

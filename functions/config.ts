@@ -53,6 +53,7 @@ export interface HsmMemberConfig {
   /** For logs and ekmFleetDetails until the HSM is reached. */
   name: string;
   modulePath?: string;
+  libraryParameters?: string;
   tokenLabel?: string;
   /** Picks the token by serial number instead of (or as well as) its label. */
   tokenSerial?: string;
@@ -64,6 +65,11 @@ export interface HsmMemberConfig {
 export interface ProxyConfig {
   hsm: {
     modulePath: string;
+    /**
+     * C_Initialize's library parameters, for the libraries that take them (NSS softoken:
+     * `configdir='sql:DIR' ... dbTokenDescription='LABEL'`, docs/hsm.md).
+     */
+    libraryParameters?: string;
     tokenLabel: string;
     tokenSerial?: string;
     /** How this vendor does AES-GCM (layers/pkcs11/profiles.ts, docs/hsm.md). */
@@ -144,7 +150,14 @@ export const PROXY_VENDOR = 'serverless-xks-proxy';
 export const PROXY_MODEL = 'serverless-xks-proxy 0.1.0';
 
 const KEY_ID = '^[A-Za-z0-9._-]{1,128}$';
-const PROFILES = ['softhsm', 'cloudhsm', 'luna', 'nshield'];
+const PROFILES = ['softhsm', 'nss', 'cloudhsm', 'luna', 'nshield'];
+/** Passed to C_Initialize as a C string: a NUL would end it early. */
+const LIBRARY_PARAMETERS = {
+  type: 'string',
+  minLength: 1,
+  maxLength: 4096,
+  pattern: '^[^\\u0000]*$',
+} as const;
 const CREDENTIALS = {
   type: 'array',
   minItems: 1,
@@ -171,6 +184,7 @@ export const SCHEMA = {
       additionalProperties: false,
       properties: {
         modulePath: { type: 'string', pattern: '^/' },
+        libraryParameters: LIBRARY_PARAMETERS,
         tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
         pin: { type: 'string', minLength: 1 },
         pinSecretArn: { type: 'string', minLength: 1 },
@@ -193,6 +207,7 @@ export const SCHEMA = {
             properties: {
               name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
               modulePath: { type: 'string', pattern: '^/' },
+              libraryParameters: LIBRARY_PARAMETERS,
               tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
               tokenSerial: { type: 'string', minLength: 1, maxLength: 16 },
               pin: { type: 'string', minLength: 1 },
@@ -332,9 +347,19 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
   }
 
   const names = new Set<string>();
+  /** Per library, the parameters it is initialised with: once per process, by whichever HSM is first. */
+  const parameters = new Map<string, string | undefined>();
   for (const member of parsed.hsm.fleet ?? []) {
     if (names.has(member.name)) throw new ConfigError(`two HSMs named '${member.name}'`);
     names.add(member.name);
+    const library = member.modulePath ?? parsed.hsm.modulePath;
+    const own = member.libraryParameters ?? parsed.hsm.libraryParameters;
+    if (parameters.has(library) && parameters.get(library) !== own) {
+      throw new ConfigError(
+        `HSM '${member.name}': ${library} is initialised once per process, so every HSM it serves needs the same libraryParameters`,
+      );
+    }
+    parameters.set(library, own);
   }
 
   const prefixes = new Set<string>();

@@ -21,7 +21,7 @@ export const handler = xksHandler<HealthRequest>('GetHealthStatus', () => {
     const recent = fleet.health(index);
     const info = member.hsm.info();
     return {
-      id: info?.id || member.name,
+      id: info?.id ?? member.name,
       model: info?.model || UNKNOWN,
       healthStatus: RANK[recent] > RANK[deep] ? recent : deep,
     };

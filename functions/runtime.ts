@@ -252,6 +252,7 @@ async function createFleet(): Promise<HsmFleet> {
     const hsm = new WorkerHsm({
       pkcs11: {
         modulePath: member.modulePath ?? defaults.modulePath,
+        libraryParameters: member.libraryParameters ?? defaults.libraryParameters,
         tokenLabel: member.tokenLabel ?? (member.tokenSerial ? undefined : defaults.tokenLabel),
         ...(tokenSerial ? { tokenSerial } : {}),
         pin,
@@ -262,6 +263,7 @@ async function createFleet(): Promise<HsmFleet> {
       startTimeoutMs: defaults.startTimeoutMs,
       spinMicros: defaults.spinMicros,
       onEvent: (event) => logger.warn('HSM event', { hsm: member.name, event }),
+      onConnectFailure: (reason) => logger.error('HSM connection failed', { hsm: member.name, reason }),
     });
     created.push({ name: member.name, hsm });
   }

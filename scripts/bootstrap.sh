@@ -50,6 +50,9 @@ fi
 # --- Debian packages: SoftHSMv2, openssl (local TLS certificate), a C/C++ toolchain (pkcs11js) -----
 missing=()
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
+# NSS softoken, the tests' second PKCS#11 implementation (libsoftokn3), and certutil for its tokens.
+[ -n "$(ls /usr/lib/*/libsoftokn3.so /usr/lib64/libsoftokn3.so 2>/dev/null)" ] || missing+=(libnss3)
+command -v certutil >/dev/null || missing+=(libnss3-tools)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v make >/dev/null || missing+=(make)

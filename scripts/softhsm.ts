@@ -2,7 +2,7 @@
 // tests and the benchmarks. Talks PKCS#11 (pkcs11js) so that no PIN ever appears on a command line.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type * as pkcs11 from 'pkcs11js';
 import { secretKeyTemplate } from '../layers/pkcs11/pkcs11-hsm.ts';
 
@@ -40,10 +40,16 @@ const MODULE_CANDIDATES = [
 ];
 
 export function findSoftHsmModule(): string {
-  const found = MODULE_CANDIDATES.find((path) => existsSync(path));
+  return findLibrary(MODULE_CANDIDATES, 'softhsm2');
+}
+
+/** The first of `candidates` that exists; else an error naming the Debian package to install. */
+export function findLibrary(candidates: readonly string[], debianPackage: string): string {
+  const found = candidates.find((path) => existsSync(path));
   if (found === undefined) {
+    const name = basename(candidates[0] as string);
     throw new Error(
-      `libsofthsm2.so not found (looked in ${MODULE_CANDIDATES.join(', ')}): apt-get install softhsm2`,
+      `${name} not found (looked in ${candidates.join(', ')}): apt-get install ${debianPackage}`,
     );
   }
   return found;
@@ -85,17 +91,7 @@ export function ensureSoftHsmToken(options: TokenOptions): Token {
   lib.load(modulePath);
   lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
   try {
-    const slot = findOrInitToken(lib, options);
-    const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
-    lib.C_Login(session, P.CKU_USER, options.pin);
-    const created: string[] = [];
-    for (const key of options.keys) {
-      if (findKey(lib, session, key.label)) continue;
-      createKey(lib, session, key);
-      created.push(key.label);
-    }
-    lib.C_Logout(session);
-    lib.C_CloseSession(session);
+    const created = ensureKeys(lib, findOrInitToken(lib, options), options.pin, options.keys);
     return { conf, modulePath, created };
   } finally {
     lib.C_Finalize();
@@ -138,6 +134,21 @@ function findOrInitToken(lib: pkcs11.PKCS11, options: TokenOptions): Buffer {
   lib.C_Logout(session);
   lib.C_CloseSession(session);
   return slot;
+}
+
+/** Logged in to the token in `slot`, creates each key of `keys` that is missing; returns their labels. */
+export function ensureKeys(lib: pkcs11.PKCS11, slot: Buffer, pin: string, keys: KeySpec[]): string[] {
+  const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
+  lib.C_Login(session, P.CKU_USER, pin);
+  const created: string[] = [];
+  for (const key of keys) {
+    if (findKey(lib, session, key.label)) continue;
+    createKey(lib, session, key);
+    created.push(key.label);
+  }
+  lib.C_Logout(session);
+  lib.C_CloseSession(session);
+  return created;
 }
 
 function findKey(lib: pkcs11.PKCS11, session: Buffer, label: string): boolean {

@@ -61,6 +61,9 @@ try {
   // The library itself did not load: every call reports it.
   loadError = new HsmError('unavailable', `PKCS#11 library not loaded: ${(err as Error).message}`);
 }
+// Said at once, not only to the first call: an HSM that cannot serve is a start-up error to log.
+const startFailure = loadError ?? hsm?.connectionError();
+if (startFailure !== undefined) parentPort?.postMessage({ connectFailure: startFailure.message });
 let infoSent: HsmInfo | undefined;
 
 signal(channel, IDLE);

@@ -24,8 +24,11 @@ export interface AesGcmCiphertext {
 }
 
 export interface HsmInfo {
-  /** Unique id of this HSM (token serial number) for ekmFleetDetails.id. */
-  readonly id: string;
+  /**
+   * The token's serial number, for ekmFleetDetails.id; none when it tells no HSM apart (blank, or
+   * all zeros as NSS softoken reports): the configured name stands for the HSM then.
+   */
+  readonly id?: string;
   /** Manufacturer, for ekmVendor. */
   readonly vendor: string;
   /** Model, hardware and firmware versions, library version: for ekmFleetDetails.model. */
@@ -51,9 +54,11 @@ export interface Hsm {
  * What went wrong, in terms the XKS layer can map to the spec's errors:
  * - invalidCiphertext: the HSM rejected a decrypt's ciphertext, IV, tag or AAD
  * - keyUsage: the key may not be used for this operation (CKR_KEY_FUNCTION_NOT_PERMITTED, ...)
- * - unavailable: no usable session even after one re-initialisation, or the HSM is shut off
+ * - unavailable: no usable session even after one re-initialisation, the HSM is shut off, or its
+ *   token cannot do AES-256-GCM (checked at each connection)
  * - timeout: the HSM did not answer within the call's deadline
- * - failed: anything else the HSM reported
+ * - failed: anything else the HSM reported, e.g. that it refused the mechanism or its parameters
+ *   (CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID)
  */
 export type HsmErrorKind = 'invalidCiphertext' | 'keyUsage' | 'unavailable' | 'timeout' | 'failed';
 

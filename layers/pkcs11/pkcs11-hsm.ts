@@ -22,6 +22,11 @@ const P = pkcs11js;
 export interface Pkcs11Config {
   /** Absolute path of the vendor's PKCS#11 library. */
   modulePath: string;
+  /**
+   * C_Initialize's library parameters, for the libraries that take them (NSS softoken: its database
+   * folder and token label); none when absent.
+   */
+  libraryParameters?: string;
   /** CKA_LABEL of the token (trailing blanks ignored). */
   tokenLabel?: string;
   /** Serial number of the token: with several tokens of one label, or instead of the label. */
@@ -46,15 +51,59 @@ export interface Pkcs11Config {
   exclusive?: <T>(step: () => T) => T;
 }
 
-/** CKA_ID of key version N > 1; version 1 is a key with any other id (or none). */
-export function versionId(version: number): string {
-  return `xks-v${version}`;
+/**
+ * CKA_ID of version N > 1 of the key `label`; version 1 is a key with any other id (or none). The
+ * label is part of it because NSS softoken keeps one secret key per CKA_ID in a token: a second
+ * key generated with the id of another overwrites it (measured: docs/hsm.md, vendor facts).
+ */
+export function versionId(version: number, label: string): string {
+  return `xks-v${version}:${label}`;
 }
 
-/** The version a CKA_ID value stands for. */
+/** The version a CKA_ID value stands for: `xks-v<N>`, alone or followed by `:<label>`. */
 export function versionOf(id: Buffer | undefined): number {
-  const match = id === undefined ? null : /^xks-v([1-9][0-9]{0,8})$/.exec(id.toString('latin1'));
+  const match = id === undefined ? null : /^xks-v([1-9][0-9]{0,8})(?::|$)/.exec(id.toString('latin1'));
   return match ? Number(match[1]) : 1;
+}
+
+/**
+ * C_Initialize's argument: CKF_OS_LOCKING_OK (without it SoftHSM turns its locking off), and the
+ * library parameters when there are any.
+ */
+export function initializeArgs(libraryParameters?: string): pkcs11.InitializationOptions {
+  const flags = P.CKF_OS_LOCKING_OK;
+  if (libraryParameters === undefined) return { flags };
+  // pkcs11js 2.1.7 copies the string into a buffer one byte too short, so that the library would
+  // get it without its last character: a NUL added here is the character lost, and the library
+  // gets the whole string (a pkcs11js that copies it whole passes the same C string).
+  return { flags, libraryParameters: `${libraryParameters}\0` };
+}
+
+/** C_Initialize (initializeArgs); a library already initialised in this process is fine. */
+export function initialize(lib: pkcs11.PKCS11, libraryParameters?: string): void {
+  try {
+    lib.C_Initialize(initializeArgs(libraryParameters));
+  } catch (err) {
+    if (codeOf(err) !== P.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw err;
+  }
+}
+
+/**
+ * Why the token cannot do this proxy's AES-GCM (PKCS#11 C_GetMechanismInfo for CKM_AES_GCM): no
+ * AES-256 keys (sizes in bytes, as PKCS#11 defines them for AES; some libraries give bits), or
+ * no encrypt or decrypt. undefined when it can.
+ */
+export function aesGcmShortfall(info: pkcs11.MechanismInfo): string | undefined {
+  const holds = (size: number) => info.minKeySize <= size && size <= info.maxKeySize;
+  if (!holds(32) && !holds(256)) {
+    return `its CKM_AES_GCM takes keys of ${info.minKeySize}-${info.maxKeySize}, not of 32 bytes (AES-256)`;
+  }
+  const missing = [
+    (info.flags & P.CKF_ENCRYPT) === 0 ? 'encrypt' : undefined,
+    (info.flags & P.CKF_DECRYPT) === 0 ? 'decrypt' : undefined,
+  ].filter(Boolean);
+  if (missing.length > 0) return `its CKM_AES_GCM does not ${missing.join(' or ')}`;
+  return undefined;
 }
 
 /**
@@ -87,15 +136,22 @@ export function secretKeyTemplate(key: {
     { type: P.CKA_SIGN, value: key.sign ?? false },
     { type: P.CKA_VERIFY, value: key.sign ?? false },
     { type: P.CKA_DERIVE, value: false },
-    ...(version === 1 ? [] : [{ type: P.CKA_ID, value: Buffer.from(versionId(version), 'latin1') }]),
+    ...(version === 1
+      ? []
+      : [{ type: P.CKA_ID, value: Buffer.from(versionId(version, key.label), 'latin1') }]),
   ];
 }
 
 /** At most this many versions of one key are looked at (a C_FindObjects batch). */
 export const MAX_VERSIONS = 64;
 
-/** Codes after which the session (or the whole library state) is not trusted any more. */
+/**
+ * Codes after which the session (or the whole library state) is not trusted any more. With them
+ * CKR_ARGUMENTS_BAD: the proxy's arguments are well formed, and NSS softoken answers C_GenerateRandom
+ * with it once its library was finalized, without looking at the session (measured).
+ */
 const SESSION_ERRORS = new Set([
+  P.CKR_ARGUMENTS_BAD,
   P.CKR_SESSION_HANDLE_INVALID,
   P.CKR_SESSION_CLOSED,
   P.CKR_DEVICE_ERROR,
@@ -118,11 +174,14 @@ const PIN_ERRORS = new Set([
 /** After a failed connection, the next attempt waits this long (requests fail fast meanwhile). */
 const RECONNECT_INTERVAL_MS = 1000;
 const STALE_HANDLE_ERRORS = new Set([P.CKR_OBJECT_HANDLE_INVALID, P.CKR_KEY_HANDLE_INVALID]);
-const KEY_USAGE_ERRORS = new Set([
-  P.CKR_KEY_FUNCTION_NOT_PERMITTED,
-  P.CKR_KEY_TYPE_INCONSISTENT,
-  P.CKR_MECHANISM_INVALID,
-]);
+/**
+ * The key may not do this: its usage forbids it (CKR_KEY_FUNCTION_NOT_PERMITTED; NSS says
+ * CKR_KEY_TYPE_INCONSISTENT for a key without CKA_ENCRYPT or CKA_DECRYPT), or it is no AES key.
+ * Not CKR_MECHANISM_INVALID or CKR_MECHANISM_PARAM_INVALID: those say the HSM cannot do this
+ * AES-GCM at all, whatever the key (an HSM failure, 500), and telling KMS the key is wrong would
+ * send its user looking in the wrong place.
+ */
+const KEY_USAGE_ERRORS = new Set([P.CKR_KEY_FUNCTION_NOT_PERMITTED, P.CKR_KEY_TYPE_INCONSISTENT]);
 
 /** The attributes behind GetKeyMetadata's keyUsage. */
 export const USAGE_ATTRIBUTES: ReadonlyArray<readonly [number, KeyUsage]> = [
@@ -188,6 +247,11 @@ export class Pkcs11Hsm implements Hsm {
 
   info(): HsmInfo | undefined {
     return this.#info;
+  }
+
+  /** Why the last connection attempt failed; undefined while connected. */
+  connectionError(): HsmError | undefined {
+    return this.#pinRefused ?? this.#lastFailure?.error;
   }
 
   findKey(label: string, version?: number): HsmKey | undefined {
@@ -286,7 +350,11 @@ export class Pkcs11Hsm implements Hsm {
           throw new HsmError('unavailable', `HSM unavailable (${ckr})`, ckr, { cause: err });
         }
         if (KEY_USAGE_ERRORS.has(code)) {
-          throw new HsmError('keyUsage', 'The HSM does not permit this operation with this key', ckr);
+          throw new HsmError(
+            'keyUsage',
+            `The HSM does not permit this operation with this key (${ckr})`,
+            ckr,
+          );
         }
         throw new HsmError('failed', `HSM operation failed (${ckr ?? errorText(err)})`, ckr, { cause: err });
       }
@@ -325,13 +393,10 @@ export class Pkcs11Hsm implements Hsm {
     const lib = this.#lib;
     const exclusive = this.#config.exclusive ?? ((step) => step());
     const slot = exclusive(() => {
-      try {
-        lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK }); // without it SoftHSM turns its locking off
-      } catch (err) {
-        if (codeOf(err) !== P.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw err;
-      }
+      initialize(lib, this.#config.libraryParameters);
       return this.#findSlot();
     });
+    this.#checkMechanism(slot);
     const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION);
     try {
       lib.C_Login(session, P.CKU_USER, this.#config.pin);
@@ -341,8 +406,10 @@ export class Pkcs11Hsm implements Hsm {
     const token = lib.C_GetTokenInfo(slot);
     const module = lib.C_GetInfo();
     const v = (x: pkcs11.Version) => `${x.major}.${x.minor}`;
+    const serial = token.serialNumber.replace(BLANKS, '');
     this.#info = {
-      id: token.serialNumber.replace(BLANKS, '') || token.label.replace(BLANKS, ''),
+      // NSS softoken gives every token the serial 0000000000000000, which tells no HSM apart.
+      ...(/^0*$/.test(serial) ? {} : { id: serial }),
       vendor: token.manufacturerID.replace(BLANKS, ''),
       model:
         `${token.model.replace(BLANKS, '')} (hardware ${v(token.hardwareVersion)}, firmware ${v(token.firmwareVersion)}, ` +
@@ -377,20 +444,39 @@ export class Pkcs11Hsm implements Hsm {
   }
 
   #findSlot(): Buffer {
-    const label = this.#config.tokenLabel?.replace(BLANKS, '');
-    const serial = this.#config.tokenSerial?.replace(BLANKS, '');
-    for (const slot of this.#lib.C_GetSlotList(true)) {
-      const token = this.#lib.C_GetTokenInfo(slot);
-      if (label !== undefined && token.label.replace(BLANKS, '') !== label) continue;
-      if (serial !== undefined && token.serialNumber.replace(BLANKS, '') !== serial) continue;
-      return slot;
+    const found = findToken(this.#lib, this.#config);
+    if ('slot' in found) return found.slot;
+    if (found.count === 0) {
+      throw new HsmError(
+        'unavailable',
+        `HSM unavailable: no token ${found.wanted} is present`,
+        'CKR_TOKEN_NOT_PRESENT',
+      );
     }
-    const wanted = [label && `labelled '${label}'`, serial && `with serial '${serial}'`].filter(Boolean);
     throw new HsmError(
       'unavailable',
-      `HSM unavailable: no token ${wanted.join(' ')} is present`,
-      'CKR_TOKEN_NOT_PRESENT',
+      `HSM unavailable: ${found.count} tokens ${found.wanted} are present: name one by tokenLabel and tokenSerial`,
     );
+  }
+
+  /** The token's AES-GCM must do what the proxy asks of it, or the HSM is unavailable (not a key's fault). */
+  #checkMechanism(slot: Buffer): void {
+    let shortfall: string | undefined;
+    let ckr: string | undefined;
+    try {
+      shortfall = aesGcmShortfall(this.#lib.C_GetMechanismInfo(slot, P.CKM_AES_GCM));
+    } catch (err) {
+      if (codeOf(err) !== P.CKR_MECHANISM_INVALID) throw err;
+      shortfall = 'it has no CKM_AES_GCM';
+      ckr = 'CKR_MECHANISM_INVALID';
+    }
+    if (shortfall !== undefined) {
+      throw new HsmError(
+        'unavailable',
+        `HSM unavailable: the token cannot do AES-256-GCM: ${shortfall}`,
+        ckr,
+      );
+    }
   }
 
   #handle(key: HsmKey): Buffer {
@@ -476,6 +562,38 @@ export class Pkcs11Hsm implements Hsm {
       throw err;
     }
   }
+}
+
+/** What identifies a token: its label, its serial number, or both. */
+export interface TokenWanted {
+  tokenLabel?: string | undefined;
+  tokenSerial?: string | undefined;
+}
+
+/**
+ * The one initialised token with this label and serial number (either may be left out; trailing
+ * blanks ignored), or how many there are (0, or several: say which with label and serial).
+ */
+export function findToken(
+  lib: pkcs11.PKCS11,
+  wanted: TokenWanted,
+): { slot: Buffer; label: string } | { count: number; wanted: string } {
+  const label = wanted.tokenLabel?.replace(BLANKS, '');
+  const serial = wanted.tokenSerial?.replace(BLANKS, '');
+  const matches: { slot: Buffer; label: string }[] = [];
+  for (const slot of lib.C_GetSlotList(true)) {
+    const token = lib.C_GetTokenInfo(slot);
+    if ((token.flags & P.CKF_TOKEN_INITIALIZED) === 0) continue;
+    if (label !== undefined && token.label.replace(BLANKS, '') !== label) continue;
+    if (serial !== undefined && token.serialNumber.replace(BLANKS, '') !== serial) continue;
+    matches.push({ slot, label: token.label.replace(BLANKS, '') });
+  }
+  // The first of several would be a guess: keys made in one token would be missing from the other.
+  if (matches.length === 1) return matches[0] as { slot: Buffer; label: string };
+  const description = [label && `labelled '${label}'`, serial && `with serial '${serial}'`]
+    .filter(Boolean)
+    .join(' ');
+  return { count: matches.length, wanted: description };
 }
 
 const KEY_TYPE_NAMES = new Map<number, string>([

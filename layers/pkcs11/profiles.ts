@@ -2,7 +2,7 @@
 // ulIvBits, the codes of a failed decrypt). An HSM's config names one; docs/hsm.md says where each
 // setting comes from.
 
-export type VendorProfileName = 'softhsm' | 'cloudhsm' | 'luna' | 'nshield';
+export type VendorProfileName = 'softhsm' | 'nss' | 'cloudhsm' | 'luna' | 'nshield';
 
 export interface VendorProfile {
   readonly name: VendorProfileName;
@@ -31,6 +31,16 @@ export const VENDOR_PROFILES: Readonly<Record<VendorProfileName, VendorProfile>>
     // SoftHSM 2.6 answers a tag that does not verify with CKR_GENERAL_ERROR (tested here).
     invalidCiphertext: [...COMMON_INVALID, 'CKR_GENERAL_ERROR'],
     source: 'SoftHSMv2 2.6.1 (Debian 12), tested by this project',
+  },
+  nss: {
+    name: 'nss',
+    // NSS uses the IV it is given (a zero buffer stays zero) and answers ulIvBits 0 with
+    // CKR_MECHANISM_PARAM_INVALID; a tag that does not verify is CKR_ENCRYPTED_DATA_INVALID, and
+    // CKR_GENERAL_ERROR is no bad ciphertext there (tested here).
+    iv: 'proxy',
+    ivBits: true,
+    invalidCiphertext: COMMON_INVALID,
+    source: 'NSS softoken 3.87 (libsoftokn3, Debian 12), tested by this project',
   },
   cloudhsm: {
     name: 'cloudhsm',

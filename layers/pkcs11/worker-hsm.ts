@@ -44,6 +44,8 @@ export interface WorkerHsmOptions {
   maxAbandoned?: number;
   /** Told what the worker reports (re-initialisations), and when a worker is abandoned. */
   onEvent?: (message: string) => void;
+  /** Told, as soon as a worker has tried, that it could not connect, and why (never a secret). */
+  onConnectFailure?: (reason: string) => void;
 }
 
 /**
@@ -211,6 +213,12 @@ export class WorkerHsm implements Hsm {
     if (thread !== undefined) thread.postMessage(init);
     else thread = newWorker(init);
     const id = thread.threadId; // -1 once the thread has ended
+    thread.on('message', (message: { connectFailure?: unknown }) => {
+      if (typeof message?.connectFailure === 'string')
+        this.#options.onConnectFailure?.(message.connectFailure);
+    });
+    // A 'message' listener refs the thread's port: it must still never keep the process alive.
+    thread.unref();
     thread.on('exit', () => {
       Atomics.sub(users, 0, 1);
       // Terminated inside a library-wide step, it never released its lock (hsm-worker.ts exclusive).

@@ -4,6 +4,9 @@
  *
  *   cc -shared -fPIC -O2 -Wall -Wextra -Werror -o fault-pkcs11.so fault-pkcs11.c -ldl -lpthread
  *
+ * C_Initialize's argument goes to the target as given, so a target that reads library parameters
+ * from its pReserved (NSS softoken) gets them.
+ *
  * Environment (read when the module is loaded and again at each C_Initialize):
  *   FAULT_PKCS11_TARGET   the module to wrap; /usr/lib/softhsm/libsofthsm2.so when unset
  *   FAULT_PKCS11_CONTROL  the rules file; re-read whenever its inode, size or mtime (ns) changes.

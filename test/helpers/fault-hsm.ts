@@ -109,7 +109,7 @@ export function faultHsmInThisProcess(name: string): {
   const setup = createTestSetup();
   const dir = mkdtempSync(join(tmpdir(), `${name}-`));
   const control = new FaultControl(dir);
-  Object.assign(process.env, { SOFTHSM2_CONF: setup.softhsmConf }, control.env());
+  Object.assign(process.env, setup.env, control.env());
   after(() => {
     rmSync(setup.dir, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });

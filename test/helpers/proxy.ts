@@ -1,5 +1,6 @@
-// Starts the real local proxy (local/main.ts) in a child process, on a fresh SoftHSM token of its
-// own, with random credentials and PIN; captures everything it prints, for the log scans.
+// Starts the real local proxy (local/main.ts) in a child process, on a fresh HSM token of its own,
+// with random credentials and PIN; captures everything it prints, for the log scans. The HSM is
+// SoftHSM, or NSS softoken when XKS_TEST_HSM=nss (scripts/test.sh runs the HSM suites on both).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -7,7 +8,15 @@ import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ProxyConfig } from '../../functions/config.ts';
-import { DEMO_KEYS, ensureSoftHsmToken, HEALTH_CHECK_KEY, type KeySpec } from '../../scripts/softhsm.ts';
+import type { VendorProfileName } from '../../layers/pkcs11/profiles.ts';
+import { ensureNssToken } from '../../scripts/nss.ts';
+import {
+  DEMO_KEYS,
+  ensureSoftHsmToken,
+  HEALTH_CHECK_KEY,
+  type KeySpec,
+  tokenSerial,
+} from '../../scripts/softhsm.ts';
 import { type Credential, smithySign, type ToSign } from './sign.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -19,6 +28,78 @@ export const TEST_KEYS: KeySpec[] = [
   { label: 'hmac', encrypt: false, decrypt: false, type: 'GENERIC_SECRET' },
   { label: 'disabled_key', encrypt: true, decrypt: true },
 ];
+
+/** The PKCS#11 implementations the HSM suites run on. */
+export type TestHsm = 'softhsm' | 'nss';
+
+/** This run's: XKS_TEST_HSM, SoftHSM when unset. */
+export const TEST_HSM: TestHsm = testHsmOf(process.env.XKS_TEST_HSM);
+
+function testHsmOf(value: string | undefined): TestHsm {
+  if (value === undefined || value === '' || value === 'softhsm') return 'softhsm';
+  if (value === 'nss') return 'nss';
+  throw new Error(`XKS_TEST_HSM is softhsm or nss, not '${value}'`);
+}
+
+/**
+ * What each implementation says about itself (GetHealthStatus), its vendor profile, and whether it
+ * marks the keys it generates CKA_LOCAL (NSS does not).
+ */
+export const HSM_FACTS: Record<
+  TestHsm,
+  { vendor: string; model: RegExp; profile: VendorProfileName; local: boolean }
+> = {
+  softhsm: {
+    vendor: 'SoftHSM project',
+    model: /^SoftHSM v2 \(hardware 2\.\d+, firmware 2\.\d+, .* 2\.\d+\)$/,
+    profile: 'softhsm',
+    local: true,
+  },
+  nss: {
+    vendor: 'Mozilla Foundation',
+    model: /^NSS 3 \(hardware \d+\.\d+, firmware \d+\.\d+, NSS Internal Crypto Services 3\.\d+\)$/,
+    profile: 'nss',
+    local: false,
+  },
+};
+
+export interface TestToken {
+  modulePath: string;
+  /** C_Initialize's library parameters (NSS). */
+  libraryParameters?: string;
+  /**
+   * The environment a process using the token needs: SOFTHSM2_CONF for SoftHSM, and for the
+   * fault-injecting module (test/fault-pkcs11) the library it wraps.
+   */
+  env: Record<string, string>;
+}
+
+/** A token with these keys (made when missing) of `hsm` in `dir`. */
+export function ensureTestToken(
+  options: { dir: string; label: string; pin: string; soPin: string; keys: KeySpec[] },
+  hsm: TestHsm = TEST_HSM,
+): TestToken {
+  const wrapped = (modulePath: string) => ({
+    FAULT_PKCS11_TARGET: modulePath,
+    FAULT_PASSTHROUGH_TARGET: modulePath,
+  });
+  if (hsm === 'nss') {
+    const { modulePath, libraryParameters } = ensureNssToken(options);
+    return { modulePath, libraryParameters, env: wrapped(modulePath) };
+  }
+  const { modulePath, conf } = ensureSoftHsmToken(options);
+  return { modulePath, env: { SOFTHSM2_CONF: conf, ...wrapped(modulePath) } };
+}
+
+/**
+ * The HSM's id in ekmFleetDetails and in the log's `hsm` field: SoftHSM's token serial; NSS's
+ * serial is all zeros, so the HSM's configured name, which is its token label.
+ */
+export function expectedHsmId(setup: { hsm: TestHsm; env: Record<string, string> }, label: string): string {
+  if (setup.hsm === 'nss') return label;
+  Object.assign(process.env, setup.env);
+  return tokenSerial(label);
+}
 
 export function randomCredential(): Credential {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -64,6 +145,9 @@ export interface RunningProxy {
   config: ProxyConfig;
   /** The proxy's state folder: token, config, TLS certificate. */
   dir: string;
+  /** Its HSM implementation, and the environment a process using its token needs (TestToken). */
+  hsm: TestHsm;
+  env: Record<string, string>;
   send(req: RawRequest): Promise<Response>;
   /** A signed XKS call: `route` is 'health' or 'keys/<id>/<metadata|encrypt|decrypt>'. */
   xks(route: string, body: unknown, options?: XksCall): Promise<Response>;
@@ -80,45 +164,47 @@ export interface ProxyOptions {
   /** Changes to the generated configuration before the proxy starts; `dir` is the proxy's own folder. */
   configure?: (config: ProxyConfig, dir: string) => void;
   /** Runs after the configuration is written, before the proxy starts. */
-  beforeStart?: () => void;
+  beforeStart?: (setup: TestSetup) => void;
+  /** The keys of the token; the demo and test keys when absent. */
+  keys?: KeySpec[];
   /** More environment for the proxy's process (e.g. the fault-injecting module's control files). */
   env?: Record<string, string>;
 }
 
 export interface TestSetup {
   dir: string;
+  /** The HSM implementation of its token. */
+  hsm: TestHsm;
   config: ProxyConfig;
   configFile: string;
-  /** The SOFTHSM2_CONF the proxy process needs. */
-  softhsmConf: string;
+  /** The environment a process using the token needs (TestToken). */
+  env: Record<string, string>;
+  /** The SOFTHSM2_CONF the proxy process needs, on SoftHSM. */
+  softhsmConf?: string;
   pin: string;
   credentials: Credential[];
   /** Secrets a log must never contain. */
   secrets: string[];
 }
 
-/** A fresh SoftHSM token (demo and test keys), random credentials and PIN, and a config file. */
+/** A fresh token (demo and test keys) of TEST_HSM, random credentials and PIN, and a config file. */
 export function createTestSetup(options: ProxyOptions = {}): TestSetup {
   const dir = mkdtempSync(join(tmpdir(), 'xks-test-'));
   const pin = randomBytes(12).toString('base64url');
   const soPin = randomBytes(12).toString('base64url');
-  const token = ensureSoftHsmToken({
-    dir,
-    label: 'xks-test',
-    pin,
-    soPin,
-    keys: [...DEMO_KEYS, ...TEST_KEYS],
-  });
+  const keys = options.keys ?? [...DEMO_KEYS, ...TEST_KEYS];
+  const token = ensureTestToken({ dir, label: 'xks-test', pin, soPin, keys });
   const credentials = [randomCredential(), randomCredential(), randomCredential()];
   const [first, second, third] = credentials as [Credential, Credential, Credential];
   const config: ProxyConfig = {
     hsm: {
       modulePath: token.modulePath,
+      ...(token.libraryParameters === undefined ? {} : { libraryParameters: token.libraryParameters }),
       tokenLabel: 'xks-test',
       pin,
       healthCheckKeyLabel: HEALTH_CHECK_KEY,
       keyCacheSeconds: 60,
-      profile: 'softhsm',
+      profile: HSM_FACTS[TEST_HSM].profile,
       // Generous: tests run many processes on two cores; the fault tests set their own deadline.
       callTimeoutMs: 2000,
       startTimeoutMs: 5000,
@@ -151,9 +237,11 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
   writeFileSync(configFile, JSON.stringify(config), { mode: 0o600 });
   return {
     dir,
+    hsm: TEST_HSM,
     config,
     configFile,
-    softhsmConf: token.conf,
+    env: token.env,
+    ...(token.env.SOFTHSM2_CONF === undefined ? {} : { softhsmConf: token.env.SOFTHSM2_CONF }),
     pin,
     credentials,
     secrets: [pin, soPin, ...credentials.map((c) => c.secretAccessKey)],
@@ -161,14 +249,15 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
 }
 
 export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
-  const { dir, config, configFile, softhsmConf, pin, credentials, secrets } = createTestSetup(options);
-  options.beforeStart?.();
+  const setup = createTestSetup(options);
+  const { dir, config, configFile, env, pin, credentials, secrets } = setup;
+  options.beforeStart?.(setup);
   const [first] = credentials as [Credential];
   const child = spawn(
     process.execPath,
     [join(ROOT, 'local/main.ts'), '--config', configFile, '--state-dir', dir, '--port', '0'],
     {
-      env: { ...process.env, ...options.env, SOFTHSM2_CONF: softhsmConf },
+      env: { ...process.env, ...env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
@@ -261,6 +350,8 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     secrets,
     config,
     dir,
+    hsm: TEST_HSM,
+    env,
     send,
     xks,
     output: () => output,

@@ -89,7 +89,7 @@ async function runBundle(
         NODE_PATH: join(work, 'opt/nodejs/node_modules'),
         XKS_PROXY_CONFIG: extra.configFile ?? setup.configFile,
         XKS_HSM_WORKER: join(work, 'opt/nodejs/hsm-worker.mjs'),
-        SOFTHSM2_CONF: setup.softhsmConf,
+        ...setup.env,
         ...extra.env,
       },
     },

@@ -1,5 +1,6 @@
-// Encrypt and Decrypt through the real local server and SoftHSM: round trips at the spec's sizes,
-// the CDIV, tampering, the AAD/ciphertextMetadata swap, and a log scan at the end.
+// Encrypt and Decrypt through the real local server and the test HSM (SoftHSM, or NSS softoken):
+// round trips at the spec's sizes, the CDIV, tampering, the AAD/ciphertextMetadata swap, and a log
+// scan at the end.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';

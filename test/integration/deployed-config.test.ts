@@ -62,7 +62,12 @@ const putSecret = (arn: string, value: string) =>
 /** The proxy configuration a deployment packages: ARNs, no secret. */
 function deployedConfig(pinSecretArn: string, credentialsSecretArn: string) {
   return {
-    hsm: { modulePath: setup.config.hsm.modulePath, tokenLabel: 'xks-test', pinSecretArn },
+    hsm: {
+      modulePath: setup.config.hsm.modulePath,
+      libraryParameters: setup.config.hsm.libraryParameters,
+      tokenLabel: 'xks-test',
+      pinSecretArn,
+    },
     secrets: { cacheSeconds: 1 },
     clientCertificate: { allowedCommonNames: [KMS_CN] },
     keystores: [{ name: 'payments', pathPrefix: PREFIX, credentialsSecretArn, keys: ['foo'] }],
@@ -77,7 +82,7 @@ before(async () => {
   pinArn = await createSecret('xks/test/hsm-pin', JSON.stringify({ pin: setup.pin }));
   credentialsArn = await createSecret('xks/test/payments', JSON.stringify({ credentials: [oldCredential] }));
   process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-proxy-test-encrypt';
-  process.env.SOFTHSM2_CONF = setup.softhsmConf;
+  Object.assign(process.env, setup.env);
   process.env.XKS_PROXY_CONFIG_JSON = JSON.stringify(deployedConfig(pinArn, credentialsArn));
   logs = captureLogs();
   encrypt = (await import('../../functions/encrypt.ts')).handler as unknown as Handler;
@@ -200,7 +205,7 @@ describe('a function that cannot read its secrets does not start', () => {
             ...AWS_ENV,
             AWS_ENDPOINT_URL_SECRETS_MANAGER: moto.endpoint,
             AWS_LAMBDA_FUNCTION_NAME: 'xks-proxy-test-encrypt',
-            SOFTHSM2_CONF: setup.softhsmConf,
+            ...setup.env,
             XKS_PROXY_CONFIG_JSON: JSON.stringify(config),
           },
           timeout: 30_000,

@@ -1,5 +1,7 @@
 // The fault-injecting PKCS#11 module itself, through pkcs11js and without the proxy: its rules (fail,
-// delay, hang, count), its trace, and its isolation from a second user of SoftHSM in the same process.
+// delay, hang, count), its trace, and its isolation from a second user of the library it wraps in the
+// same process: the test HSM (SoftHSM, or NSS softoken, which reads C_Initialize's library
+// parameters: the module hands them on).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -8,8 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type * as pkcs11 from 'pkcs11js';
-import { ensureSoftHsmToken, findSoftHsmModule } from '../../scripts/softhsm.ts';
+import { initializeArgs } from '../../layers/pkcs11/pkcs11-hsm.ts';
 import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
+import { ensureTestToken, TEST_HSM, type TestToken } from '../helpers/proxy.ts';
 
 const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
@@ -25,6 +28,9 @@ interface Connection {
 
 let dir: string;
 let pin: string;
+let token: TestToken;
+/** C_Initialize's argument for the wrapped library, through the module or not. */
+const initArgs = () => initializeArgs(token.libraryParameters);
 let control: FaultControl;
 let faulty: Connection;
 let direct: Connection | undefined;
@@ -32,7 +38,7 @@ let direct: Connection | undefined;
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'fault-module-'));
   pin = randomBytes(12).toString('hex');
-  ensureSoftHsmToken({
+  token = ensureTestToken({
     dir,
     label: LABEL,
     pin,
@@ -41,10 +47,10 @@ before(() => {
   });
   control = new FaultControl(join(dir, 'fault'));
   // Read by the module when it is loaded and at C_Initialize: this process is the "proxy".
-  Object.assign(process.env, control.env());
+  Object.assign(process.env, token.env, control.env());
   const lib = new P.PKCS11();
   lib.load(buildFaultModule());
-  lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
+  lib.C_Initialize(initArgs());
   faulty = connect(lib);
 });
 
@@ -80,7 +86,8 @@ function connect(lib: pkcs11.PKCS11): Connection {
 }
 
 function gcm(iv: Buffer): pkcs11.Mechanism {
-  const parameter: pkcs11.GcmParams = { type: P.CK_PARAMS_AES_GCM, iv, ivBits: 96, aad, tagBits: 128 };
+  // CK_PARAMS_GCM: every field of CK_GCM_PARAMS set (NSS insists on ulIvBits).
+  const parameter: pkcs11.GcmParams = { type: P.CK_PARAMS_GCM, iv, ivBits: 96, aad, tagBits: 128 };
   return { mechanism: P.CKM_AES_GCM, parameter };
 }
 
@@ -113,7 +120,9 @@ test('without rules, calls go through: an AES-GCM round trip, and C_GetInfo name
   control.clear();
   roundTrip(faulty);
   const info = faulty.lib.C_GetInfo();
-  assert.equal(info.manufacturerID.trim(), 'fault-pkcs11 over SoftHSM');
+  const target = TEST_HSM === 'nss' ? 'Mozilla Foundation' : 'SoftHSM';
+  // A 32-character field.
+  assert.equal(info.manufacturerID.trim(), `fault-pkcs11 over ${target}`.slice(0, 32));
   assert.equal(info.libraryDescription.trim(), 'Fault-injecting PKCS#11 wrapper');
 });
 
@@ -219,8 +228,8 @@ test('the trace counts the calls, failed ones included', () => {
 
 test("the module's C_Finalize leaves the target, and a session opened on it directly, working", () => {
   const lib = new P.PKCS11();
-  lib.load(findSoftHsmModule());
-  assert.throws(() => lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK }), {
+  lib.load(token.modulePath);
+  assert.throws(() => lib.C_Initialize(initArgs()), {
     code: P.CKR_CRYPTOKI_ALREADY_INITIALIZED,
   });
   direct = connect(lib);
@@ -232,12 +241,12 @@ test("the module's C_Finalize leaves the target, and a session opened on it dire
   control.clear();
   assert.throws(() => faulty.lib.C_GetSlotList(true), { code: P.CKR_CRYPTOKI_NOT_INITIALIZED });
   assert.throws(() => faulty.lib.C_Finalize(), { code: P.CKR_CRYPTOKI_NOT_INITIALIZED });
-  // The module's session was closed on SoftHSM; the direct one is untouched.
+  // The module's session was closed in the library; the direct one is untouched.
   assert.throws(() => lib.C_GetSessionInfo(faulty.session), { code: P.CKR_SESSION_HANDLE_INVALID });
   roundTrip(direct);
 
-  faulty.lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
-  assert.throws(() => faulty.lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK }), {
+  faulty.lib.C_Initialize(initArgs());
+  assert.throws(() => faulty.lib.C_Initialize(initArgs()), {
     code: P.CKR_CRYPTOKI_ALREADY_INITIALIZED,
   });
   faulty = connect(faulty.lib);

@@ -127,7 +127,7 @@ before(async () => {
   proxy = await startProxy();
   setup = createTestSetup();
   process.env.XKS_PROXY_CONFIG = setup.configFile;
-  process.env.SOFTHSM2_CONF = setup.softhsmConf;
+  Object.assign(process.env, setup.env);
   process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-fuzz';
   logs = captureLogs();
   const load = async (name: string) => (await import(`../../functions/${name}.ts`)).handler as Handler;

@@ -20,7 +20,7 @@ const sensitive: Buffer[] = [];
 before(async () => {
   setup = createTestSetup();
   process.env.XKS_PROXY_CONFIG = setup.configFile;
-  process.env.SOFTHSM2_CONF = setup.softhsmConf;
+  Object.assign(process.env, setup.env);
   // What Lambda sets for an on-demand environment: Powertools then reports the cold start.
   process.env.AWS_LAMBDA_INITIALIZATION_TYPE = 'on-demand';
   process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-test';

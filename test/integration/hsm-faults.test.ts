@@ -1,7 +1,8 @@
-// The proxy over a faulty HSM: the fault-injecting PKCS#11 module over SoftHSM, driven
-// from here, makes the HSM fail the way real ones do. Every session or device error once: one
+// The proxy over a faulty HSM: the fault-injecting PKCS#11 module over the test HSM (SoftHSM, or NSS
+// softoken), driven from here, makes the HSM fail the way real ones do. Every session or device error once: one
 // re-initialisation, one retry, the right answer. Twice: a clear 500 naming the code, and the next
-// request succeeds. Bad ciphertext and key usage codes map to 400s without a re-initialisation. A
+// request succeeds. Bad ciphertext and key usage codes map to 400s without a re-initialisation; a mechanism
+// the HSM refuses is a 500, never a key usage error, and a token without AES-GCM is no HSM. A
 // slow or hung HSM: 503 at the call deadline and a new worker after it. A dead token: 500 quickly,
 // UNAVAILABLE, and recovery without a restart. Whatever happens, no 200 ever carries a wrong answer.
 import assert from 'node:assert/strict';
@@ -9,10 +10,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, type TestContext, test } from 'node:test';
-import { tokenSerial } from '../../scripts/softhsm.ts';
+import { VENDOR_PROFILES } from '../../layers/pkcs11/profiles.ts';
 import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
-import { metadata, type RunningProxy, startProxy } from '../helpers/proxy.ts';
+import {
+  expectedHsmId,
+  HSM_FACTS,
+  metadata,
+  type RunningProxy,
+  startProxy,
+  TEST_HSM,
+} from '../helpers/proxy.ts';
 import { type Answer, decryptSealed, encryptFresh, type Sealed } from '../helpers/sealed.ts';
 
 /** hsm.callTimeoutMs (the test setup's value, set again here so the bounds below stay true). */
@@ -25,8 +33,13 @@ const CLIENT_BOUND_MS = 290;
 let proxy: RunningProxy;
 let control: FaultControl;
 let controlDir: string;
-/** The token's serial number: the HSM's id in ekmFleetDetails and in the log's `hsm` field. */
+/**
+ * The HSM's id in ekmFleetDetails and in the log's `hsm` field: the token's serial number (NSS: its
+ * configured name, the label).
+ */
 let serial: string;
+/** The test HSM's vendor profile: how it says a ciphertext did not authenticate. */
+const PROFILE = VENDOR_PROFILES[HSM_FACTS[TEST_HSM].profile];
 
 /** Every 200 Encrypt, checked again at the end. */
 const sealed: Sealed[] = [];
@@ -49,7 +62,7 @@ before(async () => {
   await recover();
   // Read here only once the proxy has logged in: a login rewrites the token's files, and SoftHSM in
   // this process fails (CKR_GENERAL_ERROR) reading one the proxy is writing.
-  serial = tokenSerial('xks-test');
+  serial = expectedHsmId(proxy, 'xks-test');
 });
 afterEach(() => {
   // A failed assertion must not leave a rule behind for the next test.
@@ -181,6 +194,8 @@ describe('a session or device error once: one re-initialisation, one retry, the 
     { fn: 'C_EncryptInit', ckr: 'CKR_SESSION_HANDLE_INVALID', op: 'encrypt' },
     { fn: 'C_EncryptInit', ckr: 'CKR_DEVICE_ERROR', op: 'encrypt' },
     { fn: 'C_GenerateRandom', ckr: 'CKR_TOKEN_NOT_PRESENT', op: 'encrypt' },
+    // NSS's answer once its library was finalized (pkcs11-hsm.ts SESSION_ERRORS).
+    { fn: 'C_GenerateRandom', ckr: 'CKR_ARGUMENTS_BAD', op: 'encrypt' },
     { fn: 'C_DecryptInit', ckr: 'CKR_OPERATION_ACTIVE', op: 'decrypt' },
     { fn: 'C_Decrypt', ckr: 'CKR_SESSION_CLOSED', op: 'decrypt' },
     { fn: 'C_Decrypt', ckr: 'CKR_DEVICE_REMOVED', op: 'decrypt' },
@@ -315,8 +330,8 @@ describe('a stale key handle', () => {
 });
 
 describe('a ciphertext the HSM rejects: 400 InvalidCiphertextException, no retry or re-initialisation', () => {
-  // The softhsm profile's codes (profiles.ts); CKR_GENERAL_ERROR is how SoftHSM reports a bad tag.
-  for (const ckr of ['CKR_ENCRYPTED_DATA_INVALID', 'CKR_ENCRYPTED_DATA_LEN_RANGE', 'CKR_GENERAL_ERROR']) {
+  // The profile's codes (profiles.ts): CKR_GENERAL_ERROR is how SoftHSM reports a bad tag.
+  for (const ckr of PROFILE.invalidCiphertext) {
     test(`C_Decrypt → ${ckr}`, async () => {
       const enc = await encrypt();
       assert.equal(enc.res.status, 200, enc.res.text);
@@ -341,29 +356,91 @@ describe('a ciphertext the HSM rejects: 400 InvalidCiphertextException, no retry
     assert.equal(control.calls('C_Initialize'), 0);
   });
 
-  test('another vendor’s bad-ciphertext code (CKR_FUNCTION_FAILED) is a 500 with the softhsm profile', async () => {
-    const enc = await encrypt();
-    assert.equal(enc.res.status, 200, enc.res.text);
-    control.set(['C_Decrypt fail CKR_FUNCTION_FAILED count=1']);
-    assertError(await decrypt(enc.sealed as Sealed), 500, 'InternalException', /CKR_FUNCTION_FAILED/);
-  });
+  // Another vendor's code (nShield's CKR_FUNCTION_FAILED; SoftHSM's CKR_GENERAL_ERROR on NSS).
+  for (const ckr of ['CKR_FUNCTION_FAILED', 'CKR_GENERAL_ERROR'].filter(
+    (c) => !PROFILE.invalidCiphertext.includes(c),
+  )) {
+    test(`another vendor’s bad-ciphertext code (${ckr}) is a 500 with the ${PROFILE.name} profile`, async () => {
+      const enc = await encrypt();
+      assert.equal(enc.res.status, 200, enc.res.text);
+      control.set([`C_Decrypt fail ${ckr} count=1`]);
+      assertError(await decrypt(enc.sealed as Sealed), 500, 'InternalException', new RegExp(ckr));
+    });
+  }
 });
 
-describe('a key the HSM does not let do this: 400 InvalidKeyUsageException', () => {
-  test('C_EncryptInit → CKR_KEY_FUNCTION_NOT_PERMITTED', async () => {
+/** The code `ckr` once at C_EncryptInit and at C_DecryptInit: that answer, no retry or re-initialisation. */
+function initRefusals(ckr: string, status: number, errorName: string): void {
+  test(`C_EncryptInit → ${ckr}`, async () => {
     control.resetTrace();
-    control.set(['C_EncryptInit fail CKR_KEY_FUNCTION_NOT_PERMITTED count=1']);
-    assertError(await encrypt(), 400, 'InvalidKeyUsageException');
+    control.set([`C_EncryptInit fail ${ckr} count=1`]);
+    assertError(await encrypt(), status, errorName, new RegExp(`\\(${ckr}\\)`));
     assert.equal(control.calls('C_EncryptInit'), 1);
     assert.equal(control.calls('C_Initialize'), 0);
   });
 
-  test('C_DecryptInit → CKR_KEY_FUNCTION_NOT_PERMITTED', async () => {
+  test(`C_DecryptInit → ${ckr}`, async () => {
     const enc = await encrypt();
     assert.equal(enc.res.status, 200, enc.res.text);
-    control.set(['C_DecryptInit fail CKR_KEY_FUNCTION_NOT_PERMITTED count=1']);
-    assertError(await decrypt(enc.sealed as Sealed), 400, 'InvalidKeyUsageException');
+    control.resetTrace();
+    control.set([`C_DecryptInit fail ${ckr} count=1`]);
+    assertError(await decrypt(enc.sealed as Sealed), status, errorName, new RegExp(`\\(${ckr}\\)`));
+    assert.equal(control.calls('C_DecryptInit'), 1);
+    assert.equal(control.calls('C_Initialize'), 0);
   });
+}
+
+describe('a key the HSM does not let do this: 400 InvalidKeyUsageException', () => {
+  // SoftHSM's refusal of a key's usage, and NSS's (which says the key's type is inconsistent).
+  for (const ckr of ['CKR_KEY_FUNCTION_NOT_PERMITTED', 'CKR_KEY_TYPE_INCONSISTENT']) {
+    initRefusals(ckr, 400, 'InvalidKeyUsageException');
+  }
+});
+
+describe('a mechanism the HSM refuses: 500 InternalException, not a key usage error', () => {
+  // The HSM cannot do this AES-GCM, whatever the key: telling KMS the key is wrong would mislead.
+  for (const ckr of ['CKR_MECHANISM_INVALID', 'CKR_MECHANISM_PARAM_INVALID']) {
+    initRefusals(ckr, 500, 'InternalException');
+  }
+});
+
+test('a token without AES-GCM: a start-up error naming it, UNAVAILABLE, 500 (never InvalidKeyUsageException); served once it has it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'hsm-no-gcm-'));
+  const noGcm = new FaultControl(dir);
+  // What opencryptoki's soft token answers: it has no CKM_AES_GCM at all.
+  noGcm.set(['C_GetMechanismInfo fail CKR_MECHANISM_INVALID']);
+  const other = await startProxy({
+    configure: (config) => {
+      config.hsm.modulePath = buildFaultModule();
+      config.healthCheck.cacheSeconds = 0;
+    },
+    env: noGcm.env(),
+  });
+  t.after(async () => {
+    await other.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const reason = 'HSM unavailable: the token cannot do AES-256-GCM: it has no CKM_AES_GCM';
+  await other.waitForOutput(/"message":"HSM connection failed"/);
+  assert.match(
+    other.output(),
+    new RegExp(`"level":"ERROR","message":"HSM connection failed".*"reason":"${reason}"`),
+  );
+  const enc = await encryptFresh(other, sensitive);
+  assertError(enc, 500, 'InternalException', new RegExp(`^${reason}$`));
+  const h = await other.xks('health', {
+    requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' },
+  });
+  assert.equal(h.json.ekmFleetDetails[0].healthStatus, 'UNAVAILABLE');
+  assert.match(await other.waitForOutput(/Deep health check failed/), new RegExp(reason));
+  noGcm.clear();
+  let res = await encryptFresh(other, sensitive);
+  for (const deadline = Date.now() + 5000; res.res.status !== 200 && Date.now() < deadline; ) {
+    await sleep(100);
+    res = await encryptFresh(other, sensitive);
+  }
+  assert.equal(res.res.status, 200, res.res.text);
+  assertNoLeaks(await other.settledOutput(), other.secrets, sensitive);
 });
 
 /** A 503 DependencyTimeoutException that came at the deadline: not before it, not long after. */

@@ -1,5 +1,5 @@
-// Key rotation end to end: the real local proxy on SoftHSM, and `xks-proxy keys` run as a child
-// process beside it (the operator's view). The proxy encrypts with the newest version and names it
+// Key rotation end to end: the real local proxy on the test HSM (SoftHSM, or NSS softoken), and
+// `xks-proxy keys` run as a child process beside it (the operator's view). The proxy encrypts with the newest version and names it
 // in the ciphertextMetadata, which the AAD covers (spec: Encrypt, ciphertextMetadata: "an external
 // key manager may implement automatic key rotation and use the extra bytes to encode versioning");
 // every version keeps decrypting what it made; metadata naming another or a missing version is
@@ -14,12 +14,20 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type * as pkcs11 from 'pkcs11js';
 import { keysMain } from '../../bin/keys.ts';
+import { initialize } from '../../layers/pkcs11/pkcs11-hsm.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
-import { metadata, ROOT, type RunningProxy, startProxy } from '../helpers/proxy.ts';
+import { HSM_FACTS, metadata, ROOT, type RunningProxy, startProxy } from '../helpers/proxy.ts';
 
 const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 const CLI = join(ROOT, 'bin', 'xks-proxy.ts');
 const TOKEN = 'xks-test';
+/** Keys `keys create` makes: label, --usage, and the keyUsage GetKeyMetadata then reports. */
+const NEW_KEYS: Array<[string, string, string[]]> = [
+  ['new_both', 'encrypt,decrypt', ['ENCRYPT', 'DECRYPT']],
+  ['new_encrypt', 'encrypt', ['ENCRYPT']],
+  ['new_decrypt', 'decrypt', ['DECRYPT']],
+  ['new_none', 'none', []],
+];
 
 let proxy: RunningProxy;
 const sensitive: Buffer[] = [];
@@ -29,7 +37,7 @@ before(async () => {
     configure(config) {
       // A new version is seen by the next request (the default cache would hide it for 60 s).
       config.hsm.keyCacheSeconds = 0;
-      config.keystores[0]?.keys.push('fresh', 'dup', 'stale');
+      config.keystores[0]?.keys.push('fresh', 'dup', 'stale', ...NEW_KEYS.map(([key]) => key));
     },
   });
 });
@@ -116,7 +124,7 @@ interface CliResult {
 function keys(args: string[], env: Record<string, string | undefined> = {}): CliResult {
   const childEnv: Record<string, string | undefined> = {
     ...process.env,
-    SOFTHSM2_CONF: join(proxy.dir, 'softhsm2.conf'),
+    ...proxy.env,
     XKS_HSM_PIN: proxy.pin,
     ...env,
   };
@@ -131,7 +139,7 @@ function keys(args: string[], env: Record<string, string | undefined> = {}): Cli
 
 /** The same in this process (keysMain): quicker, for the refusals that need no process of their own. */
 async function keysHere(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
-  process.env.SOFTHSM2_CONF = join(proxy.dir, 'softhsm2.conf');
+  Object.assign(process.env, proxy.env);
   const out: string[] = [];
   const err: string[] = [];
   const status = await keysMain(
@@ -147,7 +155,14 @@ async function keysHere(args: string[], env: Record<string, string | undefined> 
 }
 
 function connection(): string[] {
-  return ['--module', proxy.config.hsm.modulePath, '--token', TOKEN];
+  const parameters = proxy.config.hsm.libraryParameters;
+  return [
+    '--module',
+    proxy.config.hsm.modulePath,
+    ...(parameters === undefined ? [] : ['--library-parameters', parameters]),
+    '--token',
+    TOKEN,
+  ];
 }
 
 describe('rotation through the proxy', () => {
@@ -171,12 +186,12 @@ describe('rotation through the proxy', () => {
     const run = keys(['create-version', ...connection(), '--key', 'foo']);
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, /^Created version 2 of key 'foo' in token 'xks-test':$/m);
-    assert.match(run.stdout, /^ {2}CKA_ID +xks-v2$/m);
+    assert.match(run.stdout, /^ {2}CKA_ID +xks-v2:foo$/m);
     assert.match(run.stdout, /^ {2}key spec +AES_256$/m);
     assert.match(run.stdout, /^ {2}usage +ENCRYPT, DECRYPT$/m);
     assert.match(run.stdout, /^ {2}sensitive +true$/m);
     assert.match(run.stdout, /^ {2}extractable +false$/m);
-    assert.match(run.stdout, /^ {2}generated in HSM +true$/m);
+    assert.match(run.stdout, new RegExp(`^ {2}generated in HSM +${HSM_FACTS[proxy.hsm].local}$`, 'm'));
 
     const e = await encrypt();
     assert.equal(e.fields.ciphertextMetadata, versionMetadata(2));
@@ -270,9 +285,9 @@ describe('rotation through the proxy', () => {
     assert.equal(lines[0], "Key 'foo' in token 'xks-test': 4 versions");
     assert.match(lines[1] ?? '', /^VERSION +CKA_ID +KEY SPEC +USAGE +SENSITIVE +EXTRACTABLE +CURRENT$/);
     assert.match(lines[2] ?? '', /^1 +- +AES_256 +ENCRYPT,DECRYPT +true +false$/);
-    assert.match(lines[3] ?? '', /^2 +xks-v2 +AES_256 +ENCRYPT,DECRYPT +true +false$/);
-    assert.match(lines[4] ?? '', /^3 +xks-v3 +AES_256 +DECRYPT +true +false$/);
-    assert.match(lines[5] ?? '', /^4 +xks-v4 +AES_256 +ENCRYPT,DECRYPT +true +false +yes$/);
+    assert.match(lines[3] ?? '', /^2 +xks-v2:foo +AES_256 +ENCRYPT,DECRYPT +true +false$/);
+    assert.match(lines[4] ?? '', /^3 +xks-v3:foo +AES_256 +DECRYPT +true +false$/);
+    assert.match(lines[5] ?? '', /^4 +xks-v4:foo +AES_256 +ENCRYPT,DECRYPT +true +false +yes$/);
     assert.equal(lines.length, 6);
 
     const json = JSON.parse(keys(['list-versions', ...connection(), '--key', 'foo', '--json']).stdout);
@@ -287,9 +302,9 @@ describe('rotation through the proxy', () => {
       ]),
       [
         [1, null, 'ENCRYPT,DECRYPT', false],
-        [2, 'xks-v2', 'ENCRYPT,DECRYPT', false],
-        [3, 'xks-v3', 'DECRYPT', false],
-        [4, 'xks-v4', 'ENCRYPT,DECRYPT', true],
+        [2, 'xks-v2:foo', 'ENCRYPT,DECRYPT', false],
+        [3, 'xks-v3:foo', 'DECRYPT', false],
+        [4, 'xks-v4:foo', 'ENCRYPT,DECRYPT', true],
       ],
     );
     for (const v of json.versions) {
@@ -318,10 +333,10 @@ describe('rotation through the proxy', () => {
 
 /** A logged-in session on the proxy's token in this process, to set up states the CLI must refuse. */
 function withToken<T>(fn: (lib: pkcs11.PKCS11, session: Buffer) => T): T {
-  process.env.SOFTHSM2_CONF = join(proxy.dir, 'softhsm2.conf');
+  Object.assign(process.env, proxy.env);
   const lib = new P.PKCS11();
   lib.load(proxy.config.hsm.modulePath);
-  lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
+  initialize(lib, proxy.config.hsm.libraryParameters);
   try {
     const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === TOKEN);
     assert.ok(slot, 'the proxy token');
@@ -371,8 +386,9 @@ describe('the CLI refuses', () => {
   test('two objects claiming one version (and so does the proxy)', async () => {
     withToken((lib, session) => {
       generate(lib, session, 'dup');
+      // Two ids: NSS keeps one secret key per CKA_ID, so one id twice would be one object there.
       generate(lib, session, 'dup', 'xks-v2');
-      generate(lib, session, 'dup', 'xks-v2');
+      generate(lib, session, 'dup', 'xks-v2:dup');
     });
     const listed = await keysHere(['list-versions', ...connection(), '--key', 'dup']);
     assert.equal(listed.status, 1);
@@ -390,7 +406,7 @@ describe('the CLI refuses', () => {
   test('a version beyond what the proxy looks at (MAX_VERSIONS = 64)', async () => {
     withToken((lib, session) => {
       generate(lib, session, 'many');
-      for (let v = 2; v <= 63; v++) generate(lib, session, 'many', `xks-v${v}`);
+      for (let v = 2; v <= 63; v++) generate(lib, session, 'many', `xks-v${v}:many`);
     });
     const last = await keysHere(['create-version', ...connection(), '--key', 'many']);
     assert.equal(last.status, 0, last.stderr);
@@ -459,15 +475,7 @@ describe('the CLI refuses', () => {
     assert.equal(wrong.status, 1);
     assert.match(wrong.stderr, /the token refused the PIN/);
     assert.ok(!wrong.stderr.includes('not-the-pin-42'));
-    const token = await keysHere([
-      'list-versions',
-      '--module',
-      proxy.config.hsm.modulePath,
-      '--token',
-      'nope',
-      '--key',
-      'foo',
-    ]);
+    const token = await keysHere(['list-versions', ...connection().slice(0, -1), 'nope', '--key', 'foo']);
     assert.equal(token.status, 1);
     assert.match(token.stderr, /no token labelled 'nope' is present/);
     const id = await keysHere(['list-versions', ...connection(), '--key', 'no/slash']);
@@ -490,6 +498,69 @@ describe('the CLI refuses', () => {
   });
 });
 
+describe('new keys: keys create (any usage) and keys create-test-keys', () => {
+  test('keys create makes a key with exactly the usage asked for, none included; the proxy serves it so', async () => {
+    for (const [key, usage, keyUsage] of NEW_KEYS) {
+      const run = await keysHere(['create', ...connection(), '--key', key, '--usage', usage, '--json']);
+      assert.equal(run.status, 0, run.stderr);
+      const { created, token } = JSON.parse(run.stdout);
+      assert.equal(token, TOKEN);
+      assert.deepEqual(created.usage, keyUsage, key);
+      assert.equal(created.version, 1);
+      assert.equal(created.id, null);
+      assert.equal(created.keySpec, 'AES_256');
+      assert.equal(created.sensitive, true);
+      assert.equal(created.extractable, false);
+      assert.equal(created.local, HSM_FACTS[proxy.hsm].local, 'CKA_LOCAL');
+      const meta = await keyMetadata(key);
+      assert.equal(meta.status, 200, meta.text);
+      assert.deepEqual(meta.json, { keySpec: 'AES_256', keyUsage, keyStatus: 'ENABLED' });
+    }
+    // What each can do, as the proxy (and behind it the HSM) allows it.
+    const e = await encrypt('new_encrypt');
+    await assertError(await decrypt(e, {}, 'new_encrypt'), 'InvalidKeyUsageException');
+    const both = await encrypt('new_both');
+    await assertError(await decrypt(both, {}, 'new_none'), 'InvalidKeyUsageException');
+    assert.equal((await decrypt(both, {}, 'new_decrypt')).json.errorName, 'InvalidCiphertextException');
+  });
+
+  test('keys create refuses a label the token has, and an unknown usage', async () => {
+    const again = await keysHere(['create', ...connection(), '--key', 'new_both']);
+    assert.equal(again.status, 1);
+    assert.match(
+      again.stderr,
+      /already has a secret key labelled 'new_both': create-version makes its next version/,
+    );
+    for (const usage of ['sign', 'encrypt,none', 'encrypt,wrap']) {
+      const run = await keysHere(['create', ...connection(), '--key', 'never_made', '--usage', usage]);
+      assert.equal(run.status, 2, `--usage '${usage}': ${run.stderr}`);
+    }
+    assert.equal((await keysHere(['list-versions', ...connection(), '--key', 'never_made'])).status, 1);
+  });
+
+  test('keys create-test-keys keeps the keys there, makes the missing ones, and refuses one with another usage', async () => {
+    // The operator's view: a child process, the health-check key named on the command line.
+    const run = keys(['create-test-keys', ...connection(), '--health-check-key', 'other-health-check']);
+    assert.equal(run.status, 0, run.stderr);
+    const lines = run.stdout.trimEnd().split('\n');
+    assert.equal(lines[0], "The XKS test client's keys in token 'xks-test':");
+    assert.match(lines[1] ?? '', /^ {2}foo +AES_256 ENCRYPT,DECRYPT +already there$/);
+    assert.match(lines[2] ?? '', /^ {2}encrypt_only_key +AES_256 ENCRYPT +already there$/);
+    assert.match(lines[3] ?? '', /^ {2}decrypt_only_key +AES_256 DECRYPT +already there$/);
+    assert.match(lines[4] ?? '', /^ {2}impotent_key +AES_256 no usage +already there$/);
+    assert.match(lines[5] ?? '', /^ {2}other-health-check +AES_256 ENCRYPT,DECRYPT +created$/);
+    assert.equal(lines.length, 6);
+    // impotent_key gets a version that can do both: no longer what the test client expects.
+    assert.equal((await keysHere(['create-version', ...connection(), '--key', 'impotent_key'])).status, 0);
+    const refused = await keysHere(['create-test-keys', ...connection(), '--json']);
+    assert.equal(refused.status, 1);
+    assert.match(
+      refused.stderr,
+      /'impotent_key' is there as AES_256 ENCRYPT,DECRYPT, not AES_256 without usage: the test client would fail on it/,
+    );
+  });
+});
+
 describe('a second proxy on the same token (another Lambda environment), its key cache warm', () => {
   test('decrypts a ciphertext of a version made after it cached the key', async () => {
     const made = await keysHere(['create-version', ...connection(), '--key', 'stale', '--allow-new']);
@@ -500,10 +571,14 @@ describe('a second proxy on the same token (another Lambda environment), its key
         config.hsm.keyCacheSeconds = 60;
         config.hsm.pin = proxy.pin;
         config.keystores[0]?.keys.push('stale');
-        writeFileSync(
-          join(dir, 'softhsm2.conf'),
-          `directories.tokendir = ${join(proxy.dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`,
-        );
+        if (proxy.hsm === 'nss') {
+          config.hsm.libraryParameters = proxy.config.hsm.libraryParameters;
+        } else {
+          writeFileSync(
+            join(dir, 'softhsm2.conf'),
+            `directories.tokendir = ${join(proxy.dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`,
+          );
+        }
       },
     });
     try {

@@ -1,6 +1,7 @@
-// Vendor profiles against SoftHSM (layers/pkcs11/profiles.ts, docs/hsm.md section 2). SoftHSM
-// itself is the `softhsm` profile; the others expect the HSM to make the IV, which SoftHSM does not
-// do: the proxy must then refuse to answer rather than return an IV that would repeat.
+// Vendor profiles against the test HSM (layers/pkcs11/profiles.ts, docs/hsm.md section 2): SoftHSM
+// is the `softhsm` profile, NSS softoken the `nss` one; the others expect the HSM to make the IV,
+// which neither does: the proxy must then refuse to answer rather than return an IV that would
+// repeat. What each implementation answers here is what docs/hsm.md's table of vendor facts says.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -8,14 +9,14 @@ import { after, before, test } from 'node:test';
 import { HsmError } from '../../layers/pkcs11/hsm.ts';
 import { Pkcs11Hsm } from '../../layers/pkcs11/pkcs11-hsm.ts';
 import { VENDOR_PROFILES, type VendorProfile } from '../../layers/pkcs11/profiles.ts';
-import { createTestSetup, type TestSetup } from '../helpers/proxy.ts';
+import { createTestSetup, HSM_FACTS, type TestSetup } from '../helpers/proxy.ts';
 
 let setup: TestSetup;
 const opened: Pkcs11Hsm[] = [];
 
 before(() => {
   setup = createTestSetup();
-  process.env.SOFTHSM2_CONF = setup.softhsmConf;
+  Object.assign(process.env, setup.env);
 });
 after(() => {
   for (const hsm of opened) hsm.close();
@@ -25,6 +26,7 @@ after(() => {
 function hsmWith(profile: VendorProfile): Pkcs11Hsm {
   const hsm = new Pkcs11Hsm({
     modulePath: setup.config.hsm.modulePath,
+    libraryParameters: setup.config.hsm.libraryParameters,
     tokenLabel: 'xks-test',
     pin: setup.pin,
     profile,
@@ -34,9 +36,13 @@ function hsmWith(profile: VendorProfile): Pkcs11Hsm {
 }
 
 const aad = Buffer.from([0, 4, 1, 2, 3, 4, 0]);
+/** This implementation's own profile. */
+const own = () => VENDOR_PROFILES[HSM_FACTS[setup.hsm].profile];
+/** How it answers a tag that does not verify. */
+const BAD_TAG = { softhsm: 'CKR_GENERAL_ERROR', nss: 'CKR_ENCRYPTED_DATA_INVALID' } as const;
 
-test('softhsm: 12-byte random IVs from the HSM, round trips, tags verified', () => {
-  const hsm = hsmWith(VENDOR_PROFILES.softhsm);
+test('its own profile: 12-byte random IVs from the HSM, round trips, tags verified', () => {
+  const hsm = hsmWith(own());
   const key = hsm.findKey('foo');
   assert.ok(key);
   const ivs = new Set<string>();
@@ -57,11 +63,18 @@ test('softhsm: 12-byte random IVs from the HSM, round trips, tags verified', () 
   );
 });
 
-test('ulIvBits left 0 (the Luna FIPS setting) still works where the HSM ignores it', () => {
-  const hsm = hsmWith({ ...VENDOR_PROFILES.softhsm, ivBits: false });
+test('ulIvBits left 0 (the Luna FIPS setting): SoftHSM ignores it; NSS refuses the parameters, an HSM failure (500), not a key usage error', () => {
+  const hsm = hsmWith({ ...own(), ivBits: false });
   const key = hsm.findKey('foo');
   assert.ok(key);
   const plaintext = randomBytes(40);
+  if (setup.hsm === 'nss') {
+    assert.throws(
+      () => hsm.encrypt(key, plaintext, aad),
+      (e: unknown) => e instanceof HsmError && e.kind === 'failed' && e.ckr === 'CKR_MECHANISM_PARAM_INVALID',
+    );
+    return;
+  }
   assert.ok(hsm.decrypt(key, hsm.encrypt(key, plaintext, aad), aad).equals(plaintext));
 });
 
@@ -79,33 +92,47 @@ test('cloudhsm / nshield (the HSM fills the IV) on an HSM that does not: refused
   }
 });
 
-test('luna (the HSM appends the IV) on an HSM that does not: refused for the output size', () => {
+test('luna (the HSM appends the IV) on an HSM that does not: refused for the output size (NSS: already for its ulIvBits 0)', () => {
   const hsm = hsmWith(VENDOR_PROFILES.luna);
   const key = hsm.findKey('foo');
   assert.ok(key);
+  const refusal =
+    setup.hsm === 'nss' ? /\(CKR_MECHANISM_PARAM_INVALID\)/ : /returned 48 bytes for a 32-byte GCM encrypt/;
   assert.throws(
     () => hsm.encrypt(key, randomBytes(32), aad),
-    (e: unknown) => e instanceof HsmError && e.kind === 'failed' && /returned 48 bytes/.test(e.message),
+    (e: unknown) => e instanceof HsmError && e.kind === 'failed' && refusal.test(e.message),
   );
 });
 
-test('the bad-ciphertext codes are per profile: CKR_GENERAL_ERROR is one only for softhsm', () => {
-  // SoftHSM answers a bad tag with CKR_GENERAL_ERROR: under a profile that does not list it, that
-  // is an HSM failure (500), not a bad ciphertext (400).
-  const soft = hsmWith(VENDOR_PROFILES.softhsm);
-  const key = soft.findKey('foo');
+test('the bad-ciphertext codes are per profile: SoftHSM says CKR_GENERAL_ERROR, NSS CKR_ENCRYPTED_DATA_INVALID', () => {
+  // Under a profile that does not list the code this HSM gives a tag that does not verify, that is
+  // an HSM failure (500), not a bad ciphertext (400): CKR_GENERAL_ERROR is one only for softhsm.
+  const badTag = BAD_TAG[setup.hsm];
+  const hsm = hsmWith(own());
+  const key = hsm.findKey('foo');
   assert.ok(key);
-  const out = soft.encrypt(key, randomBytes(16), aad);
+  const out = hsm.encrypt(key, randomBytes(16), aad);
   out.ciphertext[0] = (out.ciphertext[0] as number) ^ 1;
-  const strict = hsmWith({ ...VENDOR_PROFILES.softhsm, invalidCiphertext: ['CKR_ENCRYPTED_DATA_INVALID'] });
+  assert.throws(
+    () => hsm.decrypt(key, out, aad),
+    (e: unknown) => e instanceof HsmError && e.kind === 'invalidCiphertext' && e.ckr === badTag,
+  );
+  const strict = hsmWith({
+    ...own(),
+    invalidCiphertext: own().invalidCiphertext.filter((c) => c !== badTag),
+  });
   const strictKey = strict.findKey('foo');
   assert.ok(strictKey);
   assert.throws(
     () => strict.decrypt(strictKey, out, aad),
-    (e: unknown) => e instanceof HsmError && e.kind === 'failed' && e.ckr === 'CKR_GENERAL_ERROR',
+    (e: unknown) => e instanceof HsmError && e.kind === 'failed' && e.ckr === badTag,
   );
-  assert.throws(
-    () => soft.decrypt(key, out, aad),
-    (e: unknown) => e instanceof HsmError && e.kind === 'invalidCiphertext',
-  );
+  // Only the softhsm profile reads CKR_GENERAL_ERROR as a bad ciphertext.
+  for (const profile of Object.values(VENDOR_PROFILES)) {
+    assert.equal(
+      profile.invalidCiphertext.includes('CKR_GENERAL_ERROR'),
+      profile.name === 'softhsm',
+      profile.name,
+    );
+  }
 });

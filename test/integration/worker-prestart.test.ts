@@ -9,7 +9,7 @@ import { prestartWorker, WorkerHsm } from '../../layers/pkcs11/worker-hsm.ts';
 import { createTestSetup } from '../helpers/proxy.ts';
 
 const setup = createTestSetup();
-process.env.SOFTHSM2_CONF = setup.softhsmConf;
+Object.assign(process.env, setup.env);
 after(() => rmSync(setup.dir, { recursive: true, force: true }));
 
 const options = {

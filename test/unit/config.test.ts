@@ -423,7 +423,7 @@ describe('HSM robustness settings', () => {
       name: `hsm-${i}`,
       tokenLabel: `t${i}`,
       ...(i % 2 ? { pinSecretArn: `arn:aws:secretsmanager:eu-west-1:1:secret:p${i}` } : {}),
-      profile: ['softhsm', 'cloudhsm', 'luna', 'nshield'][i % 4],
+      profile: ['softhsm', 'nss', 'cloudhsm', 'luna', 'nshield'][i % 5],
     }));
     const config = parseConfig(
       variant((c) => {
@@ -461,6 +461,57 @@ describe('HSM robustness settings', () => {
         c.hsm.callTimeoutMs = 0;
       }),
     );
+  });
+
+  test('libraryParameters: a C_Initialize string, for the section and each HSM; one library, one set of them', () => {
+    const nss = "configdir='sql:/var/lib/xks' dbTokenDescription='xks'";
+    const config = parseConfig(
+      variant((c) => {
+        c.hsm.libraryParameters = nss;
+        c.hsm.profile = 'nss';
+        c.hsm.fleet = [
+          { name: 'a' },
+          { name: 'b', modulePath: '/opt/lib/other.so', libraryParameters: 'x=1' },
+        ];
+      }),
+      {},
+    );
+    assert.equal(config.hsm.libraryParameters, nss);
+    assert.equal(config.hsm.fleet?.[1]?.libraryParameters, 'x=1');
+    assert.equal(parseConfig(minimal(), {}).hsm.libraryParameters, undefined);
+    // A NUL would end the C string early; an empty string is no parameters.
+    for (const bad of ['a\u0000b', '']) {
+      assertConfigError(
+        variant((c) => {
+          c.hsm.libraryParameters = bad;
+        }),
+      );
+      assertConfigError(
+        variant((c) => {
+          c.hsm.fleet = [{ name: 'a', libraryParameters: bad }];
+        }),
+      );
+    }
+    // A library is initialised once per process: its HSMs cannot each have their own parameters.
+    for (const fleet of [
+      [{ name: 'a' }, { name: 'b', libraryParameters: 'other' }],
+      [
+        { name: 'a', libraryParameters: 'one' },
+        { name: 'b', libraryParameters: 'two' },
+      ],
+    ]) {
+      assert.throws(
+        () =>
+          parseConfig(
+            variant((c) => {
+              c.hsm.libraryParameters = nss;
+              c.hsm.fleet = fleet;
+            }),
+            {},
+          ),
+        /HSM 'b': .* is initialised once per process, so every HSM it serves needs the same libraryParameters/,
+      );
+    }
   });
 
   test("awsSampleProxy: canonical Base64 of at most 20 bytes, or '' for none", () => {
