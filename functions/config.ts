@@ -131,6 +131,8 @@ export const LOCAL_SERVER_LIMITS = [
   'timeoutCheckIntervalMs',
   'maxConnections',
   'maxRequestsPerSocket',
+  'maxDiscardBytes',
+  'discardTimeoutMs',
 ] as const;
 export type LocalServerLimit = (typeof LOCAL_SERVER_LIMITS)[number];
 
@@ -242,7 +244,7 @@ const SCHEMA = {
       properties: Object.fromEntries(
         LOCAL_SERVER_LIMITS.map((name) => [
           name,
-          { type: 'integer', minimum: name === 'maxRequestsPerSocket' ? 0 : 1 },
+          { type: 'integer', minimum: name === 'maxRequestsPerSocket' || name === 'maxDiscardBytes' ? 0 : 1 },
         ]),
       ),
     },

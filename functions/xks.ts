@@ -52,9 +52,20 @@ export function keyVersionOf(metadata: Buffer | undefined): number | undefined {
 export function decodeBase64(field: string, value: string): Buffer {
   const bytes = Buffer.from(value, 'base64');
   if (bytes.toString('base64') !== value) {
-    throw new XksError('ValidationException', `${field} is not canonical Base64`);
+    throw new XksError('ValidationException', `${field} ${base64Problem(value)}`);
   }
   return bytes;
+}
+
+/** What is wrong with a string that is not canonical standard Base64 (never the value itself). */
+function base64Problem(value: string): string {
+  if (/[-_]/.test(value)) return 'is URL-safe Base64, not standard Base64 (RFC 4648 section 4)';
+  if (/[^A-Za-z0-9+/=]/.test(value)) return 'has characters outside the standard Base64 alphabet';
+  if (!/^[^=]*={0,2}$/.test(value)) return 'is not standard Base64: "=" only as padding at the end';
+  if (value.length % 4 !== 0) {
+    return 'is not standard Base64: its length is not a multiple of 4 (padding missing?)';
+  }
+  return 'is not canonical Base64: the bits after the last byte are not zero';
 }
 
 /** Like decodeBase64, and at most `max` bytes: 501 beyond what this proxy supports. */

@@ -52,6 +52,7 @@ const handlers = {
 };
 
 const { config } = await import('../functions/runtime.ts');
+const { logRefusal } = await import('../functions/middleware.ts');
 const tls = args.tls ? selfSignedCertificate(stateDir) : undefined;
 const mtls = config.clientCertificate;
 if (mtls && !mtls.caFile)
@@ -60,7 +61,13 @@ const clientCertificate = mtls && {
   ca: readFileSync(mtls.caFile as string),
   allowedCommonNames: mtls.allowedCommonNames,
 };
-const server = createProxyServer({ handlers, tls, clientCertificate, ...config.localServer });
+const server = createProxyServer({
+  handlers,
+  tls,
+  clientCertificate,
+  onRefused: ({ error, ...request }) => logRefusal(error, request),
+  ...config.localServer,
+});
 server.on('error', (err: NodeJS.ErrnoException) => {
   process.stderr.write(
     `Cannot listen on ${args.host}:${args.port}: ${err.code ?? err.message} (try --port)\n`,

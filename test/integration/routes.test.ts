@@ -85,12 +85,32 @@ describe('GetHealthStatus', () => {
     }
   });
 
-  test('a malformed body still gets a status (no ValidationException for health)', async () => {
-    for (const body of ['{}', '[]', 'not json', '{"requestMetadata":7}']) {
+  test('without requestMetadata, or without its kmsRequestId or kmsOperation: 400 ValidationException', async () => {
+    // The GetHealthStatus section makes both fields REQUIRED; AWS's public XKS test client expects
+    // ValidationException for "{}" and for an empty requestMetadata.
+    const cases: Array<[string, RegExp]> = [
+      ['{}', /request is missing requestMetadata/],
+      ['{"requestMetadata":{}}', /requestMetadata is missing kmsRequestId/],
+      ['{"requestMetadata":{"kmsRequestId":"1"}}', /requestMetadata is missing kmsOperation/],
+      ['{"requestMetadata":{"kmsOperation":"KmsHealthCheck"}}', /requestMetadata is missing kmsRequestId/],
+      ['{"requestMetadata":7}', /requestMetadata must be object/],
+      ['[]', /request must be object/],
+      ['not json', /The body is not JSON/],
+    ];
+    for (const [body, message] of cases) {
       const res = await proxy.xks('health', body);
-      assert.equal(res.status, 200, `${body}: ${res.text}`);
-      assert.equal(res.json.ekmFleetDetails[0].healthStatus, 'ACTIVE');
+      assertError(res, 400, 'ValidationException');
+      assert.match(res.json.errorMessage, message, body);
     }
+  });
+
+  test('an unknown kmsOperation, and unknown fields, are accepted', async () => {
+    const res = await proxy.xks('health', {
+      requestMetadata: { kmsRequestId: 'h-2', kmsOperation: 'SomeFutureOperation', somethingNew: 'x' },
+      alsoNew: 1,
+    });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.ekmFleetDetails[0].healthStatus, 'ACTIVE');
   });
 });
 
@@ -309,6 +329,7 @@ test('every request left one log line with its outcome; nothing sensitive was lo
   for (const line of requests) {
     assert.ok(['success', 'error'].includes(line.outcome));
     assert.equal(typeof line.latencyMs, 'number');
+    assert.equal(typeof line.audit?.hash, 'string', 'each line carries its audit record');
     if (line.outcome === 'error') assert.equal(typeof line.errorName, 'string');
   }
   const denied = requests.find((l) => l.errorName === 'InvalidKeyUsageException');
