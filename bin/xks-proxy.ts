@@ -413,7 +413,7 @@ Commands:
   preflight            check a proxy endpoint the way AWS KMS will use it
   keys create-version  generate the next version of an external key in the HSM (key rotation)
   keys list-versions   the versions of an external key
-  audit verify         check the hash chains of the audit records in log files
+  audit verify         check the audit records in log files against the audit key
 
 Run 'xks-proxy credentials <command> --help', 'xks-proxy keys <command> --help' or
 'xks-proxy preflight --help' for the options.

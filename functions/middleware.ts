@@ -32,12 +32,21 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import middy, { type MiddlewareObj, type Request } from '@middy/core';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { AesGcmCiphertext, Hsm, HsmKey } from '../layers/pkcs11/hsm.ts';
-import { type AuditRecord, auditJson, auditTrail } from './audit.ts';
+import { type AuditRecord, auditJson } from './audit.ts';
 import { safeErrorMessage, toXksError, XksError } from './errors.ts';
 import { METRIC, RequestMetrics } from './metrics.ts';
 import { commonNameMatcher, commonNameOf } from './mtls.ts';
 import { type Operation, parseRoute, type Route } from './routes.ts';
-import { config, credentialSources, hsm, type Keystore, keystores, logger, metrics } from './runtime.ts';
+import {
+  auditTrail,
+  config,
+  credentialSources,
+  hsm,
+  type Keystore,
+  keystores,
+  logger,
+  metrics,
+} from './runtime.ts';
 import { type RequestMetadata, validatorFor } from './schemas.ts';
 import { verifySigV4 } from './sigv4.ts';
 

@@ -1,6 +1,7 @@
 // What every handler shares, created once per process at module scope, i.e. in the Lambda init
 // phase: the validated configuration and its secrets, the HSM session (C_Initialize, C_OpenSession,
 // C_Login), the key stores, the logger and the metrics.
+import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -8,6 +9,7 @@ import { Metrics } from '@aws-lambda-powertools/metrics';
 import { HsmFleet } from '../layers/pkcs11/fleet.ts';
 import { VENDOR_PROFILES } from '../layers/pkcs11/profiles.ts';
 import { WorkerHsm } from '../layers/pkcs11/worker-hsm.ts';
+import { AUDIT_KEY_BYTES, type AuditChain, parseAuditKey, startAuditChain } from './audit.ts';
 import { type Authorizer, createAuthorizer } from './authorization.ts';
 import {
   type Credential,
@@ -251,6 +253,20 @@ async function createFleet(): Promise<HsmFleet> {
   }
   return new HsmFleet(created);
 }
+
+/** The audit key: from the configuration, or a random one that no one can verify with. */
+async function auditKey(): Promise<Buffer> {
+  const { keyFile, keySecretArn } = config.audit ?? {};
+  if (keyFile !== undefined) return parseAuditKey(readFileSync(keyFile, 'utf8'), 'audit.keyFile');
+  if (keySecretArn !== undefined) return parseAuditKey(await readSecret(keySecretArn), 'audit.keySecretArn');
+  logger.warn(
+    'No audit key (audit.keyFile or audit.keySecretArn): this process keys its audit records with a random key it never stores, so they cannot be verified',
+  );
+  return randomBytes(AUDIT_KEY_BYTES);
+}
+
+/** This process's audit chain (functions/audit.ts); its start marker is written now, at init. */
+export const auditTrail: AuditChain = startAuditChain(await auditKey());
 
 export const hsm: HsmFleet = await createFleet();
 

@@ -120,6 +120,12 @@ function demoSetup(): string {
       ],
     };
   }
+  // The audit records' HMAC key (functions/audit.ts), made once: `xks-proxy audit verify --key-file`.
+  const auditKeyFile = join(stateDir, 'audit.key');
+  if (!existsSync(auditKeyFile)) {
+    writeFileSync(auditKeyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+  }
+  config.audit ??= { keyFile: auditKeyFile };
   const token = ensureSoftHsmToken({
     dir: join(stateDir, 'softhsm'),
     label: config.hsm.tokenLabel,
@@ -154,6 +160,8 @@ function banner(base: string): void {
       '!! DEMO MODE: these SigV4 credentials are PUBLIC (AWS test-client defaults). Local use only:',
       '!! the proxy refuses them when it runs in AWS Lambda. Keys: foo, encrypt_only_key,',
       `!! decrypt_only_key, impotent_key. Token and config: ${stateDir}`,
+      '',
+      `Audit key: ${join(stateDir, 'audit.key')} (npm run xks-proxy -- audit verify --key-file <it> <log>)`,
     );
   }
   process.stderr.write(`${lines.join('\n')}\n`);

@@ -62,8 +62,10 @@ export interface RunningProxy {
   /** Secrets a log must never contain. */
   secrets: string[];
   config: ProxyConfig;
-  /** The proxy's state folder: token, config, TLS certificate. */
+  /** The proxy's state folder: token, config, TLS certificate, audit key. */
   dir: string;
+  /** The audit key's file (hex), for `xks-proxy audit verify --key-file`. */
+  auditKeyFile: string;
   send(req: RawRequest): Promise<Response>;
   /** A signed XKS call: `route` is 'health' or 'keys/<id>/<metadata|encrypt|decrypt>'. */
   xks(route: string, body: unknown, options?: XksCall): Promise<Response>;
@@ -91,6 +93,7 @@ export interface TestSetup {
   configFile: string;
   /** The SOFTHSM2_CONF the proxy process needs. */
   softhsmConf: string;
+  auditKeyFile: string;
   pin: string;
   credentials: Credential[];
   /** Secrets a log must never contain. */
@@ -111,6 +114,9 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
   });
   const credentials = [randomCredential(), randomCredential(), randomCredential()];
   const [first, second, third] = credentials as [Credential, Credential, Credential];
+  const auditKey = randomBytes(32).toString('hex');
+  const auditKeyFile = join(dir, 'audit.key');
+  writeFileSync(auditKeyFile, `${auditKey}\n`, { mode: 0o600 });
   const config: ProxyConfig = {
     hsm: {
       modulePath: token.modulePath,
@@ -126,6 +132,7 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
     healthCheck: { cacheSeconds: 10, degradedAboveMs: 1000 },
     proxy: { vendor: 'test vendor', model: 'test model 1.0', fleetSize: 1 },
     secrets: { cacheSeconds: 300 },
+    audit: { keyFile: auditKeyFile },
     keystores: [
       {
         name: 'test',
@@ -154,14 +161,16 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
     config,
     configFile,
     softhsmConf: token.conf,
+    auditKeyFile,
     pin,
     credentials,
-    secrets: [pin, soPin, ...credentials.map((c) => c.secretAccessKey)],
+    secrets: [pin, soPin, auditKey, ...credentials.map((c) => c.secretAccessKey)],
   };
 }
 
 export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
-  const { dir, config, configFile, softhsmConf, pin, credentials, secrets } = createTestSetup(options);
+  const { dir, config, configFile, softhsmConf, auditKeyFile, pin, credentials, secrets } =
+    createTestSetup(options);
   options.beforeStart?.();
   const [first] = credentials as [Credential];
   const child = spawn(
@@ -261,6 +270,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     secrets,
     config,
     dir,
+    auditKeyFile,
     send,
     xks,
     output: () => output,

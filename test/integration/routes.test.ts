@@ -329,7 +329,7 @@ test('every request left one log line with its outcome; nothing sensitive was lo
   for (const line of requests) {
     assert.ok(['success', 'error'].includes(line.outcome));
     assert.equal(typeof line.latencyMs, 'number');
-    assert.equal(typeof line.audit?.hash, 'string', 'each line carries its audit record');
+    assert.equal(typeof line.audit?.mac, 'string', 'each line carries its audit record');
     if (line.outcome === 'error') assert.equal(typeof line.errorName, 'string');
   }
   const denied = requests.find((l) => l.errorName === 'InvalidKeyUsageException');
