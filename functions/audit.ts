@@ -306,19 +306,22 @@ export function* auditRecordsIn(text: string): Generator<AuditRecord> {
 }
 
 /**
- * A process's audit chain, keyed with `key`. Its start marker is written at once, straight to
- * stdout in the Powertools Logger's JSON shape: whatever the log level, a chain must have its start.
+ * A process's audit chain, keyed with `key`. Its start marker is written at once: whatever the log
+ * level, a chain must have its start.
  */
 export function startAuditChain(key: Buffer): AuditChain {
   const chain = new AuditChain(key);
-  process.stdout.write(
-    `${JSON.stringify({
-      level: 'INFO',
-      message: 'Audit chain start',
-      timestamp: new Date().toISOString(),
-      service: process.env.POWERTOOLS_SERVICE_NAME || 'xks-proxy',
-      audit: chain.start(),
-    })}\n`,
-  );
+  writeAuditLine('INFO', 'Audit chain start', chain.start());
   return chain;
+}
+
+/**
+ * A line for a record that no request carries (the chain's start, a revocation change): straight to
+ * stdout in the Powertools Logger's JSON shape, whatever the log level.
+ */
+export function writeAuditLine(level: 'INFO' | 'WARN', message: string, record: AuditRecord): void {
+  const service = JSON.stringify(process.env.POWERTOOLS_SERVICE_NAME || 'xks-proxy');
+  process.stdout.write(
+    `{"level":"${level}","message":${JSON.stringify(message)},"timestamp":"${new Date().toISOString()}","service":${service},"audit":${auditJson(record)}}\n`,
+  );
 }

@@ -1,6 +1,7 @@
 // The middleware chain every XKS route runs, in one place and in one order:
 //
-//   0. credentials   key store credentials from Secrets Manager or a file, when due (rotation)
+//   0. sources       key store credentials (rotation) and the revocation switch, from Secrets
+//                    Manager or a file, read again when due
 //   1. respond       the JSON success body, or the spec's error body and status; per request one
 //                    log line and one EMF metrics document (plus ErrorsByName on errors)
 //   2. route         resource -> key store (404 InvalidUriPathException); POST only (405)
@@ -40,12 +41,12 @@ import { type Operation, parseRoute, type Route } from './routes.ts';
 import {
   auditTrail,
   config,
-  credentialSources,
   hsm,
   type Keystore,
   keystores,
   logger,
   metrics,
+  refreshIfDue,
 } from './runtime.ts';
 import { type RequestMetadata, validatorFor } from './schemas.ts';
 import { verifySigV4 } from './sigv4.ts';
@@ -89,7 +90,7 @@ const JSON_HEADERS = { 'content-type': 'application/json' };
 /** A Lambda handler for one XKS operation: the chain above around `handle`. */
 export function xksHandler<Body>(operation: Operation, handle: (request: XksRequest<Body>) => object) {
   return middy<Event, Result, Error, XksContext>({ timeoutEarlyInMillis: 0 })
-    .use({ before: () => credentialSources.refreshIfDue() })
+    .use({ before: () => refreshIfDue() })
     .use(respond(operation))
     .use(route(operation))
     .use(authenticate())
@@ -295,6 +296,8 @@ function route(operation: Operation): Middleware {
       const state = context.xks;
       state.keystore = keystore;
       state.keys.keystore = keystore.name;
+      // GetHealthStatus answers as usual (it reports the HSMs); its line says the store is cut off.
+      if (keystore.revoked) state.keys.revoked = true;
     },
   };
 }

@@ -156,21 +156,23 @@ export function findKey(
 }
 
 /**
- * ENABLED, or DISABLED when the customer disabled the key in the key store's configuration
- * (spec: GetKeyMetadata, keyStatus).
+ * ENABLED, or DISABLED when the customer disabled the key in the key store's configuration, or
+ * revoked it or its key store (spec: GetKeyMetadata, keyStatus).
  */
 export function keyStatus(
   key: HsmKey,
-  keystore: { disabled(keyId: string): boolean },
+  keystore: { disabled(keyId: string): string | undefined },
 ): 'ENABLED' | 'DISABLED' {
-  return keystore.disabled(key.label) ? 'DISABLED' : 'ENABLED';
+  return keystore.disabled(key.label) === undefined ? 'ENABLED' : 'DISABLED';
 }
 
-/** 400 InvalidStateException for a disabled key (spec: Error codes). */
-export function requireEnabled(key: HsmKey, keystore: { disabled(keyId: string): boolean }): void {
-  if (keyStatus(key, keystore) === 'DISABLED') {
-    throw new XksError('InvalidStateException', 'The external key is disabled');
-  }
+/**
+ * 400 InvalidStateException for a disabled or revoked key, or a key of a revoked key store (spec:
+ * Error codes: "the specified external key or key store is disabled, deactivated or blocked").
+ */
+export function requireEnabled(key: HsmKey, keystore: { disabled(keyId: string): string | undefined }): void {
+  const reason = keystore.disabled(key.label);
+  if (reason !== undefined) throw new XksError('InvalidStateException', reason);
 }
 
 /** 400 InvalidKeyUsageException unless the key is AES-256 and allows `usage` (spec: Error codes). */

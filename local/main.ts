@@ -126,6 +126,12 @@ function demoSetup(): string {
     writeFileSync(auditKeyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
   }
   config.audit ??= { keyFile: auditKeyFile };
+  // The revocation switch (functions/revocation.ts): `xks-proxy revocation revoke --store file:<it>`.
+  const revocationFile = join(stateDir, 'revocation.json');
+  if (!existsSync(revocationFile)) {
+    writeFileSync(revocationFile, `${JSON.stringify({ revoked: [] })}\n`, { mode: 0o600, flag: 'wx' });
+  }
+  config.revocation ??= { file: revocationFile, cacheSeconds: 1 };
   const token = ensureSoftHsmToken({
     dir: join(stateDir, 'softhsm'),
     label: config.hsm.tokenLabel,
@@ -162,6 +168,7 @@ function banner(base: string): void {
       `!! decrypt_only_key, impotent_key. Token and config: ${stateDir}`,
       '',
       `Audit key: ${join(stateDir, 'audit.key')} (npm run xks-proxy -- audit verify --key-file <it> <log>)`,
+      `Revoke AWS's access: npm run xks-proxy -- revocation revoke --store file:${join(stateDir, 'revocation.json')} --all`,
     );
   }
   process.stderr.write(`${lines.join('\n')}\n`);
