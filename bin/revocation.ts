@@ -3,7 +3,7 @@
 //   npm run xks-proxy -- revocation revoke --store secretsmanager:xks/revocation --keystore payments
 import { parseArgs } from 'node:util';
 import { ALL_KEYSTORES, parseRevocation, type RevocationDocument } from '../functions/revocation.ts';
-import { CliError, openStore, type Store, type StoreFormat } from './xks-proxy.ts';
+import { CliError, openStore, SecretsManagerStore, type Store, type StoreFormat } from './xks-proxy.ts';
 
 export const REVOCATION_HELP = `Usage: xks-proxy revocation <revoke|restore|status> --store STORE
                             [--keystore NAME [--key EXTERNAL_KEY_ID] | --all] [--region REGION]
@@ -66,7 +66,11 @@ function entryOf(values: {
   if (values.keystore === undefined) throw new CliError('name a key store (--keystore), or --all', 2);
   const entry = values.key === undefined ? values.keystore : `${values.keystore}/${values.key}`;
   // The same rules as the proxy's: a name it would refuse is refused here, before anything is written.
-  REVOCATION_FORMAT.serialize('--keystore/--key', { revoked: [entry] });
+  try {
+    parseRevocation(JSON.stringify({ revoked: [entry] }), '--keystore/--key');
+  } catch (error) {
+    throw new CliError((error as Error).message, 2);
+  }
   return entry;
 }
 
@@ -123,6 +127,9 @@ export async function revocationMain(args: string[], io: Output): Promise<number
       `${command === 'revoke' ? 'revoked' : 'restored'}: ${describe(entry)} (${store.description}); ` +
         `now revoked: ${list.length === 0 ? 'nothing' : list.join(', ')}`,
     );
+    if (store instanceof SecretsManagerStore && store.createdArn !== undefined) {
+      io.out(`created secret ${store.createdArn}: the proxy's revocation.secretArn`);
+    }
     return 0;
   } catch (error) {
     if (error instanceof CliError) {
