@@ -51,6 +51,8 @@ export interface XksCall {
   tamper?: (req: { path: string; headers: Record<string, string>; body: string }) => void;
   signer?: (req: ToSign) => Promise<Record<string, string>> | Record<string, string>;
   prefix?: string;
+  /** Appended to the path before signing: a query string (`?a=b`), signed as the signer signs it. */
+  pathSuffix?: string;
   clientCert?: { cert: Buffer; key: Buffer } | 'none';
 }
 
@@ -246,7 +248,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     });
 
   const xks = async (route: string, body: unknown, call: XksCall = {}): Promise<Response> => {
-    const path = `${call.prefix ?? PREFIX}/kms/xks/v1/${route}`;
+    const path = `${call.prefix ?? PREFIX}/kms/xks/v1/${route}${call.pathSuffix ?? ''}`;
     const text = typeof body === 'string' ? body : JSON.stringify(body);
     const sign = call.signer ?? smithySign;
     const headers = await sign({
