@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { parseConfig } from '../../functions/config.ts';
+import { ERROR_STATUS } from '../../functions/errors.ts';
 import { METRIC } from '../../functions/metrics.ts';
 import { ROOT } from '../helpers/proxy.ts';
 
@@ -192,8 +193,17 @@ for (const stage of ['ci-vpce', 'ci-public']) {
       };
       expect('MISSING_AUTHENTICATION_TOKEN', '404', 'InvalidUriPathException');
       expect('THROTTLED', '429', 'ThrottlingException');
-      expect('DEFAULT_4XX', undefined, 'ValidationException');
-      expect('DEFAULT_5XX', undefined, 'InternalException');
+      expect('DEFAULT_4XX', '400', 'ValidationException');
+      expect('DEFAULT_5XX', '500', 'InternalException');
+      // Each status is its errorName's in the one table.
+      for (const [, r] of ofType(t, 'AWS::ApiGateway::GatewayResponse')) {
+        const { errorName } = JSON.parse(r.Properties.ResponseTemplates['application/json']);
+        assert.equal(
+          Number(r.Properties.StatusCode),
+          ERROR_STATUS[errorName as keyof typeof ERROR_STATUS],
+          errorName,
+        );
+      }
     });
 
     test('no body is ever logged: data tracing off, access logs without bodies, no framework API logging', () => {
