@@ -2,15 +2,17 @@
 // in log files: the proxy's own output, or CloudWatch Logs exports of it.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { auditRecordsIn, verifyAudit } from '../functions/audit.ts';
+import { auditRecordsIn, parseAuditKey, verifyAudit } from '../functions/audit.ts';
 
-export const AUDIT_HELP = `Usage: xks-proxy audit verify FILE... [--partial] [--file-order] [--json]
+export const AUDIT_HELP = `Usage: xks-proxy audit verify --key-file KEYFILE... FILE... [--partial] [--file-order] [--json]
 
-Checks the audit records in the log files: every chain (one per Lambda environment or local
-process) must start with its start marker and go on without a removed, altered, inserted,
-renumbered or repeated record. Exit code 0 when every chain is intact, 1 when something was
-found (each problem is printed), 2 on bad usage.
+Checks the audit records in the log files against the audit key (the proxy's audit.keyFile, or
+the value of its audit.keySecretArn saved to a file): every chain (one per Lambda environment or
+local process) must start with its start marker and go on without a removed, altered, inserted,
+renumbered or repeated record, each with the MAC only the key can make. Exit code 0 when every
+chain is intact, 1 when something was found (each problem is printed), 2 on bad usage.
 
+  --key-file    the audit key (hex); give it again for each older key, e.g. across a rotation
   --partial     the files are an excerpt: chains may begin after their start marker
   --file-order  the records must also be in sequence order in the files (a log whose order is
                 guaranteed; the proxy writes refusals to stderr, which pipelines may interleave)
@@ -41,6 +43,20 @@ export function auditMain(args: string[], io: Output): number {
     io.err(`xks-proxy: audit verify needs at least one log file\n\n${AUDIT_HELP.trimEnd()}`);
     return 2;
   }
+  const keys: Buffer[] = [];
+  for (const file of values['key-file'] ?? []) {
+    try {
+      keys.push(parseAuditKey(readFileSync(file, 'utf8'), file));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      io.err(`xks-proxy: ${code === undefined ? (error as Error).message : `cannot read ${file}: ${code}`}`);
+      return 2;
+    }
+  }
+  if (keys.length === 0) {
+    io.err(`xks-proxy: audit verify needs the audit key (--key-file)\n\n${AUDIT_HELP.trimEnd()}`);
+    return 2;
+  }
   let text = '';
   for (const file of positionals) {
     try {
@@ -51,6 +67,7 @@ export function auditMain(args: string[], io: Output): number {
     }
   }
   const result = verifyAudit(auditRecordsIn(text), {
+    keys,
     partial: values.partial === true,
     fileOrder: values['file-order'] === true,
   });
@@ -71,7 +88,12 @@ export function auditMain(args: string[], io: Output): number {
 function parse(args: string[]) {
   return parseArgs({
     args,
-    options: { partial: { type: 'boolean' }, 'file-order': { type: 'boolean' }, json: { type: 'boolean' } },
+    options: {
+      'key-file': { type: 'string', multiple: true },
+      partial: { type: 'boolean' },
+      'file-order': { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
     strict: true,
     allowPositionals: true,
   });

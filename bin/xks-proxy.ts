@@ -80,16 +80,28 @@ export interface CredentialsDocument {
   [field: string]: unknown;
 }
 
-/** Where a key store's credentials live: a local file or a Secrets Manager secret. */
-export interface CredentialStore {
+/** A JSON document in a local file or a Secrets Manager secret. */
+export interface Store<Document> {
   /** `file:/absolute/path` or `secretsmanager:id`, for messages. */
   readonly description: string;
   /** A local file: the only place the public demo credential may go. */
   readonly local: boolean;
   /** The stored document; undefined when the file or the secret does not exist yet. */
-  read(): Promise<CredentialsDocument | undefined>;
+  read(): Promise<Document | undefined>;
   /** Replaces the stored document (creating the file or secret when read() found none). */
-  write(document: CredentialsDocument): Promise<void>;
+  write(document: Document): Promise<void>;
+}
+
+/** Where a key store's credentials live: a local file or a Secrets Manager secret. */
+export type CredentialStore = Store<CredentialsDocument>;
+
+/** A kind of document a store holds: how it is read and written, each way checked. */
+export interface StoreFormat<Document> {
+  /** The description of a secret the CLI creates for it. */
+  purpose: string;
+  /** Throws CliError, naming the store, never quoting the text. */
+  parse(store: string, text: string): Document;
+  serialize(store: string, document: Document): string;
 }
 
 /** Parses stored text: the proxy's own parser, except that an empty list (after `remove --force`) is allowed. */
@@ -127,6 +139,13 @@ function serialize(store: string, document: CredentialsDocument): string {
   }
   return text;
 }
+
+/** The credentials a key store's credentialsFile or credentialsSecretArn holds. */
+export const CREDENTIALS_FORMAT: StoreFormat<CredentialsDocument> = {
+  purpose: 'XKS proxy: SigV4 credentials of a key store',
+  parse: parseDocument,
+  serialize,
+};
 
 /**
  * Writes `text` to `path` atomically with mode 0600: a temporary file in the same directory,
@@ -167,20 +186,22 @@ export function writeFileAtomic(path: string, text: string): void {
   }
 }
 
-/** A local JSON file, `{"credentials": [...]}` (a key store's `credentialsFile`). */
-export class FileStore implements CredentialStore {
+/** A local JSON file: `{"credentials": [...]}` (a key store's `credentialsFile`), or another format. */
+export class FileStore<Document = CredentialsDocument> implements Store<Document> {
   readonly path: string;
   readonly description: string;
   readonly local = true;
+  readonly #format: StoreFormat<Document>;
   /** Set when the existing file was readable by others than its owner (rewriting it fixes that). */
   widePermissions = false;
 
-  constructor(path: string) {
+  constructor(path: string, format?: StoreFormat<Document>) {
     this.path = resolve(path);
     this.description = `file:${this.path}`;
+    this.#format = format ?? (CREDENTIALS_FORMAT as unknown as StoreFormat<Document>);
   }
 
-  async read(): Promise<CredentialsDocument | undefined> {
+  async read(): Promise<Document | undefined> {
     let text: string;
     try {
       text = readFileSync(this.path, 'utf8');
@@ -190,11 +211,11 @@ export class FileStore implements CredentialStore {
       if (code === 'ENOENT') return undefined;
       throw new CliError(`cannot read ${this.description}: ${code ?? 'error'}`);
     }
-    return parseDocument(this.description, text);
+    return this.#format.parse(this.description, text);
   }
 
-  async write(document: CredentialsDocument): Promise<void> {
-    const text = serialize(this.description, document);
+  async write(document: Document): Promise<void> {
+    const text = this.#format.serialize(this.description, document);
     try {
       writeFileAtomic(this.path, text);
     } catch (error) {
@@ -205,23 +226,25 @@ export class FileStore implements CredentialStore {
   }
 }
 
-/** A Secrets Manager secret (a key store's `credentialsSecretArn`), by name or ARN. */
-export class SecretsManagerStore implements CredentialStore {
+/** A Secrets Manager secret (a key store's `credentialsSecretArn`, or another format), by name or ARN. */
+export class SecretsManagerStore<Document = CredentialsDocument> implements Store<Document> {
   readonly secretId: string;
   readonly description: string;
   readonly local = false;
   /** The ARN of the secret write() created, if it created one. */
   createdArn: string | undefined;
   readonly client: SecretsManagerClient;
+  readonly #format: StoreFormat<Document>;
   #exists = true;
 
-  constructor(secretId: string, client: SecretsManagerClient) {
+  constructor(secretId: string, client: SecretsManagerClient, format?: StoreFormat<Document>) {
     this.secretId = secretId;
     this.description = `secretsmanager:${secretId}`;
     this.client = client;
+    this.#format = format ?? (CREDENTIALS_FORMAT as unknown as StoreFormat<Document>);
   }
 
-  async read(): Promise<CredentialsDocument | undefined> {
+  async read(): Promise<Document | undefined> {
     let text: string | undefined;
     try {
       const output = await this.client.send(new GetSecretValueCommand({ SecretId: this.secretId }));
@@ -236,11 +259,11 @@ export class SecretsManagerStore implements CredentialStore {
     }
     this.#exists = true;
     if (text === undefined) throw new CliError(`${this.description} has no SecretString`);
-    return parseDocument(this.description, text);
+    return this.#format.parse(this.description, text);
   }
 
-  async write(document: CredentialsDocument): Promise<void> {
-    const SecretString = serialize(this.description, document);
+  async write(document: Document): Promise<void> {
+    const SecretString = this.#format.serialize(this.description, document);
     if (!this.#exists) {
       if (this.secretId.startsWith('arn:')) {
         throw new CliError(
@@ -251,7 +274,7 @@ export class SecretsManagerStore implements CredentialStore {
         const created = await this.client.send(
           new CreateSecretCommand({
             Name: this.secretId,
-            Description: 'XKS proxy: SigV4 credentials of a key store',
+            Description: this.#format.purpose,
             SecretString,
           }),
         );
@@ -288,12 +311,22 @@ export interface StoreOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-/** A store from `file:PATH` or `secretsmanager:NAME_OR_ARN`. */
-export function openStore(spec: string, options: StoreOptions = {}): CredentialStore {
+/** A store from `file:PATH` or `secretsmanager:NAME_OR_ARN`, of credentials or another format. */
+export function openStore(spec: string, options?: StoreOptions): CredentialStore;
+export function openStore<Document>(
+  spec: string,
+  options: StoreOptions,
+  format: StoreFormat<Document>,
+): Store<Document>;
+export function openStore<Document>(
+  spec: string,
+  options: StoreOptions = {},
+  format?: StoreFormat<Document>,
+): Store<Document> {
   const colon = spec.indexOf(':');
   const kind = colon < 0 ? '' : spec.slice(0, colon);
   const target = spec.slice(colon + 1);
-  if (kind === 'file' && target !== '') return new FileStore(target);
+  if (kind === 'file' && target !== '') return new FileStore(target, format);
   if (kind === 'secretsmanager' && target !== '') {
     const env = options.env ?? process.env;
     const arnRegion = /^arn:[^:]+:secretsmanager:([^:]+):/.exec(target)?.[1];
@@ -301,7 +334,8 @@ export function openStore(spec: string, options: StoreOptions = {}): CredentialS
       throw new CliError(`--region ${options.region} differs from the secret ARN's region ${arnRegion}`, 2);
     }
     const region = options.region ?? arnRegion ?? (env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined);
-    return new SecretsManagerStore(target, new SecretsManagerClient(region === undefined ? {} : { region }));
+    const client = new SecretsManagerClient(region === undefined ? {} : { region });
+    return new SecretsManagerStore(target, client, format);
   }
   throw new CliError(`--store must be file:PATH or secretsmanager:NAME_OR_ARN, not '${spec}'`, 2);
 }
@@ -415,10 +449,12 @@ Commands:
   keys create-test-keys  generate the keys AWS's XKS test client expects
   keys create-version  generate the next version of an external key in the HSM (key rotation)
   keys list-versions   the versions of an external key
-  audit verify         check the hash chains of the audit records in log files
+  audit verify         check the audit records in log files against the audit key
+  revocation revoke    cut AWS KMS off from a key store or a key (revocation restore: let it back)
+  revocation status    what the revocation switch revokes
 
-Run 'xks-proxy credentials <command> --help', 'xks-proxy keys <command> --help' or
-'xks-proxy preflight --help' for the options.
+Run 'xks-proxy credentials <command> --help', 'xks-proxy keys <command> --help',
+'xks-proxy revocation --help' or 'xks-proxy preflight --help' for the options.
 `,
   credentials: `Usage: xks-proxy credentials <create|list|remove> [options]
 
@@ -626,6 +662,10 @@ export async function main(
       const { preflightMain } = await import('./preflight/index.ts');
       return await preflightMain(argv.slice(1), io);
     }
+    if (group === 'revocation') {
+      const { revocationMain } = await import('./revocation.ts');
+      return await revocationMain(argv.slice(1), io);
+    }
     if (group === 'audit') {
       const { auditMain } = await import('./audit.ts');
       return auditMain(argv.slice(1), io);
@@ -668,5 +708,9 @@ export async function main(
 }
 
 if (isEntryPoint(import.meta)) {
-  process.exitCode = await main(process.argv.slice(2));
+  // Not a top-level await: commands loaded on demand (bin/revocation.ts) import this module, which
+  // must then have finished evaluating.
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
 }

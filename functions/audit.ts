@@ -1,10 +1,12 @@
 // The audit trail (spec: Logging: "appropriate measures must be used to ensure the integrity of
-// the logs"): one audit record per request, in the request's log line, chained by hash. Each
-// process (each Lambda environment) starts a chain with a start marker; every record carries
-// the hash of the one before it, so a removed, altered, inserted or reordered record breaks the
-// chain, and `xks-proxy audit verify` finds where. Records never hold plaintext, AAD, keys,
-// PINs or secrets: only who asked what, with which key, and what happened.
-import { hash, randomUUID } from 'node:crypto';
+// the logs"): one audit record per request, in the request's log line, chained by a keyed MAC.
+// Each process (each Lambda environment) starts a chain with a start marker; every record carries
+// its HMAC-SHA-256 under the audit key and the MAC of the one before it, so a removed, altered,
+// inserted or reordered record breaks the chain, and `xks-proxy audit verify` finds where. Without
+// the key, nobody who can rewrite the logs can compute the MACs of a changed chain (docs/security.md,
+// The audit trail). Records never hold plaintext, AAD, keys, PINs or secrets: only who asked what,
+// with which key, and what happened.
+import { createHmac, randomUUID } from 'node:crypto';
 
 /** What an audit record says about a request. */
 export interface AuditFields {
@@ -31,19 +33,51 @@ export interface AuditFields {
   /** The HSM that served the request. */
   hsm?: string;
   latencyMs?: number;
+  /** A revocation record: whether the key store (or its key `keyId`) is now revoked, and from where. */
+  revoked?: boolean;
+  source?: string;
 }
 
 export interface AuditRecord extends AuditFields {
-  /** 'start' for a chain's first record, 'request' after. */
-  type: 'start' | 'request';
+  /** 'start' for a chain's first record; 'request' for a request; 'revocation' for a change of it. */
+  type: 'start' | 'request' | 'revocation';
   /** The chain (one per process); random. */
   chain: string;
   seq: number;
   time: string;
-  /** The previous record's hash; 64 zeros for the start marker. */
+  /** The previous record's MAC; 64 zeros for the start marker. */
   prev: string;
-  /** SHA-256 (hex) of this record without `hash`, in canonical JSON. */
-  hash: string;
+  /** HMAC-SHA-256 (hex) under the audit key of this record without `mac`, in canonical JSON. */
+  mac: string;
+}
+
+/** Audit keys are at least this long (the HMAC-SHA-256 output, RFC 2104 section 3). */
+export const AUDIT_KEY_BYTES = 32;
+
+/**
+ * The audit key in a key file or secret: at least 32 bytes as hex (`openssl rand -hex 32`), plain
+ * or as `{"key": "<hex>"}`. Messages never quote the text.
+ */
+export function parseAuditKey(text: string, where: string): Buffer {
+  let value = text.trim();
+  try {
+    const parsed: unknown = JSON.parse(value);
+    if (
+      typeof parsed === 'object' &&
+      parsed !== null &&
+      typeof (parsed as { key?: unknown }).key === 'string'
+    ) {
+      value = (parsed as { key: string }).key.trim();
+    }
+  } catch {
+    // Not JSON: the text is the key itself.
+  }
+  if (!/^(?:[0-9a-fA-F]{2})+$/.test(value) || value.length < AUDIT_KEY_BYTES * 2) {
+    throw new Error(
+      `${where}: the audit key must be at least ${AUDIT_KEY_BYTES} bytes of hex (openssl rand -hex 32)`,
+    );
+  }
+  return Buffer.from(value, 'hex');
 }
 
 export const GENESIS = '0'.repeat(64);
@@ -65,7 +99,7 @@ function canonical(value: unknown): string {
 
 /**
  * Every key a record written here can have, in canonical (sorted) order: the records this process
- * writes are serialized without sorting keys each time (canonicalRecord); hashOf, which checks any
+ * writes are serialized without sorting keys each time (canonicalRecord); macOf, which checks any
  * record read back, sorts.
  */
 const RECORD_KEYS = [
@@ -85,7 +119,9 @@ const RECORD_KEYS = [
   'policyIds',
   'prev',
   'principal',
+  'revoked',
   'seq',
+  'source',
   'sourceVpc',
   'sourceVpce',
   'statusCode',
@@ -93,13 +129,13 @@ const RECORD_KEYS = [
   'type',
   'unverifiedKmsRequestId',
 ] as const;
-// A field added to AuditRecord but not above would be logged yet left out of the hash: refused here.
-type Unlisted = Exclude<keyof Omit<AuditRecord, 'hash'>, (typeof RECORD_KEYS)[number]>;
+// A field added to AuditRecord but not above would be logged yet left out of the MAC: refused here.
+type Unlisted = Exclude<keyof Omit<AuditRecord, 'mac'>, (typeof RECORD_KEYS)[number]>;
 const everyKeyListed: [Unlisted] extends [never] ? true : Unlisted = true;
 void everyKeyListed;
 
 /** canonical() of a record written here, its keys taken in RECORD_KEYS' order. */
-function canonicalRecord(record: Omit<AuditRecord, 'hash'>): string {
+function canonicalRecord(record: Omit<AuditRecord, 'mac'>): string {
   let text = '';
   for (const key of RECORD_KEYS) {
     const value = record[key];
@@ -109,18 +145,23 @@ function canonicalRecord(record: Omit<AuditRecord, 'hash'>): string {
   return `${text}}`;
 }
 
-export function hashOf(record: Omit<AuditRecord, 'hash'> | AuditRecord): string {
-  const { hash: _ignored, ...rest } = record as AuditRecord;
-  return hash('sha256', canonical(rest), 'hex');
+/** The MAC a record must carry under `key`: HMAC-SHA-256 of its canonical JSON without `mac`. */
+export function macOf(record: Omit<AuditRecord, 'mac'> | AuditRecord, key: Buffer): string {
+  const { mac: _ignored, ...rest } = record as AuditRecord;
+  return createHmac('sha256', key).update(canonical(rest)).digest('hex');
 }
 
 export class AuditChain {
   readonly id: string;
+  readonly #key: Buffer;
   #seq = 0;
   #prev = GENESIS;
   #started = false;
 
-  constructor(id: string = randomUUID()) {
+  constructor(key: Buffer, id: string = randomUUID()) {
+    if (key.length < AUDIT_KEY_BYTES)
+      throw new Error(`the audit key must be at least ${AUDIT_KEY_BYTES} bytes`);
+    this.#key = key;
     this.id = id;
   }
 
@@ -131,10 +172,10 @@ export class AuditChain {
     return this.#append('start', {}, now);
   }
 
-  /** The next request's record. */
-  next(fields: AuditFields, now = new Date()): AuditRecord {
+  /** The next request's record (or, with `type` 'revocation', a change of the revocation switch). */
+  next(fields: AuditFields, now = new Date(), type: 'request' | 'revocation' = 'request'): AuditRecord {
     if (!this.#started) throw new Error('log the audit chain start first');
-    return this.#append('request', fields, now);
+    return this.#append(type, fields, now);
   }
 
   #append(type: AuditRecord['type'], fields: AuditFields, now: Date): AuditRecord {
@@ -147,10 +188,10 @@ export class AuditChain {
       ...stripUndefined(fields),
     };
     const text = canonicalRecord(body);
-    const digest = hash('sha256', text, 'hex');
-    this.#prev = digest;
-    const record = { ...body, hash: digest };
-    written.set(record, `${text.slice(0, -1)},"hash":"${digest}"}`);
+    const mac = createHmac('sha256', this.#key).update(text).digest('hex');
+    this.#prev = mac;
+    const record = { ...body, mac };
+    written.set(record, `${text.slice(0, -1)},"mac":"${mac}"}`);
     return record;
   }
 }
@@ -158,7 +199,7 @@ export class AuditChain {
 /** The JSON of the records written here, made while hashing them (the log line reuses it). */
 const written = new WeakMap<AuditRecord, string>();
 
-/** A record's JSON: its canonical text with the hash last, when written here. */
+/** A record's JSON: its canonical text with the MAC last, when written here. */
 export function auditJson(record: AuditRecord): string {
   return written.get(record) ?? JSON.stringify(record);
 }
@@ -180,17 +221,20 @@ export interface Verification {
 }
 
 /**
- * Checks audit records: each chain must begin with its start marker (unless `partial`, for an
- * excerpt of a longer log), go 0, 1, 2, ... without gaps or repeats, link each record to the
- * previous one's hash, and have each hash match its record. The records of a chain are taken in
- * sequence order (a process writes successes to stdout and refusals to stderr, which a log
- * pipeline may interleave); `fileOrder` also requires the order they are given in.
+ * Checks audit records against the audit key (or keys: each chain is checked with the one its first
+ * record was written under, e.g. across a key rotation): each chain must begin with its start marker
+ * (unless `partial`, for an excerpt of a longer log), go 0, 1, 2, ... without gaps or repeats, link
+ * each record to the previous one's MAC, and have each MAC match its record under the key. A chain
+ * recomputed without the key (plain SHA-256, or another key) fails at every record. The records of a
+ * chain are taken in sequence order (a process writes successes to stdout and refusals to stderr,
+ * which a log pipeline may interleave); `fileOrder` also requires the order they are given in.
  */
 export function verifyAudit(
   records: Iterable<AuditRecord>,
-  options: { partial?: boolean; fileOrder?: boolean } = {},
+  options: { keys: readonly Buffer[]; partial?: boolean; fileOrder?: boolean },
 ): Verification {
   const last = new Map<string, AuditRecord>();
+  const keyOf = new Map<string, Buffer | undefined>();
   const problems: string[] = [];
   let count = 0;
   let ordered: Iterable<AuditRecord> = records;
@@ -207,8 +251,18 @@ export function verifyAudit(
   for (const record of ordered) {
     count++;
     const where = `chain ${record.chain} seq ${record.seq}`;
-    if (hashOf(record) !== record.hash)
-      problems.push(`${where}: altered (its hash does not match its contents)`);
+    if (!keyOf.has(record.chain)) {
+      keyOf.set(
+        record.chain,
+        options.keys.find((key) => typeof record.mac === 'string' && macOf(record, key) === record.mac),
+      );
+    }
+    const key = keyOf.get(record.chain);
+    if (typeof record.mac !== 'string') {
+      problems.push(`${where}: not keyed (no MAC: anyone could have written it)`);
+    } else if (key === undefined || macOf(record, key) !== record.mac) {
+      problems.push(`${where}: altered, or written without the audit key (its MAC does not match)`);
+    }
     const before = last.get(record.chain);
     if (before === undefined) {
       if (record.type !== 'start' || record.seq !== 0 || record.prev !== GENESIS) {
@@ -221,7 +275,7 @@ export function verifyAudit(
           ? `${where}: out of order or repeated after seq ${before.seq}`
           : `${where}: ${record.seq - before.seq - 1} record(s) missing after seq ${before.seq}`,
       );
-    } else if (record.prev !== before.hash) {
+    } else if (record.prev !== before.mac) {
       problems.push(`${where}: does not follow seq ${before.seq} (a record was replaced or inserted)`);
     }
     last.set(record.chain, record);
@@ -231,7 +285,8 @@ export function verifyAudit(
 
 /**
  * The audit records in log text: one JSON document per line (the proxy's structured logs, or a
- * CloudWatch Logs export of them), each with an `audit` object; other lines are skipped.
+ * CloudWatch Logs export of them), each with an `audit` object; other lines are skipped. Records
+ * without a MAC (unkeyed, or with it removed) are returned too, for verifyAudit to refuse.
  */
 export function* auditRecordsIn(text: string): Generator<AuditRecord> {
   for (const line of text.split('\n')) {
@@ -244,23 +299,29 @@ export function* auditRecordsIn(text: string): Generator<AuditRecord> {
       continue;
     }
     const audit = (parsed as { audit?: unknown })?.audit;
-    if (audit !== null && typeof audit === 'object' && typeof (audit as AuditRecord).hash === 'string') {
+    if (audit !== null && typeof audit === 'object' && typeof (audit as AuditRecord).chain === 'string') {
       yield audit as AuditRecord;
     }
   }
 }
 
 /**
- * This process's audit chain. Its start marker is written at once, straight to stdout in the
- * Powertools Logger's JSON shape: whatever the log level, a chain must have its start.
+ * A process's audit chain, keyed with `key`. Its start marker is written at once: whatever the log
+ * level, a chain must have its start.
  */
-export const auditTrail = new AuditChain();
-process.stdout.write(
-  `${JSON.stringify({
-    level: 'INFO',
-    message: 'Audit chain start',
-    timestamp: new Date().toISOString(),
-    service: process.env.POWERTOOLS_SERVICE_NAME || 'xks-proxy',
-    audit: auditTrail.start(),
-  })}\n`,
-);
+export function startAuditChain(key: Buffer): AuditChain {
+  const chain = new AuditChain(key);
+  writeAuditLine('INFO', 'Audit chain start', chain.start());
+  return chain;
+}
+
+/**
+ * A line for a record that no request carries (the chain's start, a revocation change): straight to
+ * stdout in the Powertools Logger's JSON shape, whatever the log level.
+ */
+export function writeAuditLine(level: 'INFO' | 'WARN', message: string, record: AuditRecord): void {
+  const service = JSON.stringify(process.env.POWERTOOLS_SERVICE_NAME || 'xks-proxy');
+  process.stdout.write(
+    `{"level":"${level}","message":${JSON.stringify(message)},"timestamp":"${new Date().toISOString()}","service":${service},"audit":${auditJson(record)}}\n`,
+  );
+}

@@ -120,6 +120,19 @@ export interface ProxyConfig {
     caFile?: string;
   };
   keystores: KeystoreConfig[];
+  /**
+   * The audit key (functions/audit.ts): HMAC-SHA-256 key of the audit records, at least 32 bytes as
+   * hex. A local file, or a Secrets Manager secret (read once, at start, like the PIN). Without one,
+   * each process keys its records with a random key it never stores: nobody can verify them.
+   */
+  audit?: { keyFile?: string; keySecretArn?: string };
+  /**
+   * The revocation switch (functions/revocation.ts): key stores and keys cut off from KMS without
+   * a redeploy or restart. A local file, read again when it changes, or a Secrets Manager secret,
+   * read again when the value in hand is older than cacheSeconds (so a change takes effect within
+   * about that, docs/security.md).
+   */
+  revocation?: { file?: string; secretArn?: string; cacheSeconds: number };
   /** Limits of the local HTTPS server against hostile clients (local/server.ts DEFAULT_LIMITS). */
   localServer?: Partial<Record<LocalServerLimit, number>>;
 }
@@ -137,6 +150,8 @@ export const LOCAL_SERVER_LIMITS = [
   'timeoutCheckIntervalMs',
   'maxConnections',
   'maxRequestsPerSocket',
+  'maxDiscardBytes',
+  'discardTimeoutMs',
 ] as const;
 export type LocalServerLimit = (typeof LOCAL_SERVER_LIMITS)[number];
 
@@ -252,13 +267,33 @@ export const SCHEMA = {
         caFile: { type: 'string', minLength: 1 },
       },
     },
+    audit: {
+      type: 'object',
+      additionalProperties: false,
+      oneOf: [{ required: ['keyFile'] }, { required: ['keySecretArn'] }],
+      properties: {
+        keyFile: { type: 'string', minLength: 1 },
+        keySecretArn: { type: 'string', minLength: 1 },
+      },
+    },
+    revocation: {
+      type: 'object',
+      additionalProperties: false,
+      oneOf: [{ required: ['file'] }, { required: ['secretArn'] }],
+      properties: {
+        file: { type: 'string', minLength: 1 },
+        secretArn: { type: 'string', minLength: 1 },
+        // At most 10: a change must take effect within 10 s (docs/security.md, Revocation).
+        cacheSeconds: { type: 'number', minimum: 0, maximum: 10, default: 5 },
+      },
+    },
     localServer: {
       type: 'object',
       additionalProperties: false,
       properties: Object.fromEntries(
         LOCAL_SERVER_LIMITS.map((name) => [
           name,
-          { type: 'integer', minimum: name === 'maxRequestsPerSocket' ? 0 : 1 },
+          { type: 'integer', minimum: name === 'maxRequestsPerSocket' || name === 'maxDiscardBytes' ? 0 : 1 },
         ]),
       ),
     },

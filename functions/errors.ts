@@ -15,8 +15,12 @@ export const ERROR_STATUS = {
   InternalException: 500,
   UnsupportedOperationException: 501,
   DependencyTimeoutException: 503,
-  // Not an XKS error name: the spec (API operations) only says a GET MUST get 405.
+  // Not XKS error names: HTTP conditions the spec's table has no row for. The spec (API operations)
+  // only says a GET MUST get 405; the local server answers the other two itself (RFC 9110 section
+  // 15.5.9, RFC 6585 section 5). KMS never causes them.
   MethodNotAllowed: 405,
+  RequestTimeout: 408,
+  RequestHeaderFieldsTooLarge: 431,
 } as const;
 
 export type ErrorName = keyof typeof ERROR_STATUS;

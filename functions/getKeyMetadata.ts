@@ -12,7 +12,8 @@ export const handler = xksHandler<KeyMetadataRequest>('GetKeyMetadata', ({ hsm, 
     keySpec: key.keySpec,
     // From CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE: at most 7 (< 10).
     keyUsage: [...key.usage],
-    // DISABLED when the customer disabled it in the key store's configuration.
+    // DISABLED when the customer disabled it in the key store's configuration, or revoked it or its
+    // key store (functions/revocation.ts).
     keyStatus: keyStatus(key, keystore),
   };
 });

@@ -1,11 +1,14 @@
 // The middleware chain every XKS route runs, in one place and in one order:
 //
-//   0. credentials   key store credentials from Secrets Manager or a file, when due (rotation)
+//   0. sources       key store credentials (rotation) and the revocation switch, from Secrets
+//                    Manager or a file, read again when due
 //   1. respond       the JSON success body, or the spec's error body and status; per request one
 //                    log line and one EMF metrics document (plus ErrorsByName on errors)
 //   2. route         resource -> key store (404 InvalidUriPathException); POST only (405)
-//   3. authenticate  mTLS client certificate CN when configured; SigV4 over the raw body (401)
-//   4. parseBody     JSON and the route's schema (400 ValidationException)
+//   3. authenticate  mTLS client certificate CN when configured; no query string; SigV4 over the
+//                    raw body (401). Nothing about the request is judged before this step but its
+//                    path prefix and method: a caller without credentials learns nothing else.
+//   4. parseBody     the key id, JSON and the route's schema (400 ValidationException)
 //   5. quota         the key store's request rate, local server only (429 ThrottlingException)
 //   6. authorize     the key store's Cedar policies, if any; never for GetHealthStatus (403)
 //
@@ -30,12 +33,21 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import middy, { type MiddlewareObj, type Request } from '@middy/core';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { AesGcmCiphertext, Hsm, HsmKey } from '../layers/pkcs11/hsm.ts';
-import { type AuditRecord, auditJson, auditTrail } from './audit.ts';
+import { type AuditRecord, auditJson } from './audit.ts';
 import { safeErrorMessage, toXksError, XksError } from './errors.ts';
 import { METRIC, RequestMetrics } from './metrics.ts';
 import { commonNameMatcher, commonNameOf } from './mtls.ts';
 import { type Operation, parseRoute, type Route } from './routes.ts';
-import { config, credentialSources, hsm, type Keystore, keystores, logger, metrics } from './runtime.ts';
+import {
+  auditTrail,
+  config,
+  hsm,
+  type Keystore,
+  keystores,
+  logger,
+  metrics,
+  refreshIfDue,
+} from './runtime.ts';
 import { type RequestMetadata, validatorFor } from './schemas.ts';
 import { verifySigV4 } from './sigv4.ts';
 
@@ -78,7 +90,7 @@ const JSON_HEADERS = { 'content-type': 'application/json' };
 /** A Lambda handler for one XKS operation: the chain above around `handle`. */
 export function xksHandler<Body>(operation: Operation, handle: (request: XksRequest<Body>) => object) {
   return middy<Event, Result, Error, XksContext>({ timeoutEarlyInMillis: 0 })
-    .use({ before: () => credentialSources.refreshIfDue() })
+    .use({ before: () => refreshIfDue() })
     .use(respond(operation))
     .use(route(operation))
     .use(authenticate())
@@ -190,6 +202,40 @@ function respond(operation: Operation): Middleware {
 }
 
 /**
+ * A request the local server answered itself, before any handler (an unknown path, its own limits,
+ * a malformed request): its log line and audit record, as every request has.
+ */
+export function logRefusal(
+  error: XksError,
+  request: {
+    method?: string | undefined;
+    path?: string | undefined;
+    sourceIp?: string | undefined;
+    latencyMs?: number | undefined;
+  },
+): void {
+  const fields = {
+    httpMethod: request.method,
+    // The path as sent, cut short: it comes from a client the server has just refused.
+    path: request.path === undefined ? undefined : safeErrorMessage(request.path).slice(0, 256),
+    sourceIp: request.sourceIp,
+    statusCode: error.statusCode,
+    outcome: 'error',
+    errorName: error.errorName,
+    errorMessage: error.message,
+    latencyMs: request.latencyMs,
+  };
+  const audit = auditTrail.next({
+    outcome: 'error',
+    statusCode: error.statusCode,
+    errorName: error.errorName,
+    latencyMs: request.latencyMs,
+  });
+  if (error.statusCode >= 500) logger.error('XKS request', { ...fields, audit });
+  else logger.warn('XKS request', { ...fields, audit });
+}
+
+/**
  * The request's audit record (functions/audit.ts): who asked what, with which key and version,
  * what was decided and what happened. Never plaintext, AAD or secrets.
  */
@@ -222,7 +268,7 @@ function auditRecord(
   });
 }
 
-/** 2. The key store the path prefix names, and the key id; POST only. */
+/** 2. The key store the path prefix names; POST only. */
 function route(operation: Operation): Middleware {
   // A function sees a handful of resources (one per key store): each is parsed once. Bounded,
   // since the resource comes from the event.
@@ -249,21 +295,19 @@ function route(operation: Operation): Middleware {
       }
       const state = context.xks;
       state.keystore = keystore;
-      if (parsed.keyId !== undefined) {
-        const keyId = event.pathParameters?.keyId ?? '';
-        // Only ids in the spec's alphabet reach the logs and the HSM.
-        if (!KEY_ID.test(keyId)) {
-          throw new XksError('ValidationException', 'externalKeyId must be 1-128 of A-Z a-z 0-9 . - _');
-        }
-        state.keyId = keyId;
-      }
       state.keys.keystore = keystore.name;
-      state.keys.keyId = state.keyId || undefined;
+      // GetHealthStatus answers as usual (it reports the HSMs); its line says the store is cut off.
+      if (keystore.revoked) state.keys.revoked = true;
     },
   };
 }
 
-/** 3. The mTLS client certificate, when required; SigV4 over what the client sent. */
+/**
+ * 3. The mTLS client certificate, when required; SigV4 over what the client sent. A query string is
+ * refused here: Appendix A fixes the canonical query string of every XKS request to "", and API
+ * Gateway hands the function decoded parameters from which the signed query cannot be rebuilt
+ * exactly (`+`, `%2B` and `%20`, order, repeats), so no query string is ever verified.
+ */
 function authenticate(): Middleware {
   const allowed = config.clientCertificate && commonNameMatcher(config.clientCertificate.allowedCommonNames);
   return {
@@ -278,6 +322,12 @@ function authenticate(): Middleware {
           );
         }
       }
+      if (hasQuery(event)) {
+        throw new XksError(
+          'AuthenticationFailedException',
+          'SigV4 authentication failed: XKS requests have no query string',
+        );
+      }
       const keystore = context.xks.keystore as Keystore;
       const body = rawBody(event);
       context.xks.rawBody = body;
@@ -286,7 +336,6 @@ function authenticate(): Middleware {
           method: event.httpMethod,
           // The full path the client sent and signed (with the stage or the base path).
           path: event.requestContext?.path ?? event.path,
-          query: queryOf(event),
           headers: event.multiValueHeaders ?? singleValued(event.headers),
           body,
         },
@@ -345,31 +394,37 @@ function authorize(operation: Operation): Middleware {
   };
 }
 
-/** 4. The JSON body against the route's schema. GetHealthStatus never answers ValidationException. */
+/**
+ * 4. The key id and the JSON body against the route's schema (400 ValidationException), only once
+ * the request is authenticated: a caller without credentials learns nothing from them.
+ * GetHealthStatus too: its section makes kmsRequestId and kmsOperation REQUIRED, and AWS's public
+ * XKS test client expects ValidationException without them, although the Error codes table lists
+ * ValidationException for "ALL except GetHealthStatus" (docs/security.md, Request checks).
+ */
 function parseBody(operation: Operation): Middleware {
   const validate = validatorFor(operation);
   return {
     before: ({ event, context }) => {
+      const state = context.xks;
+      if (operation !== 'GetHealthStatus') {
+        const keyId = event.pathParameters?.keyId ?? '';
+        // Only ids in the spec's alphabet reach the logs and the HSM.
+        if (!KEY_ID.test(keyId)) {
+          throw new XksError('ValidationException', 'externalKeyId must be 1-128 of A-Z a-z 0-9 . - _');
+        }
+        state.keyId = keyId;
+        state.keys.keyId = keyId;
+      }
       let body: unknown;
       try {
-        body = JSON.parse((context.xks.rawBody ?? rawBody(event)).toString('utf8'));
+        body = JSON.parse((state.rawBody ?? rawBody(event)).toString('utf8'));
       } catch {
         // The parser's message quotes the body: never pass it on.
-        if (operation !== 'GetHealthStatus')
-          throw new XksError('ValidationException', 'The body is not JSON');
+        throw new XksError('ValidationException', 'The body is not JSON');
       }
-      if (operation === 'GetHealthStatus') {
-        // Spec (Error codes): ValidationException is for all APIs except GetHealthStatus.
-        try {
-          validate(body);
-        } catch {
-          body = { requestMetadata: {} };
-        }
-      } else {
-        validate(body);
-      }
-      context.xks.body = body;
-      addMetadataKeys(context.xks.keys, (body as { requestMetadata: RequestMetadata }).requestMetadata);
+      validate(body);
+      state.body = body;
+      addMetadataKeys(state.keys, (body as { requestMetadata: RequestMetadata }).requestMetadata);
     },
   };
 }
@@ -416,12 +471,9 @@ function singleValued(headers: Event['headers'] | null | undefined): Record<stri
   return out;
 }
 
-function queryOf(event: Event): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (const [name, values] of Object.entries(event.multiValueQueryStringParameters ?? {})) {
-    for (const value of values ?? []) out.push([name, value]);
-  }
-  return out;
+function hasQuery(event: Event): boolean {
+  const query = event.multiValueQueryStringParameters ?? event.queryStringParameters;
+  return query !== null && query !== undefined && Object.keys(query).length > 0;
 }
 
 /** The HSM with each call's duration added to the request's HSM time. */

@@ -10,6 +10,7 @@ import { HsmFleet } from '../layers/pkcs11/fleet.ts';
 import type { Hsm } from '../layers/pkcs11/hsm.ts';
 import { VENDOR_PROFILES } from '../layers/pkcs11/profiles.ts';
 import { WorkerHsm } from '../layers/pkcs11/worker-hsm.ts';
+import { AUDIT_KEY_BYTES, type AuditChain, parseAuditKey, startAuditChain, writeAuditLine } from './audit.ts';
 import { type Authorizer, createAuthorizer } from './authorization.ts';
 import {
   type Credential,
@@ -19,6 +20,7 @@ import {
   parseCredentialsSecret,
   parsePinSecret,
 } from './config.ts';
+import { ALL_KEYSTORES, RevocationSwitch } from './revocation.ts';
 import { hsmAad, METADATA_V1 } from './xks.ts';
 
 export const SERVICE = 'xks-proxy';
@@ -82,9 +84,18 @@ export class Keystore {
     return sample !== undefined && (metadata ?? Buffer.alloc(0)).equals(sample);
   }
 
-  /** Whether the customer disabled this key in the configuration. */
-  disabled(keyId: string): boolean {
-    return this.#disabled.has(keyId);
+  /**
+   * Why this key is not enabled, or undefined when it is: disabled in the configuration, or the key
+   * or the whole key store revoked (functions/revocation.ts).
+   */
+  disabled(keyId: string): string | undefined {
+    if (this.#disabled.has(keyId)) return 'The external key is disabled';
+    return revocation?.reason(this.name, keyId);
+  }
+
+  /** Whether the revocation switch has cut this key store off (its log lines say so). */
+  get revoked(): boolean {
+    return revocation?.reason(this.name) !== undefined;
   }
 
   /** Takes one request from the key store's quota; false when it is used up. */
@@ -298,6 +309,58 @@ function warmUp(fleet: HsmFleet): void {
       logger.warn('HSM not ready at the end of the init phase', { hsm: member.name, error });
     }
   }
+}
+
+/** The audit key: from the configuration, or a random one that no one can verify with. */
+async function auditKey(): Promise<Buffer> {
+  const { keyFile, keySecretArn } = config.audit ?? {};
+  if (keyFile !== undefined) return parseAuditKey(readFileSync(keyFile, 'utf8'), 'audit.keyFile');
+  if (keySecretArn !== undefined) {
+    return readSecret(keySecretArn, (text) => parseAuditKey(text, 'audit.keySecretArn'));
+  }
+  logger.warn(
+    'No audit key (audit.keyFile or audit.keySecretArn): this process keys its audit records with a random key it never stores, so they cannot be verified',
+  );
+  return randomBytes(AUDIT_KEY_BYTES);
+}
+
+/** This process's audit chain (functions/audit.ts); its start marker is written now, at init. */
+export const auditTrail: AuditChain = startAuditChain(await auditKey());
+
+/**
+ * The revocation switch (functions/revocation.ts), read now and again when due. Each change it
+ * sees is logged with its audit record, whatever the log level, like the chain's start.
+ */
+export const revocation: RevocationSwitch | undefined =
+  config.revocation &&
+  new RevocationSwitch(config.revocation, {
+    readSecret: (arn) => readSecret(arn, (text) => text),
+    readFile: (path) => {
+      const stat = statSync(path);
+      return { text: readFileSync(path, 'utf8'), version: `${stat.mtimeMs}/${stat.ino}/${stat.size}` };
+    },
+    onChange: (changes, source) => {
+      for (const { entry, revoked } of changes) {
+        const [keystore, keyId] = entry.split('/');
+        const audit = auditTrail.next(
+          { keystore: keystore === ALL_KEYSTORES ? undefined : keystore, keyId, revoked, source },
+          new Date(),
+          'revocation',
+        );
+        const what = keystore === ALL_KEYSTORES ? 'every key store' : (keyId ?? 'the whole key store');
+        writeAuditLine(revoked ? 'WARN' : 'INFO', `Revocation ${revoked ? 'on' : 'off'}: ${what}`, audit);
+      }
+    },
+    onError: (error, source) =>
+      logger.warn('Could not read the revocation switch again; keeping what it said last', { source, error }),
+  });
+await revocation?.load();
+
+/** Step 0 of every request: the sources that can change while the proxy runs, read again when due. */
+export function refreshIfDue(): Promise<unknown> | undefined {
+  const credentials = credentialSources.refreshIfDue();
+  const revoked = revocation?.refreshIfDue();
+  return credentials && revoked ? Promise.all([credentials, revoked]) : (credentials ?? revoked);
 }
 
 export const hsm: HsmFleet = await createFleet();

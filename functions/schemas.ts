@@ -16,11 +16,11 @@ import type { Operation } from './routes.ts';
  */
 const base64 = { type: 'string' } as const;
 /**
- * At least 4 characters (one Base64 quantum), as `minLength: 4` said, but as a pattern anchored at
- * the start that looks at those 4 only: ajv's minLength counts the code points of the whole string
- * (~17 us per maximum-size Encrypt for plaintext and AAD).
+ * Not empty: a pattern anchored at the start that looks at one character only (ajv's minLength
+ * counts the code points of the whole string, ~17 us per maximum-size Encrypt for plaintext and
+ * AAD). Too short to be Base64 at all ("AA") is found where the field is decoded, and said so.
  */
-const nonEmptyBase64 = { ...base64, pattern: '^[^]{4}' } as const;
+const nonEmptyBase64 = { ...base64, pattern: '^[^]' } as const;
 
 // ARNs MUST work up to 2048 characters; metadata strings are capped well above that so that a
 // request cannot push arbitrarily long strings into the logs.
@@ -156,7 +156,7 @@ function describe(error: ErrorObject | undefined): string {
     case 'minLength':
       return `${where} is empty`;
     case 'maxLength':
-      return `${where} is too long`;
+      return `${where} is longer than ${(error.params as { limit: number }).limit} characters`;
     case 'const':
       return `${where} must be ${JSON.stringify((error.params as { allowedValue: unknown }).allowedValue)}`;
     default:

@@ -52,9 +52,20 @@ export function keyVersionOf(metadata: Buffer | undefined): number | undefined {
 export function decodeBase64(field: string, value: string): Buffer {
   const bytes = Buffer.from(value, 'base64');
   if (bytes.toString('base64') !== value) {
-    throw new XksError('ValidationException', `${field} is not canonical Base64`);
+    throw new XksError('ValidationException', `${field} ${base64Problem(value)}`);
   }
   return bytes;
+}
+
+/** What is wrong with a string that is not canonical standard Base64 (never the value itself). */
+function base64Problem(value: string): string {
+  if (/[-_]/.test(value)) return 'is URL-safe Base64, not standard Base64 (RFC 4648 section 4)';
+  if (/[^A-Za-z0-9+/=]/.test(value)) return 'has characters outside the standard Base64 alphabet';
+  if (!/^[^=]*={0,2}$/.test(value)) return 'is not standard Base64: "=" only as padding at the end';
+  if (value.length % 4 !== 0) {
+    return 'is not standard Base64: its length is not a multiple of 4 (padding missing?)';
+  }
+  return 'is not canonical Base64: the bits after the last byte are not zero';
 }
 
 /** Like decodeBase64, and at most `max` bytes: 501 beyond what this proxy supports. */
@@ -145,21 +156,23 @@ export function findKey(
 }
 
 /**
- * ENABLED, or DISABLED when the customer disabled the key in the key store's configuration
- * (spec: GetKeyMetadata, keyStatus).
+ * ENABLED, or DISABLED when the customer disabled the key in the key store's configuration, or
+ * revoked it or its key store (spec: GetKeyMetadata, keyStatus).
  */
 export function keyStatus(
   key: HsmKey,
-  keystore: { disabled(keyId: string): boolean },
+  keystore: { disabled(keyId: string): string | undefined },
 ): 'ENABLED' | 'DISABLED' {
-  return keystore.disabled(key.label) ? 'DISABLED' : 'ENABLED';
+  return keystore.disabled(key.label) === undefined ? 'ENABLED' : 'DISABLED';
 }
 
-/** 400 InvalidStateException for a disabled key (spec: Error codes). */
-export function requireEnabled(key: HsmKey, keystore: { disabled(keyId: string): boolean }): void {
-  if (keyStatus(key, keystore) === 'DISABLED') {
-    throw new XksError('InvalidStateException', 'The external key is disabled');
-  }
+/**
+ * 400 InvalidStateException for a disabled or revoked key, or a key of a revoked key store (spec:
+ * Error codes: "the specified external key or key store is disabled, deactivated or blocked").
+ */
+export function requireEnabled(key: HsmKey, keystore: { disabled(keyId: string): string | undefined }): void {
+  const reason = keystore.disabled(key.label);
+  if (reason !== undefined) throw new XksError('InvalidStateException', reason);
 }
 
 /** 400 InvalidKeyUsageException unless the key is AES-256 and allows `usage` (spec: Error codes). */

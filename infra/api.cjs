@@ -26,8 +26,10 @@ const GATEWAY_RESPONSES = [
   ['REQUEST_TOO_LARGE', '501', 'UnsupportedOperationException', 'The request is too large'],
   ['INTEGRATION_TIMEOUT', '503', 'DependencyTimeoutException', 'The proxy timed out'],
   ['INTEGRATION_FAILURE', '500', 'InternalException', 'Internal error'],
-  ['DEFAULT_4XX', undefined, 'ValidationException', 'The request is invalid'],
-  ['DEFAULT_5XX', undefined, 'InternalException', 'Internal error'],
+  // Every other 4xx and 5xx API Gateway answers: the status of the errorName (functions/errors.ts),
+  // never a ValidationException with a status other than 400.
+  ['DEFAULT_4XX', '400', 'ValidationException', 'The request is invalid'],
+  ['DEFAULT_5XX', '500', 'InternalException', 'Internal error'],
 ];
 
 /** Access log fields: who, what, how long; never a body (bodies carry plaintext). */
@@ -238,7 +240,7 @@ function api(p, endpoint) {
       Properties: {
         RestApiId: apiId,
         ResponseType: type,
-        ...(status ? { StatusCode: status } : {}),
+        StatusCode: status,
         ResponseParameters: { 'gatewayresponse.header.Content-Type': "'application/json'" },
         ResponseTemplates: { 'application/json': JSON.stringify({ errorName, errorMessage }) },
       },

@@ -200,8 +200,8 @@ function checkDeployable(fail, config) {
     if (name === 'pin') fail(`${field}: put the PIN in Secrets Manager and give pinSecretArn`);
     if (name === 'credentials') fail(`${field}: put them in Secrets Manager and give credentialsSecretArn`);
     if (Object.hasOwn(PACKAGED_FILES, name)) PACKAGED_FILES[name](fail, field, value);
-    else if (name.endsWith('File')) {
-      const instead = field.replace(/File$/, 'SecretArn');
+    else if (/(^f|F)ile$/.test(name)) {
+      const instead = field.replace(/(^|\.)file$/, '$1secretArn').replace(/File$/, 'SecretArn');
       const hint = schemaOf(instead)
         ? `give ${instead.split('.').at(-1)} (Secrets Manager) instead`
         : 'the setting is for the local proxy';

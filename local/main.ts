@@ -52,6 +52,7 @@ const handlers = {
 };
 
 const { config } = await import('../functions/runtime.ts');
+const { logRefusal } = await import('../functions/middleware.ts');
 const tls = args.tls ? selfSignedCertificate(stateDir) : undefined;
 const mtls = config.clientCertificate;
 if (mtls && !mtls.caFile)
@@ -60,7 +61,13 @@ const clientCertificate = mtls && {
   ca: readFileSync(mtls.caFile as string),
   allowedCommonNames: mtls.allowedCommonNames,
 };
-const server = createProxyServer({ handlers, tls, clientCertificate, ...config.localServer });
+const server = createProxyServer({
+  handlers,
+  tls,
+  clientCertificate,
+  onRefused: ({ error, ...request }) => logRefusal(error, request),
+  ...config.localServer,
+});
 server.on('error', (err: NodeJS.ErrnoException) => {
   process.stderr.write(
     `Cannot listen on ${args.host}:${args.port}: ${err.code ?? err.message} (try --port)\n`,
@@ -113,6 +120,18 @@ function demoSetup(): string {
       ],
     };
   }
+  // The audit records' HMAC key (functions/audit.ts), made once: `xks-proxy audit verify --key-file`.
+  const auditKeyFile = join(stateDir, 'audit.key');
+  if (!existsSync(auditKeyFile)) {
+    writeFileSync(auditKeyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+  }
+  config.audit ??= { keyFile: auditKeyFile };
+  // The revocation switch (functions/revocation.ts): `xks-proxy revocation revoke --store file:<it>`.
+  const revocationFile = join(stateDir, 'revocation.json');
+  if (!existsSync(revocationFile)) {
+    writeFileSync(revocationFile, `${JSON.stringify({ revoked: [] })}\n`, { mode: 0o600, flag: 'wx' });
+  }
+  config.revocation ??= { file: revocationFile, cacheSeconds: 1 };
   const token = ensureSoftHsmToken({
     dir: join(stateDir, 'softhsm'),
     label: config.hsm.tokenLabel,
@@ -147,6 +166,9 @@ function banner(base: string): void {
       '!! DEMO MODE: these SigV4 credentials are PUBLIC (AWS test-client defaults). Local use only:',
       '!! the proxy refuses them when it runs in AWS Lambda. Keys: foo, encrypt_only_key,',
       `!! decrypt_only_key, impotent_key. Token and config: ${stateDir}`,
+      '',
+      `Audit key: ${join(stateDir, 'audit.key')} (npm run xks-proxy -- audit verify --key-file <it> <log>)`,
+      `Revoke AWS's access: npm run xks-proxy -- revocation revoke --store file:${join(stateDir, 'revocation.json')} --all`,
     );
   }
   process.stderr.write(`${lines.join('\n')}\n`);

@@ -7,12 +7,15 @@ import {
   type IncomingMessage,
   type Server,
   type ServerResponse,
+  STATUS_CODES,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { safeErrorMessage, XksError } from '../functions/errors.ts';
 import { commonNameMatcher } from '../functions/mtls.ts';
 import { type Operation, parseRoute, type Route, resourceOf } from '../functions/routes.ts';
 
@@ -49,6 +52,15 @@ export interface ServerLimits {
   maxConnections: number;
   /** Requests on one connection (0: no limit); the last is answered with `Connection: close`. */
   maxRequestsPerSocket: number;
+  /**
+   * A request refused before its body was read (too large, too many headers, no or two Host
+   * headers) is answered at once; then up to this many bytes of the rest of its body are read and
+   * thrown away before the connection closes, so that a client still sending can finish and read
+   * the answer instead of meeting a reset. A larger body, or more time than discardTimeoutMs:
+   * the connection is destroyed.
+   */
+  maxDiscardBytes: number;
+  discardTimeoutMs: number;
 }
 
 /**
@@ -72,6 +84,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   timeoutCheckIntervalMs: 1_000,
   maxConnections: 1_000,
   maxRequestsPerSocket: 1_000,
+  maxDiscardBytes: 4 * 1024 * 1024,
+  discardTimeoutMs: 5_000,
 };
 
 export interface ServerOptions extends Partial<ServerLimits> {
@@ -84,6 +98,22 @@ export interface ServerOptions extends Partial<ServerLimits> {
    */
   clientCertificate?: { ca: Buffer | string; allowedCommonNames: string[] };
   stage?: string;
+  /**
+   * Told of every request the server answers itself, without a handler (an unknown path, its own
+   * limits, a malformed request): the handlers log the others, so that every request is logged.
+   */
+  onRefused?: (refusal: Refusal) => void;
+}
+
+/** A request the server answered itself, with the error it answered. */
+export interface Refusal {
+  error: XksError;
+  /** Unknown when the request could not be parsed. */
+  method?: string;
+  path?: string;
+  sourceIp?: string;
+  /** From the request's arrival (its headers parsed) to the answer; unknown without a request. */
+  latencyMs?: number;
 }
 
 /** Spec (API content type): TLS 1.2 or later with one of these suites; we offer only these. */
@@ -117,14 +147,18 @@ export function createProxyServer(options: ServerOptions): Server {
     // them makes node stop reading once the queued answers pass the socket's high-water mark: the
     // server then holds the answers to about one read's worth of requests (at most the cap), until
     // idleTimeoutMs destroys the connection.
-    handle(req, res, options, limits).catch(() => {
+    const started = performance.now();
+    handle(req, res, options, limits, started).catch(() => {
       // handle() answers every error itself; this only guards against a broken socket.
       if (!res.headersSent && !req.socket.destroyed) {
-        send(res, 500, JSON_HEADERS, xksError('InternalException', 'Internal error'));
+        const error = new XksError('InternalException', 'Internal error');
+        refuse(req, res, error, false, { limits, options, started });
       }
     });
   };
   const http = {
+    // A missing Host gets the XKS answer below, not node's bare 400.
+    requireHostHeader: false,
     maxHeaderSize: limits.maxHeaderBytes,
     headersTimeout: limits.headersTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
@@ -166,7 +200,7 @@ export function createProxyServer(options: ServerOptions): Server {
     listener(req, res);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    answerClientError(err, socket);
+    answerClientError(err, socket, options.onRefused);
   });
   return server;
 }
@@ -174,24 +208,27 @@ export function createProxyServer(options: ServerOptions): Server {
 /**
  * Requests node's parser refuses (bad syntax, headers over maxHeaderBytes, headers or request
  * timeout): node's own answers have no body; these carry an XKS error body (spec: Error codes), so
- * that even then the answer is one KMS can read. There is no row for a malformed HTTP message: the
- * status names the HTTP reason, ValidationException (the message itself is the invalid input) the
- * XKS one.
+ * that even then the answer is one KMS can read. Syntax is the request's invalid input (400
+ * ValidationException); size and time have HTTP statuses of their own (functions/errors.ts).
  */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+function answerClientError(
+  err: NodeJS.ErrnoException,
+  socket: Duplex,
+  onRefused: ServerOptions['onRefused'],
+): void {
   const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
   if (socket.writable && !inFlight?.headersSent && err.code !== 'ECONNRESET') {
-    const [status, reason, message] =
+    const error =
       err.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'Request Header Fields Too Large', 'The request headers are too large']
+        ? new XksError('RequestHeaderFieldsTooLarge', 'The request headers are too large')
         : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? [408, 'Request Timeout', 'The request did not arrive in time']
-          : [400, 'Bad Request', 'The request is not valid HTTP/1.1'];
-    const body = xksError('ValidationException', message);
+          ? new XksError('RequestTimeout', 'The request did not arrive in time')
+          : new XksError('ValidationException', 'The request is not valid HTTP/1.1');
+    onRefused?.({ error, sourceIp: (socket as Partial<Socket>).remoteAddress });
+    const body = errorBody(error);
     socket.write(
-      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(
-        body,
-      )}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
   }
   socket.destroy();
@@ -202,11 +239,22 @@ async function handle(
   res: ServerResponse,
   options: ServerOptions,
   limits: ServerLimits,
+  started: number,
 ) {
+  const context = { limits, options, started };
   // rawHeaders holds name and value: two entries per field.
   if (req.rawHeaders.length / 2 > limits.maxHeaders) {
-    res.setHeader('connection', 'close');
-    send(res, 431, JSON_HEADERS, xksError('ValidationException', 'The request has too many headers'));
+    const error = new XksError('RequestHeaderFieldsTooLarge', 'The request has too many headers');
+    refuse(req, res, error, true, context);
+    return;
+  }
+  // RFC 9112 section 3.2: exactly one Host, or 400. Which of two a signature covers would be
+  // ambiguous, and API Gateway takes the request's Host for the signed one.
+  const hosts = hostCount(req.rawHeaders);
+  if (hosts !== 1) {
+    const message =
+      hosts === 0 ? 'The request has no Host header' : 'The request has more than one Host header';
+    refuse(req, res, new XksError('ValidationException', message), true, context);
     return;
   }
   const url = req.url ?? '/';
@@ -215,19 +263,17 @@ async function handle(
   const route = parseRoute(path);
   // Read (or, for an unknown path, drained) only up to the limit, whatever the path.
   const body = await readBody(req, limits.maxBodyBytes, route !== undefined);
-  if (body === undefined) {
-    // The rest of the body is never read: the connection closes after this answer.
-    res.setHeader('connection', 'close');
-  }
   if (route === undefined) {
-    send(res, 404, JSON_HEADERS, xksError('InvalidUriPathException', 'No XKS API at this URI path'));
+    const error = new XksError('InvalidUriPathException', 'No XKS API at this URI path');
+    refuse(req, res, error, body === undefined, context);
     return;
   }
   if (body === undefined) {
     // Spec (Error codes): 501 is for "a parameter value [that] exceeded the maximum size that is
     // currently supported by a specific implementation beyond the minimum size required by this API
     // specification", which a body over the limit necessarily holds; 413 has no row in the table.
-    send(res, 501, JSON_HEADERS, xksError('UnsupportedOperationException', 'The request body is too large'));
+    const error = new XksError('UnsupportedOperationException', 'The request body is too large');
+    refuse(req, res, error, true, context);
     return;
   }
   const event = toEvent(
@@ -240,6 +286,87 @@ async function handle(
   );
   const result = await options.handlers[route.operation](event, lambdaContext(route.operation, event));
   send(res, result.statusCode, result.headers ?? {}, result.body);
+}
+
+function hostCount(rawHeaders: string[]): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') count++;
+  }
+  return count;
+}
+
+/**
+ * Answers a request with `error` (status and errorName from functions/errors.ts) and tells
+ * onRefused. When the request's body is still `unread`, the connection closes after the answer, and
+ * the rest of the body is first read and thrown away (discardRest).
+ */
+function refuse(
+  req: IncomingMessage,
+  res: ServerResponse,
+  error: XksError,
+  unread: boolean,
+  { limits, options, started }: { limits: ServerLimits; options: ServerOptions; started: number },
+): void {
+  const url = req.url ?? '';
+  const queryAt = url.indexOf('?');
+  options.onRefused?.({
+    error,
+    method: req.method,
+    path: queryAt === -1 ? url : url.slice(0, queryAt),
+    sourceIp: req.socket.remoteAddress,
+    latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+  });
+  const body = errorBody(error);
+  if (!unread) {
+    send(res, error.statusCode, JSON_HEADERS, body);
+    return;
+  }
+  res.writeHead(error.statusCode, {
+    ...JSON_HEADERS,
+    'content-length': Buffer.byteLength(body),
+    connection: 'close',
+  });
+  // The whole answer (Content-Length framed) goes out now; ending the response closes the connection.
+  res.write(body);
+  discardRest(req, res, limits);
+}
+
+/**
+ * Reads and throws away the rest of a refused request's body, then ends the response, which closes
+ * the connection. Closing while the client is still sending would make its TCP stack meet a reset,
+ * which can destroy the answer before the client has read it (RFC 9112 section 9.6). Bounded: a
+ * body announced larger than maxDiscardBytes, or a client that asked first (Expect: 100-continue)
+ * and so sends nothing, is not waited for; past maxDiscardBytes or discardTimeoutMs the connection
+ * is destroyed.
+ */
+function discardRest(req: IncomingMessage, res: ServerResponse, limits: ServerLimits): void {
+  const asked = req.headers.expect?.toLowerCase() === '100-continue';
+  if (req.complete || asked || declaredLength(req) > limits.maxDiscardBytes) {
+    res.end();
+    return;
+  }
+  let discarded = 0;
+  const timer = setTimeout(() => req.socket.destroy(), limits.discardTimeoutMs);
+  const stop = () => {
+    clearTimeout(timer);
+    req.off('data', onData);
+  };
+  const onData = (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > limits.maxDiscardBytes) {
+      stop();
+      req.socket.destroy();
+    }
+  };
+  req.on('data', onData);
+  req.once('end', () => {
+    stop();
+    res.end();
+  });
+  req.once('close', stop);
+  req.resume();
 }
 
 /** The Content-Length the client announced (node has checked it is a number), 0 without one. */
@@ -297,8 +424,11 @@ function toEvent(
     multiValueHeaders[name] = [...(multiValueHeaders[name] ?? []), value];
   }
   const params = new URLSearchParams(query);
-  const multiValueQueryStringParameters: Record<string, string[]> = {};
+  // No prototype either: a parameter named `constructor` or `__proto__` is just a parameter.
+  const queryStringParameters: Record<string, string> = Object.create(null);
+  const multiValueQueryStringParameters: Record<string, string[]> = Object.create(null);
   for (const [name, value] of params) {
+    queryStringParameters[name] = value;
     multiValueQueryStringParameters[name] = [...(multiValueQueryStringParameters[name] ?? []), value];
   }
   const hasQuery = params.size > 0;
@@ -311,7 +441,7 @@ function toEvent(
     httpMethod: method,
     headers,
     multiValueHeaders,
-    queryStringParameters: hasQuery ? Object.fromEntries(params) : null,
+    queryStringParameters: hasQuery ? queryStringParameters : null,
     multiValueQueryStringParameters: hasQuery ? multiValueQueryStringParameters : null,
     pathParameters: route.keyId === undefined ? null : { keyId: decodeURIComponentSafe(route.keyId) },
     stageVariables: null,
@@ -401,8 +531,8 @@ function decodeURIComponentSafe(value: string): string {
   }
 }
 
-function xksError(errorName: string, errorMessage: string): string {
-  return JSON.stringify({ errorName, errorMessage });
+function errorBody(error: XksError): string {
+  return JSON.stringify({ errorName: error.errorName, errorMessage: safeErrorMessage(error.message) });
 }
 
 function send(res: ServerResponse, status: number, headers: APIGatewayProxyResult['headers'], body: string) {

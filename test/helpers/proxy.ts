@@ -132,6 +132,8 @@ export interface XksCall {
   tamper?: (req: { path: string; headers: Record<string, string>; body: string }) => void;
   signer?: (req: ToSign) => Promise<Record<string, string>> | Record<string, string>;
   prefix?: string;
+  /** Appended to the path before signing: a query string (`?a=b`), signed as the signer signs it. */
+  pathSuffix?: string;
   clientCert?: { cert: Buffer; key: Buffer } | 'none';
 }
 
@@ -143,11 +145,13 @@ export interface RunningProxy {
   /** Secrets a log must never contain. */
   secrets: string[];
   config: ProxyConfig;
-  /** The proxy's state folder: token, config, TLS certificate. */
+  /** The proxy's state folder: token, config, TLS certificate, audit key. */
   dir: string;
   /** Its HSM implementation, and the environment a process using its token needs (TestToken). */
   hsm: TestHsm;
   env: Record<string, string>;
+  /** The audit key's file (hex), for `xks-proxy audit verify --key-file`. */
+  auditKeyFile: string;
   send(req: RawRequest): Promise<Response>;
   /** A signed XKS call: `route` is 'health' or 'keys/<id>/<metadata|encrypt|decrypt>'. */
   xks(route: string, body: unknown, options?: XksCall): Promise<Response>;
@@ -181,6 +185,7 @@ export interface TestSetup {
   env: Record<string, string>;
   /** The SOFTHSM2_CONF the proxy process needs, on SoftHSM. */
   softhsmConf?: string;
+  auditKeyFile: string;
   pin: string;
   credentials: Credential[];
   /** Secrets a log must never contain. */
@@ -196,6 +201,9 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
   const token = ensureTestToken({ dir, label: 'xks-test', pin, soPin, keys });
   const credentials = [randomCredential(), randomCredential(), randomCredential()];
   const [first, second, third] = credentials as [Credential, Credential, Credential];
+  const auditKey = randomBytes(32).toString('hex');
+  const auditKeyFile = join(dir, 'audit.key');
+  writeFileSync(auditKeyFile, `${auditKey}\n`, { mode: 0o600 });
   const config: ProxyConfig = {
     hsm: {
       modulePath: token.modulePath,
@@ -212,6 +220,7 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
     healthCheck: { cacheSeconds: 10, degradedAboveMs: 1000 },
     proxy: { vendor: 'test vendor', model: 'test model 1.0', fleetSize: 1 },
     secrets: { cacheSeconds: 300 },
+    audit: { keyFile: auditKeyFile },
     keystores: [
       {
         name: 'test',
@@ -242,15 +251,16 @@ export function createTestSetup(options: ProxyOptions = {}): TestSetup {
     configFile,
     env: token.env,
     ...(token.env.SOFTHSM2_CONF === undefined ? {} : { softhsmConf: token.env.SOFTHSM2_CONF }),
+    auditKeyFile,
     pin,
     credentials,
-    secrets: [pin, soPin, ...credentials.map((c) => c.secretAccessKey)],
+    secrets: [pin, soPin, auditKey, ...credentials.map((c) => c.secretAccessKey)],
   };
 }
 
 export async function startProxy(options: ProxyOptions = {}): Promise<RunningProxy> {
   const setup = createTestSetup(options);
-  const { dir, config, configFile, env, pin, credentials, secrets } = setup;
+  const { dir, config, configFile, env, auditKeyFile, pin, credentials, secrets } = setup;
   options.beforeStart?.(setup);
   const [first] = credentials as [Credential];
   const child = spawn(
@@ -326,7 +336,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     });
 
   const xks = async (route: string, body: unknown, call: XksCall = {}): Promise<Response> => {
-    const path = `${call.prefix ?? PREFIX}/kms/xks/v1/${route}`;
+    const path = `${call.prefix ?? PREFIX}/kms/xks/v1/${route}${call.pathSuffix ?? ''}`;
     const text = typeof body === 'string' ? body : JSON.stringify(body);
     const sign = call.signer ?? smithySign;
     const headers = await sign({
@@ -352,6 +362,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     dir,
     hsm: TEST_HSM,
     env,
+    auditKeyFile,
     send,
     xks,
     output: () => output,

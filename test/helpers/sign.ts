@@ -45,13 +45,21 @@ export async function smithySign(req: ToSign): Promise<Record<string, string>> {
     credentials: req.credential,
     sha256: Sha256,
   });
+  // A query string goes to the signer as its decoded parameters, which it encodes (RFC 3986).
+  const queryAt = req.path.indexOf('?');
+  const query: Record<string, string | string[]> = Object.create(null);
+  for (const [name, value] of new URLSearchParams(queryAt === -1 ? '' : req.path.slice(queryAt + 1))) {
+    const had = query[name];
+    query[name] = had === undefined ? value : [...(Array.isArray(had) ? had : [had]), value];
+  }
   const signed = await signer.sign(
     {
       method: req.method ?? 'POST',
       protocol: 'https:',
       hostname: hostname as string,
       port: port === undefined ? undefined : Number(port),
-      path: req.path,
+      path: queryAt === -1 ? req.path : req.path.slice(0, queryAt),
+      query,
       headers: { host: req.host, 'content-type': 'application/json', ...req.headers },
       body: req.body,
     },

@@ -3,12 +3,12 @@
 // with `xks-proxy audit verify`, and a removed, altered or renumbered record makes it fail.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { type AuditRecord, auditRecordsIn, hashOf } from '../../functions/audit.ts';
+import { type AuditRecord, auditRecordsIn, macOf, parseAuditKey } from '../../functions/audit.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
 import { metadata, ROOT, type RunningProxy, randomCredential, startProxy } from '../helpers/proxy.ts';
 
@@ -29,14 +29,44 @@ after(async () => {
 function verify(lines: string[], ...flags: string[]) {
   const file = join(dir, `log-${randomBytes(4).toString('hex')}.txt`);
   writeFileSync(file, `${lines.join('\n')}\n`);
+  const keyFlags = flags.includes('--key-file') ? [] : ['--key-file', proxy.auditKeyFile];
   const run = spawnSync(
     process.execPath,
-    [join(ROOT, 'bin/xks-proxy.ts'), 'audit', 'verify', file, ...flags],
-    {
-      encoding: 'utf8',
-    },
+    [join(ROOT, 'bin/xks-proxy.ts'), 'audit', 'verify', ...keyFlags, file, ...flags],
+    { encoding: 'utf8' },
   );
   return { status: run.status, out: run.stdout + run.stderr };
+}
+
+/**
+ * The log with record `at` changed (its principal and status: a refusal made to look like a
+ * success), then it and every later record re-linked and given a new MAC by `mac`: the forgery of
+ * someone who can rewrite the logs.
+ */
+function forge(lines: string[], at: number, mac: (audit: AuditRecord) => string): string[] {
+  let prev = '';
+  return lines.map((l, i) => {
+    if (i < at) return l;
+    const line = JSON.parse(l.slice(l.indexOf('{')));
+    if (i === at)
+      Object.assign(line.audit, {
+        principal: 'arn:aws:iam::444455556666:user/Mallory',
+        statusCode: 200,
+        outcome: 'success',
+      });
+    else line.audit.prev = prev;
+    line.audit.mac = mac(line.audit);
+    prev = line.audit.mac;
+    return JSON.stringify(line);
+  });
+}
+
+/** The canonical JSON a forger who knows the format hashes (sorted keys, the MAC left out). */
+function canonicalOf(audit: AuditRecord): string {
+  const sorted = Object.entries(audit)
+    .filter(([k]) => k !== 'mac')
+    .sort(([a], [b]) => (a < b ? -1 : 1));
+  return JSON.stringify(Object.fromEntries(sorted));
 }
 
 test('every request leaves an audit record; the chain verifies; tampering is found', async () => {
@@ -110,17 +140,41 @@ test('every request leaves an audit record; the chain verifies; tampering is fou
   assert.equal(altered.status, 1, altered.out);
   assert.match(altered.out, /altered/);
 
-  // A forger who renumbers and rehashes a record still breaks the link to the next one.
-  const forged = lines.map((l, i) => {
-    if (i !== 1) return l;
-    const line = JSON.parse(l.slice(l.indexOf('{')));
-    line.audit.keyId = 'other';
-    line.audit.hash = hashOf(line.audit);
-    return JSON.stringify(line);
-  });
-  const forgedRun = verify(forged);
-  assert.equal(forgedRun.status, 1, forgedRun.out);
-  assert.match(forgedRun.out, /does not follow/);
+  const inserted = [...lines.slice(0, 3), lines[2] as string, ...lines.slice(3)];
+  const insertedRun = verify(inserted);
+  assert.equal(insertedRun.status, 1, insertedRun.out);
+  assert.match(insertedRun.out, /repeated/);
+
+  // Someone who can rewrite the logs but has no key: a record changed and every later one re-linked,
+  // with plain SHA-256 or with a key of their own. Each fails.
+  const sha256 = verify(forge(lines, 2, (a) => createHash('sha256').update(canonicalOf(a)).digest('hex')));
+  assert.equal(sha256.status, 1, sha256.out);
+  assert.match(sha256.out, /seq 2: altered, or written without the audit key/);
+  const ownKey = randomBytes(32);
+  const wrongKey = verify(
+    forge(lines, 2, (a) => createHmac('sha256', ownKey).update(canonicalOf(a)).digest('hex')),
+  );
+  assert.equal(wrongKey.status, 1, wrongKey.out);
+  assert.equal(
+    (wrongKey.out.match(/altered, or written without the audit key/g) ?? []).length,
+    lines.length - 2,
+  );
+  // With the key the same forgery would pass the MACs: the key is what protects the chain.
+  const key = parseAuditKey(readFileSync(proxy.auditKeyFile, 'utf8'), 'key');
+  assert.equal(verify(forge(lines, 2, (a) => macOf(a, key))).status, 0);
+  // The key is needed, and the wrong key fails the intact log.
+  const otherKeyFile = join(dir, 'other.key');
+  writeFileSync(otherKeyFile, randomBytes(32).toString('hex'));
+  assert.equal(verify(lines, '--key-file', otherKeyFile).status, 1);
+  const noKey = spawnSync(
+    process.execPath,
+    [join(ROOT, 'bin/xks-proxy.ts'), 'audit', 'verify', otherKeyFile],
+    {
+      encoding: 'utf8',
+    },
+  );
+  assert.equal(noKey.status, 2, noKey.stderr);
+  assert.match(noKey.stderr, /needs the audit key/);
 
   const noStart = verify(lines.slice(1));
   assert.equal(noStart.status, 1);

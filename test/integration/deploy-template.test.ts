@@ -11,6 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadConfig, parseConfig, SCHEMA } from '../../functions/config.ts';
+import { ERROR_STATUS } from '../../functions/errors.ts';
 import { METRIC } from '../../functions/metrics.ts';
 import { ROOT } from '../helpers/proxy.ts';
 import { toolPath } from '../helpers/tools.ts';
@@ -175,6 +176,8 @@ const REFUSED: Record<string, { why: string; value: Json }> = {
     value: [{ accessKeyId: 'AKIAI2SFODNN7EXAMPLE2345', secretAccessKey: 'a'.repeat(43) }],
   },
   'keystores[].credentialsFile': { why: 'Secrets Manager only (credentialsSecretArn)', value: 'c.json' },
+  'audit.keyFile': { why: 'Secrets Manager only (keySecretArn)', value: 'audit.key' },
+  'revocation.file': { why: 'Secrets Manager only (secretArn)', value: 'revocation.json' },
   'clientCertificate.caFile': {
     why: 'the local server only: API Gateway has the truststore',
     value: 'ca.pem',
@@ -344,8 +347,17 @@ for (const stage of STAGES) {
       };
       expect('MISSING_AUTHENTICATION_TOKEN', '404', 'InvalidUriPathException');
       expect('THROTTLED', '429', 'ThrottlingException');
-      expect('DEFAULT_4XX', undefined, 'ValidationException');
-      expect('DEFAULT_5XX', undefined, 'InternalException');
+      expect('DEFAULT_4XX', '400', 'ValidationException');
+      expect('DEFAULT_5XX', '500', 'InternalException');
+      // Each status is its errorName's in the one table.
+      for (const [, r] of ofType(t, 'AWS::ApiGateway::GatewayResponse')) {
+        const { errorName } = JSON.parse(r.Properties.ResponseTemplates['application/json']);
+        assert.equal(
+          Number(r.Properties.StatusCode),
+          ERROR_STATUS[errorName as keyof typeof ERROR_STATUS],
+          errorName,
+        );
+      }
     });
 
     test('no body is ever logged: data tracing off, access logs without bodies, no framework API logging', () => {

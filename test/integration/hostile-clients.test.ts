@@ -225,26 +225,31 @@ async function untilServing(stub: StubServer): Promise<void> {
   assert.equal(status, 200, 'a good client is served');
 }
 
-/** Sends `head` as a chunked request and then 2 MB of body in 16 KiB chunks, as the socket drains. */
-function streamChunkedBody(socket: Socket, head: string): void {
+/**
+ * Sends `head` as a chunked request and then `bytes` (2 MB) of body in 16 KiB chunks, as the socket
+ * drains, and the last chunk, as any client does.
+ */
+function streamChunkedBody(socket: Socket, head: string, bytes = 2 * 1024 * 1024): void {
   socket.write(`${head}transfer-encoding: chunked\r\n\r\n`);
   const chunk = Buffer.concat([Buffer.from('4000\r\n'), Buffer.alloc(0x4000, 0x41), Buffer.from('\r\n')]);
   let sent = 0;
   const pump = () => {
-    while (sent < 2 * 1024 * 1024 && !socket.destroyed) {
+    while (sent < bytes && !socket.destroyed) {
       sent += 0x4000;
       if (!socket.write(chunk)) return void socket.once('drain', pump);
     }
+    if (!socket.destroyed) socket.write('0\r\n\r\n');
   };
   pump();
 }
 
-describe('request body (in-process, 64 KiB limit)', () => {
+describe('request body (in-process, 64 KiB limit, 256 KiB discarded at most)', () => {
   let stub: StubServer;
   const limit = 64 * 1024;
+  const discard = 256 * 1024;
   const route = '/kms/xks/v1/keys/foo/encrypt';
   before(async () => {
-    stub = await startStub({ maxBodyBytes: limit });
+    stub = await startStub({ maxBodyBytes: limit, maxDiscardBytes: discard, discardTimeoutMs: 1000 });
   });
   after(() => stub?.close());
 
@@ -270,11 +275,118 @@ describe('request body (in-process, 64 KiB limit)', () => {
     const serverSide = stub.sockets.get(clientPort);
     assert.ok(serverSide, 'the server saw the connection');
     assert.ok(
-      serverSide.bytesRead < limit + 256 * 1024,
+      serverSide.bytesRead < limit + discard + 256 * 1024,
       `the server read ${serverSide.bytesRead} bytes of the 2 MB`,
     );
     assert.equal(stub.handled(), 0, 'no handler ran');
     assert.equal(await stub.good(), 200);
+  });
+
+  test('a body over the limit that the client finishes sending: the answer arrives every time, then a clean close', async () => {
+    // A client that writes its whole body before it reads (most do) must still read the answer:
+    // the server reads and throws away what is left (up to maxDiscardBytes) before it closes.
+    const handledBefore = stub.handled();
+    for (let i = 0; i < 20; i++) {
+      const session = await tlsSession(
+        stub.port,
+        tls.cert,
+        (socket) => {
+          socket.write(`POST ${route} HTTP/1.1\r\nhost: a\r\ncontent-length: ${limit * 3}\r\n\r\n`);
+          socket.write(Buffer.alloc(limit * 3, 0x41));
+        },
+        5000,
+      );
+      assert.equal(session.timedOut, false, `${i}: closed by the server`);
+      assert.equal(session.error, undefined, `${i}: no reset`);
+      const [res] = parseResponses(session.text);
+      assert.equal(res?.status, 501, `${i}`);
+      assert.equal(json(res.body).errorName, 'UnsupportedOperationException');
+      assert.equal(res.headers.connection, 'close');
+    }
+    const chunked = await tlsSession(
+      stub.port,
+      tls.cert,
+      (socket) => streamChunkedBody(socket, `POST ${route} HTTP/1.1\r\nhost: a\r\n`, limit * 2),
+      5000,
+    );
+    assert.equal(chunked.error, undefined, 'chunked: no reset');
+    assert.equal(parseResponses(chunked.text)[0]?.status, 501);
+    assert.equal(stub.handled(), handledBefore, 'no handler ran');
+  });
+
+  test('a client that reads only after it has written its whole body still reads the answer (plain HTTP)', async () => {
+    // As simple clients do: write the request, then read. The answer comes while the client is
+    // still writing; were the server to close then, the client's TCP stack would meet a reset and
+    // throw the unread answer away (ECONNRESET, no response).
+    const plain = createProxyServer({
+      handlers: {
+        GetHealthStatus: async () => ({ statusCode: 200, body: '{}' }),
+        GetKeyMetadata: async () => ({ statusCode: 200, body: '{}' }),
+        Encrypt: async () => ({ statusCode: 200, body: '{}' }),
+        Decrypt: async () => ({ statusCode: 200, body: '{}' }),
+      },
+      maxBodyBytes: limit,
+      maxDiscardBytes: 4 * 1024 * 1024,
+      discardTimeoutMs: 2000,
+    });
+    await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = plain.address() as AddressInfo;
+      for (const [name, head] of [
+        ['Content-Length', `content-length: ${2 * 1024 * 1024}\r\n`],
+        ['chunked', 'transfer-encoding: chunked\r\n'],
+      ] as const) {
+        // 2 MB: more than the kernel's socket buffers take in while nobody reads.
+        const body = Buffer.alloc(2 * 1024 * 1024, 0x41);
+        const framed =
+          name === 'chunked'
+            ? Buffer.concat([
+                Buffer.from(`${body.length.toString(16)}\r\n`),
+                body,
+                Buffer.from('\r\n0\r\n\r\n'),
+              ])
+            : body;
+        const started = Date.now();
+        const socket = tcpConnect(port, '127.0.0.1');
+        socket.pause();
+        const session = collect(socket, started, 5000);
+        socket.write(`POST ${route} HTTP/1.1\r\nhost: a\r\n${head}\r\n`);
+        socket.write(framed.subarray(0, limit + 1));
+        await sleep(150); // the server has answered by now
+        socket.write(framed.subarray(limit + 1));
+        await sleep(150);
+        socket.resume();
+        const result = await session;
+        assert.equal(result.error, undefined, `${name}: no reset`);
+        assert.equal(parseResponses(result.text)[0]?.status, 501, name);
+      }
+    } finally {
+      plain.closeAllConnections();
+      await new Promise((r) => plain.close(r));
+    }
+  });
+
+  test('a client that announces a body and sends none is answered at once and closed after discardTimeoutMs', async () => {
+    const started = Date.now();
+    let answeredAfterMs = -1;
+    const session = await tlsSession(
+      stub.port,
+      tls.cert,
+      (socket) => {
+        socket.once('data', () => {
+          answeredAfterMs = Date.now() - started;
+        });
+        socket.write(`POST ${route} HTTP/1.1\r\nhost: a\r\ncontent-length: ${limit + 1}\r\n\r\n`);
+      },
+      5000,
+    );
+    assert.equal(parseResponses(session.text)[0]?.status, 501);
+    assert.ok(answeredAfterMs >= 0 && answeredAfterMs < 900, `answered after ${answeredAfterMs} ms`);
+    assert.equal(session.timedOut, false);
+    assert.ok(
+      session.closedAfterMs >= 900 && session.closedAfterMs < 3000,
+      `closed after ${session.closedAfterMs} ms`,
+    );
   });
 
   test('a Content-Length over the limit is refused at once, without waiting for the body', async () => {
@@ -433,7 +545,7 @@ describe('timeouts against slow and silent clients (in-process, small values)', 
     ] as const) {
       const [res] = parseResponses(s.text);
       assert.equal(res?.status, 408, name);
-      assert.equal(json(res.body).errorName, 'ValidationException', name);
+      assert.equal(json(res.body).errorName, 'RequestTimeout', name);
     }
     assert.equal(parseResponses(keepAliveIdle.text)[0]?.status, 200);
     assert.ok(goodStatuses.length >= 5, `${goodStatuses.length} good requests meanwhile`);
@@ -617,7 +729,7 @@ describe('the real proxy under hostile clients (default limits)', () => {
   });
   after(() => proxy?.stop());
 
-  test('body: 2 MB streamed chunked is refused (501 UnsupportedOperationException) while a signed request succeeds', async () => {
+  test('body: 2 MB streamed chunked is refused (501 UnsupportedOperationException, the answer read) while a signed request succeeds', async () => {
     const [session] = await Promise.all([
       tlsSession(
         port,
@@ -633,15 +745,47 @@ describe('the real proxy under hostile clients (default limits)', () => {
       goodEncrypt(),
     ]);
     assert.equal(session.timedOut, false, 'the proxy closed the connection');
+    // Within maxDiscardBytes: the rest is read and thrown away, so the answer is never lost.
+    assert.equal(session.error, undefined, 'no reset');
     const [res] = parseResponses(session.text);
-    if (res) {
-      assert.equal(res.status, 501);
-      assert.equal(json(res.body).errorName, 'UnsupportedOperationException');
-    }
+    assert.equal(res?.status, 501);
+    assert.equal(json(res.body).errorName, 'UnsupportedOperationException');
     await goodEncrypt();
   });
 
-  test('headers: too large or too many is 431 with an XKS body; a signed request with many headers passes', async () => {
+  test('Host: none, or two (RFC 9112 section 3.2): 400 ValidationException with a JSON body, logged; signed or not', async () => {
+    const signed = await signedRaw('health', { requestMetadata: metadata('KmsHealthCheck') });
+    const [head = '', body = ''] = signed.split('\r\n\r\n');
+    const lines = head.split('\r\n');
+    const hostLine = lines.find((l) => l.toLowerCase().startsWith('host:')) as string;
+    const without = lines.filter((l) => l !== hostLine);
+    const cases: Array<[string, string]> = [
+      ['no Host', `${without.join('\r\n')}\r\n\r\n${body}`],
+      ['two Hosts, the signed one first', `${[...lines, 'Host: evil.example'].join('\r\n')}\r\n\r\n${body}`],
+      [
+        'two Hosts, the signed one last',
+        `${[lines[0], 'host: evil.example', ...lines.slice(1)].join('\r\n')}\r\n\r\n${body}`,
+      ],
+      ['two identical Hosts', `${[...lines, hostLine].join('\r\n')}\r\n\r\n${body}`],
+    ];
+    for (const [name, raw] of cases) {
+      const session = await tlsSession(port, proxy.ca, (s) => s.write(raw), 3000);
+      assert.equal(session.timedOut, false, `${name}: closed`);
+      const [res] = parseResponses(session.text);
+      assert.equal(res?.status, 400, `${name}: ${session.text.slice(0, 200)}`);
+      assert.equal(res.headers['content-type'], 'application/json', name);
+      assert.equal(json(res.body).errorName, 'ValidationException', name);
+    }
+    // Each answered by the server itself, and each logged with its audit record.
+    const output = await proxy.settledOutput();
+    const logged = (message: string) =>
+      output.split('\n').filter((l) => l.includes(`"errorMessage":"${message}"`) && l.includes('"audit":{'))
+        .length;
+    assert.equal(logged('The request has more than one Host header'), 3);
+    assert.equal(logged('The request has no Host header'), 1);
+  });
+
+  test('headers: too large or too many is 431 with a JSON error body; a signed request with many headers passes', async () => {
     const host = `host: ${proxy.host}\r\n`;
     const tooLarge = `POST ${PREFIX}/kms/xks/v1/health HTTP/1.1\r\n${host}x-big: ${'a'.repeat(DEFAULT_LIMITS.maxHeaderBytes)}\r\n\r\n`;
     const longUrl = `POST /${'a'.repeat(DEFAULT_LIMITS.maxHeaderBytes)} HTTP/1.1\r\n${host}\r\n`;
@@ -657,7 +801,7 @@ describe('the real proxy under hostile clients (default limits)', () => {
       assert.equal(session.timedOut, false, `case ${i}: closed`);
       const [res] = parseResponses(session.text);
       assert.equal(res?.status, 431, `case ${i}`);
-      assert.equal(json(res.body).errorName, 'ValidationException');
+      assert.equal(json(res.body).errorName, 'RequestHeaderFieldsTooLarge');
     }
     // Just under the count: answered by the handler (a valid signature over host and x-amz-date).
     const extra = Object.fromEntries(

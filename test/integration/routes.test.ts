@@ -10,8 +10,10 @@ import {
   metadata,
   PREFIX,
   type RunningProxy,
+  randomCredential,
   startProxy,
 } from '../helpers/proxy.ts';
+import { aws4Sign } from '../helpers/sign.ts';
 
 let proxy: RunningProxy;
 const sensitive: Buffer[] = [];
@@ -93,12 +95,32 @@ describe('GetHealthStatus', () => {
     }
   });
 
-  test('a malformed body still gets a status (no ValidationException for health)', async () => {
-    for (const body of ['{}', '[]', 'not json', '{"requestMetadata":7}']) {
+  test('without requestMetadata, or without its kmsRequestId or kmsOperation: 400 ValidationException', async () => {
+    // The GetHealthStatus section makes both fields REQUIRED; AWS's public XKS test client expects
+    // ValidationException for "{}" and for an empty requestMetadata.
+    const cases: Array<[string, RegExp]> = [
+      ['{}', /request is missing requestMetadata/],
+      ['{"requestMetadata":{}}', /requestMetadata is missing kmsRequestId/],
+      ['{"requestMetadata":{"kmsRequestId":"1"}}', /requestMetadata is missing kmsOperation/],
+      ['{"requestMetadata":{"kmsOperation":"KmsHealthCheck"}}', /requestMetadata is missing kmsRequestId/],
+      ['{"requestMetadata":7}', /requestMetadata must be object/],
+      ['[]', /request must be object/],
+      ['not json', /The body is not JSON/],
+    ];
+    for (const [body, message] of cases) {
       const res = await proxy.xks('health', body);
-      assert.equal(res.status, 200, `${body}: ${res.text}`);
-      assert.equal(res.json.ekmFleetDetails[0].healthStatus, 'ACTIVE');
+      assertError(res, 400, 'ValidationException');
+      assert.match(res.json.errorMessage, message, body);
     }
+  });
+
+  test('an unknown kmsOperation, and unknown fields, are accepted', async () => {
+    const res = await proxy.xks('health', {
+      requestMetadata: { kmsRequestId: 'h-2', kmsOperation: 'SomeFutureOperation', somethingNew: 'x' },
+      alsoNew: 1,
+    });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.ekmFleetDetails[0].healthStatus, 'ACTIVE');
   });
 });
 
@@ -144,27 +166,63 @@ describe('keys the customer disabled (spec: GetKeyMetadata keyStatus; InvalidSta
 });
 
 describe('error table (spec: Error codes)', () => {
-  test('400 ValidationException: invalid input', async () => {
-    const bad: Array<[string, unknown]> = [
-      ['not JSON', '{"requestMetadata":'],
-      ['no requestMetadata', { plaintext: plaintext(), encryptionAlgorithm: 'AES_GCM' }],
-      ['no plaintext', { requestMetadata: metadata('Encrypt'), encryptionAlgorithm: 'AES_GCM' }],
-      ['empty plaintext', encryptBody({ plaintext: '' })],
-      ['plaintext a number', encryptBody({ plaintext: 12 })],
-      ['URL-safe Base64', encryptBody({ plaintext: '-_-_' })],
-      ['Base64 without padding', encryptBody({ plaintext: 'SGVsbG8' })],
-      ['non-canonical Base64', encryptBody({ plaintext: 'QR==' })],
-      ['wrong algorithm', encryptBody({ encryptionAlgorithm: 'AES_CBC' })],
-      ['wrong CDIV algorithm', encryptBody({ ciphertextDataIntegrityValueAlgorithm: 'SHA_1' })],
+  test('400 ValidationException: invalid input, each message saying what is wrong with it', async () => {
+    const bad: Array<[string, unknown, RegExp]> = [
+      ['not JSON', '{"requestMetadata":', /^The body is not JSON$/],
+      [
+        'no requestMetadata',
+        { plaintext: plaintext(), encryptionAlgorithm: 'AES_GCM' },
+        /missing requestMetadata/,
+      ],
+      [
+        'no plaintext',
+        { requestMetadata: metadata('Encrypt'), encryptionAlgorithm: 'AES_GCM' },
+        /missing plaintext/,
+      ],
+      ['empty plaintext', encryptBody({ plaintext: '' }), /^plaintext is empty$/],
+      ['unpadded "AA"', encryptBody({ plaintext: 'AA' }), /^plaintext .*length is not a multiple of 4/],
+      ['"A"', encryptBody({ plaintext: 'A' }), /^plaintext .*length is not a multiple of 4/],
+      ['plaintext a number', encryptBody({ plaintext: 12 }), /^plaintext must be string$/],
+      ['URL-safe Base64', encryptBody({ plaintext: '-_-_' }), /^plaintext is URL-safe Base64/],
+      ['other characters', encryptBody({ plaintext: 'SGVs bG8=' }), /characters outside the standard Base64/],
+      ['padding inside', encryptBody({ plaintext: 'SG=sbG8=' }), /"=" only as padding/],
+      ['Base64 without padding', encryptBody({ plaintext: 'SGVsbG8' }), /length is not a multiple of 4/],
+      ['non-canonical Base64', encryptBody({ plaintext: 'QR==' }), /^plaintext is not canonical Base64/],
+      [
+        'AAD not canonical',
+        encryptBody({ additionalAuthenticatedData: 'QR==' }),
+        /^additionalAuthenticatedData is not canonical/,
+      ],
+      [
+        'wrong algorithm',
+        encryptBody({ encryptionAlgorithm: 'AES_CBC' }),
+        /^encryptionAlgorithm must be "AES_GCM"$/,
+      ],
+      [
+        'wrong CDIV algorithm',
+        encryptBody({ ciphertextDataIntegrityValueAlgorithm: 'SHA_1' }),
+        /^ciphertextDataIntegrityValueAlgorithm must be "SHA_256"$/,
+      ],
       [
         'no kmsRequestId',
         encryptBody({ requestMetadata: { ...metadata('Encrypt'), kmsRequestId: undefined } }),
+        /^requestMetadata is missing kmsRequestId$/,
       ],
-      ['kmsKeyArn not a string', encryptBody({ requestMetadata: { ...metadata('Encrypt'), kmsKeyArn: 5 } })],
+      [
+        'kmsKeyArn not a string',
+        encryptBody({ requestMetadata: { ...metadata('Encrypt'), kmsKeyArn: 5 } }),
+        /^requestMetadata\.kmsKeyArn must be string$/,
+      ],
+      [
+        'an ARN over 8192 characters',
+        encryptBody({ requestMetadata: { ...metadata('Encrypt'), awsPrincipalArn: 'a'.repeat(8193) } }),
+        /^requestMetadata\.awsPrincipalArn is longer than 8192 characters$/,
+      ],
     ];
-    for (const [name, body] of bad) {
-      assertError(await proxy.xks('keys/foo/encrypt', body), 400, 'ValidationException');
-      void name;
+    for (const [name, body, message] of bad) {
+      const res = await proxy.xks('keys/foo/encrypt', body);
+      assertError(res, 400, 'ValidationException');
+      assert.match(res.json.errorMessage, message, name);
     }
     const badDecrypt: Array<[string, Record<string, unknown>]> = [
       ['8-byte IV', { initializationVector: randomBytes(8).toString('base64') }],
@@ -179,7 +237,14 @@ describe('error table (spec: Error codes)', () => {
       const res = await proxy.xks('keys/foo/decrypt', decryptBody(extra));
       assert.equal(res.json.errorName, 'ValidationException', name);
       assert.equal(res.status, 400);
+      assert.match(
+        res.json.errorMessage,
+        /^(initializationVector must be 12 or 16 bytes|authenticationTag must be 16 bytes|ciphertextMetadata is longer than 20 bytes|request is missing (initializationVector|authenticationTag))/,
+        name,
+      );
     }
+    const shortCiphertext = await proxy.xks('keys/foo/decrypt', decryptBody({ ciphertext: 'AA' }));
+    assert.match(shortCiphertext.json.errorMessage, /^ciphertext .*length is not a multiple of 4/);
     const longId = 'k'.repeat(129);
     assertError(
       await proxy.xks(`keys/${longId}/metadata`, { requestMetadata: metadata('CreateKey') }),
@@ -218,6 +283,53 @@ describe('error table (spec: Error codes)', () => {
     assertError(await proxy.xks('keys/encrypt_only_key/encrypt', cdiv), 400, 'InvalidKeyUsageException');
     // ... and without CDIV the encrypt-only key encrypts.
     assert.equal((await proxy.xks('keys/encrypt_only_key/encrypt', encryptBody())).status, 200);
+  });
+
+  test('401 before anything else is judged: without credentials, a bad key id, body or key gets only 401', async () => {
+    const stranger = { credential: randomCredential() };
+    for (const [route, body] of [
+      ['keys/a%20b/metadata', { requestMetadata: metadata('CreateKey') }],
+      [`keys/${'k'.repeat(129)}/encrypt`, encryptBody()],
+      ['keys/foo/encrypt', 'not json'],
+      ['keys/foo/encrypt', encryptBody({ plaintext: 'AA' })],
+      ['keys/not-a-key/metadata', { requestMetadata: metadata('DescribeKey') }],
+      ['keys/disabled_key/encrypt', encryptBody()],
+      ['health', '{}'],
+    ] as const) {
+      assertError(await proxy.xks(route, body, stranger), 401, 'AuthenticationFailedException');
+      // Unsigned altogether: the same.
+      const unsigned = await proxy.send({
+        path: `${PREFIX}/kms/xks/v1/${route}`,
+        body: JSON.stringify(body),
+      });
+      assertError(unsigned, 401, 'AuthenticationFailedException');
+    }
+    // Only the path prefix tells: an unknown one is 404 (spec: InvalidUriPathException), signed or not.
+    assertError(
+      await proxy.xks('keys/a%20b/metadata', {}, { ...stranger, prefix: '/nowhere' }),
+      404,
+      'InvalidUriPathException',
+    );
+  });
+
+  test('401 for any query string (Appendix A: the canonical query string is ""), however the signer encoded it', async () => {
+    for (const query of ['a=b', 'a=b+c', 'a=%2B', 'x=1&x=2', 'only-a-name', '%7E=~']) {
+      for (const signer of ['smithy', 'aws4'] as const) {
+        const res = await proxy.xks('keys/foo/encrypt', encryptBody(), {
+          ...(signer === 'aws4' ? { signer: aws4Sign } : {}),
+          pathSuffix: `?${query}`,
+        });
+        assertError(res, 401, 'AuthenticationFailedException');
+        assert.equal(
+          res.json.errorMessage,
+          'SigV4 authentication failed: XKS requests have no query string',
+          `${signer} ?${query}`,
+        );
+      }
+    }
+    // A bare "?" is no query string: signers and API Gateway alike see none.
+    const res = await proxy.xks('keys/foo/encrypt', encryptBody(), { pathSuffix: '?' });
+    assert.equal(res.status, 200, res.text);
   });
 
   test('401 AuthenticationFailedException: a bad signature', async () => {
@@ -317,6 +429,7 @@ test('every request left one log line with its outcome; nothing sensitive was lo
   for (const line of requests) {
     assert.ok(['success', 'error'].includes(line.outcome));
     assert.equal(typeof line.latencyMs, 'number');
+    assert.equal(typeof line.audit?.mac, 'string', 'each line carries its audit record');
     if (line.outcome === 'error') assert.equal(typeof line.errorName, 'string');
   }
   const denied = requests.find((l) => l.errorName === 'InvalidKeyUsageException');

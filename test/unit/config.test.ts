@@ -546,3 +546,34 @@ test('npm start runs the local server with its V8 flags (local/server.ts NODE_FL
   ).scripts.start as string;
   assert.match(start, new RegExp(` node ${NODE_FLAGS.join(' ')} local/main\\.ts$`));
 });
+
+describe('audit key and revocation switch', () => {
+  test('each optional; one source each; a revocation cache of at most 10 s, 5 s by default', () => {
+    const config = parseConfig(
+      variant((c) => {
+        c.audit = { keySecretArn: 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:xks/audit' };
+        c.revocation = { secretArn: 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:xks/revocation' };
+      }),
+      {},
+    );
+    assert.equal(config.revocation?.cacheSeconds, 5);
+    assert.equal(parseConfig(minimal(), {}).revocation, undefined);
+    assert.equal(
+      parseConfig(
+        variant((c) => (c.revocation = { file: '/x', cacheSeconds: 10 })),
+        {},
+      ).revocation?.cacheSeconds,
+      10,
+    );
+    for (const bad of [
+      (c: Json) => (c.audit = {}),
+      (c: Json) => (c.audit = { keyFile: '/k', keySecretArn: 'arn' }),
+      (c: Json) => (c.audit = { key: 'inline keys are not accepted' }),
+      (c: Json) => (c.revocation = {}),
+      (c: Json) => (c.revocation = { file: '/x', secretArn: 'arn' }),
+      (c: Json) => (c.revocation = { file: '/x', cacheSeconds: 11 }),
+    ]) {
+      assertConfigError(variant(bad));
+    }
+  });
+});

@@ -25,11 +25,14 @@ const SPEC_ERROR_TABLE: ReadonlyArray<readonly [number, string]> = [
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
 describe('ERROR_STATUS', () => {
-  test("is the spec's table exactly, plus MethodNotAllowed 405", () => {
-    const expected: Record<string, number> = { MethodNotAllowed: 405 };
+  test("is the spec's table exactly, plus the HTTP statuses it has no row for (405, 408, 431)", () => {
+    const http = { MethodNotAllowed: 405, RequestTimeout: 408, RequestHeaderFieldsTooLarge: 431 };
+    const expected: Record<string, number> = { ...http };
     for (const [status, name] of SPEC_ERROR_TABLE) expected[name] = status;
     assert.deepEqual({ ...ERROR_STATUS }, expected);
-    assert.equal(Object.keys(ERROR_STATUS).length, SPEC_ERROR_TABLE.length + 1);
+    assert.equal(Object.keys(ERROR_STATUS).length, SPEC_ERROR_TABLE.length + 3);
+    // ValidationException is 400 only: the HTTP conditions have names of their own.
+    for (const status of Object.values(http)) assert.ok(!SPEC_ERROR_TABLE.some(([s]) => s === status));
   });
 
   test('XksError carries its errorName and the status from the table', () => {
