@@ -1,7 +1,6 @@
 // The proxy's configuration: typed, and validated once at start-up (a bad config stops the init
 // phase with a message that names the problem, never a secret).
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { Ajv } from 'ajv';
 import type { VendorProfileName } from '../layers/pkcs11/profiles.ts';
 
@@ -78,12 +77,6 @@ export interface ProxyConfig {
     callTimeoutMs: number;
     /** Deadline of the first connection (library load and login) after a cold start. */
     startTimeoutMs: number;
-    /**
-     * How long the request's thread and the HSM worker spin before sleeping, in us (layers/pkcs11
-     * wire.ts): saves a thread wake-up per HSM call, costs a spinning core. Default: 200 with two
-     * CPUs or more, else 0 (defaultSpinMicros).
-     */
-    spinMicros?: number;
     /** Several HSMs with the same keys (failover, ekmFleetDetails); the `hsm` section alone when absent. */
     fleet?: HsmMemberConfig[];
     /** The crypto user's PIN; or pinSecretArn; the XKS_HSM_PIN environment variable overrides both. */
@@ -209,7 +202,6 @@ export const SCHEMA = {
         profile: { enum: PROFILES, default: 'softhsm' },
         callTimeoutMs: { type: 'integer', minimum: 1, maximum: 10_000, default: 100 },
         startTimeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 5000 },
-        spinMicros: { type: 'integer', minimum: 0, maximum: 10_000 },
         fleet: {
           type: 'array',
           minItems: 1,
@@ -375,7 +367,6 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
     throw new ConfigError(`${error?.instancePath || '/'} ${error?.message ?? 'is invalid'}`);
   }
   const parsed = config as unknown as ProxyConfig;
-  parsed.hsm.spinMicros ??= defaultSpinMicros(env);
   if (env.XKS_HSM_PIN) parsed.hsm.pin = env.XKS_HSM_PIN;
   if (!parsed.hsm.pin && !parsed.hsm.pinSecretArn) {
     throw new ConfigError('no HSM PIN: set hsm.pin, hsm.pinSecretArn or XKS_HSM_PIN');
@@ -426,16 +417,6 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
     }
   }
   return parsed;
-}
-
-/**
- * Spinning pays only with a core to spare: two CPUs or more; in Lambda, whose CPU share grows with
- * memory (one vCPU's worth at 1769 MB), from 3538 MB.
- */
-export function defaultSpinMicros(env: NodeJS.ProcessEnv, cpus = availableParallelism()): number {
-  const lambdaMemoryMb = Number(env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE);
-  if (lambdaMemoryMb > 0) return lambdaMemoryMb >= 2 * 1769 ? 200 : 0;
-  return cpus >= 2 ? 200 : 0;
 }
 
 /** Rules for a key store's credentials, wherever they come from (config file or Secrets Manager). */

@@ -15,12 +15,12 @@ import {
   requireUsage,
 } from './xks.ts';
 
-export const handler = xksHandler<EncryptRequest>('Encrypt', ({ hsm, keystore, keyId, body }) => {
+export const handler = xksHandler<EncryptRequest>('Encrypt', async ({ hsm, keystore, keyId, body }) => {
   const plaintext = decodeSized('plaintext', body.plaintext, LIMITS.data);
   const aad = optional('additionalAuthenticatedData', body.additionalAuthenticatedData);
   const wantsCdiv = body.ciphertextDataIntegrityValueAlgorithm !== undefined;
 
-  const key = findKey(hsm, keystore, keyId);
+  const key = await findKey(hsm, keystore, keyId);
   requireEnabled(key, keystore);
   requireUsage(key, 'ENCRYPT');
   // The CDIV is only returned after a verification decrypt, which needs DECRYPT (Appendix C).
@@ -29,7 +29,7 @@ export const handler = xksHandler<EncryptRequest>('Encrypt', ({ hsm, keystore, k
   // ciphertextMetadata names the key version and is covered by the tag through the AAD the HSM sees.
   const ciphertextMetadata = ciphertextMetadataFor(key.version);
   const aadForHsm = hsmAad(aad, ciphertextMetadata);
-  const out = hsm.encrypt(key, plaintext, aadForHsm);
+  const out = await hsm.encrypt(key, plaintext, aadForHsm);
 
   const response: Record<string, string> = {
     ciphertext: out.ciphertext.toString('base64'),
@@ -42,7 +42,7 @@ export const handler = xksHandler<EncryptRequest>('Encrypt', ({ hsm, keystore, k
     response.ciphertextDataIntegrityValue = cdiv(aad, ciphertextMetadata, out.iv, out.ciphertext, out.tag);
     let roundTrip: Buffer | undefined;
     try {
-      roundTrip = hsm.decrypt(key, out, aadForHsm);
+      roundTrip = await hsm.decrypt(key, out, aadForHsm);
     } catch (err) {
       throw new XksError('InternalException', 'The verification decrypt failed', { cause: err });
     }

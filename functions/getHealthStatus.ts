@@ -15,17 +15,18 @@ import type { HealthRequest } from './schemas.ts';
 const RANK: Record<HsmHealth, number> = { ACTIVE: 0, DEGRADED: 1, UNAVAILABLE: 2 };
 const UNKNOWN = 'unknown (HSM not reached yet)';
 
-export const handler = xksHandler<HealthRequest>('GetHealthStatus', () => {
-  const ekmFleetDetails = fleet.members.map((member, index) => {
-    const deep = deepCheck(index);
+export const handler = xksHandler<HealthRequest>('GetHealthStatus', async () => {
+  const ekmFleetDetails = [];
+  for (const [index, member] of fleet.members.entries()) {
+    const deep = await deepCheck(index);
     const recent = fleet.health(index);
     const info = member.hsm.info();
-    return {
+    ekmFleetDetails.push({
       id: info?.id ?? member.name,
       model: info?.model || UNKNOWN,
       healthStatus: RANK[recent] > RANK[deep] ? recent : deep,
-    };
-  });
+    });
+  }
   const unavailable = ekmFleetDetails.filter((d) => d.healthStatus === 'UNAVAILABLE').length;
   metrics.addMetric(METRIC.hsmUnavailable, MetricUnit.Count, unavailable);
   return {
@@ -39,13 +40,13 @@ export const handler = xksHandler<HealthRequest>('GetHealthStatus', () => {
 
 const cached = new Map<number, { status: HsmHealth; expires: number }>();
 
-function deepCheck(index: number): HsmHealth {
+async function deepCheck(index: number): Promise<HsmHealth> {
   const now = Date.now();
   const hit = cached.get(index);
   if (hit !== undefined && hit.expires > now) return hit.status;
   const started = performance.now();
   try {
-    fleet.probe(index, healthRoundTrip);
+    await fleet.probe(index, healthRoundTrip);
   } catch (error) {
     // Not cached: the next check sees a recovered HSM at once.
     cached.delete(index);

@@ -6,8 +6,8 @@ import { xksHandler } from './middleware.ts';
 import type { KeyMetadataRequest } from './schemas.ts';
 import { findKey, keyStatus } from './xks.ts';
 
-export const handler = xksHandler<KeyMetadataRequest>('GetKeyMetadata', ({ hsm, keystore, keyId }) => {
-  const key = findKey(hsm, keystore, keyId);
+export const handler = xksHandler<KeyMetadataRequest>('GetKeyMetadata', async ({ hsm, keystore, keyId }) => {
+  const key = await findKey(hsm, keystore, keyId);
   return {
     keySpec: key.keySpec,
     // From CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE: at most 7 (< 10).

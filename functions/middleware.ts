@@ -23,9 +23,8 @@
 // Powertools still prints everything else (the ColdStart metric, 5xx lines with their error, any
 // other line, metrics a handler adds), and it is told each invocation's Lambda context.
 //
-// From step 1 on, every middleware and every handler is synchronous (the HSM calls are too), so a
-// request runs to its end without yielding. Only step 0 may wait (for Secrets Manager), and it runs
-// before anything per-request is set.
+// From step 1 on, every middleware is synchronous; the handlers wait only for their HSM calls. Only
+// step 0 may also wait (for Secrets Manager), and it runs before anything per-request is set.
 import { Console } from 'node:console';
 import { performance } from 'node:perf_hooks';
 import { LogLevelThreshold } from '@aws-lambda-powertools/logger';
@@ -70,6 +69,8 @@ interface State {
   hsmMs: number;
   /** The version of the key the HSM used (the audit record's keyVersion). */
   keyVersion?: number;
+  /** Which HSM of the fleet served the request (spec: Logging). */
+  servedBy?: string;
   /** Whether this is the environment's first invocation (the log line's cold_start). */
   coldStart: boolean;
   /** The request's log fields, in the order they were learnt. */
@@ -88,7 +89,10 @@ const KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
 /** A Lambda handler for one XKS operation: the chain above around `handle`. */
-export function xksHandler<Body>(operation: Operation, handle: (request: XksRequest<Body>) => object) {
+export function xksHandler<Body>(
+  operation: Operation,
+  handle: (request: XksRequest<Body>) => Promise<object>,
+) {
   return middy<Event, Result, Error, XksContext>({ timeoutEarlyInMillis: 0 })
     .use({ before: () => refreshIfDue() })
     .use(respond(operation))
@@ -103,7 +107,12 @@ export function xksHandler<Body>(operation: Operation, handle: (request: XksRequ
         keystore: state.keystore as Keystore,
         keyId: state.keyId,
         body: state.body as Body,
-        hsm: new TimedHsm(hsm, state),
+        hsm: new TimedHsm(
+          hsm.serving((id) => {
+            state.servedBy = id;
+          }),
+          state,
+        ),
       }) as unknown as Result;
     });
 }
@@ -123,7 +132,7 @@ function respond(operation: Operation): Middleware {
       latencyMs: round(latencyMs),
       hsmLatencyMs: round(hsmMs),
       // Which HSM of the fleet served it (spec: Logging).
-      hsm: hsmMs > 0 ? hsm.servedBy() : undefined,
+      hsm: hsmMs > 0 ? state.servedBy : undefined,
       ...(error === undefined ? {} : { errorName: error.errorName, errorMessage: error.message }),
       audit: undefined as AuditRecord | undefined,
     };
@@ -490,25 +499,25 @@ class TimedHsm implements Hsm {
     return this.#inner.info();
   }
 
-  findKey(label: string, version?: number): HsmKey | undefined {
+  findKey(label: string, version?: number): Promise<HsmKey | undefined> {
     return this.#timed(() => this.#inner.findKey(label, version));
   }
 
-  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
+  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): Promise<AesGcmCiphertext> {
     this.#state.keyVersion = key.version;
     return this.#timed(() => this.#inner.encrypt(key, plaintext, aad));
   }
 
-  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
+  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Promise<Buffer> {
     this.#state.keyVersion = key.version;
     return this.#timed(() => this.#inner.decrypt(key, input, aad));
   }
 
   /** Runs an HSM call, adding its duration (failed or not) to the request's HSM time. */
-  #timed<T>(call: () => T): T {
+  async #timed<T>(call: () => Promise<T>): Promise<T> {
     const start = performance.now();
     try {
-      return call();
+      return await call();
     } finally {
       this.#state.hsmMs += performance.now() - start;
     }

@@ -267,12 +267,11 @@ async function createFleet(): Promise<HsmFleet> {
         tokenLabel: member.tokenLabel ?? (member.tokenSerial ? undefined : defaults.tokenLabel),
         ...(tokenSerial ? { tokenSerial } : {}),
         pin,
-        keyCacheTtlMs: defaults.keyCacheSeconds * 1000,
         profile: VENDOR_PROFILES[profile],
       },
+      keyCacheTtlMs: defaults.keyCacheSeconds * 1000,
       callTimeoutMs: defaults.callTimeoutMs,
       startTimeoutMs: defaults.startTimeoutMs,
-      spinMicros: defaults.spinMicros,
       onEvent: (event) => logger.warn('HSM event', { hsm: member.name, event }),
       onConnectFailure: (reason) => logger.error('HSM connection failed', { hsm: member.name, reason }),
     });
@@ -282,12 +281,12 @@ async function createFleet(): Promise<HsmFleet> {
 }
 
 /** GetHealthStatus's deep check, a real AES-GCM round trip with the health-check key (never a customer key). */
-export function healthRoundTrip(hsm: Hsm): void {
-  const key = hsm.findKey(config.hsm.healthCheckKeyLabel);
+export async function healthRoundTrip(hsm: Hsm): Promise<void> {
+  const key = await hsm.findKey(config.hsm.healthCheckKeyLabel);
   if (key === undefined) throw new Error(`health-check key '${config.hsm.healthCheckKeyLabel}' not found`);
   const probe = randomBytes(32);
   const aad = hsmAad(undefined, METADATA_V1);
-  const decrypted = hsm.decrypt(key, hsm.encrypt(key, probe, aad), aad);
+  const decrypted = await hsm.decrypt(key, await hsm.encrypt(key, probe, aad), aad);
   if (!decrypted.equals(probe)) throw new Error('health-check round trip returned other bytes');
 }
 
@@ -298,12 +297,12 @@ export function healthRoundTrip(hsm: Hsm): void {
  * startTimeoutMs; the HSMs are tried in order until one answers, not after that long. One that is
  * not ready does not stop the start-up: requests and the health check report it.
  */
-function warmUp(fleet: HsmFleet): void {
+async function warmUp(fleet: HsmFleet): Promise<void> {
   const deadline = performance.now() + config.hsm.startTimeoutMs;
   for (const [index, member] of fleet.members.entries()) {
     if (index > 0 && performance.now() > deadline) return;
     try {
-      fleet.probe(index, healthRoundTrip);
+      await fleet.probe(index, healthRoundTrip);
       return;
     } catch (error) {
       logger.warn('HSM not ready at the end of the init phase', { hsm: member.name, error });
@@ -367,4 +366,4 @@ export const hsm: HsmFleet = await createFleet();
 
 await credentialSources.refreshIfDue();
 // Last: the HSM logs in on its worker thread while the secrets are read.
-warmUp(hsm);
+await warmUp(hsm);

@@ -135,16 +135,16 @@ export function awsSampleHsmAad(aad: Buffer | undefined, ciphertextMetadata: Buf
  * (404 KeyNotFoundException otherwise, without saying which of the two). Its current version,
  * or the version a Decrypt's ciphertextMetadata names.
  */
-export function findKey(
+export async function findKey(
   hsm: Hsm,
   keystore: { allows(keyId: string): boolean },
   keyId: string,
   version?: number,
-): HsmKey {
-  const key = keystore.allows(keyId) ? hsm.findKey(keyId) : undefined;
+): Promise<HsmKey> {
+  const key = keystore.allows(keyId) ? await hsm.findKey(keyId) : undefined;
   if (key === undefined) throw new XksError('KeyNotFoundException', 'The external key was not found');
   if (version === undefined || version === key.version) return key;
-  const older = hsm.findKey(keyId, version);
+  const older = await hsm.findKey(keyId, version);
   // The key exists but not the version this ciphertext names: it cannot be decrypted here.
   if (older === undefined) {
     throw new XksError(

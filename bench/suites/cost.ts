@@ -73,9 +73,8 @@ export interface CostResults {
 export function costEstimate(handler: HandlerResults, cold: ColdStartResults): CostResults {
   const a = ASSUMPTIONS;
   const small = handler.rows.filter((r) => r.id === 'encrypt-32' || r.id === 'decrypt-32');
-  // At 1024 MB the HSM worker does not spin (functions/config.ts defaultSpinMicros).
-  const localP50Ms = Math.max(...small.map((r) => (r.sleeping ?? r.handler).p50)) / 1000;
-  const localP99Ms = Math.max(...small.map((r) => (r.sleeping ?? r.handler).p99)) / 1000;
+  const localP50Ms = Math.max(...small.map((r) => r.handler.p50)) / 1000;
+  const localP99Ms = Math.max(...small.map((r) => r.handler.p99)) / 1000;
   const cpuScale = a.fullVcpuMb / a.memoryMb;
   const billedMs = Math.max(1, Math.ceil(localP50Ms * cpuScale));
   const occupancyMs = localP99Ms * cpuScale + a.platformOverheadMs;

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type * as pkcs11 from 'pkcs11js';
-import { initializeArgs } from '../../layers/pkcs11/pkcs11-hsm.ts';
+import { initializeArgs } from '../../layers/pkcs11/session.ts';
 import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
 import { ensureTestToken, TEST_HSM, type TestToken } from '../helpers/proxy.ts';
 

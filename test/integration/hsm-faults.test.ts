@@ -303,7 +303,10 @@ describe('a stale key handle', () => {
     assert.equal(enc.res.status, 200, enc.res.text);
     const trace = control.trace();
     assert.equal(control.calls('C_EncryptInit'), 2, trace.join(' '));
-    assert.ok(trace.indexOf('C_FindObjectsInit') > trace.indexOf('C_EncryptInit'), 'the key found again');
+    assert.ok(
+      trace.indexOf('C_FindObjectsInit') > trace.indexOf('C_EncryptInit'),
+      `the key found again ${trace.join(' ')}`,
+    );
     assert.equal(control.calls('C_Initialize'), 0);
     control.clear();
     assertPlaintext(await decrypt(enc.sealed as Sealed), enc.sealed as Sealed);

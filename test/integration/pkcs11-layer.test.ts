@@ -10,7 +10,8 @@ import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
 import { HsmError } from '../../layers/pkcs11/hsm.ts';
-import { aesGcmShortfall, initialize, Pkcs11Hsm } from '../../layers/pkcs11/pkcs11-hsm.ts';
+import { Pkcs11Hsm } from '../../layers/pkcs11/pkcs11-hsm.ts';
+import { aesGcmShortfall, initialize } from '../../layers/pkcs11/session.ts';
 import { ensureNssToken } from '../../scripts/nss.ts';
 import { createTestSetup, HSM_FACTS, ROOT, type TestSetup } from '../helpers/proxy.ts';
 
