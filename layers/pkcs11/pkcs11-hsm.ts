@@ -1,5 +1,5 @@
 // The HSM on pkcs11js's synchronous API, inside an HSM worker thread (hsm-worker.ts): its library,
-// its session and its key cache. Synchronous because in Lambda there is one request per environment
+// its session and the handles of its keys. Synchronous because in Lambda there is one request per environment
 // and pkcs11js's sync calls cost less CPU than its async ones on libuv's thread pool; the worker
 // thread is what lets a call that hangs be abandoned (worker-hsm.ts).
 import type * as pkcs11 from 'pkcs11js';
@@ -12,6 +12,7 @@ import {
   codeOf,
   codesNamed,
   errorText,
+  finalize,
   findSecretKeys,
   findToken,
   initialize,
@@ -49,7 +50,7 @@ export interface Pkcs11Config {
   /**
    * Runs library-wide steps (C_Initialize, C_Finalize, the slot search) one thread at a time,
    * whatever the library: two libraries may share one underneath (a wrapper and what it wraps), and
-   * SoftHSM run into by two C_Initialize at once corrupts its heap. Directly, when absent.
+   * SoftHSM initialised by two threads at once corrupts its heap. Directly, when absent.
    */
   exclusive?: <T>(step: () => T) => T;
   /** The clock of the reconnect interval; Date.now when absent. */
@@ -107,7 +108,8 @@ interface FoundKey {
 
 export class Pkcs11Hsm {
   readonly #config: Pkcs11Config;
-  readonly #lib: pkcs11.PKCS11;
+  /** The library, once a connection attempt could load it. */
+  #lib: pkcs11.PKCS11 | undefined;
   /**
    * The object handle of each key version this session was asked about: looked up again whenever
    * the key is (findKey; the key descriptions are cached by worker-hsm.ts), and dropped with the
@@ -126,13 +128,12 @@ export class Pkcs11Hsm {
   #events: string[] = [];
   readonly #now: () => number;
 
-  /** Loads the library and connects (Lambda init phase). A failed connection is retried per call. */
+  /** Loads the library and connects (Lambda init phase). A failed attempt is retried per call. */
   constructor(config: Pkcs11Config) {
     this.#config = config;
     this.#profile = config.profile ?? VENDOR_PROFILES.softhsm;
     this.#badCiphertext = codesNamed(this.#profile.invalidCiphertext);
     this.#now = config.now ?? Date.now;
-    this.#lib = loadLibrary(config.modulePath);
     try {
       this.#connect();
     } catch {
@@ -158,17 +159,16 @@ export class Pkcs11Hsm {
 
   encrypt(key: KeyRef, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
     return this.#run((session) => {
+      const lib = this.#library();
       const handle = this.#handle(key);
       const mode = this.#profile.iv;
       // hsm-fills: pkcs11js hands the HSM this very buffer as pIv, and the HSM writes the IV into it.
       const iv =
-        mode === 'proxy'
-          ? this.#lib.C_GenerateRandom(session, Buffer.alloc(IV_BYTES))
-          : Buffer.alloc(IV_BYTES);
-      this.#lib.C_EncryptInit(session, this.#gcm(iv, aad), handle);
+        mode === 'proxy' ? lib.C_GenerateRandom(session, Buffer.alloc(IV_BYTES)) : Buffer.alloc(IV_BYTES);
+      lib.C_EncryptInit(session, this.#gcm(iv, aad), handle);
       const extra = mode === 'hsm-appends' ? IV_BYTES : 0;
       const size = plaintext.length + TAG_BYTES + extra;
-      const out = this.#lib.C_Encrypt(session, plaintext, Buffer.alloc(size));
+      const out = lib.C_Encrypt(session, plaintext, Buffer.alloc(size));
       if (out.length !== size) {
         throw new HsmError(
           'failed',
@@ -191,13 +191,14 @@ export class Pkcs11Hsm {
   decrypt(key: KeyRef, input: AesGcmCiphertext, aad: Buffer): Buffer {
     const data = Buffer.concat([input.ciphertext, input.tag]);
     return this.#run((session) => {
+      const lib = this.#library();
       const handle = this.#handle(key);
-      this.#lib.C_DecryptInit(session, this.#gcm(input.iv, aad, input.tag.length * 8), handle);
+      lib.C_DecryptInit(session, this.#gcm(input.iv, aad, input.tag.length * 8), handle);
       let out: Buffer;
       try {
         // The output buffer must hold ciphertext + tag: SoftHSM answers CKR_BUFFER_TOO_SMALL otherwise
         // and leaves the operation active, so every later call on the session fails.
-        out = this.#lib.C_Decrypt(session, data, Buffer.alloc(data.length));
+        out = lib.C_Decrypt(session, data, Buffer.alloc(data.length));
       } catch (err) {
         if (this.#badCiphertext.has(codeOf(err))) {
           throw new HsmError(
@@ -288,13 +289,13 @@ export class Pkcs11Hsm {
   }
 
   #open(): void {
-    const lib = this.#lib;
+    const lib = this.#library();
     const exclusive = this.#config.exclusive ?? ((step) => step());
     const slot = exclusive(() => {
       initialize(lib, this.#config.libraryParameters);
-      return this.#findSlot();
+      return this.#findSlot(lib);
     });
-    this.#checkMechanism(slot);
+    this.#checkMechanism(lib, slot);
     const session = openSession(lib, slot, { pin: this.#config.pin });
     const token = lib.C_GetTokenInfo(slot);
     const module = lib.C_GetInfo();
@@ -315,23 +316,37 @@ export class Pkcs11Hsm {
     const session = this.#session;
     this.#session = undefined;
     this.#handles.clear();
+    const lib = this.#lib;
+    if (lib === undefined) return;
     if (this.#config.canFinalize?.() ?? true) {
       const exclusive = this.#config.exclusive ?? ((step) => step());
-      exclusive(() => {
-        try {
-          this.#lib.C_Finalize();
-        } catch {
-          // Already finalized or never initialized: nothing to release.
-        }
-      });
+      exclusive(() => finalize(lib));
       return;
     }
     // Others use the library: give back this session only (C_Initialize is then a no-op).
-    if (session !== undefined) closeSession(this.#lib, session);
+    if (session !== undefined) closeSession(lib, session);
   }
 
-  #findSlot(): Buffer {
-    const found = findToken(this.#lib, this.#config);
+  /**
+   * The library, loaded now if it was not: a library that failed to load (its C_GetFunctionList
+   * failed, or the file was missing) is an unavailable HSM like any other, tried again later.
+   */
+  #library(): pkcs11.PKCS11 {
+    if (this.#lib === undefined) {
+      try {
+        this.#lib = loadLibrary(this.#config.modulePath);
+      } catch (err) {
+        const ckr = ckrOf(err);
+        throw new HsmError('unavailable', `PKCS#11 library not loaded: ${errorText(err)}`, ckr, {
+          cause: err,
+        });
+      }
+    }
+    return this.#lib;
+  }
+
+  #findSlot(lib: pkcs11.PKCS11): Buffer {
+    const found = findToken(lib, this.#config);
     if ('slot' in found) return found.slot;
     if (found.count === 0) {
       throw new HsmError('unavailable', `HSM unavailable: ${tokenCount(found)}`, 'CKR_TOKEN_NOT_PRESENT');
@@ -343,11 +358,11 @@ export class Pkcs11Hsm {
   }
 
   /** The token's AES-GCM must do what the proxy asks of it, or the HSM is unavailable (not a key's fault). */
-  #checkMechanism(slot: Buffer): void {
+  #checkMechanism(lib: pkcs11.PKCS11, slot: Buffer): void {
     let shortfall: string | undefined;
     let ckr: string | undefined;
     try {
-      shortfall = aesGcmShortfall(this.#lib.C_GetMechanismInfo(slot, P.CKM_AES_GCM));
+      shortfall = aesGcmShortfall(lib.C_GetMechanismInfo(slot, P.CKM_AES_GCM));
     } catch (err) {
       if (codeOf(err) !== P.CKR_MECHANISM_INVALID) throw err;
       shortfall = 'it has no CKM_AES_GCM';
@@ -373,13 +388,14 @@ export class Pkcs11Hsm {
   /** Every version of the key `label`, its current (highest) one, and their handles kept. */
   #findVersions(label: string): { versions: Map<number, FoundKey>; current: FoundKey } | undefined {
     const session = this.#session as Buffer;
+    const lib = this.#library();
     this.#handles.delete(label);
-    const handles = findSecretKeys(this.#lib, session, label);
+    const handles = findSecretKeys(lib, session, label);
     if (handles.length === 0) return undefined;
     const versions = new Map<number, FoundKey>();
     let current: FoundKey | undefined;
     for (const handle of handles) {
-      const { version, keySpec, usage } = keyFacts(this.#lib, session, handle);
+      const { version, keySpec, usage } = keyFacts(lib, session, handle);
       if (versions.has(version)) {
         throw new HsmError(
           'failed',

@@ -1,7 +1,8 @@
 // The HSM's reconnect interval (layers/pkcs11/pkcs11-hsm.ts), on a clock the test moves: after a
 // failed connection, calls fail at once with its reason and without a PKCS#11 call until the
 // interval has passed; then the next call connects again. A refused PIN is never tried again. The
-// HSM is the test token reached through the fault-injecting module, in this process.
+// HSM is the test token reached through the fault-injecting module, in this process. A library
+// that does not load is the same: an unavailable HSM, tried again after the interval.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
@@ -63,4 +64,17 @@ test('a refused PIN: never tried again, whatever the time', () => {
   clock.ms += 3_600_000;
   assert.throws(() => encrypt(hsm), unavailable('CKR_PIN_INCORRECT'));
   assert.equal(control.calls('C_Login'), 1, control.trace().join(' '));
+});
+
+test('a library that does not load (its C_GetFunctionList fails): unavailable, and loaded at a later attempt', () => {
+  control.set(['C_GetFunctionList fail CKR_DEVICE_REMOVED']);
+  const hsm = connect();
+  assert.throws(() => encrypt(hsm), /^HsmError: PKCS#11 library not loaded: CKR_DEVICE_REMOVED/);
+  control.clear();
+  control.resetTrace();
+  assert.throws(() => encrypt(hsm), /PKCS#11 library not loaded/);
+  assert.deepEqual(control.trace(), [], 'no attempt within the reconnect interval');
+  clock.ms += 1000;
+  assert.equal(encrypt(hsm).ciphertext.length, 16);
+  hsm.close();
 });
