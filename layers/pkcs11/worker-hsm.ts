@@ -218,6 +218,11 @@ export class WorkerHsm implements Hsm {
       const now = performance.now();
       const waitMs = this.#everReady ? this.#options.callTimeoutMs : this.#options.startTimeoutMs;
       const call: Call = { request, resolve, reject, timer: undefined, startDeadline: now + waitMs };
+      if (this.#queue.length === 0) {
+        for (const t of this.#threads) {
+          if (t.state === 'idle') return this.#run(t, call);
+        }
+      }
       // Waiting for a worker: one still connecting is not stuck in a call, so it is kept (a worker per
       // call would pile up); the call fails at the end of the wait.
       call.timer = setTimeout(() => {
