@@ -293,6 +293,9 @@ export class WorkerHsm implements Hsm {
     const t: HsmThread = { thread, id: thread.threadId, state: 'starting', call: undefined };
     this.#threads.add(t);
     thread.on('message', (message: WorkerReady | WorkerResponse) => this.#receive(t, message));
+    thread.on('error', (error) =>
+      this.#options.onConnectFailure?.(`HSM worker thread failed: ${error.message}`),
+    );
     // A 'message' listener refs the thread's port: it must still never keep the process alive.
     thread.unref();
     thread.once('exit', () => {
@@ -302,8 +305,11 @@ export class WorkerHsm implements Hsm {
         Atomics.notify(new Int32Array(LOCK), 0);
       }
       if (!this.#threads.delete(t)) return; // abandoned: counted down in #abandon
-      if (t.call !== undefined) {
-        this.#settle(t.call, new HsmError('unavailable', 'The HSM worker thread ended during the call'));
+      const ended = new HsmError('unavailable', 'HSM unavailable: its worker thread ended');
+      if (t.call !== undefined) this.#settle(t.call, ended);
+      // One that ended before it was ready would end again: the next call starts another.
+      if (t.state === 'starting' && this.#threads.size === 0) {
+        for (const call of this.#queue.splice(0)) this.#settle(call, ended);
       }
       this.#dispatch();
     });
