@@ -415,10 +415,6 @@ export class TokenSession {
     return findSecretKeys(this.lib, this.session, label, max);
   }
 
-  attribute(handle: Buffer, type: number): Buffer | undefined {
-    return attribute(this.lib, this.session, handle, type);
-  }
-
   flag(handle: Buffer, type: number): boolean | null {
     return flag(this.lib, this.session, handle, type);
   }
