@@ -13,16 +13,13 @@ import { promisify } from 'node:util';
 import { loadConfig, parseConfig, SCHEMA } from '../../functions/config.ts';
 import { ERROR_STATUS } from '../../functions/errors.ts';
 import { METRIC } from '../../functions/metrics.ts';
+import { checkParams, DEPLOY_SCHEMA } from '../../infra/params.ts';
 import { ROOT } from '../helpers/proxy.ts';
 import { toolPath } from '../helpers/tools.ts';
 
 const run = promisify(execFile);
 const require = createRequire(import.meta.url);
 const yaml = require('js-yaml') as { load(text: string): unknown };
-const { DEPLOY_SCHEMA, checkParams } = require('../../infra/params.cjs') as {
-  DEPLOY_SCHEMA: Schema;
-  checkParams(raw: unknown, stage: string): unknown;
-};
 const STAGES = ['ci-vpce', 'ci-public', 'ci-all'] as const;
 type Stage = (typeof STAGES)[number];
 /** What each CI stage file sets that the template shows. */
@@ -226,7 +223,7 @@ describe('every setting reaches Lambda (ci-all sets them all)', () => {
 
   test('each deployment setting is set by a CI stage file', () => {
     const files = STAGES.map(stageFile);
-    for (const setting of settingsOf(DEPLOY_SCHEMA)) {
+    for (const setting of settingsOf(DEPLOY_SCHEMA as Schema)) {
       if ((SCHEMA.properties as Record<string, unknown>)[setting.split(/[.[]/)[0] as string]) continue;
       assert.ok(
         files.some((f) => valuesAt(f, setting).length > 0),

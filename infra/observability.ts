@@ -1,16 +1,15 @@
 // A CloudWatch dashboard per stage and the alarms AWS recommends for external key stores: the
 // proxy's own metrics (functions/middleware.ts METRIC; a test checks the names against the code),
 // Lambda, API Gateway, and KMS's XKS metrics when the custom key store id is known.
-'use strict';
+import type { AlarmProperties, MetricStat, Resource, Resources } from './cfn.ts';
+import { FUNCTIONS, type Params } from './params.ts';
 
-const { FUNCTIONS } = require('./params.cjs');
-
-const NAMESPACE = 'XksProxy';
+export const NAMESPACE = 'XksProxy';
 const SERVICE = 'xks-proxy';
 const OPERATIONS = ['GetHealthStatus', 'GetKeyMetadata', 'Encrypt', 'Decrypt'];
 
 /** The metric names this file uses, as the code emits them (see METRIC in functions/middleware.ts). */
-const PROXY_METRICS = {
+export const PROXY_METRICS = {
   requests: 'Requests',
   errors: 'Errors',
   errorsByName: 'ErrorsByName',
@@ -20,7 +19,21 @@ const PROXY_METRICS = {
   coldStart: 'ColdStart',
 };
 
-function widget(title, metrics, extra = {}) {
+/**
+ * A row of a dashboard widget's `metrics`: namespace, metric name, dimension names and values, and
+ * the rendering options last; or a metric-math row, an array holding one expression.
+ */
+type MetricRow = Array<string | Record<string, string>> | [{ expression: string; id: string; label: string }];
+interface Widget {
+  type: 'metric';
+  width: number;
+  height: number;
+  x?: number;
+  y?: number;
+  properties: { title: string; region: string; metrics: MetricRow[]; [option: string]: unknown };
+}
+
+function widget(title: string, metrics: MetricRow[], extra: Record<string, unknown> = {}): Widget {
   return {
     type: 'metric',
     width: 12,
@@ -29,10 +42,40 @@ function widget(title, metrics, extra = {}) {
   };
 }
 
-function dashboard(p, service) {
-  const api = `xks-proxy-${p.stage}`;
-  const fnName = (fn) => `${service}-${p.stage}-${fn}`;
-  const perOperation = (metric, stat) =>
+/** A metric-math row: a CloudWatch SEARCH expression. */
+const search = (expression: string, id: string, label: string): MetricRow[] => [[{ expression, id, label }]];
+
+/** The deployed name of a function of this stage. */
+const functionName = (p: Params, service: string, fn: string) => `${service}-${p.stage}-${fn}`;
+
+export function dashboard(
+  p: Params,
+  service: string,
+): Record<string, Resource<'AWS::CloudWatch::Dashboard'>> {
+  const widgets = [
+    ...proxyWidgets(),
+    ...lambdaWidgets(p, service),
+    ...apiGatewayWidgets(p),
+    ...kmsWidgets(p),
+  ];
+  widgets.forEach((w, i) => {
+    w.x = (i % 2) * 12;
+    w.y = Math.floor(i / 2) * 6;
+  });
+  return {
+    XksDashboard: {
+      Type: 'AWS::CloudWatch::Dashboard',
+      Properties: {
+        DashboardName: `xks-proxy-${p.stage}`,
+        DashboardBody: { 'Fn::Sub': JSON.stringify({ widgets }) },
+      },
+    },
+  };
+}
+
+/** The proxy's own metrics: requests, errors, latencies, cold starts, the deep health check. */
+function proxyWidgets(): Widget[] {
+  const perOperation = (metric: string, stat: string): MetricRow[] =>
     OPERATIONS.map((op) => [
       NAMESPACE,
       metric,
@@ -42,9 +85,7 @@ function dashboard(p, service) {
       op,
       { stat, label: `${op} ${stat}` },
     ]);
-  // A metric-math row is an array holding one object.
-  const search = (expression, id, label) => [[{ expression, id, label }]];
-  const widgets = [
+  return [
     widget('XKS requests per operation', perOperation(PROXY_METRICS.requests, 'Sum'), {
       stat: 'Sum',
       period: 60,
@@ -93,6 +134,12 @@ function dashboard(p, service) {
       ],
       { period: 300 },
     ),
+  ];
+}
+
+function lambdaWidgets(p: Params, service: string): Widget[] {
+  const fnName = (fn: string) => functionName(p, service, fn);
+  return [
     widget(
       'Lambda duration p99, throttles, spillover',
       FUNCTIONS.flatMap((fn) => [
@@ -122,6 +169,12 @@ function dashboard(p, service) {
       ]),
       { period: 60 },
     ),
+  ];
+}
+
+function apiGatewayWidgets(p: Params): Widget[] {
+  const api = `xks-proxy-${p.stage}`;
+  return [
     widget(
       'API Gateway latency and errors',
       [
@@ -133,42 +186,39 @@ function dashboard(p, service) {
       { period: 60 },
     ),
   ];
-  const store = p.alarms.kmsCustomKeyStoreId;
-  if (store) {
-    const kms = (metric, stat) =>
-      search(
-        `SEARCH('{AWS/KMS,CustomKeyStoreId} CustomKeyStoreId="${store}" MetricName="${metric}"', '${stat}', 300)`,
-        metric.toLowerCase(),
-        '',
-      );
-    widgets.push(
-      widget('KMS: XksProxyLatency (ms)', kms('XksProxyLatency', 'Average')),
-      widget('KMS: XksProxyErrors', kms('XksProxyErrors', 'Sum')),
-      widget('KMS: ExternalKeyStoreThrottle', kms('ExternalKeyStoreThrottle', 'Sum')),
-      widget('KMS: XksProxyCertificateDaysToExpire', kms('XksProxyCertificateDaysToExpire', 'Minimum')),
-      widget('KMS: XksExternalKeyManagerStates', kms('XksExternalKeyManagerStates', 'Maximum')),
-    );
-  }
-  widgets.forEach((w, i) => {
-    w.x = (i % 2) * 12;
-    w.y = Math.floor(i / 2) * 6;
-  });
-  return {
-    XksDashboard: {
-      Type: 'AWS::CloudWatch::Dashboard',
-      Properties: {
-        DashboardName: `xks-proxy-${p.stage}`,
-        DashboardBody: { 'Fn::Sub': JSON.stringify({ widgets }) },
-      },
-    },
-  };
 }
 
-function alarms(p, service) {
+/** KMS's metrics of the external key store, when its id is known (alarms.kmsCustomKeyStoreId). */
+function kmsWidgets(p: Params): Widget[] {
+  const store = p.alarms.kmsCustomKeyStoreId;
+  if (!store) return [];
+  const kms = (metric: string, stat: string) =>
+    search(
+      `SEARCH('{AWS/KMS,CustomKeyStoreId} CustomKeyStoreId="${store}" MetricName="${metric}"', '${stat}', 300)`,
+      metric.toLowerCase(),
+      '',
+    );
+  return [
+    widget('KMS: XksProxyLatency (ms)', kms('XksProxyLatency', 'Average')),
+    widget('KMS: XksProxyErrors', kms('XksProxyErrors', 'Sum')),
+    widget('KMS: ExternalKeyStoreThrottle', kms('ExternalKeyStoreThrottle', 'Sum')),
+    widget('KMS: XksProxyCertificateDaysToExpire', kms('XksProxyCertificateDaysToExpire', 'Minimum')),
+    widget('KMS: XksExternalKeyManagerStates', kms('XksExternalKeyManagerStates', 'Maximum')),
+  ];
+}
+
+/** What every alarm of a stage has: its name, its description, the SNS topic it notifies. */
+type AlarmOf = (
+  name: string,
+  description: string,
+  props: Omit<AlarmProperties, 'AlarmName' | 'AlarmDescription'>,
+) => Resource<'AWS::CloudWatch::Alarm'>;
+
+export function alarms(p: Params, service: string): Resources {
   const actions = p.alarms.snsTopicArn
     ? { AlarmActions: [p.alarms.snsTopicArn], OKActions: [p.alarms.snsTopicArn] }
     : {};
-  const alarm = (name, description, props) => ({
+  const alarm: AlarmOf = (name, description, props) => ({
     Type: 'AWS::CloudWatch::Alarm',
     Properties: {
       AlarmName: `xks-proxy-${p.stage}-${name}`,
@@ -177,15 +227,28 @@ function alarms(p, service) {
       ...props,
     },
   });
-  const dims = (entries) => Object.entries(entries).map(([Name, Value]) => ({ Name, Value }));
-  const sumOf = (label, queries) => ({
-    Metrics: [
-      ...queries.map((q, i) => ({ Id: `m${i}`, ReturnData: false, MetricStat: q })),
-      { Id: 'total', Label: label, ReturnData: true, Expression: queries.map((_, i) => `m${i}`).join('+') },
-    ],
-  });
-  const fnName = (fn) => `${service}-${p.stage}-${fn}`;
-  const resources = {};
+  return {
+    ...proxyAlarms(alarm),
+    ...apiGatewayAlarms(p, alarm),
+    ...lambdaAlarms(p, service, alarm),
+    ...kmsAlarms(p, alarm),
+  };
+}
+
+const dims = (entries: Record<string, string>) =>
+  Object.entries(entries).map(([Name, Value]) => ({ Name, Value }));
+
+/** A metric math alarm's Metrics: the sum of the queries. */
+const sumOf = (label: string, queries: MetricStat[]): Pick<AlarmProperties, 'Metrics'> => ({
+  Metrics: [
+    ...queries.map((q, i) => ({ Id: `m${i}`, ReturnData: false as const, MetricStat: q })),
+    { Id: 'total', Label: label, ReturnData: true, Expression: queries.map((_, i) => `m${i}`).join('+') },
+  ],
+});
+
+/** Latency within KMS's budget, and the deep health check's HSM. */
+function proxyAlarms(alarm: AlarmOf): Resources {
+  const resources: Resources = {};
   for (const op of ['Encrypt', 'Decrypt', 'GetKeyMetadata']) {
     resources[`XksAlarmLatency${op}`] = alarm(
       `latency-${op}`,
@@ -219,62 +282,62 @@ function alarms(p, service) {
       TreatMissingData: 'notBreaching',
     },
   );
-  resources.XksAlarmServerErrors = alarm(
-    'server-errors',
-    'The API answered 5xx (InternalException, DependencyTimeoutException, Lambda failures): KMS requests are failing.',
-    {
-      Namespace: 'AWS/ApiGateway',
-      MetricName: '5XXError',
-      Dimensions: dims({ ApiName: `xks-proxy-${p.stage}`, Stage: p.stage }),
-      Statistic: 'Sum',
+  return resources;
+}
+
+function apiGatewayAlarms(p: Params, alarm: AlarmOf): Resources {
+  return {
+    XksAlarmServerErrors: alarm(
+      'server-errors',
+      'The API answered 5xx (InternalException, DependencyTimeoutException, Lambda failures): KMS requests are failing.',
+      {
+        Namespace: 'AWS/ApiGateway',
+        MetricName: '5XXError',
+        Dimensions: dims({ ApiName: `xks-proxy-${p.stage}`, Stage: p.stage }),
+        Statistic: 'Sum',
+        Period: 60,
+        EvaluationPeriods: 5,
+        DatapointsToAlarm: 2,
+        Threshold: 5,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        TreatMissingData: 'notBreaching',
+      },
+    ),
+  };
+}
+
+/** Throttles, and with provisioned concurrency, requests beyond it. */
+function lambdaAlarms(p: Params, service: string, alarm: AlarmOf): Resources {
+  const perFunction = (metricName: string): MetricStat[] =>
+    FUNCTIONS.map((fn) => ({
+      Metric: {
+        Namespace: 'AWS/Lambda',
+        MetricName: metricName,
+        Dimensions: dims({ FunctionName: functionName(p, service, fn) }),
+      },
       Period: 60,
-      EvaluationPeriods: 5,
-      DatapointsToAlarm: 2,
-      Threshold: 5,
-      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-      TreatMissingData: 'notBreaching',
-    },
-  );
-  resources.XksAlarmLambdaThrottles = alarm(
-    'lambda-throttles',
-    'Lambda throttled proxy invocations: reserved concurrency is too low for the request rate.',
-    {
-      ...sumOf(
-        'Throttles',
-        FUNCTIONS.map((fn) => ({
-          Metric: {
-            Namespace: 'AWS/Lambda',
-            MetricName: 'Throttles',
-            Dimensions: dims({ FunctionName: fnName(fn) }),
-          },
-          Period: 60,
-          Stat: 'Sum',
-        })),
-      ),
-      EvaluationPeriods: 3,
-      DatapointsToAlarm: 2,
-      Threshold: 1,
-      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-      TreatMissingData: 'notBreaching',
-    },
-  );
+      Stat: 'Sum',
+    }));
+  const resources: Resources = {
+    XksAlarmLambdaThrottles: alarm(
+      'lambda-throttles',
+      'Lambda throttled proxy invocations: reserved concurrency is too low for the request rate.',
+      {
+        ...sumOf('Throttles', perFunction('Throttles')),
+        EvaluationPeriods: 3,
+        DatapointsToAlarm: 2,
+        Threshold: 1,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        TreatMissingData: 'notBreaching',
+      },
+    ),
+  };
   if (p.provisionedConcurrency > 0) {
     resources.XksAlarmSpillover = alarm(
       'provisioned-concurrency-spillover',
       'Requests beyond the provisioned concurrency hit cold starts, which do not fit in 250 ms.',
       {
-        ...sumOf(
-          'Spillover',
-          FUNCTIONS.map((fn) => ({
-            Metric: {
-              Namespace: 'AWS/Lambda',
-              MetricName: 'ProvisionedConcurrencySpilloverInvocations',
-              Dimensions: dims({ FunctionName: fnName(fn) }),
-            },
-            Period: 60,
-            Stat: 'Sum',
-          })),
-        ),
+        ...sumOf('Spillover', perFunction('ProvisionedConcurrencySpilloverInvocations')),
         EvaluationPeriods: 5,
         DatapointsToAlarm: 3,
         Threshold: 1,
@@ -283,11 +346,27 @@ function alarms(p, service) {
       },
     );
   }
+  return resources;
+}
+
+/** KMS's view of the external key store, when its id is known (alarms.kmsCustomKeyStoreId). */
+function kmsAlarms(p: Params, alarm: AlarmOf): Resources {
   const store = p.alarms.kmsCustomKeyStoreId;
-  if (store) {
-    // KMS publishes the certificate metric per CertificateName (the proxy's domain name).
-    const domain = p.connectivity === 'public' ? p.public.domainName : p.vpcEndpointService.privateDnsName;
-    resources.XksAlarmCertificateExpiry = alarm(
+  if (!store) return {};
+  // KMS publishes the certificate metric per CertificateName (the proxy's domain name).
+  const domain = p.connectivity === 'public' ? p.public.domainName : p.vpcEndpointService.privateDnsName;
+  // ExternalKeyStoreThrottle has KmsOperation and KeySpec dimensions: the sum over the operations
+  // that reach an external key store (symmetric keys only, spec: API operations).
+  const kmsOperations = [
+    'Encrypt',
+    'Decrypt',
+    'ReEncrypt',
+    'GenerateDataKey',
+    'GenerateDataKeyWithoutPlaintext',
+    'DescribeKey',
+  ];
+  return {
+    XksAlarmCertificateExpiry: alarm(
       'certificate-expiry',
       'The TLS certificate KMS sees on the proxy expires in less than 30 days (KMS metric).',
       {
@@ -301,18 +380,8 @@ function alarms(p, service) {
         ComparisonOperator: 'LessThanThreshold',
         TreatMissingData: 'notBreaching',
       },
-    );
-    // ExternalKeyStoreThrottle has KmsOperation and KeySpec dimensions: the sum over the operations
-    // that reach an external key store (symmetric keys only, spec: API operations).
-    const kmsOperations = [
-      'Encrypt',
-      'Decrypt',
-      'ReEncrypt',
-      'GenerateDataKey',
-      'GenerateDataKeyWithoutPlaintext',
-      'DescribeKey',
-    ];
-    resources.XksAlarmKmsThrottle = alarm(
+    ),
+    XksAlarmKmsThrottle: alarm(
       'kms-external-key-store-throttle',
       'KMS throttled requests to this external key store: ask AWS for a higher quota or spread the load.',
       {
@@ -333,9 +402,6 @@ function alarms(p, service) {
         ComparisonOperator: 'GreaterThanOrEqualToThreshold',
         TreatMissingData: 'notBreaching',
       },
-    );
-  }
-  return resources;
+    ),
+  };
 }
-
-module.exports = { dashboard, alarms, PROXY_METRICS, NAMESPACE };
