@@ -1,23 +1,13 @@
 // A CloudWatch dashboard per stage and the alarms AWS recommends for external key stores: the
-// proxy's own metrics (functions/middleware.ts METRIC; a test checks the names against the code),
+// proxy's own metrics (their names from functions/metric-names.json, which the functions emit by),
 // Lambda, API Gateway, and KMS's XKS metrics when the custom key store id is known.
+import METRIC from '../functions/metric-names.json' with { type: 'json' };
 import type { AlarmProperties, MetricStat, Resource, Resources } from './cfn.ts';
 import { FUNCTIONS, type Params } from './params.ts';
 
 export const NAMESPACE = 'XksProxy';
 const SERVICE = 'xks-proxy';
 const OPERATIONS = ['GetHealthStatus', 'GetKeyMetadata', 'Encrypt', 'Decrypt'];
-
-/** The metric names this file uses, as the code emits them (see METRIC in functions/middleware.ts). */
-export const PROXY_METRICS = {
-  requests: 'Requests',
-  errors: 'Errors',
-  errorsByName: 'ErrorsByName',
-  latency: 'Latency',
-  hsmLatency: 'HsmLatency',
-  hsmUnavailable: 'HsmUnavailable',
-  coldStart: 'ColdStart',
-};
 
 /**
  * A row of a dashboard widget's `metrics`: namespace, metric name, dimension names and values, and
@@ -86,21 +76,21 @@ function proxyWidgets(): Widget[] {
       { stat, label: `${op} ${stat}` },
     ]);
   return [
-    widget('XKS requests per operation', perOperation(PROXY_METRICS.requests, 'Sum'), {
+    widget('XKS requests per operation', perOperation(METRIC.requests, 'Sum'), {
       stat: 'Sum',
       period: 60,
     }),
     widget(
       'XKS errors by errorName',
       search(
-        `SEARCH('{${NAMESPACE},errorName,operation,service} MetricName="${PROXY_METRICS.errorsByName}"', 'Sum', 60)`,
+        `SEARCH('{${NAMESPACE},errorName,operation,service} MetricName="${METRIC.errorsByName}"', 'Sum', 60)`,
         'errors',
         '',
       ),
     ),
     widget(
       'Proxy latency p50 / p99 (ms)',
-      [...perOperation(PROXY_METRICS.latency, 'p50'), ...perOperation(PROXY_METRICS.latency, 'p99')],
+      [...perOperation(METRIC.latency, 'p50'), ...perOperation(METRIC.latency, 'p99')],
       {
         period: 60,
         annotations: { horizontal: [{ label: 'KMS timeout', value: 250 }] },
@@ -108,13 +98,13 @@ function proxyWidgets(): Widget[] {
     ),
     widget(
       'HSM latency p50 / p99 (ms)',
-      [...perOperation(PROXY_METRICS.hsmLatency, 'p50'), ...perOperation(PROXY_METRICS.hsmLatency, 'p99')],
+      [...perOperation(METRIC.hsmLatency, 'p50'), ...perOperation(METRIC.hsmLatency, 'p99')],
       { period: 60 },
     ),
     widget(
       'Cold starts',
       search(
-        `SEARCH('{${NAMESPACE},function_name,service} MetricName="${PROXY_METRICS.coldStart}"', 'Sum', 300)`,
+        `SEARCH('{${NAMESPACE},function_name,service} MetricName="${METRIC.coldStart}"', 'Sum', 300)`,
         'cold',
         '',
       ),
@@ -124,7 +114,7 @@ function proxyWidgets(): Widget[] {
       [
         [
           NAMESPACE,
-          PROXY_METRICS.hsmUnavailable,
+          METRIC.hsmUnavailable,
           'service',
           SERVICE,
           'operation',
@@ -255,7 +245,7 @@ function proxyAlarms(alarm: AlarmOf): Resources {
       `p99 ${op} latency in the proxy above 150 ms: KMS gives each call 250 ms end to end, network included.`,
       {
         Namespace: NAMESPACE,
-        MetricName: PROXY_METRICS.latency,
+        MetricName: METRIC.latency,
         Dimensions: dims({ service: SERVICE, operation: op }),
         ExtendedStatistic: 'p99',
         Period: 60,
@@ -272,7 +262,7 @@ function proxyAlarms(alarm: AlarmOf): Resources {
     'The deep health check (a real encrypt and decrypt with the health-check key) failed: the HSM is unreachable or refuses the proxy.',
     {
       Namespace: NAMESPACE,
-      MetricName: PROXY_METRICS.hsmUnavailable,
+      MetricName: METRIC.hsmUnavailable,
       Dimensions: dims({ service: SERVICE, operation: 'GetHealthStatus' }),
       Statistic: 'Maximum',
       Period: 300,

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadConfig, parseConfig, SCHEMA } from '../../functions/config.ts';
 import { ERROR_STATUS } from '../../functions/errors.ts';
-import { METRIC } from '../../functions/metrics.ts';
+import METRIC from '../../functions/metric-names.json' with { type: 'json' };
 import { checkParams, DEPLOY_SCHEMA } from '../../infra/params.ts';
 import { ROOT } from '../helpers/proxy.ts';
 import { toolPath } from '../helpers/tools.ts';
