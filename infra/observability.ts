@@ -80,6 +80,7 @@ function proxyWidgets(): Widget[] {
       stat: 'Sum',
       period: 60,
     }),
+    widget('XKS errors per operation', perOperation(METRIC.errors, 'Sum'), { stat: 'Sum', period: 60 }),
     widget(
       'XKS errors by errorName',
       search(
