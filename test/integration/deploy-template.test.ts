@@ -405,17 +405,29 @@ for (const stage of STAGES) {
       }
     });
 
-    test('dashboard and alarms refer to metrics the code emits', () => {
+    test('dashboard and alarms refer to exactly the metrics the code emits (functions/metric-names.json)', () => {
       const t = templates[stage] as Template;
+      // Where the functions publish: Powertools takes both from their environment (serverless.yml).
+      const env = t.Resources.EncryptLambdaFunction.Properties.Environment.Variables;
+      const namespace: string = env.POWERTOOLS_METRICS_NAMESPACE;
+      const service: string = env.POWERTOOLS_SERVICE_NAME;
+      assert.equal(namespace, 'XksProxy');
       const [[, dash] = []] = ofType(t, 'AWS::CloudWatch::Dashboard');
       const body = JSON.parse(dash.Properties.DashboardBody['Fn::Sub']);
       const emitted = new Set<string>(Object.values(METRIC));
       const used = new Set<string>();
+      const searchIn = new RegExp(`\\{${namespace},[^}]*\\} MetricName="(\\w+)"`);
       for (const w of body.widgets) {
         for (const m of w.properties.metrics) {
-          if (m[0] === 'XksProxy') used.add(m[1]);
-          const search =
-            typeof m[0] === 'object' ? /\{XksProxy,[^}]*\} MetricName="(\w+)"/.exec(m[0].expression) : null;
+          if (m[0] === namespace) {
+            used.add(m[1]);
+            // [namespace, name, dimension, value, ..., options]
+            const dimensions = Object.fromEntries(
+              (m.slice(2, -1) as string[]).flatMap((d, i, all) => (i % 2 === 0 ? [[d, all[i + 1]]] : [])),
+            );
+            assert.equal(dimensions.service, service, `${m[1]} in "${w.properties.title}"`);
+          }
+          const search = typeof m[0] === 'object' ? searchIn.exec(m[0].expression) : null;
           if (search?.[1]) used.add(search[1]);
         }
       }
@@ -431,9 +443,14 @@ for (const stage of STAGES) {
         assert.ok(used.has(needed), `dashboard lacks ${needed}`);
       }
       const alarms = ofType(t, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties);
-      for (const a of alarms.filter((a) => a.Namespace === 'XksProxy')) {
+      for (const a of alarms.filter((a) => a.Namespace === namespace)) {
         assert.ok(emitted.has(a.MetricName), a.AlarmName);
+        const dimensions = a.Dimensions as Array<{ Name: string; Value: string }>;
+        assert.equal(dimensions.find((d) => d.Name === 'service')?.Value, service, a.AlarmName);
+        used.add(a.MetricName);
       }
+      for (const name of emitted)
+        assert.ok(used.has(name), `the code emits ${name}, which neither the dashboard nor an alarm shows`);
       const names = alarms.map((a) => a.AlarmName as string);
       for (const wanted of [
         'latency-Encrypt',
