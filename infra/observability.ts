@@ -198,11 +198,11 @@ function kmsWidgets(p: Params): Widget[] {
   ];
 }
 
-/** What every alarm of a stage has: its name, its description, the SNS topic it notifies. */
+/** An alarm of the stage: its name, its description, the SNS topic it notifies, and `props`. */
 type AlarmOf = (
   name: string,
   description: string,
-  props: Omit<AlarmProperties, 'AlarmName' | 'AlarmDescription'>,
+  props: Omit<AlarmProperties, 'AlarmName' | 'AlarmDescription' | 'TreatMissingData'>,
 ) => Resource<'AWS::CloudWatch::Alarm'>;
 
 export function alarms(p: Params, service: string): Resources {
@@ -216,6 +216,8 @@ export function alarms(p: Params, service: string): Resources {
       AlarmDescription: description,
       ...actions,
       ...props,
+      // No data is no alarm: a stage without traffic has nothing wrong with it.
+      TreatMissingData: 'notBreaching',
     },
   });
   return {
@@ -254,7 +256,6 @@ function proxyAlarms(alarm: AlarmOf): Resources {
         DatapointsToAlarm: 3,
         Threshold: 150,
         ComparisonOperator: 'GreaterThanThreshold',
-        TreatMissingData: 'notBreaching',
       },
     );
   }
@@ -270,7 +271,6 @@ function proxyAlarms(alarm: AlarmOf): Resources {
       EvaluationPeriods: 1,
       Threshold: 1,
       ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-      TreatMissingData: 'notBreaching',
     },
   );
   return resources;
@@ -291,7 +291,6 @@ function apiGatewayAlarms(p: Params, alarm: AlarmOf): Resources {
         DatapointsToAlarm: 2,
         Threshold: 5,
         ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-        TreatMissingData: 'notBreaching',
       },
     ),
   };
@@ -319,7 +318,6 @@ function lambdaAlarms(p: Params, service: string, alarm: AlarmOf): Resources {
         DatapointsToAlarm: 2,
         Threshold: 1,
         ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-        TreatMissingData: 'notBreaching',
       },
     ),
   };
@@ -333,7 +331,6 @@ function lambdaAlarms(p: Params, service: string, alarm: AlarmOf): Resources {
         DatapointsToAlarm: 3,
         Threshold: 1,
         ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-        TreatMissingData: 'notBreaching',
       },
     );
   }
@@ -369,7 +366,6 @@ function kmsAlarms(p: Params, alarm: AlarmOf): Resources {
         EvaluationPeriods: 1,
         Threshold: 30,
         ComparisonOperator: 'LessThanThreshold',
-        TreatMissingData: 'notBreaching',
       },
     ),
     XksAlarmKmsThrottle: alarm(
@@ -391,7 +387,6 @@ function kmsAlarms(p: Params, alarm: AlarmOf): Resources {
         EvaluationPeriods: 1,
         Threshold: 1,
         ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-        TreatMissingData: 'notBreaching',
       },
     ),
   };

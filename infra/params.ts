@@ -247,6 +247,7 @@ function checkPolicies(fail: Fail, field: string, file: unknown): void {
   }
   if (!existsSync(join(ROOT, file))) fail(`${field} ${file} does not exist`);
   // Loaded only for a stage that names a policy set: the wasm module takes a while to load.
+  // require() is untyped: the module's own type declarations.
   const cedar = createRequire(import.meta.url)('@cedar-policy/cedar-wasm/nodejs') as CedarWasm;
   const answer = cedar.checkParsePolicySet({ staticPolicies: readFileSync(join(ROOT, file), 'utf8') });
   if (answer.type !== 'success') {

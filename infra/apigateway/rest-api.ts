@@ -130,13 +130,14 @@ const SNAPSHOT_TYPES = new Set<string>([
  * change to anything in it (a method, a gateway response, the resource policy, the binary media
  * types) needs a new Deployment: its logical id carries the hash of the whole snapshot.
  */
-export function deploymentOf(resources: Resources): Record<string, Resource<'AWS::ApiGateway::Deployment'>> {
+export function deploymentOf(resources: Resources): [id: string, Resource<'AWS::ApiGateway::Deployment'>] {
   const snapshot = Object.entries(resources)
     .filter(([, resource]) => SNAPSHOT_TYPES.has(resource.Type))
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const text = JSON.stringify(snapshot);
-  return {
-    [`XksDeployment${hash(text)}`]: {
+  return [
+    `XksDeployment${hash(text)}`,
+    {
       Type: 'AWS::ApiGateway::Deployment',
       // Created after all of it (the API itself is referenced already).
       DependsOn: snapshot
@@ -144,7 +145,7 @@ export function deploymentOf(resources: Resources): Record<string, Resource<'AWS
         .map(([id]) => id),
       Properties: { RestApiId: apiId, Description: 'XKS proxy' },
     },
-  };
+  ];
 }
 
 /**
@@ -168,10 +169,10 @@ export function restApi(p: Params, endpoint: RestApiEndpoint): Resources {
       },
     },
   };
-  const deployment = deploymentOf(api);
+  const [deploymentId, deployment] = deploymentOf(api);
   return {
     ...api,
-    ...deployment,
+    [deploymentId]: deployment,
     XksApiAccessLogs: {
       Type: 'AWS::Logs::LogGroup',
       Properties: {
@@ -180,7 +181,7 @@ export function restApi(p: Params, endpoint: RestApiEndpoint): Resources {
       },
     },
     ...(p.createApiGatewayCloudWatchRole ? cloudWatchRole() : {}),
-    XksStage: stage(p, Object.keys(deployment)[0] as string),
+    XksStage: stage(p, deploymentId),
   };
 }
 

@@ -263,7 +263,7 @@ test('redeployment: a change to a method, a gateway response, the API policy or 
     assert.ok(deployment.DependsOn.includes(needed), needed);
 
   const others = Object.fromEntries(Object.entries(resources).filter(([k]) => k !== id));
-  assert.deepEqual(Object.keys(deploymentOf(others)), [id], 'the same API, the same Deployment');
+  assert.equal(deploymentOf(others)[0], id, 'the same API, the same Deployment');
   const changes: Record<string, (r: Record<string, Params>) => void> = {
     'a gateway response': (r) => {
       (r[gatewayResponses[0] as string] as Params).Properties.StatusCode = '400';
@@ -283,7 +283,7 @@ test('redeployment: a change to a method, a gateway response, the API policy or 
   for (const [what, change] of Object.entries(changes)) {
     const changed = structuredClone(others);
     change(changed);
-    const [newId] = Object.keys(deploymentOf(changed));
+    const [newId] = deploymentOf(changed);
     assert.notEqual(newId, id, `${what} changed, the Deployment did not`);
   }
 });
