@@ -1,5 +1,5 @@
-// The names of the metrics the proxy emits (namespace XksProxy, dimensions service and operation).
-// The dashboard and alarms in infra/ refer to these; a test checks them against this list.
+// The names of the metrics the proxy emits (namespace XksProxy, dimensions service and operation),
+// from metric-names.json, which infra/ reads too for the dashboard and alarms.
 //
 // Also the per-request EMF documents themselves: the same JSON the Powertools Metrics instance
 // prints (its namespace, its default dimensions, the same key order), built from strings
@@ -7,18 +7,13 @@
 // request here (mostly environment reads: it checks AWS_LAMBDA_MAX_CONCURRENCY on every store
 // access), more than the HSM operation itself.
 import type { Metrics } from '@aws-lambda-powertools/metrics';
+import metricNames from './metric-names.json' with { type: 'json' };
 
-export const METRIC = {
-  requests: 'Requests',
-  errors: 'Errors',
-  errorsByName: 'ErrorsByName',
-  latency: 'Latency',
-  hsmLatency: 'HsmLatency',
-  /** How many HSMs of the fleet GetHealthStatus found UNAVAILABLE (0 when all serve). */
-  hsmUnavailable: 'HsmUnavailable',
-  /** Emitted by Powertools on the first invocation of an environment. */
-  coldStart: 'ColdStart',
-} as const;
+/**
+ * hsmUnavailable: how many HSMs of the fleet GetHealthStatus found UNAVAILABLE (0 when all serve).
+ * coldStart: emitted by Powertools on the first invocation of an environment.
+ */
+export const METRIC = metricNames;
 
 /** What every document shares: from the Metrics instance, read once. */
 interface Shape {

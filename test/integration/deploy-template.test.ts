@@ -12,17 +12,14 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadConfig, parseConfig, SCHEMA } from '../../functions/config.ts';
 import { ERROR_STATUS } from '../../functions/errors.ts';
-import { METRIC } from '../../functions/metrics.ts';
+import METRIC from '../../functions/metric-names.json' with { type: 'json' };
+import { checkParams, DEPLOY_SCHEMA } from '../../infra/params.ts';
 import { ROOT } from '../helpers/proxy.ts';
 import { toolPath } from '../helpers/tools.ts';
 
 const run = promisify(execFile);
 const require = createRequire(import.meta.url);
 const yaml = require('js-yaml') as { load(text: string): unknown };
-const { DEPLOY_SCHEMA, checkParams } = require('../../infra/params.cjs') as {
-  DEPLOY_SCHEMA: Schema;
-  checkParams(raw: unknown, stage: string): unknown;
-};
 const STAGES = ['ci-vpce', 'ci-public', 'ci-all'] as const;
 type Stage = (typeof STAGES)[number];
 /** What each CI stage file sets that the template shows. */
@@ -226,7 +223,7 @@ describe('every setting reaches Lambda (ci-all sets them all)', () => {
 
   test('each deployment setting is set by a CI stage file', () => {
     const files = STAGES.map(stageFile);
-    for (const setting of settingsOf(DEPLOY_SCHEMA)) {
+    for (const setting of settingsOf(DEPLOY_SCHEMA as Schema)) {
       if ((SCHEMA.properties as Record<string, unknown>)[setting.split(/[.[]/)[0] as string]) continue;
       assert.ok(
         files.some((f) => valuesAt(f, setting).length > 0),
@@ -408,17 +405,29 @@ for (const stage of STAGES) {
       }
     });
 
-    test('dashboard and alarms refer to metrics the code emits', () => {
+    test('dashboard and alarms refer to exactly the metrics the code emits (functions/metric-names.json)', () => {
       const t = templates[stage] as Template;
+      // Where the functions publish: Powertools takes both from their environment (serverless.yml).
+      const env = t.Resources.EncryptLambdaFunction.Properties.Environment.Variables;
+      const namespace: string = env.POWERTOOLS_METRICS_NAMESPACE;
+      const service: string = env.POWERTOOLS_SERVICE_NAME;
+      assert.equal(namespace, 'XksProxy');
       const [[, dash] = []] = ofType(t, 'AWS::CloudWatch::Dashboard');
       const body = JSON.parse(dash.Properties.DashboardBody['Fn::Sub']);
       const emitted = new Set<string>(Object.values(METRIC));
       const used = new Set<string>();
+      const searchIn = new RegExp(`\\{${namespace},[^}]*\\} MetricName="(\\w+)"`);
       for (const w of body.widgets) {
         for (const m of w.properties.metrics) {
-          if (m[0] === 'XksProxy') used.add(m[1]);
-          const search =
-            typeof m[0] === 'object' ? /\{XksProxy,[^}]*\} MetricName="(\w+)"/.exec(m[0].expression) : null;
+          if (m[0] === namespace) {
+            used.add(m[1]);
+            // [namespace, name, dimension, value, ..., options]
+            const dimensions = Object.fromEntries(
+              (m.slice(2, -1) as string[]).flatMap((d, i, all) => (i % 2 === 0 ? [[d, all[i + 1]]] : [])),
+            );
+            assert.equal(dimensions.service, service, `${m[1]} in "${w.properties.title}"`);
+          }
+          const search = typeof m[0] === 'object' ? searchIn.exec(m[0].expression) : null;
           if (search?.[1]) used.add(search[1]);
         }
       }
@@ -434,9 +443,14 @@ for (const stage of STAGES) {
         assert.ok(used.has(needed), `dashboard lacks ${needed}`);
       }
       const alarms = ofType(t, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties);
-      for (const a of alarms.filter((a) => a.Namespace === 'XksProxy')) {
+      for (const a of alarms.filter((a) => a.Namespace === namespace)) {
         assert.ok(emitted.has(a.MetricName), a.AlarmName);
+        const dimensions = a.Dimensions as Array<{ Name: string; Value: string }>;
+        assert.equal(dimensions.find((d) => d.Name === 'service')?.Value, service, a.AlarmName);
+        used.add(a.MetricName);
       }
+      for (const name of emitted)
+        assert.ok(used.has(name), `the code emits ${name}, which neither the dashboard nor an alarm shows`);
       const names = alarms.map((a) => a.AlarmName as string);
       for (const wanted of [
         'latency-Encrypt',
