@@ -5,36 +5,39 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { parseConfig } from '../../functions/config.ts';
+import { createXksApi, type LambdaHandler } from '../../functions/handlers.ts';
+import { createRuntime, type Runtime } from '../../functions/runtime.ts';
 import { type EventOptions, lambdaContext, signedEvent } from '../helpers/events.ts';
 import { assertNoLeaks, captureLogs } from '../helpers/leaks.ts';
 import { createTestSetup, metadata, PREFIX, type TestSetup } from '../helpers/proxy.ts';
 
-type Handler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
-
 let setup: TestSetup;
-let handlers: Record<'health' | 'metadata' | 'encrypt' | 'decrypt', Handler>;
+let runtime: Runtime;
+let handlers: Record<'health' | 'metadata' | 'encrypt' | 'decrypt', LambdaHandler>;
 let logs: ReturnType<typeof captureLogs>;
 const sensitive: Buffer[] = [];
 
 before(async () => {
   setup = createTestSetup();
-  process.env.XKS_PROXY_CONFIG = setup.configFile;
+  // The token's own environment (SoftHSM's configuration file), which the PKCS#11 library reads.
   Object.assign(process.env, setup.env);
   // What Lambda sets for an on-demand environment: Powertools then reports the cold start.
   process.env.AWS_LAMBDA_INITIALIZATION_TYPE = 'on-demand';
   process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-test';
   logs = captureLogs();
-  const load = async (name: string) => (await import(`../../functions/${name}.ts`)).handler as Handler;
+  runtime = await createRuntime(parseConfig(setup.config, {}), { inLambda: true });
+  const api = createXksApi(runtime);
   handlers = {
-    health: await load('getHealthStatus'),
-    metadata: await load('getKeyMetadata'),
-    encrypt: await load('encrypt'),
-    decrypt: await load('decrypt'),
+    health: api.handlers.GetHealthStatus,
+    metadata: api.handlers.GetKeyMetadata,
+    encrypt: api.handlers.Encrypt,
+    decrypt: api.handlers.Decrypt,
   };
 });
 
 after(() => {
+  runtime.close();
   logs.restore();
   rmSync(setup.dir, { recursive: true, force: true });
 });
