@@ -6,7 +6,7 @@ import { Ajv } from 'ajv';
 import type { FromSchema } from 'json-schema-to-ts';
 import type { VendorProfileName } from '../layers/pkcs11/profiles.ts';
 import { inLambda, lambdaMemoryMb } from './aws.ts';
-import { KEY_ID, NAME } from './ids.ts';
+import { ACCESS_KEY_ID, KEY_ID, NAME, PATH_PREFIX, SECRET_ACCESS_KEY } from './ids.ts';
 
 export const PROXY_VENDOR = 'serverless-xks-proxy';
 export const PROXY_MODEL = 'serverless-xks-proxy 0.1.0';
@@ -32,8 +32,8 @@ const CREDENTIAL = {
   additionalProperties: false,
   properties: {
     // Spec: Appendix A and "XKS proxy configuration in AWS KMS console".
-    accessKeyId: { type: 'string', pattern: '^[A-Z2-7]{20,30}$' },
-    secretAccessKey: { type: 'string', pattern: '^[A-Za-z0-9/+=]{43,64}$' },
+    accessKeyId: { type: 'string', pattern: ACCESS_KEY_ID.source },
+    secretAccessKey: { type: 'string', pattern: SECRET_ACCESS_KEY.source },
   },
 } as const;
 /**
@@ -226,7 +226,7 @@ export const SCHEMA = {
           /** A name for logs and metrics. */
           name: { type: 'string', pattern: NAME.source },
           /** What comes before `/kms/xks/v1` in the URI path: '' or '/a/b' (spec: XksProxyUriPath). */
-          pathPrefix: { type: 'string', pattern: '^(?:/[A-Za-z0-9_-]+)*$' },
+          pathPrefix: { type: 'string', pattern: PATH_PREFIX.source },
           credentials: CREDENTIALS,
           /** A Secrets Manager secret holding `{"credentials": [{"accessKeyId", "secretAccessKey"}, ...]}`. */
           credentialsSecretArn: { type: 'string', minLength: 1 },
