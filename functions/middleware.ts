@@ -190,8 +190,8 @@ function respond(runtime: Runtime, operation: Operation): Middleware {
 }
 
 /**
- * A request's line: INFO for a success, WARN for a refusal, ERROR with the error and its cause for
- * a failure of the proxy (5xx). `context`: the invocation's, when a handler answered.
+ * A request's line: INFO for a success, WARN for a refusal, ERROR for a failure of the proxy (5xx),
+ * with what caused it when a handler ran. `context`: the invocation's, when a handler answered.
  */
 function writeLine(
   logger: Logger,
@@ -201,8 +201,9 @@ function writeLine(
 ): void {
   if (context !== undefined) logger.addContext(context);
   if (error === undefined) logger.info(LINE, fields);
-  else if (error.isFault) logger.error(LINE, { ...fields, error: error.cause ?? error });
-  else logger.warn(LINE, fields);
+  else if (!error.isFault) logger.warn(LINE, fields);
+  else if (context === undefined) logger.error(LINE, fields);
+  else logger.error(LINE, { ...fields, error: error.cause ?? error });
 }
 
 /**

@@ -67,10 +67,8 @@ export interface ServerLimits {
 
 /**
  * The V8 flags the local server runs with (package.json `start`; the benchmarks start it the same
- * way): the young generation at a fixed 16 MB per semi-space from the start. Left to itself, V8
- * grows it under steady load minutes after start (committed heap 60 -> 94 -> 150 MB in --trace-gc,
- * RSS up in steps of 30-50 MB, live heap ~20 MB throughout: docs/reliability.md, Soak), so memory
- * is only predictable when it is fixed.
+ * way): the young generation fixed at 16 MB per semi-space, so that memory under a steady load is
+ * predictable (docs/performance.md, Memory; docs/reliability.md, Soak).
  */
 export const NODE_FLAGS: readonly string[] = ['--min-semi-space-size=16', '--max-semi-space-size=16'];
 
