@@ -72,8 +72,8 @@ export type LambdaHandler = (event: Event, context: Context) => Promise<Result>;
 interface State {
   started: number;
   hsmMs: number;
-  /** Whether the fleet routed a call of this request (its line then names the HSM that served it). */
-  routed: boolean;
+  /** The HSM of the fleet that served the request's last routed call (spec: Logging). */
+  servedBy?: string | undefined;
   /** The version of the key the HSM used (the audit record's keyVersion). */
   keyVersion?: number;
   /** The request's log fields, in the order they were learnt. */
@@ -118,11 +118,11 @@ export function xksHandler<Body>(
         keystore: state.keystore as Keystore,
         keyId: state.keyId,
         body: state.body as Body,
-        hsm: new TimedHsm(runtime.hsm, state, true),
+        hsm: new TimedHsm(runtime.hsm, state, () => runtime.hsm.servedBy()),
         fleet: {
           members,
           health: (index) => runtime.hsm.health(index),
-          probe: (index, call) => runtime.hsm.probe(index, (hsm) => call(new TimedHsm(hsm, state, false))),
+          probe: (index, call) => runtime.hsm.probe(index, (hsm) => call(new TimedHsm(hsm, state))),
         },
         logger: runtime.logger,
         addMetric: (name, unit, value) => {
@@ -147,8 +147,7 @@ function respond(runtime: Runtime, operation: Operation): Middleware {
       outcome: error === undefined ? 'success' : 'error',
       latencyMs: round(latencyMs),
       hsmLatencyMs: round(state.hsmMs),
-      // Which HSM of the fleet served it (spec: Logging).
-      hsm: state.routed ? runtime.hsm.servedBy() : undefined,
+      hsm: state.servedBy,
       ...(error === undefined ? {} : { errorName: error.errorName, errorMessage: error.message }),
     };
     const audit = auditRecord(runtime.audit, operation, state, line);
@@ -165,7 +164,6 @@ function respond(runtime: Runtime, operation: Operation): Middleware {
     context.xks = {
       started: performance.now(),
       hsmMs: 0,
-      routed: false,
       logFields: {},
       metrics: [],
       keyId: '',
@@ -489,16 +487,19 @@ function hasQuery(event: Event): boolean {
   return query !== null && query !== undefined && Object.keys(query).length > 0;
 }
 
-/** An Hsm with each call's duration added to the request's HSM time. */
+/**
+ * An Hsm with each call's duration added to the request's HSM time, and, for the fleet's routed
+ * calls, the HSM that served it noted as each call ends.
+ */
 class TimedHsm implements Hsm {
   readonly #inner: Hsm;
   readonly #state: State;
-  readonly #routed: boolean;
+  readonly #servedBy: (() => string | undefined) | undefined;
 
-  constructor(inner: Hsm, state: State, routed: boolean) {
+  constructor(inner: Hsm, state: State, servedBy?: () => string | undefined) {
     this.#inner = inner;
     this.#state = state;
-    this.#routed = routed;
+    this.#servedBy = servedBy;
   }
 
   info() {
@@ -525,10 +526,10 @@ class TimedHsm implements Hsm {
 
   /** Runs an HSM call, adding its duration (failed or not, until it settles) to the request's HSM time. */
   #timed<T>(call: () => T): T {
-    if (this.#routed) this.#state.routed = true;
     const start = performance.now();
     const add = () => {
       this.#state.hsmMs += performance.now() - start;
+      if (this.#servedBy !== undefined) this.#state.servedBy = this.#servedBy();
     };
     let result: T;
     try {
