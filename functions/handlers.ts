@@ -1,6 +1,6 @@
-// The XKS API on one runtime, for what hosts the handlers outside Lambda (the local server, the
-// tests): the four Lambda handlers, and what API Gateway does in front of them when deployed:
-// routing a path to its handler, and answering requests no handler gets.
+// The XKS API on one runtime, for hosts other than Lambda (the local server, the tests): the four
+// Lambda handlers, the routing API Gateway does in front of them when deployed, and the log line
+// of a request that no handler gets.
 import type { XksError } from './errors.ts';
 import { type LambdaHandler, logRefusal, xksHandler } from './middleware.ts';
 import { decrypt } from './operations/decrypt.ts';
@@ -31,8 +31,6 @@ export interface XksApi {
   readonly handlers: Readonly<Record<Operation, LambdaHandler>>;
   /** Logs a request answered before any handler, with its audit record, as every request has. */
   refused(error: XksError, request: Parameters<typeof logRefusal>[2]): void;
-  /** With clientCertificate: whether a client certificate's subject CN may call the proxy. */
-  readonly allowsCommonName: ((commonName: string | undefined) => boolean) | undefined;
 }
 
 export function createXksApi(runtime: Runtime): XksApi {
@@ -44,6 +42,5 @@ export function createXksApi(runtime: Runtime): XksApi {
       Decrypt: xksHandler(runtime, 'Decrypt', decrypt),
     },
     refused: (error, request) => logRefusal(runtime, error, request),
-    allowsCommonName: runtime.allowsCommonName,
   };
 }

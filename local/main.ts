@@ -46,8 +46,8 @@ if (mtls && !mtls.caFile)
 const runtime = await createRuntime(config);
 const api = createXksApi(runtime);
 const tls = args.tls ? selfSignedCertificate(stateDir) : undefined;
-const clientCertificate = mtls &&
-  api.allowsCommonName && { ca: readFileSync(mtls.caFile as string), allows: api.allowsCommonName };
+const allows = runtime.allowsCommonName;
+const clientCertificate = mtls && allows ? { ca: readFileSync(mtls.caFile as string), allows } : undefined;
 const server = createProxyServer({
   handlers: api.handlers,
   route: apiRoute,
