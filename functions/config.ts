@@ -87,7 +87,10 @@ export const SCHEMA = {
          * CPUs or more, else 0 (defaultSpinMicros).
          */
         spinMicros: { type: 'integer', minimum: 0, maximum: 10_000 },
-        /** Several HSMs with the same keys (failover, ekmFleetDetails); the `hsm` section alone when absent. */
+        /**
+         * Several HSMs with the same keys (failover, ekmFleetDetails); the `hsm` section alone when
+         * absent.
+         */
         fleet: {
           type: 'array',
           minItems: 1,
@@ -154,7 +157,10 @@ export const SCHEMA = {
       properties: {
         /** Allowed subject CNs; `*` stands for one DNS label, e.g. `cks.kms.*.amazonaws.com`. */
         allowedCommonNames: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
-        /** PEM CA bundle the local server checks client certificates against (API Gateway has its truststore). */
+        /**
+         * PEM CA bundle the local server checks client certificates against (API Gateway has its
+         * truststore).
+         */
         caFile: { type: 'string', minLength: 1 },
       },
     },
@@ -228,7 +234,10 @@ export const SCHEMA = {
           /** What comes before `/kms/xks/v1` in the URI path: '' or '/a/b' (spec: XksProxyUriPath). */
           pathPrefix: { type: 'string', pattern: PATH_PREFIX.source },
           credentials: CREDENTIALS,
-          /** A Secrets Manager secret holding `{"credentials": [{"accessKeyId", "secretAccessKey"}, ...]}`. */
+          /**
+           * A Secrets Manager secret holding
+           * `{"credentials": [{"accessKeyId", "secretAccessKey"}, ...]}`.
+           */
           credentialsSecretArn: { type: 'string', minLength: 1 },
           /** A local file holding the same JSON, read again when it changes (local and on-premises use). */
           credentialsFile: { type: 'string', minLength: 1 },
@@ -461,7 +470,10 @@ export function parsePinSecret(secret: string): string {
   return secret;
 }
 
-/** The configuration of a Lambda function: XKS_PROXY_CONFIG names a JSON file, or XKS_PROXY_CONFIG_JSON holds the JSON. */
+/**
+ * The configuration of a Lambda function: XKS_PROXY_CONFIG names a JSON file, or
+ * XKS_PROXY_CONFIG_JSON holds the JSON.
+ */
 export function loadConfig(env: Env): ProxyConfig {
   const file = env.XKS_PROXY_CONFIG;
   const inline = env.XKS_PROXY_CONFIG_JSON;

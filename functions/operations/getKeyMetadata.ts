@@ -8,7 +8,8 @@ export function getKeyMetadata({ hsm, keystore, keyId }: XksRequest<KeyMetadataR
   const key = findKey(hsm, keystore, keyId);
   return {
     keySpec: key.keySpec,
-    // From CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE: at most 7 (< 10).
+    // From CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY and CKA_DERIVE:
+    // at most 7 (< 10).
     keyUsage: [...key.usage],
     // DISABLED when the customer disabled it in the key store's configuration, or revoked it or its
     // key store (functions/revocation.ts).

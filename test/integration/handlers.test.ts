@@ -151,7 +151,7 @@ test('metrics per route: requests, errors, latency, HSM latency; errors by error
   assert.equal(byName?.operation, 'Encrypt');
 });
 
-test("GetHealthStatus's deep check counts as HSM time (HsmLatency), like every route's HSM calls", async () => {
+test("GetHealthStatus's deep check counts as HSM time (HsmLatency), as other routes' calls do", async () => {
   logs.clear();
   // A handler of its own: its cache of deep checks is empty, so the check runs now.
   const health = createXksApi(runtime).handlers.GetHealthStatus;

@@ -281,7 +281,7 @@ interface Rule {
 
 const RULES: Rule[] = [
   {
-    name: 'a route handler reaches the HSM, the configuration and the logger only through the request it is handed',
+    name: 'a route handler reaches the HSM, the configuration and the logger only through its request',
     check: (file, source) =>
       file.startsWith('functions/operations/')
         ? importsOf(file, source)
@@ -327,7 +327,7 @@ const RULES: Rule[] = [
     ],
   },
   {
-    name: 'local/ uses of functions/ only the handlers, the runtime factory, the configuration and the error table',
+    name: 'local/ uses of functions/ only the handlers, the runtime factory, its config, the error table',
     check: (file, source) =>
       file.startsWith('local/')
         ? importsOf(file, source, true)
