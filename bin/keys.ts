@@ -19,6 +19,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import type * as pkcs11 from 'pkcs11js';
+import { KEY_ID } from '../functions/ids.ts';
 import type { KeyUsage } from '../layers/pkcs11/hsm.ts';
 import {
   findToken,
@@ -34,8 +35,6 @@ import { DEMO_KEYS, HEALTH_CHECK_KEY } from '../scripts/softhsm.ts';
 
 const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
-/** The externalKeyId rule of the proxy's configuration (and the spec's URI path alphabet). */
-const KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const DEFAULT_PIN_ENV = 'XKS_HSM_PIN';
 /** versionOf() reads at most 9 digits. */

@@ -28,6 +28,7 @@ import {
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
 import { type Credential, DEMO_CREDENTIAL, parseCredentialsSecret } from '../functions/config.ts';
+import { ACCESS_KEY_ID, PATH_PREFIX, SECRET_ACCESS_KEY } from '../functions/ids.ts';
 import { isEntryPoint } from '../scripts/entry-point.ts';
 
 /** The access key id alphabet of Appendix A: RFC 4648 Base32. */
@@ -38,10 +39,6 @@ export const ACCESS_KEY_ID_LENGTH = 26;
 export const SECRET_BYTES = 32;
 /** What KMS appends to a key store's path prefix (spec: XksProxyUriPath, version 1). */
 export const URI_PATH_SUFFIX = '/kms/xks/v1';
-
-const ACCESS_KEY_ID_PATTERN = /^[A-Z2-7]{20,30}$/;
-const SECRET_PATTERN = /^[A-Za-z0-9/+=]{43,64}$/;
-const PATH_PREFIX_PATTERN = /^(?:\/[A-Za-z0-9_-]+)*$/;
 
 /** A refusal or a failure, with a message fit to print: it never holds a secret. */
 export class CliError extends Error {
@@ -346,10 +343,10 @@ export function openStore<Document>(
  * public demo credential anywhere but a local file.
  */
 export async function addCredential(store: CredentialStore, credential: Credential): Promise<Credential[]> {
-  if (!ACCESS_KEY_ID_PATTERN.test(credential.accessKeyId)) {
+  if (!ACCESS_KEY_ID.test(credential.accessKeyId)) {
     throw new CliError('the access key id must be 20-30 characters of A-Z and 2-7');
   }
-  if (!SECRET_PATTERN.test(credential.secretAccessKey)) {
+  if (!SECRET_ACCESS_KEY.test(credential.secretAccessKey)) {
     throw new CliError('the secret access key must be 43-64 characters of A-Za-z0-9+/=');
   }
   if (!store.local && isDemoCredential(credential)) {
@@ -406,7 +403,7 @@ export interface ConsoleConfig {
 
 /** Checks a key store path prefix: '' or `/a/b`, with the URI path at most 128 characters. */
 export function checkKeystorePath(keystorePath: string): void {
-  if (!PATH_PREFIX_PATTERN.test(keystorePath)) {
+  if (!PATH_PREFIX.test(keystorePath)) {
     throw new CliError(`--keystore-path must be '' or /segment/... of A-Za-z0-9_-, not '${keystorePath}'`, 2);
   }
   if (keystorePath.length + URI_PATH_SUFFIX.length > 128) {

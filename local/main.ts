@@ -13,9 +13,11 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DEMO_CREDENTIAL, type ProxyConfig } from '../functions/config.ts';
+import { DEMO_CREDENTIAL, type ProxyConfig, readConfig } from '../functions/config.ts';
+import { apiRoute, createXksApi } from '../functions/handlers.ts';
+import { createRuntime } from '../functions/runtime.ts';
 import { DEMO_KEYS, ensureSoftHsmToken, HEALTH_CHECK_KEY } from '../scripts/softhsm.ts';
-import { createProxyServer, type LambdaHandler } from './server.ts';
+import { createProxyServer } from './server.ts';
 import { selfSignedCertificate } from './tls.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -35,37 +37,23 @@ const stateDir = resolve(args['state-dir']);
 mkdirSync(stateDir, { recursive: true, mode: 0o700 });
 
 const configFile = args.config === undefined ? demoSetup() : resolve(args.config);
-process.env.XKS_PROXY_CONFIG = configFile;
-
-// Imported only now: the handlers read XKS_PROXY_CONFIG and log in to the HSM as they load.
-const [health, metadata, encrypt, decrypt] = await Promise.all([
-  import('../functions/getHealthStatus.ts'),
-  import('../functions/getKeyMetadata.ts'),
-  import('../functions/encrypt.ts'),
-  import('../functions/decrypt.ts'),
-]);
-const handlers = {
-  GetHealthStatus: health.handler as unknown as LambdaHandler,
-  GetKeyMetadata: metadata.handler as unknown as LambdaHandler,
-  Encrypt: encrypt.handler as unknown as LambdaHandler,
-  Decrypt: decrypt.handler as unknown as LambdaHandler,
-};
-
-const { config } = await import('../functions/runtime.ts');
-const { logRefusal } = await import('../functions/middleware.ts');
-const tls = args.tls ? selfSignedCertificate(stateDir) : undefined;
+// XKS_HSM_PIN, when set, is the PIN (the configuration then need not hold it).
+const config = readConfig(configFile, process.env);
 const mtls = config.clientCertificate;
 if (mtls && !mtls.caFile)
   throw new Error('clientCertificate.caFile is needed for mutual TLS in the local server');
-const clientCertificate = mtls && {
-  ca: readFileSync(mtls.caFile as string),
-  allowedCommonNames: mtls.allowedCommonNames,
-};
+// Logs in to the HSM, and waits for its first round trip.
+const runtime = await createRuntime(config);
+const api = createXksApi(runtime);
+const tls = args.tls ? selfSignedCertificate(stateDir) : undefined;
+const allows = runtime.allowsCommonName;
+const clientCertificate = mtls && allows ? { ca: readFileSync(mtls.caFile as string), allows } : undefined;
 const server = createProxyServer({
-  handlers,
+  handlers: api.handlers,
+  route: apiRoute,
   tls,
   clientCertificate,
-  onRefused: ({ error, ...request }) => logRefusal(error, request),
+  onRefused: ({ error, ...request }) => api.refused(error, request),
   ...config.localServer,
 });
 server.on('error', (err: NodeJS.ErrnoException) => {
@@ -82,6 +70,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     server.close();
     server.closeAllConnections();
+    runtime.close();
   });
 }
 

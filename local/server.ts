@@ -1,6 +1,7 @@
 // A small HTTP(S) server that turns each request into the API Gateway REST (payload 1.0) event the
-// deployed API would send, and calls the same Lambda handler modules. Paths that name no XKS
-// route get what the deployed API answers (its gateway responses): 404 InvalidUriPathException.
+// deployed API would send, and calls the same Lambda handlers (functions/handlers.ts). Paths that
+// name no XKS route get what the deployed API answers (its gateway responses): 404
+// InvalidUriPathException.
 import { constants as cryptoConstants, randomUUID } from 'node:crypto';
 import {
   createServer as createHttpServer,
@@ -16,10 +17,11 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { safeErrorMessage, XksError } from '../functions/errors.ts';
-import { commonNameMatcher } from '../functions/mtls.ts';
-import { type Operation, parseRoute, type Route, resourceOf } from '../functions/routes.ts';
+import type { ApiRoute, LambdaHandler } from '../functions/handlers.ts';
 
-export type LambdaHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
+export type { LambdaHandler };
+
+type Operation = ApiRoute['operation'];
 
 /**
  * What a hostile client can hold or make the server hold. KMS needs little of it: small signed
@@ -65,10 +67,8 @@ export interface ServerLimits {
 
 /**
  * The V8 flags the local server runs with (package.json `start`; the benchmarks start it the same
- * way): the young generation at a fixed 16 MB per semi-space from the start. Left to itself, V8
- * grows it under steady load minutes after start (committed heap 60 -> 94 -> 150 MB in --trace-gc,
- * RSS up in steps of 30-50 MB, live heap ~20 MB throughout: docs/reliability.md, Soak), so memory
- * is only predictable when it is fixed.
+ * way): the young generation fixed at 16 MB per semi-space, so that memory under a steady load is
+ * predictable (docs/performance.md, Memory; docs/reliability.md, Soak).
  */
 export const NODE_FLAGS: readonly string[] = ['--min-semi-space-size=16', '--max-semi-space-size=16'];
 
@@ -90,13 +90,15 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
 
 export interface ServerOptions extends Partial<ServerLimits> {
   handlers: Record<Operation, LambdaHandler>;
+  /** Which handler a URI path goes to, as the deployed API routes it (functions/handlers.ts apiRoute). */
+  route: (path: string) => ApiRoute | undefined;
   /** PEM key and certificate; plain HTTP without them. */
   tls?: { key: Buffer | string; cert: Buffer | string };
   /**
-   * Mutual TLS: client certificates must chain to `ca` and carry an allowed subject CN; any other
-   * client is cut off right after the handshake, before a request is read.
+   * Mutual TLS: client certificates must chain to `ca` and carry a subject CN `allows` accepts; any
+   * other client is cut off right after the handshake, before a request is read.
    */
-  clientCertificate?: { ca: Buffer | string; allowedCommonNames: string[] };
+  clientCertificate?: { ca: Buffer | string; allows: (commonName: string | undefined) => boolean };
   stage?: string;
   /**
    * Told of every request the server answers itself, without a handler (an unknown path, its own
@@ -186,10 +188,9 @@ export function createProxyServer(options: ServerOptions): Server {
       )
     : createHttpServer(http, listener);
   if (mtls && options.tls) {
-    const allowed = commonNameMatcher(mtls.allowedCommonNames);
     // Before the HTTP layer's own listener, so that not a byte of a request is read.
     server.prependListener('secureConnection', (socket: TLSSocket) => {
-      if (!allowed(socket.getPeerCertificate().subject?.CN as string | undefined)) socket.destroy();
+      if (!mtls.allows(socket.getPeerCertificate().subject?.CN as string | undefined)) socket.destroy();
     });
   }
   server.maxConnections = limits.maxConnections;
@@ -260,7 +261,7 @@ async function handle(
   const url = req.url ?? '/';
   const queryAt = url.indexOf('?');
   const path = queryAt === -1 ? url : url.slice(0, queryAt);
-  const route = parseRoute(path);
+  const route = options.route(path);
   // Read (or, for an unknown path, drained) only up to the limit, whatever the path.
   const body = await readBody(req, limits.maxBodyBytes, route !== undefined);
   if (route === undefined) {
@@ -408,7 +409,7 @@ function readBody(req: IncomingMessage, limit: number, keep: boolean): Promise<B
 function toEvent(
   req: IncomingMessage,
   path: string,
-  route: Route,
+  route: ApiRoute,
   query: string,
   body: Buffer,
   stage: string,
@@ -434,7 +435,7 @@ function toEvent(
   const hasQuery = params.size > 0;
   const socket = req.socket as Partial<TLSSocket>;
   const method = req.method ?? 'GET';
-  const resource = resourceOf(route);
+  const resource = route.resource;
   return {
     resource,
     path,

@@ -308,7 +308,7 @@ function coldStartRecommendations(c: ColdStartResults): string {
     `- **What a cold start loads** is the entry file and the chunks it imports statically: ${kb(encrypt.bundleBytes)} ` +
       'for the encrypt bundle, the size counted against the 300 KiB target. The AWS SDK Secrets Manager client ' +
       `(${kb(encrypt.lazyBytes ?? 0)}) is in chunks of its own (esbuild \`splitting\`, \`scripts/build.ts\`), read only ` +
-      `when the dynamic import in \`${lineOf('functions/runtime.ts', "await import('@aws-lambda-powertools/parameters/secrets')")}\` ` +
+      `when the dynamic import in \`${lineOf('functions/aws.ts', "await import('@aws-lambda-powertools/parameters/secrets')")}\` ` +
       'runs, i.e. when a PIN or credentials secret ARN is configured: a deployment that reads its PIN from Secrets ' +
       'Manager loads them in its init phase too (measured here without secrets).',
     '- **ajv compiles at build time**: the validators of `functions/config.ts` and `functions/schemas.ts` are ' +

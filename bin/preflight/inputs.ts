@@ -3,15 +3,13 @@
 // make of them before any call (spec: API operations; Authentication).
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { ACCESS_KEY_ID, KEY_ID, SECRET_ACCESS_KEY } from '../../functions/ids.ts';
 import { type KmsContext, kmsOutcome } from './kms.ts';
 import { errorCode, type Target } from './network.ts';
 import { isObject, parseJson } from './replies.ts';
 import type { Check } from './report.ts';
 
 export const URI_SUFFIX = '/kms/xks/v1';
-const ACCESS_KEY_ID = /^[A-Z2-7]{20,30}$/;
-const SECRET = /^[A-Za-z0-9/+=]{43,64}$/;
-export const KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
 const PATH_ALPHABET = /^[A-Za-z0-9/_-]*$/;
 
 export interface PreflightOptions {
@@ -315,7 +313,7 @@ export function credentialCheck(credential: Partial<Credential>): Check {
   if (id === undefined) problems.push('no AccessKeyId');
   else if (!ACCESS_KEY_ID.test(id)) problems.push('AccessKeyId is not 20-30 characters of A-Z and 2-7');
   if (secret === undefined) problems.push('no RawSecretAccessKey');
-  else if (!SECRET.test(secret)) {
+  else if (!SECRET_ACCESS_KEY.test(secret)) {
     problems.push(`RawSecretAccessKey (${secret.length} characters) is not 43-64 characters of A-Za-z0-9+/=`);
   }
   if (problems.length > 0) {

@@ -17,14 +17,15 @@ import {
   RestoreSecretCommand,
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { inLambda } from '../../functions/aws.ts';
+import { parseConfig } from '../../functions/config.ts';
+import { createXksApi, type LambdaHandler } from '../../functions/handlers.ts';
+import { createRuntime, type Runtime } from '../../functions/runtime.ts';
 import { lambdaContext, signedEvent } from '../helpers/events.ts';
 import { assertNoLeaks, captureLogs } from '../helpers/leaks.ts';
 import { createTestSetup, metadata, ROOT, randomCredential, type TestSetup } from '../helpers/proxy.ts';
 import type { Credential } from '../helpers/sign.ts';
 import { type Moto, startMoto } from '../helpers/tools.ts';
-
-type Handler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
 const REGION = 'eu-west-1';
 const PREFIX = '/keystores/payments';
@@ -39,7 +40,8 @@ const AWS_ENV = {
 let moto: Moto;
 let secretsManager: SecretsManagerClient;
 let setup: TestSetup;
-let encrypt: Handler;
+let runtime: Runtime;
+let encrypt: LambdaHandler;
 let logs: ReturnType<typeof captureLogs>;
 let pinArn: string;
 let credentialsArn: string;
@@ -81,14 +83,18 @@ before(async () => {
   setup = createTestSetup();
   pinArn = await createSecret('xks/test/hsm-pin', JSON.stringify({ pin: setup.pin }));
   credentialsArn = await createSecret('xks/test/payments', JSON.stringify({ credentials: [oldCredential] }));
-  process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-proxy-test-encrypt';
+  // The token's own environment (SoftHSM's configuration file), which the PKCS#11 library reads.
   Object.assign(process.env, setup.env);
-  process.env.XKS_PROXY_CONFIG_JSON = JSON.stringify(deployedConfig(pinArn, credentialsArn));
   logs = captureLogs();
-  encrypt = (await import('../../functions/encrypt.ts')).handler as unknown as Handler;
+  const lambda = { AWS_LAMBDA_FUNCTION_NAME: 'xks-proxy-test-encrypt' };
+  runtime = await createRuntime(parseConfig(deployedConfig(pinArn, credentialsArn), lambda), {
+    inLambda: inLambda(lambda),
+  });
+  encrypt = createXksApi(runtime).handlers.Encrypt;
 });
 
 after(async () => {
+  runtime?.close();
   logs?.restore();
   await moto?.stop();
   rmSync(setup.dir, { recursive: true, force: true });

@@ -5,36 +5,42 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { parseConfig } from '../../functions/config.ts';
+import { createXksApi, type LambdaHandler } from '../../functions/handlers.ts';
+import { xksHandler } from '../../functions/middleware.ts';
+import { encrypt } from '../../functions/operations/encrypt.ts';
+import { createRuntime, type Runtime } from '../../functions/runtime.ts';
+import type { EncryptRequest } from '../../functions/schemas.ts';
 import { type EventOptions, lambdaContext, signedEvent } from '../helpers/events.ts';
 import { assertNoLeaks, captureLogs } from '../helpers/leaks.ts';
 import { createTestSetup, metadata, PREFIX, type TestSetup } from '../helpers/proxy.ts';
 
-type Handler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
-
 let setup: TestSetup;
-let handlers: Record<'health' | 'metadata' | 'encrypt' | 'decrypt', Handler>;
+let runtime: Runtime;
+let handlers: Record<'health' | 'metadata' | 'encrypt' | 'decrypt', LambdaHandler>;
 let logs: ReturnType<typeof captureLogs>;
 const sensitive: Buffer[] = [];
 
 before(async () => {
   setup = createTestSetup();
-  process.env.XKS_PROXY_CONFIG = setup.configFile;
+  // The token's own environment (SoftHSM's configuration file), which the PKCS#11 library reads.
   Object.assign(process.env, setup.env);
   // What Lambda sets for an on-demand environment: Powertools then reports the cold start.
   process.env.AWS_LAMBDA_INITIALIZATION_TYPE = 'on-demand';
   process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-test';
   logs = captureLogs();
-  const load = async (name: string) => (await import(`../../functions/${name}.ts`)).handler as Handler;
+  runtime = await createRuntime(parseConfig(setup.config, {}), { inLambda: true });
+  const api = createXksApi(runtime);
   handlers = {
-    health: await load('getHealthStatus'),
-    metadata: await load('getKeyMetadata'),
-    encrypt: await load('encrypt'),
-    decrypt: await load('decrypt'),
+    health: api.handlers.GetHealthStatus,
+    metadata: api.handlers.GetKeyMetadata,
+    encrypt: api.handlers.Encrypt,
+    decrypt: api.handlers.Decrypt,
   };
 });
 
 after(() => {
+  runtime.close();
   logs.restore();
   rmSync(setup.dir, { recursive: true, force: true });
 });
@@ -145,6 +151,23 @@ test('metrics per route: requests, errors, latency, HSM latency; errors by error
   assert.equal(byName?.operation, 'Encrypt');
 });
 
+test("GetHealthStatus's deep check counts as HSM time (HsmLatency), as other routes' calls do", async () => {
+  logs.clear();
+  // A handler of its own: its cache of deep checks is empty, so the check runs now.
+  const health = createXksApi(runtime).handlers.GetHealthStatus;
+  const body = { requestMetadata: { kmsRequestId: 'hsm-time', kmsOperation: 'KmsHealthCheck' } };
+  const res = await health(await event('health', body), lambdaContext());
+  assert.equal(res.statusCode, 200, res.body);
+  const document = emf().find((m) => m.operation === 'GetHealthStatus' && 'Requests' in m);
+  assert.ok((document?.HsmLatency as number) > 0, JSON.stringify(document));
+  assert.equal(document?.HsmUnavailable, 0);
+  const line = logs
+    .text()
+    .split('\n')
+    .find((l) => l.includes('"kmsRequestId":"hsm-time"'));
+  assert.ok((JSON.parse(line ?? '{}').hsmLatencyMs as number) > 0, line);
+});
+
 test('concurrent invocations never mix their log fields', async () => {
   logs.clear();
   const calls = Array.from({ length: 40 }, async (_, i) => {
@@ -170,6 +193,45 @@ test('concurrent invocations never mix their log fields', async () => {
     assert.equal(line.keyId, i % 2 === 0 ? 'foo' : 'decrypt_only_key', `line of c-${i}`);
     assert.equal(line.outcome, i % 2 === 0 ? 'success' : 'error');
   }
+});
+
+test('handlers that wait: requests that overlap keep their own log fields and metrics', async () => {
+  logs.clear();
+  const pause = () => new Promise((r) => setTimeout(r, Math.random() * 20));
+  const waiting = xksHandler<EncryptRequest>(runtime, 'Encrypt', async (request) => {
+    await pause();
+    const answer = encrypt(request);
+    await pause();
+    return answer;
+  });
+  const results = await Promise.all(
+    Array.from({ length: 40 }, async (_, i) => {
+      const body = { ...encryptBody(), requestMetadata: metadata('Encrypt', { kmsRequestId: `w-${i}` }) };
+      return waiting(
+        await event(`keys/${i % 2 === 0 ? 'foo' : 'decrypt_only_key'}/encrypt`, body),
+        lambdaContext(),
+      );
+    }),
+  );
+  results.forEach((r, i) => {
+    assert.equal(r.statusCode, i % 2 === 0 ? 200 : 400, r.body);
+  });
+  const lines = logs
+    .text()
+    .split('\n')
+    .filter((l) => l.includes('"message":"XKS request"'))
+    .map((l) => JSON.parse(l));
+  assert.equal(lines.length, 40);
+  for (const line of lines) {
+    const i = Number(String(line.kmsRequestId).slice(2));
+    assert.equal(line.keyId, i % 2 === 0 ? 'foo' : 'decrypt_only_key', `line of w-${i}`);
+    assert.equal(line.outcome, i % 2 === 0 ? 'success' : 'error');
+  }
+  const requests = emf().filter((m) => 'Requests' in m);
+  assert.equal(requests.length, 40);
+  assert.ok(requests.every((m) => m.Requests === 1 && m.operation === 'Encrypt'));
+  assert.equal(requests.filter((m) => m.Errors === 1).length, 20);
+  assert.equal(emf().filter((m) => m.ErrorsByName === 1).length, 20);
 });
 
 test('nothing sensitive in the captured logs', () => {
