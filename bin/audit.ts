@@ -17,6 +17,7 @@ chain is intact, 1 when something was found (each problem is printed), 2 on bad 
   --file-order  the records must also be in sequence order in the files (a log whose order is
                 guaranteed; the proxy writes refusals to stderr, which pipelines may interleave)
   --json        print the result as JSON
+  -h, --help    this text
 `;
 
 function readKey(file: string): Buffer {

@@ -25,6 +25,7 @@ answer InvalidStateException; GetHealthStatus still reports the HSMs.
   --key ID         an externalKeyId of that key store
   --all            every key store of the proxy
   --region REGION  for Secrets Manager: default the ARN's region, then AWS_REGION, AWS_DEFAULT_REGION
+  -h, --help       this text
 
 Exit code 0 when done, 1 when it failed, 2 on bad usage.
 `;
