@@ -15,10 +15,10 @@
 //
 // The secret access key is never printed: not in the report, the JSON, or an error message.
 //
-// This file is the command (bin/cli.ts parses its options and reports its errors). The checks, one file
-// per group: inputs.ts (URI rules, credential), tls.ts (TLS, HTTP/1.1, mutual TLS), health.ts,
-// key.ts, error-behaviour.ts, latency.ts; run.ts runs them in order and report.ts prints the
-// result. Beneath them: requests.ts (XKS requests signed as KMS signs them), network.ts,
+// This file is the command (bin/cli.ts parses its options and reports its errors). The checks,
+// one file per group: inputs.ts (URI rules, credential), tls.ts (TLS, HTTP/1.1, mutual TLS),
+// health.ts, key.ts, error-behaviour.ts, latency.ts; run.ts runs them in order and report.ts prints
+// the result. Beneath them: requests.ts (XKS requests signed as KMS signs them), network.ts,
 // replies.ts (judging replies against the spec) and kms.ts (KMS's budget and its exceptions).
 import { readFileSync } from 'node:fs';
 import { command, type Output, runCli, STDIO, UsageError } from '../cli.ts';
