@@ -4,10 +4,9 @@ import type { ColdStartResults } from './coldstart.ts';
 import type { HandlerResults } from './handler.ts';
 
 /**
- * us-east-1 list prices used here. This machine has no internet access: they are AWS's published
- * prices as known when this suite was written (unchanged since arm64 pricing appeared in 2021) and
- * must be checked against https://aws.amazon.com/lambda/pricing/ and
- * https://aws.amazon.com/api-gateway/pricing/ before use.
+ * us-east-1 list prices used here: AWS's published prices (unchanged since arm64 pricing appeared
+ * in 2021), typed in so that the suite needs no network. Check them against
+ * https://aws.amazon.com/lambda/pricing/ and https://aws.amazon.com/api-gateway/pricing/ before use.
  */
 export const PRICES = {
   asOf: 'AWS list prices for us-east-1 as published in 2024-2025 (not re-checked online from this machine)',

@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { ACCESS_KEY_ID, KEY_ID, SECRET_ACCESS_KEY } from '../../functions/ids.ts';
+import { UsageError } from '../cli.ts';
 import { type KmsContext, kmsOutcome } from './kms.ts';
 import { errorCode, type Target } from './network.ts';
 import { isObject, parseJson } from './replies.ts';
@@ -43,14 +44,6 @@ export interface PreflightOptions {
   kmsKeyArn?: string;
 }
 
-/** A problem with the options themselves (a missing or unreadable file): no report can be made. */
-export class PreflightUsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PreflightUsageError';
-  }
-}
-
 export interface Credential {
   accessKeyId: string;
   secretAccessKey: string;
@@ -75,19 +68,18 @@ export function resolveInputs(options: PreflightOptions): {
   try {
     url = new URL(endpointRaw);
   } catch {
-    throw new PreflightUsageError(`--endpoint '${endpointRaw}' is not a URL (https://host[:port])`);
+    throw new UsageError(`--endpoint '${endpointRaw}' is not a URL (https://host[:port])`);
   }
-  if (url.protocol !== 'https:')
-    throw new PreflightUsageError(`--endpoint must be https://, not ${url.protocol}//`);
+  if (url.protocol !== 'https:') throw new UsageError(`--endpoint must be https://, not ${url.protocol}//`);
   const file = options.credentialFile === undefined ? undefined : readConsoleFile(options.credentialFile);
   const credentialInput: Partial<Credential> = options.credential ?? file?.credential ?? {};
   const uriPath = options.path ?? file?.uriPath;
   if (uriPath === undefined) {
-    throw new PreflightUsageError('no XksProxyUriPath: give --path or a credential file that has one');
+    throw new UsageError('no XksProxyUriPath: give --path or a credential file that has one');
   }
   if (credentialInput.accessKeyId === undefined || credentialInput.secretAccessKey === undefined) {
     if (options.credentialFile === undefined && options.credential === undefined) {
-      throw new PreflightUsageError('--credential (the KMS console JSON file) is required');
+      throw new UsageError('--credential (the KMS console JSON file) is required');
     }
   }
   const hostname = url.hostname.replace(/^\[|\]$/g, '');
@@ -119,11 +111,11 @@ function readConsoleFile(file: string): { uriPath?: string; credential?: Partial
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    throw new PreflightUsageError(`cannot read ${file}: ${errorCode(error)}`);
+    throw new UsageError(`cannot read ${file}: ${errorCode(error)}`);
   }
   // JSON.parse's message would quote the text, which holds the secret.
   const value = parseJson(text);
-  if (!isObject(value)) throw new PreflightUsageError(`${file} is not a JSON object`);
+  if (!isObject(value)) throw new UsageError(`${file} is not a JSON object`);
   const auth = value.XksProxyAuthenticationCredential;
   return {
     ...(typeof value.XksProxyUriPath === 'string' ? { uriPath: value.XksProxyUriPath } : {}),
