@@ -112,7 +112,7 @@ export type Assumptions = typeof ASSUMPTIONS;
 
 /** The CI stages priced: each connectivity mode behind each front door, otherwise alike. */
 export const COST_STAGES = ['ci-vpce', 'ci-alb-vpce', 'ci-public', 'ci-alb-public'] as const;
-/** The bar: behind an ALB, all of it (Lambda, provisioned concurrency, NLB, endpoints) per million. */
+/** The target behind an ALB: all of it (Lambda, provisioned concurrency, NLB, endpoints), per million. */
 export const TARGET_PER_MILLION = 0.6;
 
 /** What a packaged template bills for. */
