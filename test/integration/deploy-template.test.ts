@@ -452,6 +452,18 @@ for (const stage of STAGES) {
   });
 }
 
+/** A public stage has none of the VPC endpoint service mode's resources. */
+function assertNothingOfModeB(t: Template): void {
+  for (const absent of [
+    'XksNlb',
+    'XksEndpointService',
+    'XksExecuteApiEndpoint',
+    'XksSecretsManagerEndpoint',
+  ]) {
+    assert.equal(t.Resources[absent], undefined, absent);
+  }
+}
+
 describe('mode: VPC endpoint service (ci-vpce)', () => {
   test('private API through the execute-api endpoint, NLB over its IPs, endpoint service for KMS only', () => {
     const t = templates['ci-vpce'] as Template;
@@ -505,14 +517,7 @@ describe('mode: public endpoint (ci-public)', () => {
     assert.deepEqual(proxyConfigOf('ci-public').clientCertificate, {
       allowedCommonNames: ['cks.kms.us-east-2.amazonaws.com'],
     });
-    for (const absent of [
-      'XksNlb',
-      'XksEndpointService',
-      'XksExecuteApiEndpoint',
-      'XksSecretsManagerEndpoint',
-    ]) {
-      assert.equal(t.Resources[absent], undefined, absent);
-    }
+    assertNothingOfModeB(t);
     assert.equal(ofType(t, 'AWS::EC2::VPCEndpoint').length, 0);
   });
 
@@ -749,14 +754,7 @@ describe('behind an ALB, public (ci-alb-public): internet-facing, mutual TLS in 
     assert.deepEqual(t.Outputs.DnsAliasHostedZoneId.Value, {
       'Fn::GetAtt': ['XksAlb', 'CanonicalHostedZoneID'],
     });
-    for (const absent of [
-      'XksNlb',
-      'XksEndpointService',
-      'XksExecuteApiEndpoint',
-      'XksSecretsManagerEndpoint',
-    ]) {
-      assert.equal(t.Resources[absent], undefined, absent);
-    }
+    assertNothingOfModeB(t);
   });
 });
 
