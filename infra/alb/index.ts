@@ -189,9 +189,10 @@ function listener(p: Params): Resources {
 
 /**
  * Per route: a listener rule matching its path under any prefix (four rules for any number of key
- * stores, far from ALB's 100 rules per listener), the route function's target group (every value of
- * every header passed on: the functions need them all), and the function's permission, which lets
- * that target group and nothing else invoke it.
+ * stores, far from ALB's 100 rules per listener; one condition of one value each, of the five a rule
+ * may have), the route function's target group (every value of every header passed on: the
+ * functions need them all), and the function's permission, which lets that target group and nothing
+ * else invoke it.
  */
 function targets(p: Params): Resources {
   const resources: Resources = {};
