@@ -2,11 +2,27 @@
 // variables and Secrets Manager. Nothing else under functions/, local/ or layers/ names either
 // (test/unit/dependencies.test.ts holds the rule).
 
+import type { FrontDoor } from './front-door.ts';
+
 type Env = Readonly<Record<string, string | undefined>>;
 
 /** Whether `env` is a Lambda function's environment (set by the Lambda runtime). */
 export function inLambda(env: Env): boolean {
   return env.AWS_LAMBDA_FUNCTION_NAME !== undefined;
+}
+
+/** The deployed function's front door: XKS_FRONT_DOOR, which serverless.yml sets from the stage. */
+export function frontDoorOf(env: Env): FrontDoor {
+  const value = env.XKS_FRONT_DOOR ?? 'apigateway';
+  if (value !== 'apigateway' && value !== 'alb') {
+    throw new Error(`XKS_FRONT_DOOR is apigateway or alb, not '${value}'`);
+  }
+  return value;
+}
+
+/** What a Lambda entry file makes its runtime with (functions/runtime.ts RuntimeOptions). */
+export function lambdaRuntimeOptions(env: Env): { inLambda: boolean; frontDoor: FrontDoor } {
+  return { inLambda: inLambda(env), frontDoor: frontDoorOf(env) };
 }
 
 /** The Lambda function's memory in MB, which sets its CPU share; NaN outside Lambda. */

@@ -2,11 +2,11 @@
 // configuration, and Encrypt's steps (operations/encrypt.ts) behind the middleware chain.
 // First: the HSM worker thread starts while the other modules load (cold start).
 import '../layers/pkcs11/prestart.ts';
-import { inLambda } from './aws.ts';
+import { lambdaRuntimeOptions } from './aws.ts';
 import { loadConfig } from './config.ts';
 import { xksHandler } from './middleware.ts';
 import { encrypt } from './operations/encrypt.ts';
 import { createRuntime } from './runtime.ts';
 
-const runtime = await createRuntime(loadConfig(process.env), { inLambda: inLambda(process.env) });
+const runtime = await createRuntime(loadConfig(process.env), lambdaRuntimeOptions(process.env));
 export const handler = xksHandler(runtime, 'Encrypt', encrypt);

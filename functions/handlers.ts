@@ -1,15 +1,16 @@
 // The XKS API on one runtime, for hosts other than Lambda (the local server, the tests): the four
-// Lambda handlers, the routing API Gateway does in front of them when deployed, and the log line
-// of a request that no handler gets.
+// Lambda handlers, the routing each front door does in front of them when deployed (API Gateway or
+// an ALB), and the log line of a request that no handler gets.
 import type { XksError } from './errors.ts';
 import { type LambdaHandler, logRefusal, xksHandler } from './middleware.ts';
 import { decrypt } from './operations/decrypt.ts';
 import { encrypt } from './operations/encrypt.ts';
 import { getHealthStatus } from './operations/getHealthStatus.ts';
 import { getKeyMetadata } from './operations/getKeyMetadata.ts';
-import { type Operation, parseRoute, resourceOf } from './routes.ts';
+import { ALB_PATH_PATTERNS, matchesPathPattern, type Operation, parseRoute, resourceOf } from './routes.ts';
 import type { Runtime } from './runtime.ts';
 
+export type { FrontDoor } from './front-door.ts';
 export type { LambdaHandler };
 
 /** How the deployed API presents a request to a handler: its API Gateway resource and path parameter. */
@@ -25,6 +26,15 @@ export interface ApiRoute {
 export function apiRoute(path: string): ApiRoute | undefined {
   const route = parseRoute(path);
   return route && { operation: route.operation, resource: resourceOf(route), keyId: route.keyId };
+}
+
+/**
+ * The route function an ALB's listener rules forward a path to (ALB_PATH_PATTERNS, by priority);
+ * undefined: the listener's default action, a fixed 404 InvalidUriPathException. The function
+ * checks the rest (functions/front-door.ts).
+ */
+export function albRoute(path: string): Operation | undefined {
+  return ALB_PATH_PATTERNS.find(([, pattern]) => matchesPathPattern(pattern, path))?.[0];
 }
 
 export interface XksApi {

@@ -1,5 +1,7 @@
 // The middleware chain every XKS route runs, in one place and in one order:
 //
+//      front door    the API Gateway or ALB event as one HttpRequest; the response back in the
+//                    event's shape (functions/front-door.ts): nothing below knows which it was
 //   0. sources       key store credentials (rotation) and the revocation switch, from Secrets
 //                    Manager or a file, read again when due
 //   1. respond       the JSON success body, or the spec's error body and status; per request one
@@ -9,7 +11,8 @@
 //                    raw body (401). Nothing about the request is judged before this step but its
 //                    path prefix and method: a caller without credentials learns nothing else.
 //   4. parseBody     the key id, JSON and the route's schema (400 ValidationException)
-//   5. quota         the key store's request rate, local server only (429 ThrottlingException)
+//   5. quota         the key store's request rate, where API Gateway does not enforce it (429
+//                    ThrottlingException)
 //   6. authorize     the key store's Cedar policies, if any; never for GetHealthStatus (403)
 //
 // Then the route's handler (functions/operations/<operation>.ts) runs with a checked, typed request.
@@ -27,10 +30,18 @@ import type { Logger } from '@aws-lambda-powertools/logger';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import type { MetricUnit } from '@aws-lambda-powertools/metrics/types';
 import middy, { type MiddlewareObj, type Request } from '@middy/core';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import type { Context } from 'aws-lambda';
 import type { AesGcmCiphertext, Hsm, HsmHealth, HsmInfo, HsmKey } from '../layers/pkcs11/hsm.ts';
 import type { AuditChain, AuditRecord } from './audit.ts';
 import { safeErrorMessage, toXksError, XksError } from './errors.ts';
+import {
+  type FrontDoorEvent,
+  type FrontDoorResult,
+  frontDoorResult,
+  type HttpRequest,
+  type HttpResponse,
+  httpRequestOf,
+} from './front-door.ts';
 import { KEY_ID } from './ids.ts';
 import { publishRequestMetrics } from './metrics.ts';
 import { commonNameOf } from './mtls.ts';
@@ -64,8 +75,8 @@ export interface HsmFleetView {
   probe<T>(index: number, call: (hsm: Hsm) => T): T;
 }
 
-type Event = APIGatewayProxyEvent;
-type Result = APIGatewayProxyResult;
+type Event = FrontDoorEvent;
+type Result = FrontDoorResult;
 export type LambdaHandler = (event: Event, context: Context) => Promise<Result>;
 
 /** Per-request state the middlewares hand on, kept on the (per-invocation) context. */
@@ -82,10 +93,10 @@ interface State {
   metrics: Array<{ name: string; unit: MetricUnit; value: number }>;
   keystore?: Keystore;
   keyId: string;
-  rawBody?: Buffer;
   body?: unknown;
 }
-type XksContext = Context & { xks: State };
+/** The invocation's context, with the request as the front door gave it and the state of the chain. */
+type XksContext = Context & { http: HttpRequest; xks: State };
 type XksMiddyRequest = Request<Event, Result, Error, XksContext>;
 type Middleware = MiddlewareObj<Event, Result, Error, XksContext>;
 
@@ -104,6 +115,7 @@ export function xksHandler<Body>(
 ): LambdaHandler {
   const members = runtime.hsm.members.map(({ name, hsm }) => ({ name, info: () => hsm.info() }));
   return middy<Event, Result, Error, XksContext>({ timeoutEarlyInMillis: 0 })
+    .use(frontDoor())
     .use(injectLambdaContext(runtime.logger, { logEvent: false }))
     .use({ before: () => runtime.refreshIfDue() })
     .use(respond(runtime, operation))
@@ -134,9 +146,28 @@ export function xksHandler<Body>(
     });
 }
 
+/**
+ * The front door: the event as the request every step below reads, and the chain's response in the
+ * shape the event came in. The only step that reads the event.
+ */
+function frontDoor(): Middleware {
+  const reshape = (request: XksMiddyRequest) => {
+    if (request.response !== undefined) {
+      request.response = frontDoorResult(request.event, request.response as HttpResponse);
+    }
+  };
+  return {
+    before: ({ event, context }) => {
+      context.http = httpRequestOf(event);
+    },
+    after: reshape,
+    onError: reshape,
+  };
+}
+
 /** 1. Success and error responses; one log line and the metrics of every request. */
 function respond(runtime: Runtime, operation: Operation): Middleware {
-  const finish = (request: XksMiddyRequest, response: Result, error?: XksError) => {
+  const finish = (request: XksMiddyRequest, response: HttpResponse, error?: XksError) => {
     request.response = response;
     const state = request.context.xks;
     const latencyMs = performance.now() - state.started;
@@ -177,7 +208,7 @@ function respond(runtime: Runtime, operation: Operation): Middleware {
     },
     onError: (request) => {
       if (request.context.xks === undefined) start(request.context);
-      if (request.context.xks.body === undefined) logUnverifiedRequestId(request.event, request.context.xks);
+      if (request.context.xks.body === undefined) logUnverifiedRequestId(request.context);
       const error = toXksError(request.error);
       const body = { errorName: error.errorName, errorMessage: safeErrorMessage(error.message) };
       const headers =
@@ -292,16 +323,15 @@ function route(runtime: Runtime, operation: Operation): Middleware {
     return parsed;
   };
   return {
-    before: ({ event, context }) => {
-      // Routed on the resource (`<prefix>/kms/xks/v1/keys/{keyId}/encrypt`) and its path
-      // parameter: event.path carries the base path of a custom domain, requestContext.path the
-      // stage of an execute-api URL, the resource neither.
-      const parsed = routeOf(event.resource ?? '');
+    before: ({ context }) => {
+      // Routed on the resource (`<prefix>/kms/xks/v1/keys/{keyId}/encrypt`): the path as sent
+      // may carry the base path of a custom domain or the stage of an execute-api URL.
+      const parsed = routeOf(context.http.resource);
       const keystore = parsed && runtime.keystores.get(parsed.pathPrefix);
       if (parsed?.operation !== operation || keystore === undefined) {
         throw new XksError('InvalidUriPathException', 'No XKS API at this URI path');
       }
-      if (event.httpMethod !== 'POST') {
+      if (context.http.method !== 'POST') {
         throw new XksError('MethodNotAllowed', `${operation} takes POST only`);
       }
       const state = context.xks;
@@ -315,41 +345,38 @@ function route(runtime: Runtime, operation: Operation): Middleware {
 
 /**
  * 3. The mTLS client certificate, when required; SigV4 over what the client sent. A query string is
- * refused here: Appendix A fixes the canonical query string of every XKS request to "", and API
- * Gateway hands the function decoded parameters from which the signed query cannot be rebuilt
- * exactly (`+`, `%2B` and `%20`, order, repeats), so no query string is ever verified.
+ * refused here: Appendix A fixes the canonical query string of every XKS request to "", and the
+ * front doors hand the function parameters from which the signed query cannot be rebuilt exactly
+ * (API Gateway decodes them: `+`, `%2B` and `%20`; order, repeats), so no query string is ever
+ * verified.
  */
 function authenticate(runtime: Runtime): Middleware {
   const allowed = runtime.allowsCommonName;
   return {
-    before: ({ event, context }) => {
+    before: ({ context }) => {
+      const http = context.http;
       if (allowed !== undefined) {
-        // API Gateway mutual TLS (or the local server) checked the chain; the subject is ours to
-        // check (spec: Authentication: only CN=cks.kms.<region>.amazonaws.com).
-        if (!allowed(commonNameOf(event.requestContext?.identity?.clientCert?.subjectDN))) {
+        // The front door's mutual TLS (or the local server) checked the chain; the subject is ours
+        // to check (spec: Authentication: only CN=cks.kms.<region>.amazonaws.com). Exactly one
+        // subject: a second is one the client sent itself (functions/front-door.ts).
+        const [subject, ...more] = http.clientCertSubjects;
+        if (more.length > 0 || !allowed(commonNameOf(subject))) {
           throw new XksError(
             'AuthenticationFailedException',
             'mTLS client certificate missing or not allowed',
           );
         }
       }
-      if (hasQuery(event)) {
+      if (http.hasQuery) {
         throw new XksError(
           'AuthenticationFailedException',
           'SigV4 authentication failed: XKS requests have no query string',
         );
       }
       const keystore = context.xks.keystore as Keystore;
-      const body = rawBody(event);
-      context.xks.rawBody = body;
       const { accessKeyId } = verifySigV4(
-        {
-          method: event.httpMethod,
-          // The full path the client sent and signed (with the stage or the base path).
-          path: event.requestContext?.path ?? event.path,
-          headers: event.multiValueHeaders ?? singleValued(event.headers),
-          body,
-        },
+        // The full path the client sent and signed (with the stage or the base path).
+        { method: http.method, path: http.path, headers: http.headers, body: http.body },
         {
           service: SIGV4_SERVICE,
           secretOf: keystore.secretOf,
@@ -415,10 +442,10 @@ function authorize(operation: Operation): Middleware {
 function parseBody(operation: Operation): Middleware {
   const validate = validatorFor(operation);
   return {
-    before: ({ event, context }) => {
+    before: ({ context }) => {
       const state = context.xks;
       if (operation !== 'GetHealthStatus') {
-        const keyId = event.pathParameters?.keyId ?? '';
+        const keyId = context.http.keyId;
         // Only ids in the spec's alphabet reach the logs and the HSM.
         if (!KEY_ID.test(keyId)) {
           throw new XksError('ValidationException', 'externalKeyId must be 1-128 of A-Z a-z 0-9 . - _');
@@ -428,7 +455,7 @@ function parseBody(operation: Operation): Middleware {
       }
       let body: unknown;
       try {
-        body = JSON.parse((state.rawBody ?? rawBody(event)).toString('utf8'));
+        body = JSON.parse(context.http.body.toString('utf8'));
       } catch {
         // The parser's message quotes the body: never pass it on.
         throw new XksError('ValidationException', 'The body is not JSON');
@@ -462,29 +489,13 @@ function addMetadataKeys(fields: Record<string, unknown>, m: RequestMetadata): v
  * For requests refused before their body was checked (path, mTLS, SigV4): the kmsRequestId the
  * body claims, so the refusal can be found from CloudTrail (spec: Logging). Marked unverified.
  */
-function logUnverifiedRequestId(event: Event, state: State): void {
+function logUnverifiedRequestId(context: XksContext): void {
   try {
-    const id = JSON.parse((state.rawBody ?? rawBody(event)).toString('utf8'))?.requestMetadata?.kmsRequestId;
-    if (typeof id === 'string') state.logFields.unverifiedKmsRequestId = id.slice(0, 256);
+    const id = JSON.parse(context.http.body.toString('utf8'))?.requestMetadata?.kmsRequestId;
+    if (typeof id === 'string') context.xks.logFields.unverifiedKmsRequestId = id.slice(0, 256);
   } catch {
-    // No JSON body: nothing to add.
+    // No JSON body (or no request at all): nothing to add.
   }
-}
-
-function rawBody(event: Event): Buffer {
-  return Buffer.from(event.body ?? '', event.isBase64Encoded ? 'base64' : 'utf8');
-}
-
-function singleValued(headers: Event['headers'] | null | undefined): Record<string, string[]> {
-  // No prototype: a header named `__proto__` is kept as a header.
-  const out: Record<string, string[]> = Object.create(null);
-  for (const [name, value] of Object.entries(headers ?? {})) if (value !== undefined) out[name] = [value];
-  return out;
-}
-
-function hasQuery(event: Event): boolean {
-  const query = event.multiValueQueryStringParameters ?? event.queryStringParameters;
-  return query !== null && query !== undefined && Object.keys(query).length > 0;
 }
 
 /**

@@ -22,6 +22,7 @@ import {
   parseCredentialsSecret,
   parsePinSecret,
 } from './config.ts';
+import type { FrontDoor } from './front-door.ts';
 import { commonNameMatcher } from './mtls.ts';
 import { ALL_KEYSTORES, RevocationSwitch } from './revocation.ts';
 import { healthRoundTrip } from './xks.ts';
@@ -31,10 +32,16 @@ const NAMESPACE = 'XksProxy';
 
 export interface RuntimeOptions {
   /**
-   * Running as a Lambda function: API Gateway enforces the key stores' throttle (each environment
-   * would only see its own share of it), and credentials read later must not be the public demo ones.
+   * Running as a Lambda function: credentials read later must not be the public demo ones, and
+   * behind API Gateway, API Gateway enforces the key stores' throttle.
    */
   inLambda?: boolean;
+  /**
+   * The Lambda function's front door. Behind an ALB, which has no throttling of its own, each
+   * environment enforces the key stores' throttle itself: the limits are then per environment
+   * (docs/deploy.md, "API Gateway or ALB").
+   */
+  frontDoor?: FrontDoor;
 }
 
 export interface Runtime {
@@ -80,7 +87,7 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
     auditLogger.info('Audit chain start', { audit: audit.start() });
     const revocation = config.revocation && revocationSwitch(config.revocation, audit, logger, auditLogger);
     await revocation?.load();
-    const throttled = options.inLambda !== true;
+    const throttled = options.inLambda !== true || options.frontDoor === 'alb';
     const keystores = new Map(
       config.keystores.map((ks) => [
         ks.pathPrefix,
@@ -135,7 +142,7 @@ export class Keystore {
     context: {
       config: ProxyConfig;
       revocation: RevocationSwitch | undefined;
-      /** Whether this process enforces the key store's throttle (API Gateway does in Lambda). */
+      /** Whether this process enforces the key store's throttle (API Gateway does, in front of Lambda). */
       throttled: boolean;
       logger: Logger;
     },

@@ -59,7 +59,7 @@ export interface MetricStat {
 }
 export interface Dimension {
   Name: string;
-  Value: string;
+  Value: Str;
 }
 /** An alarm on one metric (MetricName...), or on a metric math expression (Metrics). */
 export interface AlarmProperties {
@@ -178,25 +178,57 @@ interface Properties {
   'AWS::EC2::VPCEndpointService': { NetworkLoadBalancerArns: Str[]; AcceptanceRequired: boolean };
   'AWS::EC2::VPCEndpointServicePermissions': { ServiceId: Str; AllowedPrincipals: Str[] };
   'AWS::ElasticLoadBalancingV2::LoadBalancer': {
-    Type: 'network';
-    Scheme: 'internal';
+    Type: 'network' | 'application';
+    Scheme: 'internal' | 'internet-facing';
     Subnets: string[];
     SecurityGroups: Str[];
     LoadBalancerAttributes: Array<{ Key: string; Value: string }>;
   };
-  'AWS::ElasticLoadBalancingV2::TargetGroup': {
-    Protocol: 'TCP';
-    Port: number;
-    TargetType: 'ip';
-    VpcId: string;
-    HealthCheckProtocol: 'TCP';
-    Targets: Array<{ Id: Str; Port: number }>;
+  'AWS::ElasticLoadBalancingV2::TargetGroup':
+    | {
+        Protocol: 'TCP';
+        Port: number;
+        TargetType: 'ip' | 'alb';
+        VpcId: string;
+        HealthCheckProtocol: 'TCP' | 'HTTPS';
+        HealthCheckPath?: string;
+        Matcher?: { HttpCode: string };
+        Targets: Array<{ Id: Str; Port: number }>;
+      }
+    | {
+        Name: string;
+        TargetType: 'lambda';
+        HealthCheckEnabled: false;
+        TargetGroupAttributes: Array<{ Key: string; Value: string }>;
+        Targets: Array<{ Id: Str }>;
+      };
+  'AWS::ElasticLoadBalancingV2::Listener':
+    | {
+        LoadBalancerArn: Str;
+        Protocol: 'TCP';
+        Port: number;
+        DefaultActions: Array<{ Type: 'forward'; TargetGroupArn: Str }>;
+      }
+    | {
+        LoadBalancerArn: Str;
+        Protocol: 'HTTPS';
+        Port: number;
+        Certificates: Array<{ CertificateArn: string }>;
+        SslPolicy: string;
+        MutualAuthentication?: { Mode: 'verify'; TrustStoreArn: Str; IgnoreClientCertificateExpiry: false };
+        DefaultActions: Array<{ Type: 'fixed-response'; FixedResponseConfig: FixedResponse }>;
+      };
+  'AWS::ElasticLoadBalancingV2::ListenerRule': {
+    ListenerArn: Str;
+    Priority: number;
+    Conditions: Array<{ Field: 'path-pattern'; PathPatternConfig: { Values: string[] } }>;
+    Actions: Array<{ Type: 'forward'; TargetGroupArn: Str }>;
   };
-  'AWS::ElasticLoadBalancingV2::Listener': {
-    LoadBalancerArn: Str;
-    Protocol: 'TCP';
-    Port: number;
-    DefaultActions: Array<{ Type: 'forward'; TargetGroupArn: Str }>;
+  'AWS::ElasticLoadBalancingV2::TrustStore': {
+    Name: string;
+    CaCertificatesBundleS3Bucket: string;
+    CaCertificatesBundleS3Key: string;
+    CaCertificatesBundleS3ObjectVersion?: string;
   };
 
   'AWS::CloudWatch::Dashboard': { DashboardName: string; DashboardBody: Sub };
@@ -205,6 +237,13 @@ interface Properties {
   /** The deploy helper's custom resources (infra/endpoint-service.ts). */
   'Custom::EndpointIps': { ServiceToken: Str; NetworkInterfaceIds: Str };
   'Custom::EndpointServicePrivateDns': { ServiceToken: Str; ServiceId: Str; PrivateDnsName: string };
+}
+
+/** An ALB listener's answer of its own. */
+export interface FixedResponse {
+  StatusCode: string;
+  ContentType: 'application/json';
+  MessageBody: string;
 }
 
 /** How KMS reaches a REST API: the RestApi properties that depend on the connectivity mode. */

@@ -60,9 +60,12 @@ async function concurrencyProblem(p: Params, service: string, lambda: LambdaClie
   );
 }
 
-/** Access logs need the region's API Gateway CloudWatch role: without it the stage fails to create. */
+/**
+ * API Gateway's access logs need the region's API Gateway CloudWatch role: without it the stage
+ * fails to create. An ALB logs to S3 instead.
+ */
 async function cloudWatchRoleProblem(p: Params, apiGateway: APIGatewayClient) {
-  if (p.createApiGatewayCloudWatchRole) return undefined;
+  if (p.frontDoor === 'alb' || p.createApiGatewayCloudWatchRole) return undefined;
   const account = await apiGateway.send(new GetAccountCommand({}));
   if (account.cloudwatchRoleArn) return undefined;
   return (

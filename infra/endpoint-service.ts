@@ -1,7 +1,8 @@
 // The VPC endpoint service KMS connects to (spec: High level architecture): a Network Load
 // Balancer in the stage's subnets, behind a VPC endpoint service that only KMS of this region may
 // use, with the proxy's private DNS name. The front door decides what the NLB forwards to
-// (API Gateway: the IPs of its execute-api endpoint, apigateway/private.ts).
+// (API Gateway: the IPs of its execute-api endpoint, apigateway/private.ts; an ALB: the ALB itself,
+// alb/index.ts).
 import { assumedBy, getAtt, type Outputs, type Resource, type Resources, ref, type Str, sub } from './cfn.ts';
 import type { ParamsOf } from './params.ts';
 
@@ -110,10 +111,16 @@ export function deployHelper(): Resources {
 }
 
 /** What the NLB forwards KMS's connections to (TCP 443), chosen by the front door. */
-export interface NlbTargets {
-  TargetType: 'ip';
-  Targets: Array<{ Id: Str; Port: number }>;
-}
+export type NlbTargets =
+  | { TargetType: 'ip'; Targets: Array<{ Id: Str; Port: number }> }
+  | {
+      /** An ALB, whose HTTPS listener on 443 must exist before it is registered. */
+      TargetType: 'alb';
+      Targets: [{ Id: Str; Port: 443 }];
+      listener: string;
+      /** A path the ALB answers itself, and its status: the NLB's health check over HTTPS. */
+      healthCheck: { path: string; status: string };
+    };
 
 /** The NLB in the endpoint service's subnets, its one TCP 443 listener and target group. */
 export function networkLoadBalancer(p: Params, targets: NlbTargets): Resources {
@@ -128,17 +135,35 @@ export function networkLoadBalancer(p: Params, targets: NlbTargets): Resources {
         LoadBalancerAttributes: [{ Key: 'load_balancing.cross_zone.enabled', Value: 'true' }],
       },
     },
-    XksTargetGroup: {
-      Type: 'AWS::ElasticLoadBalancingV2::TargetGroup',
-      Properties: {
-        Protocol: 'TCP',
-        Port: 443,
-        TargetType: targets.TargetType,
-        VpcId: p.vpc.vpcId,
-        HealthCheckProtocol: 'TCP',
-        Targets: targets.Targets,
-      },
-    },
+    XksTargetGroup:
+      targets.TargetType === 'ip'
+        ? {
+            Type: 'AWS::ElasticLoadBalancingV2::TargetGroup',
+            Properties: {
+              Protocol: 'TCP',
+              Port: 443,
+              TargetType: 'ip',
+              VpcId: p.vpc.vpcId,
+              HealthCheckProtocol: 'TCP',
+              Targets: targets.Targets,
+            },
+          }
+        : {
+            Type: 'AWS::ElasticLoadBalancingV2::TargetGroup',
+            DependsOn: [targets.listener],
+            Properties: {
+              Protocol: 'TCP',
+              Port: 443,
+              TargetType: 'alb',
+              VpcId: p.vpc.vpcId,
+              // An ALB target is checked over HTTP(S), on a path its listener answers itself:
+              // the ALB is up, and no function is invoked.
+              HealthCheckProtocol: 'HTTPS',
+              HealthCheckPath: targets.healthCheck.path,
+              Matcher: { HttpCode: targets.healthCheck.status },
+              Targets: targets.Targets,
+            },
+          },
     XksListener: {
       Type: 'AWS::ElasticLoadBalancingV2::Listener',
       Properties: {

@@ -3,6 +3,7 @@
 // framework calls each export with ({ resolveVariable }).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { alb } from './alb/index.ts';
 import { apiGateway } from './apigateway/index.ts';
 import type { Fragment } from './cfn.ts';
 import { roles } from './iam.ts';
@@ -38,11 +39,11 @@ async function params(resolveVariable: Variables['resolveVariable']): Promise<Pa
   return p;
 }
 
-/** CloudFormation Resources and Outputs for this stage's connectivity mode, only that mode's. */
+/** CloudFormation Resources and Outputs for this stage's front door and connectivity mode, only theirs. */
 export async function resources({ resolveVariable }: Variables): Promise<Fragment> {
   const p = await params(resolveVariable);
   const service = String(await resolveVariable('self:service'));
-  const frontDoor = apiGateway(p);
+  const frontDoor = p.frontDoor === 'alb' ? alb(p) : apiGateway(p);
   return {
     Resources: {
       ...roles(p, service),

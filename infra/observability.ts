@@ -1,8 +1,10 @@
 // A CloudWatch dashboard per stage and the alarms AWS recommends for external key stores: the
 // proxy's own metrics (their names from functions/metric-names.json, which the functions emit by),
-// Lambda, API Gateway, and KMS's XKS metrics when the custom key store id is known.
+// Lambda, the front door (API Gateway or the ALB), and KMS's XKS metrics when the custom key store
+// id is known.
 import METRIC from '../functions/metric-names.json' with { type: 'json' };
-import type { AlarmProperties, MetricStat, Resource, Resources } from './cfn.ts';
+import { targetGroupLogicalId } from './alb/index.ts';
+import { type AlarmProperties, getAtt, type MetricStat, type Resource, type Resources } from './cfn.ts';
 import { FUNCTIONS, type Params } from './params.ts';
 
 export const NAMESPACE = 'XksProxy';
@@ -45,7 +47,7 @@ export function dashboard(
   const widgets = [
     ...proxyWidgets(),
     ...lambdaWidgets(p, service),
-    ...apiGatewayWidgets(p),
+    ...(p.frontDoor === 'alb' ? albWidgets() : apiGatewayWidgets(p)),
     ...kmsWidgets(p),
   ];
   widgets.forEach((w, i) => {
@@ -179,6 +181,56 @@ function apiGatewayWidgets(p: Params): Widget[] {
   ];
 }
 
+/**
+ * The ALB's own metrics: what it answered itself (4xx/5xx: refused TLS or requests, Lambda
+ * throttled or failing), what the functions answered, latency, and the capacity units it bills.
+ * Its dimensions are known once it exists: `${...}` in the dashboard's Fn::Sub.
+ */
+function albWidgets(): Widget[] {
+  const lb = (metric: string, options: Record<string, string>): MetricRow => [
+    'AWS/ApplicationELB',
+    metric,
+    'LoadBalancer',
+    '${XksAlb.LoadBalancerFullName}',
+    options,
+  ];
+  const perTargetGroup = (metric: string, stat: string): MetricRow[] =>
+    FUNCTIONS.map((fn) => [
+      'AWS/ApplicationELB',
+      metric,
+      'TargetGroup',
+      `\${${targetGroupLogicalId(fn)}.TargetGroupFullName}`,
+      'LoadBalancer',
+      '${XksAlb.LoadBalancerFullName}',
+      { stat, label: `${fn} ${metric}` },
+    ]);
+  return [
+    widget(
+      'ALB requests and errors',
+      [
+        lb('RequestCount', { stat: 'Sum' }),
+        lb('HTTPCode_ELB_4XX_Count', { stat: 'Sum', yAxis: 'right' }),
+        lb('HTTPCode_ELB_5XX_Count', { stat: 'Sum', yAxis: 'right' }),
+        lb('HTTPCode_Target_5XX_Count', { stat: 'Sum', yAxis: 'right' }),
+        lb('ClientTLSNegotiationErrorCount', { stat: 'Sum', yAxis: 'right' }),
+        ...perTargetGroup('LambdaInternalError', 'Sum'),
+        ...perTargetGroup('LambdaUserError', 'Sum'),
+      ],
+      { period: 60 },
+    ),
+    widget(
+      'ALB latency, connections, capacity units',
+      [
+        lb('TargetResponseTime', { stat: 'p99' }),
+        lb('NewConnectionCount', { stat: 'Sum', yAxis: 'right' }),
+        lb('ActiveConnectionCount', { stat: 'Sum', yAxis: 'right' }),
+        lb('ConsumedLCUs', { stat: 'Average', yAxis: 'right' }),
+      ],
+      { period: 60 },
+    ),
+  ];
+}
+
 /** KMS's metrics of the external key store, when its id is known (alarms.kmsCustomKeyStoreId). */
 function kmsWidgets(p: Params): Widget[] {
   const store = p.alarms.kmsCustomKeyStoreId;
@@ -222,7 +274,7 @@ export function alarms(p: Params, service: string): Resources {
   });
   return {
     ...proxyAlarms(alarm),
-    ...apiGatewayAlarms(p, alarm),
+    ...(p.frontDoor === 'alb' ? albAlarms(alarm) : apiGatewayAlarms(p, alarm)),
     ...lambdaAlarms(p, service, alarm),
     ...kmsAlarms(p, alarm),
   };
@@ -287,6 +339,36 @@ function apiGatewayAlarms(p: Params, alarm: AlarmOf): Resources {
         Dimensions: dims({ ApiName: `xks-proxy-${p.stage}`, Stage: p.stage }),
         Statistic: 'Sum',
         Period: 60,
+        EvaluationPeriods: 5,
+        DatapointsToAlarm: 2,
+        Threshold: 5,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      },
+    ),
+  };
+}
+
+/**
+ * The ALB's 5xx: its own (a function throttled, failing or timing out) and the functions'
+ * (InternalException, DependencyTimeoutException), as API Gateway's 5XXError counts both.
+ */
+function albAlarms(alarm: AlarmOf): Resources {
+  const fullName = getAtt('XksAlb', 'LoadBalancerFullName');
+  const count = (metricName: string): MetricStat => ({
+    Metric: {
+      Namespace: 'AWS/ApplicationELB',
+      MetricName: metricName,
+      Dimensions: [{ Name: 'LoadBalancer', Value: fullName }],
+    },
+    Period: 60,
+    Stat: 'Sum',
+  });
+  return {
+    XksAlarmServerErrors: alarm(
+      'server-errors',
+      "The ALB answered 5xx (its own: a function throttled or failing; or the functions': InternalException, DependencyTimeoutException): KMS requests are failing.",
+      {
+        ...sumOf('5xx', [count('HTTPCode_ELB_5XX_Count'), count('HTTPCode_Target_5XX_Count')]),
         EvaluationPeriods: 5,
         DatapointsToAlarm: 2,
         Threshold: 5,

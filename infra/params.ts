@@ -14,6 +14,7 @@ import {
   parseConfig,
   SCHEMA,
 } from '../functions/config.ts';
+import { type GetAtt, getAtt, type Ref, ref } from './cfn.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 export const FUNCTIONS = ['getHealthStatus', 'getKeyMetadata', 'encrypt', 'decrypt'] as const;
@@ -26,6 +27,9 @@ export const functionLogicalId = (name: FunctionName) => `${capitalized(name)}La
 /** The alias Serverless creates for provisioned concurrency. */
 export const aliasLogicalId = (name: FunctionName) => `${capitalized(name)}ProvConcLambdaAlias`;
 export const roleLogicalId = (name: FunctionName) => `${capitalized(name)}Role`;
+/** What a front door invokes: the provisioned-concurrency alias when there is one, else the function. */
+export const invokeTarget = (p: { provisionedConcurrency: number }, name: FunctionName): Ref | GetAtt =>
+  p.provisionedConcurrency > 0 ? ref(aliasLogicalId(name)) : getAtt(functionLogicalId(name), 'Arn');
 
 /** The sections of the stage file that are the proxy's configuration. */
 const PROXY_SECTIONS = Object.keys(SCHEMA.properties);
@@ -59,6 +63,14 @@ export interface VpcEndpointServiceSettings {
   certificateArn: string;
   nlbSubnetIds: string[];
 }
+/** The Application Load Balancer of frontDoor alb (infra/alb/). */
+export interface AlbSettings {
+  /** Its subnets: public ones for connectivity public; the NLB's by default otherwise. */
+  subnetIds?: string[];
+  /** The S3 bucket of its access logs (and, with mutual TLS, connection logs). */
+  accessLogBucket: string;
+  accessLogPrefix?: string;
+}
 
 /** The deployment settings of a stage file, as DEPLOY_SCHEMA checks them, with its defaults. */
 export interface DeploySettings {
@@ -79,13 +91,15 @@ export interface DeploySettings {
   connectivity: 'public' | 'vpc-endpoint-service';
   public?: PublicSettings;
   vpcEndpointService?: VpcEndpointServiceSettings;
+  frontDoor: 'apigateway' | 'alb';
+  alb?: AlbSettings;
 }
 
 /**
  * A stage's checked parameters: its deployment settings, with the section of its connectivity
  * mode; the proxy configuration to package; the stage's name.
  */
-export type Params = Omit<DeploySettings, 'connectivity'> & {
+export type Params = Omit<DeploySettings, 'connectivity' | 'frontDoor' | 'alb'> & {
   stage: string;
   /** The vendor library's environment variables (serverless.yml gives them to every function). */
   hsm: { environment: Unchecked };
@@ -94,9 +108,12 @@ export type Params = Omit<DeploySettings, 'connectivity'> & {
 } & (
     | { connectivity: 'public'; public: PublicSettings }
     | { connectivity: 'vpc-endpoint-service'; vpcEndpointService: VpcEndpointServiceSettings }
-  );
+  ) &
+  ({ frontDoor: 'apigateway' } | { frontDoor: 'alb'; alb: AlbSettings });
 /** The parameters of a stage in one connectivity mode. */
 export type ParamsOf<Mode extends Params['connectivity']> = Extract<Params, { connectivity: Mode }>;
+/** The parameters of a stage behind one front door. */
+export type ParamsBehind<Door extends Params['frontDoor']> = Extract<Params, { frontDoor: Door }>;
 
 /** CloudWatch Logs retention periods (AWS::Logs::LogGroup RetentionInDays). */
 const RETENTION_DAYS = [
@@ -144,6 +161,18 @@ export const DEPLOY_SCHEMA = {
       },
     },
     connectivity: { enum: ['vpc-endpoint-service', 'public'] },
+    frontDoor: { enum: ['apigateway', 'alb'], default: 'apigateway' },
+    alb: {
+      type: 'object',
+      required: ['accessLogBucket'],
+      additionalProperties: false,
+      properties: {
+        subnetIds: { ...ids, minItems: 2 },
+        accessLogBucket: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$' },
+        // ELB adds `AWSLogs/...` after the prefix itself.
+        accessLogPrefix: { type: 'string', pattern: '^(?!.*AWSLogs)[^/].*$' },
+      },
+    },
     vpcEndpointService: {
       type: 'object',
       required: ['privateDnsName', 'certificateArn', 'nlbSubnetIds'],
@@ -319,6 +348,7 @@ export function checkParams(raw: unknown, stage: string): Params {
   const vendorEnvironment = hsmEnvironment(fail, environment ?? {});
   const { config, parsed } = proxyConfig(fail, settings, stage);
   checkConnectivity(fail, settings, parsed);
+  checkFrontDoor(fail, settings, raw);
   if (settings.provisionedConcurrency > settings.reservedConcurrency) {
     fail('provisionedConcurrency cannot exceed reservedConcurrency');
   }
@@ -417,6 +447,31 @@ function checkConnectivity(fail: Fail, settings: DeploySettings, parsed: ProxyCo
     // KMS needs its own VPC endpoint service (and private DNS name) for each external key store.
     if (parsed.keystores.length !== 1)
       fail('connectivity vpc-endpoint-service serves exactly one key store per stage');
+  }
+}
+
+/**
+ * What the stage's front door needs, and the settings of the other one, refused by name: they
+ * would do nothing (docs/deploy.md, "API Gateway or ALB: when to choose which").
+ */
+function checkFrontDoor(fail: Fail, settings: DeploySettings, raw: Unchecked): void {
+  if (settings.frontDoor === 'apigateway') {
+    if (settings.alb !== undefined) fail('alb is for frontDoor alb (the front door is apigateway)');
+    return;
+  }
+  if (settings.alb === undefined) fail('alb is required (frontDoor alb): at least alb.accessLogBucket');
+  if (settings.connectivity === 'public' && settings.alb.subnetIds === undefined) {
+    fail(
+      "alb.subnetIds is required (frontDoor alb, connectivity public): the internet-facing ALB's public subnets, two AZs at least",
+    );
+  }
+  const instead: Record<string, string> = {
+    throttling:
+      "is API Gateway's stage throttling; behind an ALB, reservedConcurrency bounds each function and keystores[].throttle applies per environment",
+    createApiGatewayCloudWatchRole: 'is for API Gateway access logs; the ALB logs to alb.accessLogBucket',
+  };
+  for (const [name, why] of Object.entries(instead)) {
+    if (Object.hasOwn(raw, name)) fail(`${name} ${why} (frontDoor alb)`);
   }
 }
 

@@ -2,7 +2,10 @@
 // deploy to AWS.
 //
 //   node local/main.ts [--host 127.0.0.1] [--port 8443] [--no-tls] [--state-dir .local]
-//                      [--config my-config.json]
+//                      [--config my-config.json] [--front-door apigateway|alb]
+//
+// --front-door: the events the handlers get and how paths are routed to them, as behind API Gateway
+// (the default) or an Application Load Balancer (local/server.ts).
 //
 // Without --config it runs the demo: a SoftHSM token and a key store that match the defaults of
 // AWS's public XKS test client (PUBLIC credentials: for local use only). With --config it serves
@@ -14,7 +17,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEMO_CREDENTIAL, type ProxyConfig, readConfig } from '../functions/config.ts';
-import { apiRoute, createXksApi } from '../functions/handlers.ts';
+import { createXksApi } from '../functions/handlers.ts';
 import { createRuntime } from '../functions/runtime.ts';
 import { DEMO_KEYS, ensureSoftHsmToken, HEALTH_CHECK_KEY } from '../scripts/softhsm.ts';
 import { createProxyServer } from './server.ts';
@@ -28,11 +31,17 @@ const { values: args } = parseArgs({
     tls: { type: 'boolean', default: true },
     'state-dir': { type: 'string', default: join(root, '.local') },
     config: { type: 'string' },
+    'front-door': { type: 'string', default: 'apigateway' },
   },
   allowNegative: true,
 });
 
 const DEMO_PREFIX = '/example/uri/path/prefix';
+const frontDoor = args['front-door'];
+if (frontDoor !== 'apigateway' && frontDoor !== 'alb') {
+  process.stderr.write(`--front-door is apigateway or alb, not '${frontDoor}'\n`);
+  process.exit(2);
+}
 const stateDir = resolve(args['state-dir']);
 mkdirSync(stateDir, { recursive: true, mode: 0o700 });
 
@@ -50,7 +59,7 @@ const allows = runtime.allowsCommonName;
 const clientCertificate = mtls && allows ? { ca: readFileSync(mtls.caFile as string), allows } : undefined;
 const server = createProxyServer({
   handlers: api.handlers,
-  route: apiRoute,
+  frontDoor,
   tls,
   clientCertificate,
   onRefused: ({ error, ...request }) => api.refused(error, request),
@@ -141,7 +150,7 @@ function banner(base: string): void {
     : '<access key id>:<secret>';
   const prefix = demo ? DEMO_PREFIX : '<path prefix>';
   const lines = [
-    `XKS proxy listening on ${base}${prefix}/kms/xks/v1`,
+    `XKS proxy listening on ${base}${prefix}/kms/xks/v1 (front door: ${frontDoor})`,
     '',
     'Try it:',
     `  curl --aws-sigv4 aws:amz:us-east-1:kms-xks-proxy --user ${user}${cacert} \\`,

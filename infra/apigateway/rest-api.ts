@@ -15,7 +15,7 @@ import {
   type Str,
   sub,
 } from '../cfn.ts';
-import { aliasLogicalId, FUNCTIONS, type FunctionName, functionLogicalId, type Params } from '../params.ts';
+import { FUNCTIONS, type FunctionName, functionLogicalId, invokeTarget, type Params } from '../params.ts';
 
 export const ROUTES: Array<{ fn: FunctionName; path: string }> = [
   { fn: 'getHealthStatus', path: 'health' },
@@ -63,11 +63,6 @@ export const ACCESS_LOG_FORMAT = JSON.stringify({
   clientCertSubject: '$context.identity.clientCert.subjectDN',
   vpceId: '$context.identity.vpceId',
 });
-
-/** The integration target: the provisioned-concurrency alias when there is one. */
-function target(p: Params, fn: FunctionName): Ref | GetAtt {
-  return p.provisionedConcurrency > 0 ? ref(aliasLogicalId(fn)) : getAtt(functionLogicalId(fn), 'Arn');
-}
 
 /**
  * A key store's quota (keystores[].throttle) as method throttling on each of its POST routes:
@@ -210,7 +205,7 @@ function routes(p: Params): Resources {
     for (const route of ROUTES) {
       const path = `${ks.pathPrefix}/kms/xks/v1/${route.path}`;
       const resource = resourceFor(path.split('/').filter(Boolean));
-      resources[`XksMethodPost${hash(path)}`] = post(resource, target(p, route.fn));
+      resources[`XksMethodPost${hash(path)}`] = post(resource, invokeTarget(p, route.fn));
       resources[`XksMethodGet${hash(path)}`] = methodNotAllowed(resource);
     }
   }
@@ -276,7 +271,7 @@ function invokePermissions(p: Params): Resources {
         Type: 'AWS::Lambda::Permission',
         Properties: {
           Action: 'lambda:InvokeFunction',
-          FunctionName: target(p, fn),
+          FunctionName: invokeTarget(p, fn),
           Principal: 'apigateway.amazonaws.com',
           SourceArn: sub(
             'arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${XksRestApi}/*/POST/*',

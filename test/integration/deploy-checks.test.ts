@@ -95,6 +95,9 @@ test('no CloudWatch role for API Gateway in the region: refused with what to run
     /aws apigateway update-account --region eu-west-1 --patch-operations op=replace,path=\/cloudwatchRoleArn,value=/,
   );
   assert.deepEqual(await problems({ createApiGatewayCloudWatchRole: true }), []);
+  // Behind an ALB there is no API Gateway stage to log: its access logs go to S3.
+  const alb = { subnetIds: ['subnet-p1', 'subnet-p2'], accessLogBucket: 'xks-logs' };
+  assert.deepEqual(await problems({ frontDoor: 'alb', alb }), []);
   await setCloudWatchRole('arn:aws:iam::123456789012:role/apigateway-cloudwatch');
   assert.deepEqual(await problems(), []);
 });

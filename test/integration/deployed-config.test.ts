@@ -2,7 +2,8 @@
 // SigV4 credentials read from Secrets Manager, here moto_server over HTTP with the real SDK client;
 // a credential rotation picked up after secrets.cacheSeconds without restart or failed request; a
 // missing or unreadable secret stopping the start-up with an error that names the secret, never its
-// value; the mTLS client certificate check. Real SoftHSM underneath.
+// value; the mTLS client certificate check, behind API Gateway and behind an ALB, whose subject
+// header a client cannot forge. Real SoftHSM underneath.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -21,7 +22,7 @@ import { inLambda } from '../../functions/aws.ts';
 import { parseConfig } from '../../functions/config.ts';
 import { createXksApi, type LambdaHandler } from '../../functions/handlers.ts';
 import { createRuntime, type Runtime } from '../../functions/runtime.ts';
-import { lambdaContext, signedEvent } from '../helpers/events.ts';
+import { lambdaContext, signedAlbEvent, signedEvent } from '../helpers/events.ts';
 import { assertNoLeaks, captureLogs } from '../helpers/leaks.ts';
 import { createTestSetup, metadata, ROOT, randomCredential, type TestSetup } from '../helpers/proxy.ts';
 import type { Credential } from '../helpers/sign.ts';
@@ -122,6 +123,19 @@ async function call(credential: Credential, subjectDN: string | null = `CN=${KMS
   return { status: res.statusCode, body: JSON.parse(res.body) };
 }
 
+/** An Encrypt behind an ALB, with these X-Amzn-Mtls-Clientcert-Subject headers (name: values). */
+async function callViaAlb(credential: Credential, subjects: Record<string, string[]>) {
+  const plaintext = randomBytes(32).toString('base64');
+  const event = await signedAlbEvent({
+    path: `${PREFIX}/kms/xks/v1/keys/foo/encrypt`,
+    body: { requestMetadata: metadata('Encrypt'), plaintext, encryptionAlgorithm: 'AES_GCM' },
+    credential,
+    extraHeaders: subjects,
+  });
+  const res = await encrypt(event, lambdaContext());
+  return { status: res.statusCode, body: JSON.parse(res.body) };
+}
+
 describe('a running function', () => {
   test('the PIN and the credentials come from Secrets Manager at init', async () => {
     // The configuration holds neither: the HSM login and the SigV4 check both need the secrets.
@@ -142,6 +156,37 @@ describe('a running function', () => {
       assert.equal(res.status, 401, String(subject));
       assert.equal(res.body.errorName, 'AuthenticationFailedException');
     }
+  });
+
+  test('mTLS behind an ALB: the subject from exactly one X-Amzn-Mtls-Clientcert-Subject value', async () => {
+    const header = 'x-amzn-mtls-clientcert-subject';
+    assert.equal((await callViaAlb(oldCredential, { [header]: [`CN=${KMS_CN},O=Amazon`] })).status, 200);
+    const refused: Array<[string, Record<string, string[]>]> = [
+      ['no header', {}],
+      ['another CN', { [header]: ['CN=attacker.example.com'] }],
+      // What a client would send beside ALB's own value, in either order, under either spelling.
+      ['two values', { [header]: [`CN=${KMS_CN}`, 'CN=attacker.example.com'] }],
+      ['the allowed subject twice', { [header]: [`CN=${KMS_CN}`, `CN=${KMS_CN}`] }],
+      ['two spellings', { [header]: [`CN=${KMS_CN}`], 'X-Amzn-Mtls-Clientcert-Subject': [`CN=${KMS_CN}`] }],
+      // RFC 2253: an escaped comma is part of a value, so this subject has no CN of its own.
+      ['a CN inside another value', { [header]: [`O=x\\,CN=${KMS_CN}`] }],
+    ];
+    for (const [why, subjects] of refused) {
+      const res = await callViaAlb(oldCredential, subjects);
+      assert.equal(res.status, 401, why);
+      assert.equal(res.body.errorName, 'AuthenticationFailedException', why);
+    }
+  });
+
+  test('mTLS behind API Gateway: a header of that name is just a header', async () => {
+    const event = await signedEvent({
+      path: `${PREFIX}/kms/xks/v1/keys/foo/encrypt`,
+      body: { requestMetadata: metadata('Encrypt'), plaintext: 'AAAA', encryptionAlgorithm: 'AES_GCM' },
+      credential: oldCredential,
+    });
+    event.multiValueHeaders['X-Amzn-Mtls-Clientcert-Subject'] = [`CN=${KMS_CN}`];
+    const res = await encrypt(event, lambdaContext());
+    assert.equal(res.statusCode, 401, res.body);
   });
 
   test('rotation: add the new credential, both work, remove the old one: no restart, no failed request', async () => {

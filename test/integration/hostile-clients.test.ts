@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from 'node:tls';
-import { apiRoute } from '../../functions/handlers.ts';
+import type { APIGatewayProxyEvent } from 'aws-lambda';
 import {
   createProxyServer,
   DEFAULT_LIMITS,
@@ -170,12 +170,14 @@ async function startStub(limits: Partial<ServerLimits>, responseBytes = 0): Prom
     return {
       statusCode: 200,
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ keyId: event.pathParameters?.keyId ?? null, pad: 'x'.repeat(responseBytes) }),
+      body: JSON.stringify({
+        keyId: (event as APIGatewayProxyEvent).pathParameters?.keyId ?? null,
+        pad: 'x'.repeat(responseBytes),
+      }),
     };
   };
   const server = createProxyServer({
     handlers: { GetHealthStatus: stub, GetKeyMetadata: stub, Encrypt: stub, Decrypt: stub },
-    route: apiRoute,
     tls,
     ...limits,
   });
@@ -321,7 +323,6 @@ describe('request body (in-process, 64 KiB limit, 256 KiB discarded at most)', (
     // still writing; were the server to close then, the client's TCP stack would meet a reset and
     // throw the unread answer away (ECONNRESET, no response).
     const plain = createProxyServer({
-      route: apiRoute,
       handlers: {
         GetHealthStatus: async () => ({ statusCode: 200, body: '{}' }),
         GetKeyMetadata: async () => ({ statusCode: 200, body: '{}' }),

@@ -190,6 +190,44 @@ test('refused: inline PIN or credentials, local files, reserved environment name
   );
 });
 
+test('frontDoor alb: what the ALB needs, and what only API Gateway does refused by name', () => {
+  const behindAlb =
+    (start = base) =>
+    () => {
+      const p = start();
+      p.frontDoor = 'alb';
+      p.alb = { accessLogBucket: 'xks-logs', subnetIds: ['subnet-p1', 'subnet-p2'] };
+      return p;
+    };
+  assert.equal(checkParams(behindAlb()(), 'x').frontDoor, 'alb');
+  assert.equal(checkParams(behindAlb(publicStage)(), 'x').frontDoor, 'alb');
+  assert.equal(checkParams(base(), 'x').frontDoor, 'apigateway', 'API Gateway by default');
+  const cases: Array<[(p: Params) => void, RegExp, () => Params]> = [
+    [(p) => delete p.alb, /: alb is required \(frontDoor alb\)/, behindAlb()],
+    [
+      (p) => delete p.alb.subnetIds,
+      /: alb\.subnetIds is required \(frontDoor alb, connectivity public\)/,
+      behindAlb(publicStage),
+    ],
+    [(p) => delete p.alb.accessLogBucket, /: alb\.accessLogBucket is required$/, behindAlb()],
+    [(p) => (p.alb.accessLogPrefix = 'a/AWSLogs'), /: alb\.accessLogPrefix must match/, behindAlb()],
+    [(p) => (p.alb.subnetIds = ['one']), /: alb\.subnetIds must NOT have fewer than 2 items/, behindAlb()],
+    [
+      (p) => (p.throttling = { rateLimit: 10 }),
+      /: throttling is API Gateway's stage throttling; .*reservedConcurrency/,
+      behindAlb(),
+    ],
+    [
+      (p) => (p.createApiGatewayCloudWatchRole = true),
+      /: createApiGatewayCloudWatchRole is for API Gateway/,
+      behindAlb(),
+    ],
+    [(p) => (p.frontDoor = 'nginx'), /: frontDoor must be equal to one of the allowed values/, behindAlb()],
+    [(p) => (p.alb = { accessLogBucket: 'xks-logs' }), /: alb is for frontDoor alb/, base],
+  ];
+  for (const [change, message, start] of cases) assert.match(refusal(change, start), message);
+});
+
 test('unknown settings are refused by name, in either part of the file', () => {
   const cases: Array<[(p: Params) => void, RegExp]> = [
     [(p) => (p.regoin = 'eu-west-1'), /: regoin is not a known setting$/],
