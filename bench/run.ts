@@ -1,6 +1,6 @@
 // The benchmark suite (see docs/benchmarks.md): handler cost, server throughput, cold start, soak, and
-// a Lambda cost estimate derived from them. Every target is a ratio against a floor measured in the
-// same run, or an absolute limit.
+// the cost at KMS's quota of each front door, from the packaged templates and suite 1. Every target
+// is a ratio against a floor measured in the same run, or an absolute limit.
 //
 //   node bench/run.ts            everything (~8 minutes); writes bench/results.json, docs/benchmarks.md
 //                                and docs/bench-*.svg; exits 1 when a target is missed (--no-assert: 0)
@@ -10,6 +10,8 @@
 //            --only handler,throughput,coldstart,soak (a partial run; output to a temporary folder)
 //            --out DIR (where results.json, benchmarks.md and the SVGs go)
 //            --report-only (rewrite benchmarks.md and the SVGs from an existing results.json)
+//            --report-only --update-cost (first price the CI stages' templates again, packaging
+//              them, with results.json's suite 1, and write that into results.json)
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,7 +23,7 @@ import { type BenchResults, targetRows, writeReport } from './lib/report.ts';
 import { children } from './lib/servers.ts';
 import { ROOT } from './lib/util.ts';
 import { coldStartSuite } from './suites/coldstart.ts';
-import { costEstimate } from './suites/cost.ts';
+import { COST_STAGES, costSuite } from './suites/cost.ts';
 import { handlerSuite } from './suites/handler.ts';
 import { soakSuite } from './suites/soak.ts';
 import { throughputSuite } from './suites/throughput.ts';
@@ -35,6 +37,7 @@ const { values: args } = parseArgs({
     assert: { type: 'boolean', default: true },
     'keep-work': { type: 'boolean', default: false },
     'report-only': { type: 'boolean', default: false },
+    'update-cost': { type: 'boolean', default: false },
   },
   allowNegative: true,
 });
@@ -43,7 +46,16 @@ if (args['report-only']) {
   // Regenerates docs/benchmarks.md and the plots from bench/results.json (or --out DIR/results.json).
   const dir = args.out ?? join(ROOT, 'docs');
   const file = args.out ? join(args.out, 'results.json') : join(ROOT, 'bench', 'results.json');
-  for (const written of writeReport(JSON.parse(readFileSync(file, 'utf8')) as BenchResults, dir)) {
+  const results = JSON.parse(readFileSync(file, 'utf8')) as BenchResults;
+  if (args['update-cost']) {
+    if (!results.handler) throw new Error(`${file} has no suite 1 results to price`);
+    const workDir = mkdtempSync(join(tmpdir(), 'xks-bench-cost-'));
+    const log = (line: string) => process.stderr.write(`${line}\n`);
+    results.cost = await costSuite({ handler: results.handler, stages: COST_STAGES, workDir, log });
+    rmSync(workDir, { recursive: true, force: true });
+    writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+  }
+  for (const written of writeReport(results, dir)) {
     process.stderr.write(`wrote ${relative(process.cwd(), written) || written}\n`);
   }
   process.exit(0);
@@ -114,6 +126,7 @@ const results: BenchResults = {
     'npm run bench:smoke   # = node bench/run.ts --smoke: every suite for a few seconds, output to a temp folder (CI)',
     'node bench/run.ts --processes 4   # the multi-process throughput runs with 4 server processes',
     'node bench/run.ts --only handler,coldstart   # some suites only (output to a temp folder)',
+    'node bench/run.ts --report-only --update-cost   # the cost model again (packages the CI stages) on results.json',
     '# the pieces, standalone:',
     'node bench/cluster-proxy.ts --processes 2 -- --config FILE --state-dir DIR --port 8443   # N local proxies, one port',
     'SOFTHSM2_CONF=... node bench/bare-server.ts --config FILE --state-dir DIR --processes 1   # the throughput floor',
@@ -155,7 +168,12 @@ try {
     log(`[${elapsed()}] 4. soak (${P.soak.durationS} s at ${P.soak.rate} req/s) ...`);
     results.soak = await soakSuite({ ...P.soak, logDir: workDir, log });
   }
-  if (results.handler && results.coldStart) results.cost = costEstimate(results.handler, results.coldStart);
+  if (results.handler) {
+    log(`[${elapsed()}] 5. cost at KMS's quota (packaged templates, suite 1) ...`);
+    // The smoke run prices one connectivity mode behind each front door.
+    const stages = smoke ? COST_STAGES.filter((s) => s.endsWith('vpce')) : COST_STAGES;
+    results.cost = await costSuite({ handler: results.handler, stages, workDir, log });
+  }
 } catch (error) {
   stopChildren();
   log(`benchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);

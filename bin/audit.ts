@@ -1,8 +1,8 @@
 // `xks-proxy audit verify`: checks the hash chains of the proxy's audit records (functions/audit.ts)
 // in log files: the proxy's own output, or CloudWatch Logs exports of it.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { auditRecordsIn, parseAuditKey, verifyAudit } from '../functions/audit.ts';
+import { command, type Group, UsageError } from './cli.ts';
 
 export const AUDIT_HELP = `Usage: xks-proxy audit verify --key-file KEYFILE... FILE... [--partial] [--file-order] [--json]
 
@@ -17,84 +17,59 @@ chain is intact, 1 when something was found (each problem is printed), 2 on bad 
   --file-order  the records must also be in sequence order in the files (a log whose order is
                 guaranteed; the proxy writes refusals to stderr, which pipelines may interleave)
   --json        print the result as JSON
+  -h, --help    this text
 `;
 
-interface Output {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
-/** Returns the exit code. */
-export function auditMain(args: string[], io: Output): number {
-  const [command, ...rest] = args;
-  if (command !== 'verify') {
-    (command === undefined || command === '--help' ? io.out : io.err)(AUDIT_HELP.trimEnd());
-    return command === '--help' ? 0 : 2;
-  }
-  let parsed: ReturnType<typeof parse>;
+function readKey(file: string): Buffer {
   try {
-    parsed = parse(rest);
+    return parseAuditKey(readFileSync(file, 'utf8'), file);
   } catch (error) {
-    io.err(`xks-proxy: ${(error as Error).message}\n\n${AUDIT_HELP.trimEnd()}`);
-    return 2;
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new UsageError(code === undefined ? (error as Error).message : `cannot read ${file}: ${code}`);
   }
-  const { values, positionals } = parsed;
-  if (positionals.length === 0) {
-    io.err(`xks-proxy: audit verify needs at least one log file\n\n${AUDIT_HELP.trimEnd()}`);
-    return 2;
-  }
-  const keys: Buffer[] = [];
-  for (const file of values['key-file'] ?? []) {
-    try {
-      keys.push(parseAuditKey(readFileSync(file, 'utf8'), file));
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      io.err(`xks-proxy: ${code === undefined ? (error as Error).message : `cannot read ${file}: ${code}`}`);
-      return 2;
-    }
-  }
-  if (keys.length === 0) {
-    io.err(`xks-proxy: audit verify needs the audit key (--key-file)\n\n${AUDIT_HELP.trimEnd()}`);
-    return 2;
-  }
-  let text = '';
-  for (const file of positionals) {
-    try {
-      text += `${readFileSync(file, 'utf8')}\n`;
-    } catch (error) {
-      io.err(`xks-proxy: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
-      return 2;
-    }
-  }
-  const result = verifyAudit(auditRecordsIn(text), {
-    keys,
-    partial: values.partial === true,
-    fileOrder: values['file-order'] === true,
-  });
-  if (values.json) {
-    io.out(JSON.stringify({ ...result, intact: result.problems.length === 0 }));
-  } else if (result.records === 0) {
-    io.out('BROKEN: no audit records found (the wrong files, or the records were removed)');
-  } else {
-    for (const problem of result.problems) io.out(`FAIL  ${problem}`);
-    io.out(
-      `${result.problems.length === 0 ? 'ok' : 'BROKEN'}: ${result.records} audit records in ${result.chains} chain(s), ` +
-        `${result.problems.length} problem(s)`,
-    );
-  }
-  return result.problems.length === 0 && result.records > 0 ? 0 : 1;
 }
 
-function parse(args: string[]) {
-  return parseArgs({
-    args,
-    options: {
-      'key-file': { type: 'string', multiple: true },
-      partial: { type: 'boolean' },
-      'file-order': { type: 'boolean' },
-      json: { type: 'boolean' },
-    },
-    strict: true,
-    allowPositionals: true,
-  });
+function readLog(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
 }
+
+const VERIFY = command({
+  help: AUDIT_HELP,
+  options: {
+    'key-file': { type: 'string', multiple: true },
+    partial: { type: 'boolean' },
+    'file-order': { type: 'boolean' },
+    json: { type: 'boolean' },
+  },
+  positionals: true,
+  run(values, files, io) {
+    if (files.length === 0) throw new UsageError('audit verify needs at least one log file');
+    const keys = (values['key-file'] ?? []).map(readKey);
+    if (keys.length === 0) throw new UsageError('audit verify needs the audit key (--key-file)');
+    const text = files.map((file) => `${readLog(file)}\n`).join('');
+    const result = verifyAudit(auditRecordsIn(text), {
+      keys,
+      partial: values.partial === true,
+      fileOrder: values['file-order'] === true,
+    });
+    if (values.json) {
+      io.out(JSON.stringify({ ...result, intact: result.problems.length === 0 }));
+    } else if (result.records === 0) {
+      io.out('BROKEN: no audit records found (the wrong files, or the records were removed)');
+    } else {
+      for (const problem of result.problems) io.out(`FAIL  ${problem}`);
+      io.out(
+        `${result.problems.length === 0 ? 'ok' : 'BROKEN'}: ${result.records} audit records in ${result.chains} chain(s), ` +
+          `${result.problems.length} problem(s)`,
+      );
+    }
+    return result.problems.length === 0 && result.records > 0 ? 0 : 1;
+  },
+});
+
+/** `xks-proxy audit verify`. */
+export const AUDIT: Group = { help: AUDIT_HELP, commands: { verify: VERIFY } };

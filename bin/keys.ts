@@ -16,8 +16,8 @@
 // The PIN comes from an environment variable or the proxy's config file, never from the command
 // line (ps shows it), and is never printed. No key material is read: the keys are non-extractable.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import type * as pkcs11 from 'pkcs11js';
+import { KEY_ID } from '../functions/ids.ts';
 import type { KeyUsage } from '../layers/pkcs11/hsm.ts';
 import {
   ckrOf,
@@ -31,21 +31,18 @@ import {
 } from '../layers/pkcs11/session.ts';
 import { isEntryPoint } from '../scripts/entry-point.ts';
 import { DEMO_KEYS, HEALTH_CHECK_KEY } from '../scripts/softhsm.ts';
+import { CliError, command, type Group, type Output, runCli, STDIO, UsageError, type Values } from './cli.ts';
 
-/** The externalKeyId rule of the proxy's configuration (and the spec's URI path alphabet). */
-const KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const DEFAULT_PIN_ENV = 'XKS_HSM_PIN';
 /** versionOf() reads at most 9 digits. */
 const HIGHEST_VERSION = 999_999_999;
 
 /** A refusal or a failure, with a message fit to print: it never holds the PIN. */
-export class KeysError extends Error {
-  readonly exitCode: number;
+export class KeysError extends CliError {
   constructor(message: string, exitCode = 1) {
-    super(message);
+    super(message, exitCode);
     this.name = 'KeysError';
-    this.exitCode = exitCode;
   }
 }
 
@@ -480,7 +477,6 @@ const CONNECTION_OPTIONS = {
   'pin-env': { type: 'string' },
   key: { type: 'string' },
   json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
 } as const;
 
 const OPTIONS = {
@@ -490,45 +486,14 @@ const OPTIONS = {
   'list-versions': CONNECTION_OPTIONS,
 } as const;
 
-type Command = keyof typeof OPTIONS;
-
-interface Output {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
-function parse<T extends Command>(command: T, args: string[]) {
-  // Refused by name before parsing: parseArgs would call it unknown, and the value might follow it.
-  if (args.some((arg) => /^--pin(=|$)/.test(arg))) {
-    throw new KeysError(
-      '--pin is not an option: give the PIN in an environment variable (--pin-env, default XKS_HSM_PIN) or the config file',
-      2,
-    );
-  }
-  try {
-    return parseArgs({ args, options: OPTIONS[command], strict: true, allowPositionals: false }).values;
-  } catch (error) {
-    // Node quotes a stray positional argument, which may be a PIN typed in the wrong place.
-    const code = (error as { code?: string }).code;
-    const message =
-      code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'
-        ? 'unexpected argument: this command takes options only'
-        : (error as Error).message;
-    throw new KeysError(`${message}\n\n${KEYS_HELP[command].trimEnd()}`, 2);
-  }
-}
-
-/** The command's options; undefined once --help has printed its usage. */
-function options<T extends Command>(command: T, args: string[], io: Output) {
-  const values = parse(command, args);
-  if (!(values as { help?: boolean }).help) return values;
-  io.out(KEYS_HELP[command].trimEnd());
-  return undefined;
-}
+/** The PIN never on the command line: ps and the shell history would show it. */
+const REFUSED = {
+  pin: 'give the PIN in an environment variable (--pin-env, default XKS_HSM_PIN) or the config file',
+};
 
 /** --key: required, and an externalKeyId. */
 function keyOf(values: { key?: string | undefined }): string {
-  if (values.key === undefined) throw new KeysError('--key is required', 2);
+  if (values.key === undefined) throw new UsageError('--key is required');
   checkKeyId(values.key);
   return values.key;
 }
@@ -669,9 +634,11 @@ function attributes(v: KeyVersion): string[] {
   ];
 }
 
-async function createKeyCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = options('create', args, io);
-  if (values === undefined) return 0;
+async function createKeyCommand(
+  values: Values<(typeof OPTIONS)['create']>,
+  io: Output,
+  env: NodeJS.ProcessEnv,
+): Promise<number> {
   const key = keyOf(values);
   const usage = parseUsage(values.usage);
   const { created, token } = createKey(await resolveConnection(values, env, io), key, usage);
@@ -684,9 +651,11 @@ async function createKeyCommand(args: string[], io: Output, env: NodeJS.ProcessE
   return 0;
 }
 
-async function createTestKeysCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = options('create-test-keys', args, io);
-  if (values === undefined) return 0;
+async function createTestKeysCommand(
+  values: Values<(typeof OPTIONS)['create-test-keys']>,
+  io: Output,
+  env: NodeJS.ProcessEnv,
+): Promise<number> {
   const healthCheckKey = values['health-check-key'];
   if (healthCheckKey !== undefined) checkKeyId(healthCheckKey);
   const connection = await resolveConnection(values, env, io);
@@ -706,9 +675,11 @@ async function createTestKeysCommand(args: string[], io: Output, env: NodeJS.Pro
   return 0;
 }
 
-async function createCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = options('create-version', args, io);
-  if (values === undefined) return 0;
+async function createVersionCommand(
+  values: Values<(typeof OPTIONS)['create-version']>,
+  io: Output,
+  env: NodeJS.ProcessEnv,
+): Promise<number> {
   const key = keyOf(values);
   const usage = parseUsage(values.usage);
   const connection = await resolveConnection(values, env, io);
@@ -735,9 +706,11 @@ async function createCommand(args: string[], io: Output, env: NodeJS.ProcessEnv)
   return 0;
 }
 
-async function listCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const values = options('list-versions', args, io);
-  if (values === undefined) return 0;
+async function listVersionsCommand(
+  values: Values<(typeof OPTIONS)['list-versions']>,
+  io: Output,
+  env: NodeJS.ProcessEnv,
+): Promise<number> {
   const key = keyOf(values);
   const result = listVersions(await resolveConnection(values, env, io), key);
   if (result.versions.length === 0) {
@@ -759,41 +732,36 @@ async function listCommand(args: string[], io: Output, env: NodeJS.ProcessEnv): 
   return 0;
 }
 
+/** `xks-proxy keys ...`, the PIN from `env`. */
+export function keysCommands(env: NodeJS.ProcessEnv = process.env): Group {
+  const keysCommand = <N extends keyof typeof OPTIONS>(
+    name: N,
+    run: (values: Values<(typeof OPTIONS)[N]>, io: Output, env: NodeJS.ProcessEnv) => Promise<number>,
+  ) =>
+    command({
+      help: KEYS_HELP[name],
+      options: OPTIONS[name],
+      refused: REFUSED,
+      run: (values, _, io) => run(values, io, env),
+    });
+  return {
+    help: KEYS_HELP.keys,
+    commands: {
+      create: keysCommand('create', createKeyCommand),
+      'create-test-keys': keysCommand('create-test-keys', createTestKeysCommand),
+      'create-version': keysCommand('create-version', createVersionCommand),
+      'list-versions': keysCommand('list-versions', listVersionsCommand),
+    },
+  };
+}
+
 /** Runs `xks-proxy keys ...` (argv without 'keys'); returns the exit code. */
-export async function keysMain(
-  argv: string[],
-  io: Output = { out: (line) => console.log(line), err: (line) => console.error(line) },
+export function keysMain(
+  argv: readonly string[],
+  io: Output = STDIO,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  const [command, ...rest] = argv;
-  try {
-    switch (command) {
-      case 'create':
-        return await createKeyCommand(rest, io, env);
-      case 'create-test-keys':
-        return await createTestKeysCommand(rest, io, env);
-      case 'create-version':
-        return await createCommand(rest, io, env);
-      case 'list-versions':
-        return await listCommand(rest, io, env);
-      case undefined:
-      case '--help':
-      case '-h':
-      case 'help':
-        io.out(KEYS_HELP.keys.trimEnd());
-        return command === undefined ? 2 : 0;
-      default:
-        throw new KeysError(`unknown command 'keys ${command}'\n\n${KEYS_HELP.keys.trimEnd()}`, 2);
-    }
-  } catch (error) {
-    if (error instanceof KeysError) {
-      io.err(`xks-proxy: ${error.message}`);
-      return error.exitCode;
-    }
-    // Unexpected: its name and first line, no stack.
-    io.err(`xks-proxy: unexpected error: ${pkcs11Text(error)}`);
-    return 1;
-  }
+  return runCli(keysCommands(env), argv, io, ['keys']);
 }
 
 if (isEntryPoint(import.meta)) {

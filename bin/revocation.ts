@@ -1,9 +1,9 @@
 // `xks-proxy revocation`: the revocation switch (functions/revocation.ts), changed in one command.
 //
 //   npm run xks-proxy -- revocation revoke --store secretsmanager:xks/revocation --keystore payments
-import { parseArgs } from 'node:util';
 import { ALL_KEYSTORES, parseRevocation, type RevocationDocument } from '../functions/revocation.ts';
-import { CliError, openStore, SecretsManagerStore, type Store, type StoreFormat } from './xks-proxy.ts';
+import { CliError, command, type Group, type Output, runCli, STDIO, UsageError } from './cli.ts';
+import { openStore, SecretsManagerStore, type Store, type StoreFormat } from './credentials.ts';
 
 export const REVOCATION_HELP = `Usage: xks-proxy revocation <revoke|restore|status> --store STORE
                             [--keystore NAME [--key EXTERNAL_KEY_ID] | --all] [--region REGION]
@@ -25,6 +25,7 @@ answer InvalidStateException; GetHealthStatus still reports the HSMs.
   --key ID         an externalKeyId of that key store
   --all            every key store of the proxy
   --region REGION  for Secrets Manager: default the ARN's region, then AWS_REGION, AWS_DEFAULT_REGION
+  -h, --help       this text
 
 Exit code 0 when done, 1 when it failed, 2 on bad usage.
 `;
@@ -46,11 +47,6 @@ export const REVOCATION_FORMAT: StoreFormat<RevocationDocument> = {
   },
 };
 
-interface Output {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
 /** The switch entry the options name: `*`, `<keystore>` or `<keystore>/<key>`. */
 function entryOf(values: {
   keystore?: string | undefined;
@@ -59,17 +55,17 @@ function entryOf(values: {
 }) {
   if (values.all === true) {
     if (values.keystore !== undefined || values.key !== undefined) {
-      throw new CliError('--all takes no --keystore or --key', 2);
+      throw new UsageError('--all takes no --keystore or --key');
     }
     return ALL_KEYSTORES;
   }
-  if (values.keystore === undefined) throw new CliError('name a key store (--keystore), or --all', 2);
+  if (values.keystore === undefined) throw new UsageError('name a key store (--keystore), or --all');
   const entry = values.key === undefined ? values.keystore : `${values.keystore}/${values.key}`;
   // The same rules as the proxy's: a name it would refuse is refused here, before anything is written.
   try {
     parseRevocation(JSON.stringify({ revoked: [entry] }), '--keystore/--key');
   } catch (error) {
-    throw new CliError((error as Error).message, 2);
+    throw new UsageError((error as Error).message);
   }
   return entry;
 }
@@ -94,65 +90,59 @@ function describe(entry: string): string {
   return key === undefined ? `key store ${keystore}` : `key ${key} of key store ${keystore}`;
 }
 
-/** Returns the exit code. */
-export async function revocationMain(args: string[], io: Output): Promise<number> {
-  const [command, ...rest] = args;
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
-    io.out(REVOCATION_HELP.trimEnd());
-    return command === undefined ? 2 : 0;
-  }
-  try {
-    if (!['revoke', 'restore', 'status'].includes(command)) {
-      throw new CliError(`unknown command 'revocation ${command}'\n\n${REVOCATION_HELP.trimEnd()}`, 2);
-    }
-    let values: ReturnType<typeof parse>['values'];
-    try {
-      values = parse(rest).values;
-    } catch (error) {
-      throw new CliError(`${(error as Error).message}\n\n${REVOCATION_HELP.trimEnd()}`, 2);
-    }
-    if (values.store === undefined) throw new CliError('--store is required', 2);
-    const store = openStore(values.store, { region: values.region }, REVOCATION_FORMAT);
-    if (command === 'status') {
-      const document = await store.read();
-      if (document === undefined) throw new CliError(`${store.description} does not exist`);
-      io.out(
-        document.revoked.length === 0 ? 'nothing is revoked' : document.revoked.map(describe).join('\n'),
-      );
-      return 0;
-    }
-    const entry = entryOf(values);
-    const list = await changeRevocation(store, entry, command === 'revoke');
-    io.out(
-      `${command === 'revoke' ? 'revoked' : 'restored'}: ${describe(entry)} (${store.description}); ` +
-        `now revoked: ${list.length === 0 ? 'nothing' : list.join(', ')}`,
-    );
-    if (store instanceof SecretsManagerStore && store.createdArn !== undefined) {
-      io.out(`created secret ${store.createdArn}: the proxy's revocation.secretArn`);
-    }
-    return 0;
-  } catch (error) {
-    if (error instanceof CliError) {
-      io.err(`xks-proxy: ${error.message}`);
-      return error.exitCode;
-    }
-    const name = (error as { name?: string } | null)?.name ?? 'Error';
-    io.err(`xks-proxy: unexpected error: ${name}: ${(error as Error)?.message ?? ''}`);
-    return 1;
-  }
+const OPTIONS = {
+  store: { type: 'string' },
+  keystore: { type: 'string' },
+  key: { type: 'string' },
+  all: { type: 'boolean' },
+  region: { type: 'string' },
+} as const;
+
+function storeOf(values: { store?: string | undefined; region?: string | undefined }) {
+  if (values.store === undefined) throw new UsageError('--store is required');
+  return openStore(values.store, { region: values.region }, REVOCATION_FORMAT);
 }
 
-function parse(args: string[]) {
-  return parseArgs({
-    args,
-    options: {
-      store: { type: 'string' },
-      keystore: { type: 'string' },
-      key: { type: 'string' },
-      all: { type: 'boolean' },
-      region: { type: 'string' },
+const STATUS = command({
+  help: REVOCATION_HELP,
+  options: OPTIONS,
+  async run(values, _, io) {
+    const store = storeOf(values);
+    const document = await store.read();
+    if (document === undefined) throw new CliError(`${store.description} does not exist`);
+    io.out(document.revoked.length === 0 ? 'nothing is revoked' : document.revoked.map(describe).join('\n'));
+    return 0;
+  },
+});
+
+/** revoke (`revoked` true) or restore. */
+function change(revoked: boolean) {
+  return command({
+    help: REVOCATION_HELP,
+    options: OPTIONS,
+    async run(values, _, io) {
+      const store = storeOf(values);
+      const entry = entryOf(values);
+      const list = await changeRevocation(store, entry, revoked);
+      io.out(
+        `${revoked ? 'revoked' : 'restored'}: ${describe(entry)} (${store.description}); ` +
+          `now revoked: ${list.length === 0 ? 'nothing' : list.join(', ')}`,
+      );
+      if (store instanceof SecretsManagerStore && store.createdArn !== undefined) {
+        io.out(`created secret ${store.createdArn}: the proxy's revocation.secretArn`);
+      }
+      return 0;
     },
-    strict: true,
-    allowPositionals: false,
   });
+}
+
+/** `xks-proxy revocation revoke|restore|status`. */
+export const REVOCATION: Group = {
+  help: REVOCATION_HELP,
+  commands: { revoke: change(true), restore: change(false), status: STATUS },
+};
+
+/** `xks-proxy revocation ...` (argv without 'revocation'); returns the exit code. */
+export function revocationMain(args: readonly string[], io: Output = STDIO): Promise<number> {
+  return runCli(REVOCATION, args, io, ['revocation']);
 }

@@ -1,6 +1,6 @@
 // The audit trail (spec: Logging: "appropriate measures must be used to ensure the integrity of
 // the logs"): one audit record per request, in the request's log line, chained by a keyed MAC.
-// Each process (each Lambda environment) starts a chain with a start marker; every record carries
+// Each runtime (each Lambda environment) starts a chain with a start marker; every record carries
 // its HMAC-SHA-256 under the audit key and the MAC of the one before it, so a removed, altered,
 // inserted or reordered record breaks the chain, and `xks-proxy audit verify` finds where. Without
 // the key, nobody who can rewrite the logs can compute the MACs of a changed chain (docs/security.md,
@@ -41,7 +41,7 @@ export interface AuditFields {
 export interface AuditRecord extends AuditFields {
   /** 'start' for a chain's first record; 'request' for a request; 'revocation' for a change of it. */
   type: 'start' | 'request' | 'revocation';
-  /** The chain (one per process); random. */
+  /** The chain (one per runtime); random. */
   chain: string;
   seq: number;
   time: string;
@@ -99,7 +99,7 @@ function canonical(value: unknown): string {
 
 /**
  * Every key a record written here can have, in canonical (sorted) order: the records this process
- * writes are serialized without sorting keys each time (canonicalRecord); macOf, which checks any
+ * writes are hashed without sorting keys each time (canonicalRecord); macOf, which checks any
  * record read back, sorts.
  */
 const RECORD_KEYS = [
@@ -187,21 +187,10 @@ export class AuditChain {
       prev: this.#prev,
       ...stripUndefined(fields),
     };
-    const text = canonicalRecord(body);
-    const mac = createHmac('sha256', this.#key).update(text).digest('hex');
+    const mac = createHmac('sha256', this.#key).update(canonicalRecord(body)).digest('hex');
     this.#prev = mac;
-    const record = { ...body, mac };
-    written.set(record, `${text.slice(0, -1)},"mac":"${mac}"}`);
-    return record;
+    return { ...body, mac };
   }
-}
-
-/** The JSON of the records written here, made while hashing them (the log line reuses it). */
-const written = new WeakMap<AuditRecord, string>();
-
-/** A record's JSON: its canonical text with the MAC last, when written here. */
-export function auditJson(record: AuditRecord): string {
-  return written.get(record) ?? JSON.stringify(record);
 }
 
 function stripUndefined(fields: AuditFields): AuditFields {
@@ -303,25 +292,4 @@ export function* auditRecordsIn(text: string): Generator<AuditRecord> {
       yield audit as AuditRecord;
     }
   }
-}
-
-/**
- * A process's audit chain, keyed with `key`. Its start marker is written at once: whatever the log
- * level, a chain must have its start.
- */
-export function startAuditChain(key: Buffer): AuditChain {
-  const chain = new AuditChain(key);
-  writeAuditLine('INFO', 'Audit chain start', chain.start());
-  return chain;
-}
-
-/**
- * A line for a record that no request carries (the chain's start, a revocation change): straight to
- * stdout in the Powertools Logger's JSON shape, whatever the log level.
- */
-export function writeAuditLine(level: 'INFO' | 'WARN', message: string, record: AuditRecord): void {
-  const service = JSON.stringify(process.env.POWERTOOLS_SERVICE_NAME || 'xks-proxy');
-  process.stdout.write(
-    `{"level":"${level}","message":${JSON.stringify(message)},"timestamp":"${new Date().toISOString()}","service":${service},"audit":${auditJson(record)}}\n`,
-  );
 }

@@ -2,163 +2,22 @@
 // phase with a message that names the problem, never a secret).
 import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
+import type { FromSchema } from 'json-schema-to-ts';
 import type { VendorProfileName } from '../layers/pkcs11/profiles.ts';
-
-export interface Credential {
-  accessKeyId: string;
-  secretAccessKey: string;
-}
-
-export interface KeystoreConfig {
-  /** A name for logs and metrics. */
-  name: string;
-  /** What comes before `/kms/xks/v1` in the URI path: '' or '/a/b' (spec: XksProxyUriPath). */
-  pathPrefix: string;
-  /**
-   * SigV4 credentials KMS may sign with; two or more during a rotation (spec: SigV4 credentials
-   * rotation). Inline (local use), or read from Secrets Manager: exactly one of the two.
-   */
-  credentials?: Credential[];
-  /** A Secrets Manager secret holding `{"credentials": [{"accessKeyId", "secretAccessKey"}, ...]}`. */
-  credentialsSecretArn?: string;
-  /** A local file holding the same JSON, read again when it changes (local and on-premises use). */
-  credentialsFile?: string;
-  /**
-   * A Cedar policy set (spec: Authorization): when given, GetKeyMetadata, Encrypt and Decrypt need
-   * a permit from it (deny by default); a relative path is from the working directory.
-   */
-  policyFile?: string;
-  /** Request-rate quota of this key store (spec: ThrottlingException): over it, 429. */
-  throttle?: { rateLimit: number; burstLimit: number };
-  /** The externalKeyIds this key store may use; any other is KeyNotFoundException. */
-  keys: string[];
-  /** Also allowed: key ids matching this regular expression (for long key lists). */
-  keyPattern?: string;
-  /** Keys the customer disabled: keyStatus DISABLED, Encrypt and Decrypt InvalidStateException. */
-  disabledKeys?: string[];
-  /** Regions KMS may sign from; any when absent. */
-  allowedRegions?: string[];
-  /**
-   * Decrypt ciphertexts made by the AWS sample proxy (aws-samples/aws-kms-xks-proxy), which gives
-   * the HSM SHA-256(AAD) where the spec gives the AAD, and answers every Encrypt with one static
-   * ciphertextMetadata (its `ciphertext_metadata_b64`, '' when it had none): a Decrypt whose
-   * metadata is that value is decrypted the sample's way, so no data needs re-encrypting.
-   */
-  awsSampleProxy?: { ciphertextMetadata: string };
-}
-
-/** One HSM of the fleet; what it leaves out comes from the `hsm` section. */
-export interface HsmMemberConfig {
-  /** For logs and ekmFleetDetails until the HSM is reached. */
-  name: string;
-  modulePath?: string;
-  libraryParameters?: string;
-  tokenLabel?: string;
-  /** Picks the token by serial number instead of (or as well as) its label. */
-  tokenSerial?: string;
-  pin?: string;
-  pinSecretArn?: string;
-  profile?: VendorProfileName;
-}
-
-export interface ProxyConfig {
-  hsm: {
-    modulePath: string;
-    /**
-     * C_Initialize's library parameters, for the libraries that take them (NSS softoken:
-     * `configdir='sql:DIR' ... dbTokenDescription='LABEL'`, docs/hsm.md).
-     */
-    libraryParameters?: string;
-    tokenLabel: string;
-    tokenSerial?: string;
-    /** How this vendor does AES-GCM (layers/pkcs11/profiles.ts, docs/hsm.md). */
-    profile: VendorProfileName;
-    /** Deadline of each HSM call; past it, 503 DependencyTimeoutException. */
-    callTimeoutMs: number;
-    /** Deadline of the first connection (library load and login) after a cold start. */
-    startTimeoutMs: number;
-    /** Several HSMs with the same keys (failover, ekmFleetDetails); the `hsm` section alone when absent. */
-    fleet?: HsmMemberConfig[];
-    /** The crypto user's PIN; or pinSecretArn; the XKS_HSM_PIN environment variable overrides both. */
-    pin?: string;
-    /** A Secrets Manager secret holding the PIN (plain, or `{"pin": "..."}`). */
-    pinSecretArn?: string;
-    /** A key used by GetHealthStatus only, never by customers. */
-    healthCheckKeyLabel: string;
-    keyCacheSeconds: number;
-  };
-  healthCheck: {
-    /** How long a deep health check result is reused; at most 60 (spec: GetHealthStatus). */
-    cacheSeconds: number;
-    /** A passing check slower than this reports DEGRADED. */
-    degradedAboveMs: number;
-  };
-  proxy: {
-    vendor: string;
-    model: string;
-    fleetSize: number;
-  };
-  secrets: {
-    /** How long secrets read from Secrets Manager are reused before they are read again (rotation). */
-    cacheSeconds: number;
-  };
-  /**
-   * mTLS through API Gateway (spec: Authentication): when set, every request must come with a client
-   * certificate (requestContext.identity.clientCert) whose subject CN is one of these.
-   */
-  clientCertificate?: {
-    /** Allowed subject CNs; `*` stands for one DNS label, e.g. `cks.kms.*.amazonaws.com`. */
-    allowedCommonNames: string[];
-    /** PEM CA bundle the local server checks client certificates against (API Gateway has its truststore). */
-    caFile?: string;
-  };
-  keystores: KeystoreConfig[];
-  /**
-   * The audit key (functions/audit.ts): HMAC-SHA-256 key of the audit records, at least 32 bytes as
-   * hex. A local file, or a Secrets Manager secret (read once, at start, like the PIN). Without one,
-   * each process keys its records with a random key it never stores: nobody can verify them.
-   */
-  audit?: { keyFile?: string; keySecretArn?: string };
-  /**
-   * The revocation switch (functions/revocation.ts): key stores and keys cut off from KMS without
-   * a redeploy or restart. A local file, read again when it changes, or a Secrets Manager secret,
-   * read again when the value in hand is older than cacheSeconds (so a change takes effect within
-   * about that, docs/security.md).
-   */
-  revocation?: { file?: string; secretArn?: string; cacheSeconds: number };
-  /** Limits of the local HTTPS server against hostile clients (local/server.ts DEFAULT_LIMITS). */
-  localServer?: Partial<Record<LocalServerLimit, number>>;
-}
-
-/** The local server's limits that the configuration may set. */
-export const LOCAL_SERVER_LIMITS = [
-  'maxBodyBytes',
-  'maxHeaderBytes',
-  'maxHeaders',
-  'handshakeTimeoutMs',
-  'headersTimeoutMs',
-  'requestTimeoutMs',
-  'keepAliveTimeoutMs',
-  'idleTimeoutMs',
-  'timeoutCheckIntervalMs',
-  'maxConnections',
-  'maxRequestsPerSocket',
-  'maxDiscardBytes',
-  'discardTimeoutMs',
-] as const;
-export type LocalServerLimit = (typeof LOCAL_SERVER_LIMITS)[number];
-
-/** Demo credentials of the local quick start (they match AWS's public XKS test client). */
-export const DEMO_CREDENTIAL: Credential = {
-  accessKeyId: 'BETWEEN2TENAND3TENCHARACTERS',
-  secretAccessKey: 'PleaseReplaceThisWithSomeSecretOfLength43To64',
-};
+import { inLambda } from './aws.ts';
+import { ACCESS_KEY_ID, KEY_ID, NAME, PATH_PREFIX, SECRET_ACCESS_KEY } from './ids.ts';
 
 export const PROXY_VENDOR = 'serverless-xks-proxy';
 export const PROXY_MODEL = 'serverless-xks-proxy 0.1.0';
 
-const KEY_ID = '^[A-Za-z0-9._-]{1,128}$';
-const PROFILES = ['softhsm', 'nss', 'cloudhsm', 'luna', 'nshield'];
+const PROFILES = ['softhsm', 'nss', 'cloudhsm', 'luna', 'nshield'] as const;
+// The layer's profile names and this list are the same set.
+const sameProfiles: [VendorProfileName] extends [(typeof PROFILES)[number]]
+  ? [(typeof PROFILES)[number]] extends [VendorProfileName]
+    ? true
+    : never
+  : never = true;
+void sameProfiles;
 /** Passed to C_Initialize as a C string: a NUL would end it early. */
 const LIBRARY_PARAMETERS = {
   type: 'string',
@@ -166,21 +25,29 @@ const LIBRARY_PARAMETERS = {
   maxLength: 4096,
   pattern: '^[^\\u0000]*$',
 } as const;
-const CREDENTIALS = {
-  type: 'array',
-  minItems: 1,
-  items: {
-    type: 'object',
-    required: ['accessKeyId', 'secretAccessKey'],
-    additionalProperties: false,
-    properties: {
-      // Spec: Appendix A and "XKS proxy configuration in AWS KMS console".
-      accessKeyId: { type: 'string', pattern: '^[A-Z2-7]{20,30}$' },
-      secretAccessKey: { type: 'string', pattern: '^[A-Za-z0-9/+=]{43,64}$' },
-    },
+const CREDENTIAL = {
+  type: 'object',
+  required: ['accessKeyId', 'secretAccessKey'],
+  additionalProperties: false,
+  properties: {
+    // Spec: Appendix A and "XKS proxy configuration in AWS KMS console".
+    accessKeyId: { type: 'string', pattern: ACCESS_KEY_ID.source },
+    secretAccessKey: { type: 'string', pattern: SECRET_ACCESS_KEY.source },
   },
 } as const;
-/** The configuration's JSON schema; infra/params.cjs checks a stage file's proxy part with it too. */
+/**
+ * SigV4 credentials KMS may sign with; two or more during a rotation (spec: SigV4 credentials
+ * rotation).
+ */
+const CREDENTIALS = { type: 'array', minItems: 1, items: CREDENTIAL } as const;
+const LOCAL_SERVER_LIMIT = { type: 'integer', minimum: 1 } as const;
+/** 0 turns these off. */
+const LOCAL_SERVER_LIMIT_OR_OFF = { type: 'integer', minimum: 0 } as const;
+
+/**
+ * The configuration's JSON schema, and through FromSchema its type (ProxyConfig): the values
+ * after validation, defaults filled in. infra/params.ts checks a stage file's proxy part with it too.
+ */
 export const SCHEMA = {
   type: 'object',
   required: ['hsm', 'keystores'],
@@ -192,27 +59,44 @@ export const SCHEMA = {
       additionalProperties: false,
       properties: {
         modulePath: { type: 'string', pattern: '^/' },
+        /**
+         * C_Initialize's library parameters, for the libraries that take them (NSS softoken:
+         * `configdir='sql:DIR' ... dbTokenDescription='LABEL'`, docs/hsm.md).
+         */
         libraryParameters: LIBRARY_PARAMETERS,
         tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
+        /** The crypto user's PIN; or pinSecretArn; the XKS_HSM_PIN environment variable overrides both. */
         pin: { type: 'string', minLength: 1 },
+        /** A Secrets Manager secret holding the PIN (plain, or `{"pin": "..."}`). */
         pinSecretArn: { type: 'string', minLength: 1 },
-        healthCheckKeyLabel: { type: 'string', pattern: KEY_ID, default: 'xks-health-check' },
+        /** A key used by GetHealthStatus only, never by customers. */
+        healthCheckKeyLabel: { type: 'string', pattern: KEY_ID.source, default: 'xks-health-check' },
         keyCacheSeconds: { type: 'number', minimum: 0, maximum: 3600, default: 60 },
+        /** Picks the token by serial number instead of (or as well as) its label. */
         tokenSerial: { type: 'string', minLength: 1, maxLength: 16 },
+        /** How this vendor does AES-GCM (layers/pkcs11/profiles.ts, docs/hsm.md). */
         profile: { enum: PROFILES, default: 'softhsm' },
+        /** Deadline of each HSM call; past it, 503 DependencyTimeoutException. */
         callTimeoutMs: { type: 'integer', minimum: 1, maximum: 10_000, default: 100 },
+        /** Deadline of the first connection (library load and login) after a cold start. */
         startTimeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 5000 },
+        /**
+         * Several HSMs with the same keys (failover, ekmFleetDetails); the `hsm` section alone when
+         * absent.
+         */
         fleet: {
           type: 'array',
           minItems: 1,
           // Spec (GetHealthStatus): at most ten ekmFleetDetails entries.
           maxItems: 10,
+          /** One HSM of the fleet; what it leaves out comes from the `hsm` section. */
           items: {
             type: 'object',
             required: ['name'],
             additionalProperties: false,
             properties: {
-              name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
+              /** For logs and ekmFleetDetails until the HSM is reached. */
+              name: { type: 'string', pattern: NAME.source },
               modulePath: { type: 'string', pattern: '^/' },
               libraryParameters: LIBRARY_PARAMETERS,
               tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
@@ -230,7 +114,9 @@ export const SCHEMA = {
       additionalProperties: false,
       default: {},
       properties: {
+        /** How long a deep health check result is reused; at most 60 (spec: GetHealthStatus). */
         cacheSeconds: { type: 'number', minimum: 0, maximum: 60, default: 10 },
+        /** A passing check slower than this reports DEGRADED. */
         degradedAboveMs: { type: 'number', minimum: 0, default: 100 },
       },
     },
@@ -248,17 +134,34 @@ export const SCHEMA = {
       type: 'object',
       additionalProperties: false,
       default: {},
-      properties: { cacheSeconds: { type: 'number', minimum: 0, maximum: 86_400, default: 300 } },
+      properties: {
+        /** How long secrets read from Secrets Manager are reused before they are read again (rotation). */
+        cacheSeconds: { type: 'number', minimum: 0, maximum: 86_400, default: 300 },
+      },
     },
+    /**
+     * mTLS through API Gateway (spec: Authentication): when set, every request must come with a client
+     * certificate (requestContext.identity.clientCert) whose subject CN is one of these.
+     */
     clientCertificate: {
       type: 'object',
       required: ['allowedCommonNames'],
       additionalProperties: false,
       properties: {
+        /** Allowed subject CNs; `*` stands for one DNS label, e.g. `cks.kms.*.amazonaws.com`. */
         allowedCommonNames: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+        /**
+         * PEM CA bundle the local server checks client certificates against (API Gateway has its
+         * truststore).
+         */
         caFile: { type: 'string', minLength: 1 },
       },
     },
+    /**
+     * The audit key (functions/audit.ts): HMAC-SHA-256 key of the audit records, at least 32 bytes as
+     * hex. A local file, or a Secrets Manager secret (read once, at start, like the PIN). Without one,
+     * each process keys its records with a random key it never stores: nobody can verify them.
+     */
     audit: {
       type: 'object',
       additionalProperties: false,
@@ -268,6 +171,12 @@ export const SCHEMA = {
         keySecretArn: { type: 'string', minLength: 1 },
       },
     },
+    /**
+     * The revocation switch (functions/revocation.ts): key stores and keys cut off from KMS without
+     * a redeploy or restart. A local file, read again when it changes, or a Secrets Manager secret,
+     * read again when the value in hand is older than cacheSeconds (so a change takes effect within
+     * about that, docs/security.md).
+     */
     revocation: {
       type: 'object',
       additionalProperties: false,
@@ -279,15 +188,25 @@ export const SCHEMA = {
         cacheSeconds: { type: 'number', minimum: 0, maximum: 10, default: 5 },
       },
     },
+    /** Limits of the local HTTPS server against hostile clients (local/server.ts DEFAULT_LIMITS). */
     localServer: {
       type: 'object',
       additionalProperties: false,
-      properties: Object.fromEntries(
-        LOCAL_SERVER_LIMITS.map((name) => [
-          name,
-          { type: 'integer', minimum: name === 'maxRequestsPerSocket' || name === 'maxDiscardBytes' ? 0 : 1 },
-        ]),
-      ),
+      properties: {
+        maxBodyBytes: LOCAL_SERVER_LIMIT,
+        maxHeaderBytes: LOCAL_SERVER_LIMIT,
+        maxHeaders: LOCAL_SERVER_LIMIT,
+        handshakeTimeoutMs: LOCAL_SERVER_LIMIT,
+        headersTimeoutMs: LOCAL_SERVER_LIMIT,
+        requestTimeoutMs: LOCAL_SERVER_LIMIT,
+        keepAliveTimeoutMs: LOCAL_SERVER_LIMIT,
+        idleTimeoutMs: LOCAL_SERVER_LIMIT,
+        timeoutCheckIntervalMs: LOCAL_SERVER_LIMIT,
+        maxConnections: LOCAL_SERVER_LIMIT,
+        maxRequestsPerSocket: LOCAL_SERVER_LIMIT_OR_OFF,
+        maxDiscardBytes: LOCAL_SERVER_LIMIT_OR_OFF,
+        discardTimeoutMs: LOCAL_SERVER_LIMIT,
+      },
     },
     keystores: {
       type: 'array',
@@ -295,6 +214,7 @@ export const SCHEMA = {
       items: {
         type: 'object',
         required: ['name', 'pathPrefix', 'keys'],
+        // Credentials inline (local use), from Secrets Manager or from a file: exactly one.
         oneOf: [
           { required: ['credentials'] },
           { required: ['credentialsSecretArn'] },
@@ -302,12 +222,24 @@ export const SCHEMA = {
         ],
         additionalProperties: false,
         properties: {
-          name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
-          pathPrefix: { type: 'string', pattern: '^(?:/[A-Za-z0-9_-]+)*$' },
+          /** A name for logs and metrics. */
+          name: { type: 'string', pattern: NAME.source },
+          /** What comes before `/kms/xks/v1` in the URI path: '' or '/a/b' (spec: XksProxyUriPath). */
+          pathPrefix: { type: 'string', pattern: PATH_PREFIX.source },
           credentials: CREDENTIALS,
+          /**
+           * A Secrets Manager secret holding
+           * `{"credentials": [{"accessKeyId", "secretAccessKey"}, ...]}`.
+           */
           credentialsSecretArn: { type: 'string', minLength: 1 },
+          /** A local file holding the same JSON, read again when it changes (local and on-premises use). */
           credentialsFile: { type: 'string', minLength: 1 },
+          /**
+           * A Cedar policy set (spec: Authorization): when given, GetKeyMetadata, Encrypt and Decrypt need
+           * a permit from it (deny by default); a relative path is from the working directory.
+           */
           policyFile: { type: 'string', minLength: 1 },
+          /** Request-rate quota of this key store (spec: ThrottlingException): over it, 429. */
           throttle: {
             type: 'object',
             required: ['rateLimit', 'burstLimit'],
@@ -317,10 +249,24 @@ export const SCHEMA = {
               burstLimit: { type: 'integer', minimum: 1 },
             },
           },
-          keys: { type: 'array', items: { type: 'string', pattern: KEY_ID }, uniqueItems: true },
+          /** The externalKeyIds this key store may use; any other is KeyNotFoundException. */
+          keys: { type: 'array', items: { type: 'string', pattern: KEY_ID.source }, uniqueItems: true },
+          /** Also allowed: key ids matching this regular expression (for long key lists). */
           keyPattern: { type: 'string', minLength: 1 },
-          disabledKeys: { type: 'array', items: { type: 'string', pattern: KEY_ID }, uniqueItems: true },
+          /** Keys the customer disabled: keyStatus DISABLED, Encrypt and Decrypt InvalidStateException. */
+          disabledKeys: {
+            type: 'array',
+            items: { type: 'string', pattern: KEY_ID.source },
+            uniqueItems: true,
+          },
+          /** Regions KMS may sign from; any when absent. */
           allowedRegions: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9-]+$' }, minItems: 1 },
+          /**
+           * Decrypt ciphertexts made by the AWS sample proxy (aws-samples/aws-kms-xks-proxy), which gives
+           * the HSM SHA-256(AAD) where the spec gives the AAD, and answers every Encrypt with one static
+           * ciphertextMetadata (its `ciphertext_metadata_b64`, '' when it had none): a Decrypt whose
+           * metadata is that value is decrypted the sample's way, so no data needs re-encrypting.
+           */
           awsSampleProxy: {
             type: 'object',
             required: ['ciphertextMetadata'],
@@ -339,13 +285,31 @@ export const SCHEMA = {
   },
 } as const;
 
-// strictRequired off: the oneOf below names properties defined beside it, not inside it.
+/** The validated configuration (defaults filled in); its type is the schema's. */
+export type ProxyConfig = FromSchema<typeof SCHEMA>;
+export type KeystoreConfig = ProxyConfig['keystores'][number];
+export type HsmMemberConfig = NonNullable<ProxyConfig['hsm']['fleet']>[number];
+export type Credential = FromSchema<typeof CREDENTIAL>;
+
+/** The local server's limits that the configuration may set. */
+export type LocalServerLimit = keyof NonNullable<ProxyConfig['localServer']>;
+export const LOCAL_SERVER_LIMITS = Object.keys(
+  SCHEMA.properties.localServer.properties,
+) as readonly LocalServerLimit[];
+
+/** Demo credentials of the local quick start (they match AWS's public XKS test client). */
+export const DEMO_CREDENTIAL: Credential = {
+  accessKeyId: 'BETWEEN2TENAND3TENCHARACTERS',
+  secretAccessKey: 'PleaseReplaceThisWithSomeSecretOfLength43To64',
+};
+
+// strictRequired off: the oneOfs name properties defined beside them, not inside them.
 const validate = new Ajv({
   useDefaults: true,
   allErrors: false,
   strict: true,
   strictRequired: false,
-}).compile(SCHEMA);
+}).compile<ProxyConfig>(SCHEMA);
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -354,10 +318,16 @@ export class ConfigError extends Error {
   }
 }
 
-/** Validates a parsed configuration, filling in defaults. Secrets Manager references stay unresolved. */
-export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env): ProxyConfig {
-  const config = structuredClone(input);
-  if (!validate(config)) {
+/** The environment variables a configuration depends on: XKS_HSM_PIN, and Lambda's. */
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Validates a parsed configuration, filling in defaults. Secrets Manager references stay unresolved.
+ * `env`: XKS_HSM_PIN overrides the PIN; in Lambda the demo credentials are refused.
+ */
+export function parseConfig(input: unknown, env: Env): ProxyConfig {
+  const parsed = structuredClone(input);
+  if (!validate(parsed)) {
     const error = validate.errors?.[0];
     const unknown = error?.params.additionalProperty as string | undefined;
     if (unknown !== undefined) {
@@ -366,7 +336,6 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
     // ajv's messages name the rule (pattern, length), not the value: safe for secrets.
     throw new ConfigError(`${error?.instancePath || '/'} ${error?.message ?? 'is invalid'}`);
   }
-  const parsed = config as unknown as ProxyConfig;
   if (env.XKS_HSM_PIN) parsed.hsm.pin = env.XKS_HSM_PIN;
   if (!parsed.hsm.pin && !parsed.hsm.pinSecretArn) {
     throw new ConfigError('no HSM PIN: set hsm.pin, hsm.pinSecretArn or XKS_HSM_PIN');
@@ -408,7 +377,9 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
         throw new ConfigError(`keystore ${keystore.name}: keyPattern is not a regular expression`);
       }
     }
-    if (keystore.credentials !== undefined) checkCredentials(keystore.name, keystore.credentials, env);
+    if (keystore.credentials !== undefined) {
+      checkCredentials(keystore.name, keystore.credentials, { inLambda: inLambda(env) });
+    }
     const sample = keystore.awsSampleProxy?.ciphertextMetadata;
     if (sample !== undefined && Buffer.from(sample, 'base64').toString('base64') !== sample) {
       throw new ConfigError(
@@ -419,8 +390,13 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
   return parsed;
 }
 
+/** Where credentials are checked: in Lambda the public demo credentials are refused. */
+export interface CredentialRules {
+  inLambda?: boolean;
+}
+
 /** Rules for a key store's credentials, wherever they come from (config file or Secrets Manager). */
-export function checkCredentials(keystore: string, credentials: Credential[], env: NodeJS.ProcessEnv): void {
+export function checkCredentials(keystore: string, credentials: Credential[], rules: CredentialRules): void {
   const ids = new Set(credentials.map((c) => c.accessKeyId));
   if (ids.size !== credentials.length) {
     throw new ConfigError(`keystore ${keystore}: an access key id is listed twice`);
@@ -430,12 +406,12 @@ export function checkCredentials(keystore: string, credentials: Credential[], en
     (c) =>
       c.accessKeyId === DEMO_CREDENTIAL.accessKeyId || c.secretAccessKey === DEMO_CREDENTIAL.secretAccessKey,
   );
-  if (env.AWS_LAMBDA_FUNCTION_NAME !== undefined && demo) {
+  if (rules.inLambda === true && demo) {
     throw new ConfigError(`keystore ${keystore}: the public demo credentials are for local use only`);
   }
 }
 
-const validateCredentials = new Ajv({ strict: true }).compile({
+const validateCredentials = new Ajv({ strict: true }).compile<{ credentials: Credential[] }>({
   type: 'object',
   required: ['credentials'],
   properties: { credentials: CREDENTIALS },
@@ -445,7 +421,7 @@ const validateCredentials = new Ajv({ strict: true }).compile({
 export function parseCredentialsSecret(
   keystore: string,
   secret: string,
-  env: NodeJS.ProcessEnv = process.env,
+  rules: CredentialRules,
 ): Credential[] {
   let value: unknown;
   try {
@@ -459,9 +435,8 @@ export function parseCredentialsSecret(
       `keystore ${keystore}: credentials secret ${error?.instancePath || '/'} ${error?.message}`,
     );
   }
-  const { credentials } = value as { credentials: Credential[] };
-  checkCredentials(keystore, credentials, env);
-  return credentials;
+  checkCredentials(keystore, value.credentials, rules);
+  return value.credentials;
 }
 
 /** The PIN in its secret: the plain string, or `{"pin": "..."}`. */
@@ -477,28 +452,36 @@ export function parsePinSecret(secret: string): string {
   return secret;
 }
 
-/** The configuration: XKS_PROXY_CONFIG names a JSON file, or XKS_PROXY_CONFIG_JSON holds the JSON. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProxyConfig {
+/**
+ * The configuration of a Lambda function: XKS_PROXY_CONFIG names a JSON file, or
+ * XKS_PROXY_CONFIG_JSON holds the JSON.
+ */
+export function loadConfig(env: Env): ProxyConfig {
   const file = env.XKS_PROXY_CONFIG;
   const inline = env.XKS_PROXY_CONFIG_JSON;
+  if (file) return readConfig(file, env);
+  if (inline) return configOf(inline, 'XKS_PROXY_CONFIG_JSON', env);
+  throw new ConfigError('set XKS_PROXY_CONFIG (path of a JSON file) or XKS_PROXY_CONFIG_JSON');
+}
+
+/** The configuration in a JSON file. */
+export function readConfig(file: string, env: Env): ProxyConfig {
   let text: string;
-  if (file) {
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ConfigError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-    }
-  } else if (inline) {
-    text = inline;
-  } else {
-    throw new ConfigError('set XKS_PROXY_CONFIG (path of a JSON file) or XKS_PROXY_CONFIG_JSON');
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   }
+  return configOf(text, file, env);
+}
+
+function configOf(text: string, where: string, env: Env): ProxyConfig {
   let input: unknown;
   try {
     input = JSON.parse(text);
   } catch {
     // The parser's message would quote the text, which may hold secrets.
-    throw new ConfigError(`${file ?? 'XKS_PROXY_CONFIG_JSON'} is not valid JSON`);
+    throw new ConfigError(`${where} is not valid JSON`);
   }
   return parseConfig(input, env);
 }

@@ -1,71 +1,12 @@
-// Decrypt (spec: API operations, Decrypt).
-// First: the HSM worker starts while the other modules load (cold start).
+// The Decrypt Lambda function: the runtime, made in the init phase from the function's
+// configuration, and Decrypt's steps (operations/decrypt.ts) behind the middleware chain.
+// First: the HSM worker thread starts while the other modules load (cold start).
 import '../layers/pkcs11/prestart.ts';
-import { HsmError, type HsmKey } from '../layers/pkcs11/hsm.ts';
-import { XksError } from './errors.ts';
+import { lambdaRuntimeOptions } from './aws.ts';
+import { loadConfig } from './config.ts';
 import { xksHandler } from './middleware.ts';
-import type { Keystore } from './runtime.ts';
-import type { DecryptRequest } from './schemas.ts';
-import {
-  awsSampleHsmAad,
-  decodeBase64,
-  decodeSized,
-  findKey,
-  hsmAad,
-  keyVersionOf,
-  LIMITS,
-  requireEnabled,
-  requireUsage,
-} from './xks.ts';
+import { decrypt } from './operations/decrypt.ts';
+import { createRuntime } from './runtime.ts';
 
-export const handler = xksHandler<DecryptRequest>('Decrypt', async ({ hsm, keystore, keyId, body }) => {
-  const ciphertext = decodeSized('ciphertext', body.ciphertext, LIMITS.data);
-  const iv = decodeBase64('initializationVector', body.initializationVector);
-  const tag = decodeBase64('authenticationTag', body.authenticationTag);
-  const aad =
-    body.additionalAuthenticatedData === undefined
-      ? undefined
-      : decodeSized('additionalAuthenticatedData', body.additionalAuthenticatedData, LIMITS.aad);
-  const ciphertextMetadata =
-    body.ciphertextMetadata === undefined
-      ? undefined
-      : decodeBase64('ciphertextMetadata', body.ciphertextMetadata);
-  if (ciphertextMetadata !== undefined && ciphertextMetadata.length > LIMITS.ciphertextMetadata) {
-    throw new XksError('ValidationException', 'ciphertextMetadata is longer than 20 bytes');
-  }
-
-  // The key version the metadata names (undefined: not metadata this proxy makes).
-  const version = keyVersionOf(ciphertextMetadata);
-  const input = { iv, ciphertext, tag };
-  if (!keystore.isAwsSampleCiphertext(ciphertextMetadata)) {
-    if (version === undefined) {
-      throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is not one this proxy produced');
-    }
-    const key = usable(await findKey(hsm, keystore, keyId, version), keystore);
-    // A tag that does not verify (wrong AAD, metadata, IV, ciphertext or tag): InvalidCiphertextException.
-    return answer(await hsm.decrypt(key, input, hsmAad(aad, ciphertextMetadata)));
-  }
-  // The AWS sample proxy's static metadata: its ciphertexts were made by version 1 of the key.
-  const original = usable(await findKey(hsm, keystore, keyId, 1), keystore);
-  const own =
-    version === undefined ? undefined : version === 1 ? original : await hsm.findKey(keyId, version);
-  if (own !== undefined) {
-    // The sample's value also reads as ours, and that version exists: try our encoding first.
-    try {
-      return answer(await hsm.decrypt(usable(own, keystore), input, hsmAad(aad, ciphertextMetadata)));
-    } catch (err) {
-      if (!(err instanceof HsmError) || err.kind !== 'invalidCiphertext') throw err;
-    }
-  }
-  return answer(await hsm.decrypt(original, input, awsSampleHsmAad(aad, ciphertextMetadata)));
-});
-
-function usable(key: HsmKey, keystore: Keystore): HsmKey {
-  requireEnabled(key, keystore);
-  requireUsage(key, 'DECRYPT');
-  return key;
-}
-
-function answer(plaintext: Buffer): { plaintext: string } {
-  return { plaintext: plaintext.toString('base64') };
-}
+const runtime = await createRuntime(loadConfig(process.env), lambdaRuntimeOptions(process.env));
+export const handler = xksHandler(runtime, 'Decrypt', decrypt);

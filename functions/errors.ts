@@ -41,6 +41,11 @@ export class XksError extends Error {
   get statusCode(): number {
     return ERROR_STATUS[this.errorName];
   }
+
+  /** Whether the proxy or what it depends on failed (5xx), rather than the request. */
+  get isFault(): boolean {
+    return this.statusCode >= 500;
+  }
 }
 
 /** Any thrown value as an XksError: HSM errors by kind, everything unexpected as InternalException. */

@@ -1,19 +1,12 @@
-// GetKeyMetadata (spec: API operations, GetKeyMetadata): what KMS CreateKey checks before it uses
-// an external key: AES_256, ENCRYPT and DECRYPT, ENABLED.
-// First: the HSM worker starts while the other modules load (cold start).
+// The GetKeyMetadata Lambda function: the runtime, made in the init phase from the function's
+// configuration, and GetKeyMetadata's steps (operations/getKeyMetadata.ts) behind the middleware chain.
+// First: the HSM worker thread starts while the other modules load (cold start).
 import '../layers/pkcs11/prestart.ts';
+import { lambdaRuntimeOptions } from './aws.ts';
+import { loadConfig } from './config.ts';
 import { xksHandler } from './middleware.ts';
-import type { KeyMetadataRequest } from './schemas.ts';
-import { findKey, keyStatus } from './xks.ts';
+import { getKeyMetadata } from './operations/getKeyMetadata.ts';
+import { createRuntime } from './runtime.ts';
 
-export const handler = xksHandler<KeyMetadataRequest>('GetKeyMetadata', async ({ hsm, keystore, keyId }) => {
-  const key = await findKey(hsm, keystore, keyId);
-  return {
-    keySpec: key.keySpec,
-    // From CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE: at most 7 (< 10).
-    keyUsage: [...key.usage],
-    // DISABLED when the customer disabled it in the key store's configuration, or revoked it or its
-    // key store (functions/revocation.ts).
-    keyStatus: keyStatus(key, keystore),
-  };
-});
+const runtime = await createRuntime(loadConfig(process.env), lambdaRuntimeOptions(process.env));
+export const handler = xksHandler(runtime, 'GetKeyMetadata', getKeyMetadata);

@@ -1,52 +1,52 @@
 // The middleware chain every XKS route runs, in one place and in one order:
 //
+//      front door    the API Gateway or ALB event as one HttpRequest; the response back in the
+//                    event's shape (functions/front-door.ts): nothing below knows which it was
 //   0. sources       key store credentials (rotation) and the revocation switch, from Secrets
 //                    Manager or a file, read again when due
 //   1. respond       the JSON success body, or the spec's error body and status; per request one
-//                    log line and one EMF metrics document (plus ErrorsByName on errors)
+//                    log line with its audit record, and its EMF metrics
 //   2. route         resource -> key store (404 InvalidUriPathException); POST only (405)
 //   3. authenticate  mTLS client certificate CN when configured; no query string; SigV4 over the
 //                    raw body (401). Nothing about the request is judged before this step but its
 //                    path prefix and method: a caller without credentials learns nothing else.
 //   4. parseBody     the key id, JSON and the route's schema (400 ValidationException)
-//   5. quota         the key store's request rate, local server only (429 ThrottlingException)
+//   5. quota         the key store's request rate, where API Gateway does not enforce it (429
+//                    ThrottlingException)
 //   6. authorize     the key store's Cedar policies, if any; never for GetHealthStatus (403)
 //
-// Then the route's handler (functions/<operation>.ts) runs with a checked, typed request.
+// Then the route's handler (functions/operations/<operation>.ts) runs with a checked, typed request.
 //
-// Logging and metrics: each middleware adds its log fields (keystore, keyId, accessKeyId, the
-// request metadata, the authorization decision) to the request's state, and `respond` writes the
-// request's line once, at the end, in the Powertools Logger's format (same fields, same order) and
-// with the same EMF document Powertools Metrics would print, with a single write. Going through
-// Powertools for these cost 40-50 us per request here (appendKeys, logger.info, addMetric,
-// publishStoredMetrics: each reads the environment again and again), more than the HSM call.
-// Powertools still prints everything else (the ColdStart metric, 5xx lines with their error, any
-// other line, metrics a handler adds), and it is told each invocation's Lambda context.
-//
-// From step 1 on, every middleware is synchronous; the handlers wait only for their HSM calls. Only
-// step 0 may also wait (for Secrets Manager), and it runs before anything per-request is set.
-import { Console } from 'node:console';
+// Logs and metrics go through Powertools. Each middleware adds what it learnt (keystore, keyId,
+// accessKeyId, the request metadata, the authorization decision) to the request's own log fields,
+// and `respond` hands them to the runtime's audit logger as the request's one line, with the
+// request's Lambda context, and publishes the request's metrics: each in one synchronous step,
+// because the local server serves requests that overlap, and keys or metrics stored in a shared
+// logger or metrics instance between the steps of two requests would mix. Any other line of the
+// invocation (an HSM event, a failed refresh) goes through the runtime's logger, which
+// injectLambdaContext gives the invocation's context.
 import { performance } from 'node:perf_hooks';
-import { LogLevelThreshold } from '@aws-lambda-powertools/logger';
-import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import type { MetricUnit } from '@aws-lambda-powertools/metrics/types';
 import middy, { type MiddlewareObj, type Request } from '@middy/core';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
-import type { AesGcmCiphertext, Hsm, HsmKey } from '../layers/pkcs11/hsm.ts';
-import { type AuditRecord, auditJson } from './audit.ts';
+import type { Context } from 'aws-lambda';
+import type { AesGcmCiphertext, Hsm, HsmHealth, HsmInfo, HsmKey } from '../layers/pkcs11/hsm.ts';
+import type { AuditChain, AuditRecord } from './audit.ts';
 import { safeErrorMessage, toXksError, XksError } from './errors.ts';
-import { METRIC, RequestMetrics } from './metrics.ts';
-import { commonNameMatcher, commonNameOf } from './mtls.ts';
-import { type Operation, parseRoute, type Route } from './routes.ts';
 import {
-  auditTrail,
-  config,
-  hsm,
-  type Keystore,
-  keystores,
-  logger,
-  metrics,
-  refreshIfDue,
-} from './runtime.ts';
+  type FrontDoorEvent,
+  type FrontDoorResult,
+  frontDoorResult,
+  type HttpRequest,
+  type HttpResponse,
+  httpRequestOf,
+} from './front-door.ts';
+import { KEY_ID } from './ids.ts';
+import { publishRequestMetrics } from './metrics.ts';
+import { commonNameOf } from './mtls.ts';
+import { type Operation, parseRoute, type Route } from './routes.ts';
+import type { Keystore, Runtime } from './runtime.ts';
 import { type RequestMetadata, validatorFor } from './schemas.ts';
 import { verifySigV4 } from './sigv4.ts';
 
@@ -56,143 +56,155 @@ export interface XksRequest<Body> {
   /** The path's externalKeyId, in the spec's alphabet; '' for GetHealthStatus. */
   keyId: string;
   body: Body;
-  /** The HSM, timed for the request's HsmLatency metric. */
+  /** The HSM fleet behind one Hsm: each call goes to the first HSM that serves. Timed (HsmLatency). */
   hsm: Hsm;
+  /** The fleet's HSMs one by one (GetHealthStatus). Timed too. */
+  fleet: HsmFleetView;
+  /** For what the request's line does not say. */
+  logger: Logger;
+  /** Adds a metric to the request's EMF document (dimension operation). */
+  addMetric(name: string, unit: MetricUnit, value: number): void;
 }
 
-type Event = APIGatewayProxyEvent;
-type Result = APIGatewayProxyResult;
+/** Each HSM of the fleet, for GetHealthStatus: what it says about itself, its recent health, a deep check. */
+export interface HsmFleetView {
+  readonly members: readonly { readonly name: string; info(): HsmInfo | undefined }[];
+  /** UNAVAILABLE while its circuit breaker is open, DEGRADED while its last calls failed, else ACTIVE. */
+  health(index: number): HsmHealth;
+  /** Runs `call` on that HSM whatever its circuit breaker says, recording the outcome in it. */
+  probe<T>(index: number, call: (hsm: Hsm) => Promise<T>): Promise<T>;
+}
+
+type Event = FrontDoorEvent;
+type Result = FrontDoorResult;
+export type LambdaHandler = (event: Event, context: Context) => Promise<Result>;
 
 /** Per-request state the middlewares hand on, kept on the (per-invocation) context. */
 interface State {
   started: number;
   hsmMs: number;
+  /** The HSM of the fleet that served the request's last routed call (spec: Logging). */
+  servedBy?: string | undefined;
   /** The version of the key the HSM used (the audit record's keyVersion). */
   keyVersion?: number;
-  /** Which HSM of the fleet served the request (spec: Logging). */
-  servedBy?: string;
-  /** Whether this is the environment's first invocation (the log line's cold_start). */
-  coldStart: boolean;
   /** The request's log fields, in the order they were learnt. */
-  keys: Record<string, unknown>;
+  logFields: Record<string, unknown>;
+  /** Metrics the handler added. */
+  metrics: Array<{ name: string; unit: MetricUnit; value: number }>;
   keystore?: Keystore;
   keyId: string;
-  rawBody?: Buffer;
   body?: unknown;
 }
-type XksContext = Context & { xks: State };
+/** The invocation's context, with the request as the front door gave it and the state of the chain. */
+type XksContext = Context & { http: HttpRequest; xks: State };
 type XksMiddyRequest = Request<Event, Result, Error, XksContext>;
 type Middleware = MiddlewareObj<Event, Result, Error, XksContext>;
 
 const SIGV4_SERVICE = 'kms-xks-proxy';
-const KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
 const JSON_HEADERS = { 'content-type': 'application/json' };
+const LINE = 'XKS request';
 
-/** A Lambda handler for one XKS operation: the chain above around `handle`. */
+/**
+ * The Lambda handler of one XKS operation on `runtime`: the chain above around `handle`, which
+ * resolves to the response body.
+ */
 export function xksHandler<Body>(
+  runtime: Runtime,
   operation: Operation,
   handle: (request: XksRequest<Body>) => Promise<object>,
-) {
+): LambdaHandler {
+  const members = runtime.hsm.members.map(({ name, hsm }) => ({ name, info: () => hsm.info() }));
   return middy<Event, Result, Error, XksContext>({ timeoutEarlyInMillis: 0 })
-    .use({ before: () => refreshIfDue() })
-    .use(respond(operation))
-    .use(route(operation))
-    .use(authenticate())
+    .use(frontDoor())
+    .use(injectLambdaContext(runtime.logger, { logEvent: false }))
+    .use({ before: () => runtime.refreshIfDue() })
+    .use(respond(runtime, operation))
+    .use(route(runtime, operation))
+    .use(authenticate(runtime))
     .use(parseBody(operation))
     .use(quota())
     .use(authorize(operation))
-    .handler((_event, context) => {
+    .handler(async (_event, context) => {
       const state = context.xks;
-      return handle({
+      const body = await handle({
         keystore: state.keystore as Keystore,
         keyId: state.keyId,
         body: state.body as Body,
         hsm: new TimedHsm(
-          hsm.serving((id) => {
+          runtime.hsm.serving((id) => {
             state.servedBy = id;
           }),
           state,
         ),
-      }) as unknown as Result;
+        fleet: {
+          members,
+          health: (index) => runtime.hsm.health(index),
+          probe: (index, call) => runtime.hsm.probe(index, (hsm) => call(new TimedHsm(hsm, state))),
+        },
+        logger: runtime.logger,
+        addMetric: (name, unit, value) => {
+          state.metrics.push({ name, unit, value });
+        },
+      });
+      // The body; `respond` makes it the response.
+      return body as Result;
     });
 }
 
+/**
+ * The front door: the event as the request every step below reads, and the chain's response in the
+ * shape the event came in. The only step that reads the event.
+ */
+function frontDoor(): Middleware {
+  const reshape = (request: XksMiddyRequest) => {
+    if (request.response !== undefined) {
+      request.response = frontDoorResult(request.event, request.response as HttpResponse);
+    }
+  };
+  return {
+    before: ({ event, context }) => {
+      context.http = httpRequestOf(event);
+    },
+    after: reshape,
+    onError: reshape,
+  };
+}
+
 /** 1. Success and error responses; one log line and the metrics of every request. */
-function respond(operation: Operation): Middleware {
-  const requestMetrics = new RequestMetrics(metrics, operation);
-  const finish = (request: XksMiddyRequest, response: Result, error?: XksError) => {
+function respond(runtime: Runtime, operation: Operation): Middleware {
+  const finish = (request: XksMiddyRequest, response: HttpResponse, error?: XksError) => {
     request.response = response;
     const state = request.context.xks;
     const latencyMs = performance.now() - state.started;
-    const hsmMs = state.hsmMs;
     const line = {
+      ...state.logFields,
       operation,
       statusCode: response.statusCode,
       outcome: error === undefined ? 'success' : 'error',
       latencyMs: round(latencyMs),
-      hsmLatencyMs: round(hsmMs),
-      // Which HSM of the fleet served it (spec: Logging).
-      hsm: hsmMs > 0 ? state.servedBy : undefined,
+      hsmLatencyMs: round(state.hsmMs),
+      hsm: state.servedBy,
       ...(error === undefined ? {} : { errorName: error.errorName, errorMessage: error.message }),
-      audit: undefined as AuditRecord | undefined,
     };
-    line.audit = auditRecord(operation, state, line);
-    const now = Date.now();
-    // The EMF documents, one per line (Console.log adds the last newline).
-    let documents = '';
-    if (!requestMetrics.disabled && error !== undefined) {
-      documents = requestMetrics.errorByName(now, error.errorName);
-    }
-    if (metrics.hasStoredMetrics()) {
-      // The handler added metrics of its own (GetHealthStatus): one document with them, as before.
-      metrics.addDimension('operation', operation);
-      metrics.addMetric(METRIC.requests, MetricUnit.Count, 1);
-      metrics.addMetric(METRIC.errors, MetricUnit.Count, error === undefined ? 0 : 1);
-      metrics.addMetric(METRIC.latency, MetricUnit.Milliseconds, latencyMs);
-      if (hsmMs > 0) metrics.addMetric(METRIC.hsmLatency, MetricUnit.Milliseconds, hsmMs);
-      metrics.publishStoredMetrics();
-    } else if (!requestMetrics.disabled) {
-      const document = requestMetrics.request(now, error === undefined ? 0 : 1, latencyMs, hsmMs);
-      documents = documents === '' ? document : `${documents}\n${document}`;
-    }
-    const level =
-      error === undefined
-        ? LogLevelThreshold.INFO
-        : error.statusCode >= 500
-          ? LogLevelThreshold.ERROR
-          : LogLevelThreshold.WARN;
-    // Written whatever the log level: the line carries the request's audit record.
-    if (level === LogLevelThreshold.ERROR || powertoolsFormat.fallback) {
-      // Rare (5xx, or a Powertools setting this file does not reproduce): through Powertools, which
-      // also formats the error and its cause.
-      if (documents !== '') out.log(documents);
-      const fields = { ...state.keys, ...line };
-      if (level === LogLevelThreshold.ERROR) {
-        logger.error('XKS request', { ...fields, error: error?.cause ?? error });
-      } else if (level === LogLevelThreshold.WARN) logger.warn('XKS request', fields);
-      else logger.info('XKS request', fields);
-      return;
-    }
-    const text = requestLine(level, now, request.context, state, line);
-    if (level === LogLevelThreshold.INFO) {
-      // stdout, as Powertools writes INFO lines: the line and its metrics in one write.
-      if (text !== '') out.log(documents === '' ? text : `${text}\n${documents}`);
-      else if (documents !== '') out.log(documents);
-    } else {
-      // WARN lines go to stderr, as Powertools writes them.
-      if (text !== '') out.warn(text);
-      if (documents !== '') out.log(documents);
-    }
+    const audit = auditRecord(runtime.audit, operation, state, line);
+    writeLine(runtime.auditLogger, request.context, { ...line, audit }, error);
+    publishRequestMetrics(runtime.metrics, {
+      operation,
+      errorName: error?.errorName,
+      latencyMs,
+      hsmMs: state.hsmMs,
+      extra: state.metrics,
+    });
   };
   const start = (context: XksContext) => {
-    const coldStart = coldStartPending;
-    coldStartPending = false;
-    context.xks = { started: performance.now(), hsmMs: 0, coldStart, keys: {}, keyId: '' };
-    // For whatever else Powertools prints during the request (its lines carry the invocation).
-    if (powertoolsFormat.samplingRate) logger.refreshSampleRateCalculation();
-    logger.addContext(context);
-    metrics.captureColdStartMetric(context.functionName);
-    requestMetrics.prepare();
+    context.xks = {
+      started: performance.now(),
+      hsmMs: 0,
+      logFields: {},
+      metrics: [],
+      keyId: '',
+    };
+    runtime.metrics.captureColdStartMetric(context.functionName);
   };
   return {
     before: ({ context }) => start(context),
@@ -201,13 +213,31 @@ function respond(operation: Operation): Middleware {
     },
     onError: (request) => {
       if (request.context.xks === undefined) start(request.context);
-      if (request.context.xks.body === undefined) logUnverifiedRequestId(request.event, request.context.xks);
+      if (request.context.xks.body === undefined) logUnverifiedRequestId(request.context);
       const error = toXksError(request.error);
       const body = { errorName: error.errorName, errorMessage: safeErrorMessage(error.message) };
-      const headers = error.statusCode === 405 ? { ...JSON_HEADERS, allow: 'POST' } : JSON_HEADERS;
+      const headers =
+        error.errorName === 'MethodNotAllowed' ? { ...JSON_HEADERS, allow: 'POST' } : JSON_HEADERS;
       finish(request, { statusCode: error.statusCode, headers, body: JSON.stringify(body) }, error);
     },
   };
+}
+
+/**
+ * A request's line: INFO for a success, WARN for a refusal, ERROR for a failure of the proxy (5xx),
+ * with what caused it when a handler ran. `context`: the invocation's, when a handler answered.
+ */
+function writeLine(
+  logger: Logger,
+  context: Context | undefined,
+  fields: Record<string, unknown>,
+  error: XksError | undefined,
+): void {
+  if (context !== undefined) logger.addContext(context);
+  if (error === undefined) logger.info(LINE, fields);
+  else if (!error.isFault) logger.warn(LINE, fields);
+  else if (context === undefined) logger.error(LINE, fields);
+  else logger.error(LINE, { ...fields, error: error.cause ?? error });
 }
 
 /**
@@ -215,6 +245,7 @@ function respond(operation: Operation): Middleware {
  * a malformed request): its log line and audit record, as every request has.
  */
 export function logRefusal(
+  runtime: Runtime,
   error: XksError,
   request: {
     method?: string | undefined;
@@ -223,6 +254,12 @@ export function logRefusal(
     latencyMs?: number | undefined;
   },
 ): void {
+  const audit = runtime.audit.next({
+    outcome: 'error',
+    statusCode: error.statusCode,
+    errorName: error.errorName,
+    latencyMs: request.latencyMs,
+  });
   const fields = {
     httpMethod: request.method,
     // The path as sent, cut short: it comes from a client the server has just refused.
@@ -233,15 +270,9 @@ export function logRefusal(
     errorName: error.errorName,
     errorMessage: error.message,
     latencyMs: request.latencyMs,
+    audit,
   };
-  const audit = auditTrail.next({
-    outcome: 'error',
-    statusCode: error.statusCode,
-    errorName: error.errorName,
-    latencyMs: request.latencyMs,
-  });
-  if (error.statusCode >= 500) logger.error('XKS request', { ...fields, audit });
-  else logger.warn('XKS request', { ...fields, audit });
+  writeLine(runtime.auditLogger, undefined, fields, error);
 }
 
 /**
@@ -249,13 +280,20 @@ export function logRefusal(
  * what was decided and what happened. Never plaintext, AAD or secrets.
  */
 function auditRecord(
+  audit: AuditChain,
   operation: Operation,
   state: State,
-  line: { statusCode: number; outcome: string; latencyMs: number; hsm?: string; errorName?: string },
+  line: {
+    statusCode: number;
+    outcome: string;
+    latencyMs: number;
+    hsm?: string | undefined;
+    errorName?: string;
+  },
 ): AuditRecord {
-  const k = state.keys as Record<string, string | string[] | undefined>;
+  const k = state.logFields as Record<string, string | string[] | undefined>;
   const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
-  return auditTrail.next({
+  return audit.next({
     operation,
     kmsRequestId: text(k.kmsRequestId),
     unverifiedKmsRequestId: text(k.unverifiedKmsRequestId),
@@ -278,7 +316,7 @@ function auditRecord(
 }
 
 /** 2. The key store the path prefix names; POST only. */
-function route(operation: Operation): Middleware {
+function route(runtime: Runtime, operation: Operation): Middleware {
   // A function sees a handful of resources (one per key store): each is parsed once. Bounded,
   // since the resource comes from the event.
   const routes = new Map<string, Route | undefined>();
@@ -290,64 +328,60 @@ function route(operation: Operation): Middleware {
     return parsed;
   };
   return {
-    before: ({ event, context }) => {
-      // Routed on the resource (`<prefix>/kms/xks/v1/keys/{keyId}/encrypt`) and its path
-      // parameter: event.path carries the base path of a custom domain, requestContext.path the
-      // stage of an execute-api URL, the resource neither.
-      const parsed = routeOf(event.resource ?? '');
-      const keystore = parsed && keystores.get(parsed.pathPrefix);
+    before: ({ context }) => {
+      // Routed on the resource (`<prefix>/kms/xks/v1/keys/{keyId}/encrypt`): the path as sent
+      // may carry the base path of a custom domain or the stage of an execute-api URL.
+      const parsed = routeOf(context.http.resource);
+      const keystore = parsed && runtime.keystores.get(parsed.pathPrefix);
       if (parsed?.operation !== operation || keystore === undefined) {
         throw new XksError('InvalidUriPathException', 'No XKS API at this URI path');
       }
-      if (event.httpMethod !== 'POST') {
+      if (context.http.method !== 'POST') {
         throw new XksError('MethodNotAllowed', `${operation} takes POST only`);
       }
       const state = context.xks;
       state.keystore = keystore;
-      state.keys.keystore = keystore.name;
+      state.logFields.keystore = keystore.name;
       // GetHealthStatus answers as usual (it reports the HSMs); its line says the store is cut off.
-      if (keystore.revoked) state.keys.revoked = true;
+      if (keystore.revoked) state.logFields.revoked = true;
     },
   };
 }
 
 /**
  * 3. The mTLS client certificate, when required; SigV4 over what the client sent. A query string is
- * refused here: Appendix A fixes the canonical query string of every XKS request to "", and API
- * Gateway hands the function decoded parameters from which the signed query cannot be rebuilt
- * exactly (`+`, `%2B` and `%20`, order, repeats), so no query string is ever verified.
+ * refused here: Appendix A fixes the canonical query string of every XKS request to "", and the
+ * front doors hand the function parameters from which the signed query cannot be rebuilt exactly
+ * (API Gateway decodes them: `+`, `%2B` and `%20`; order, repeats), so no query string is ever
+ * verified.
  */
-function authenticate(): Middleware {
-  const allowed = config.clientCertificate && commonNameMatcher(config.clientCertificate.allowedCommonNames);
+function authenticate(runtime: Runtime): Middleware {
+  const allowed = runtime.allowsCommonName;
   return {
-    before: ({ event, context }) => {
+    before: ({ context }) => {
+      const http = context.http;
       if (allowed !== undefined) {
-        // API Gateway mutual TLS (or the local server) checked the chain; the subject is ours to
-        // check (spec: Authentication: only CN=cks.kms.<region>.amazonaws.com).
-        if (!allowed(commonNameOf(event.requestContext?.identity?.clientCert?.subjectDN))) {
+        // The front door's mutual TLS (or the local server) checked the chain; the subject is ours
+        // to check (spec: Authentication: only CN=cks.kms.<region>.amazonaws.com). Exactly one
+        // subject: a second is one the client sent itself (functions/front-door.ts).
+        const [subject, ...more] = http.clientCertSubjects;
+        if (more.length > 0 || !allowed(commonNameOf(subject))) {
           throw new XksError(
             'AuthenticationFailedException',
             'mTLS client certificate missing or not allowed',
           );
         }
       }
-      if (hasQuery(event)) {
+      if (http.hasQuery) {
         throw new XksError(
           'AuthenticationFailedException',
           'SigV4 authentication failed: XKS requests have no query string',
         );
       }
       const keystore = context.xks.keystore as Keystore;
-      const body = rawBody(event);
-      context.xks.rawBody = body;
       const { accessKeyId } = verifySigV4(
-        {
-          method: event.httpMethod,
-          // The full path the client sent and signed (with the stage or the base path).
-          path: event.requestContext?.path ?? event.path,
-          headers: event.multiValueHeaders ?? singleValued(event.headers),
-          body,
-        },
+        // The full path the client sent and signed (with the stage or the base path).
+        { method: http.method, path: http.path, headers: http.headers, body: http.body },
         {
           service: SIGV4_SERVICE,
           secretOf: keystore.secretOf,
@@ -355,7 +389,7 @@ function authenticate(): Middleware {
           now: Date.now(),
         },
       );
-      context.xks.keys.accessKeyId = accessKeyId;
+      context.xks.logFields.accessKeyId = accessKeyId;
     },
   };
 }
@@ -387,10 +421,10 @@ function authorize(operation: Operation): Middleware {
         keyId: context.xks.keyId,
         requestMetadata: (context.xks.body as { requestMetadata: RequestMetadata }).requestMetadata,
       });
-      const keys = context.xks.keys;
-      keys.authorization = decision.allowed ? 'allow' : 'deny';
-      keys.policyIds = decision.policyIds;
-      if (decision.errors.length > 0) keys.policyErrors = decision.errors;
+      const fields = context.xks.logFields;
+      fields.authorization = decision.allowed ? 'allow' : 'deny';
+      fields.policyIds = decision.policyIds;
+      if (decision.errors.length > 0) fields.policyErrors = decision.errors;
       if (!decision.allowed) {
         throw new XksError(
           'AccessDeniedException',
@@ -413,27 +447,27 @@ function authorize(operation: Operation): Middleware {
 function parseBody(operation: Operation): Middleware {
   const validate = validatorFor(operation);
   return {
-    before: ({ event, context }) => {
+    before: ({ context }) => {
       const state = context.xks;
       if (operation !== 'GetHealthStatus') {
-        const keyId = event.pathParameters?.keyId ?? '';
+        const keyId = context.http.keyId;
         // Only ids in the spec's alphabet reach the logs and the HSM.
         if (!KEY_ID.test(keyId)) {
           throw new XksError('ValidationException', 'externalKeyId must be 1-128 of A-Z a-z 0-9 . - _');
         }
         state.keyId = keyId;
-        state.keys.keyId = keyId;
+        state.logFields.keyId = keyId;
       }
       let body: unknown;
       try {
-        body = JSON.parse((state.rawBody ?? rawBody(event)).toString('utf8'));
+        body = JSON.parse(context.http.body.toString('utf8'));
       } catch {
         // The parser's message quotes the body: never pass it on.
         throw new XksError('ValidationException', 'The body is not JSON');
       }
       validate(body);
       state.body = body;
-      addMetadataKeys(state.keys, (body as { requestMetadata: RequestMetadata }).requestMetadata);
+      addMetadataKeys(state.logFields, (body as { requestMetadata: RequestMetadata }).requestMetadata);
     },
   };
 }
@@ -449,10 +483,10 @@ const METADATA_KEYS = [
 ] as const;
 
 /** The request metadata worth a log field (spec: Logging); the optional ones only when present. */
-function addMetadataKeys(keys: Record<string, unknown>, m: RequestMetadata): void {
+function addMetadataKeys(fields: Record<string, unknown>, m: RequestMetadata): void {
   for (const name of METADATA_KEYS) {
     const value = m[name];
-    if (typeof value === 'string') keys[name] = value;
+    if (typeof value === 'string') fields[name] = value;
   }
 }
 
@@ -460,32 +494,19 @@ function addMetadataKeys(keys: Record<string, unknown>, m: RequestMetadata): voi
  * For requests refused before their body was checked (path, mTLS, SigV4): the kmsRequestId the
  * body claims, so the refusal can be found from CloudTrail (spec: Logging). Marked unverified.
  */
-function logUnverifiedRequestId(event: Event, state: State): void {
+function logUnverifiedRequestId(context: XksContext): void {
   try {
-    const id = JSON.parse((state.rawBody ?? rawBody(event)).toString('utf8'))?.requestMetadata?.kmsRequestId;
-    if (typeof id === 'string') state.keys.unverifiedKmsRequestId = id.slice(0, 256);
+    const id = JSON.parse(context.http.body.toString('utf8'))?.requestMetadata?.kmsRequestId;
+    if (typeof id === 'string') context.xks.logFields.unverifiedKmsRequestId = id.slice(0, 256);
   } catch {
-    // No JSON body: nothing to add.
+    // No JSON body (or no request at all): nothing to add.
   }
 }
 
-function rawBody(event: Event): Buffer {
-  return Buffer.from(event.body ?? '', event.isBase64Encoded ? 'base64' : 'utf8');
-}
-
-function singleValued(headers: Event['headers'] | null | undefined): Record<string, string[]> {
-  // No prototype: a header named `__proto__` is kept as a header.
-  const out: Record<string, string[]> = Object.create(null);
-  for (const [name, value] of Object.entries(headers ?? {})) if (value !== undefined) out[name] = [value];
-  return out;
-}
-
-function hasQuery(event: Event): boolean {
-  const query = event.multiValueQueryStringParameters ?? event.queryStringParameters;
-  return query !== null && query !== undefined && Object.keys(query).length > 0;
-}
-
-/** The HSM with each call's duration added to the request's HSM time. */
+/**
+ * An Hsm with each call's duration added to the request's HSM time, and, for the fleet's routed
+ * calls, the HSM that served it noted as each call ends.
+ */
 class TimedHsm implements Hsm {
   readonly #inner: Hsm;
   readonly #state: State;
@@ -513,6 +534,10 @@ class TimedHsm implements Hsm {
     return this.#timed(() => this.#inner.decrypt(key, input, aad));
   }
 
+  close(): void {
+    this.#inner.close();
+  }
+
   /** Runs an HSM call, adding its duration (failed or not) to the request's HSM time. */
   async #timed<T>(call: () => Promise<T>): Promise<T> {
     const start = performance.now();
@@ -522,133 +547,6 @@ class TimedHsm implements Hsm {
       this.#state.hsmMs += performance.now() - start;
     }
   }
-
-  close(): void {
-    this.#inner.close();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The request's log line, as the Powertools Logger formats it (PowertoolsLogFormatter): level,
-// message, timestamp, service, the Lambda context, sampling_rate, xray_trace_id, tenant_id, then
-// the request's keys, then the line's own fields; empty values ('' / null / undefined) left out.
-
-/**
- * Where the line and the metrics go: stdout (INFO, EMF) and stderr (WARN), through a Console as
- * Powertools writes (which also ignores write errors such as EPIPE instead of crashing).
- */
-const out = new Console({ stdout: process.stdout, stderr: process.stderr });
-
-/** Whether the first invocation of this environment is still to come (Powertools: on-demand only). */
-let coldStartPending = process.env.AWS_LAMBDA_INITIALIZATION_TYPE?.trim() === 'on-demand';
-
-/** What the logger was configured with, read once (private in the typings: no public getter). */
-const powertoolsFormat = (() => {
-  const internals = logger as unknown as {
-    powertoolsLogData?: { serviceName?: string; sampleRateValue?: number };
-    logIndentation?: number;
-  };
-  const data = internals.powertoolsLogData;
-  const timezone = process.env.TZ?.trim() ?? '';
-  return {
-    service: data?.serviceName,
-    samplingRate: data?.sampleRateValue,
-    // Pretty-printed (POWERTOOLS_DEV), a local time zone, or a Powertools version whose fields
-    // moved: the line then goes through Powertools itself.
-    fallback:
-      data === undefined || internals.logIndentation !== 0 || (timezone !== '' && !timezone.includes('UTC')),
-  };
-})();
-
-const LEVEL_NAMES: Record<number, string> = {
-  [LogLevelThreshold.INFO]: 'INFO',
-  [LogLevelThreshold.WARN]: 'WARN',
-};
-
-let isoMs = Number.NaN;
-let iso = '';
-
-/** The ISO timestamp of `ms`; one Date per millisecond, however many lines fall in it. */
-function timestampOf(ms: number): string {
-  if (ms !== isoMs) {
-    iso = new Date(ms).toISOString();
-    isoMs = ms;
-  }
-  return iso;
-}
-
-/** The X-Ray trace id's Root, from the invocation (Lambda Managed Instances) or the environment. */
-function xrayTraceId(): string | undefined {
-  const store = (globalThis as { awslambda?: { InvokeStore?: { getXRayTraceId(): string | undefined } } })
-    .awslambda?.InvokeStore;
-  const header = (store?.getXRayTraceId() ?? process.env._X_AMZN_TRACE_ID ?? '').trim();
-  if (header === '') return undefined;
-  if (!header.includes('=')) return header;
-  let root: string | undefined;
-  for (const field of header.split(';')) {
-    const [key, value] = field.split('=');
-    if (key === 'Root') root = value;
-  }
-  return root;
-}
-
-function requestLine(
-  level: number,
-  now: number,
-  context: Context & { tenantId?: string },
-  state: State,
-  line: Record<string, unknown>,
-): string {
-  // Written out as a string (the fields are few and their names fixed): building an object of ~25
-  // properties for JSON.stringify cost twice as much. The request's keys and the line's own fields
-  // never share a name with each other or with the fields before them.
-  let text = `{"level":"${LEVEL_NAMES[level]}","message":"XKS request","timestamp":"${timestampOf(now)}"${invocationFields(context, state.coldStart)}`;
-  text += field('function_request_id', context.awsRequestId);
-  text += field('sampling_rate', powertoolsFormat.samplingRate);
-  text += field('xray_trace_id', xrayTraceId());
-  text += field('tenant_id', context.tenantId);
-  const keys = state.keys;
-  for (const key in keys) text += field(key, keys[key]);
-  for (const key in line) text += field(key, line[key]);
-  return `${text}}`;
-}
-
-/**
- * `,"key":value`, or nothing for the values Powertools leaves out ('' / null / undefined). The keys
- * are this file's own names (plain identifiers), never from a request: written as they are.
- */
-function field(key: string, value: unknown): string {
-  if (value === undefined || value === null || value === '') return '';
-  // Serialized once already, to be hashed.
-  if (key === 'audit') return `,"audit":${auditJson(value as AuditRecord)}`;
-  const json =
-    typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value))
-      ? String(value)
-      : JSON.stringify(value);
-  return `,"${key}":${json}`;
-}
-
-/** The fields that only change with the function (service to function_name), kept per context. */
-let invocation: { coldStart: boolean; arn: string; memory: string; name: string; text: string } | undefined;
-
-function invocationFields(context: Context, coldStart: boolean): string {
-  const { invokedFunctionArn: arn, memoryLimitInMB: memory, functionName: name } = context;
-  if (
-    invocation === undefined ||
-    invocation.coldStart !== coldStart ||
-    invocation.arn !== arn ||
-    invocation.memory !== memory ||
-    invocation.name !== name
-  ) {
-    const text =
-      field('service', powertoolsFormat.service) +
-      field('cold_start', coldStart) +
-      field('function_arn', arn) +
-      field('function_memory_size', memory) +
-      field('function_name', name);
-    invocation = { coldStart, arn, memory, name, text };
-  }
-  return invocation.text;
 }
 
 function round(ms: number): number {

@@ -16,7 +16,31 @@ export function commonNameMatcher(patterns: readonly string[]): (commonName: str
   return (commonName) => commonName !== undefined && regexes.some((r) => r.test(commonName));
 }
 
-/** The CN of a subject DN as API Gateway gives it (`CN=a,O=b`) or as Node prints it (`CN=a\nO=b`). */
+/**
+ * The first CN of a subject DN as the front doors give it (RFC 2253: `CN=a,O=b`, where `\,` is a
+ * comma inside a value) or as Node prints it (`CN=a\nO=b`). An escaped separator never starts an
+ * attribute: `O=x\,CN=y` has no CN.
+ */
 export function commonNameOf(subject: string | undefined): string | undefined {
-  return /(?:^|[,\n])\s*CN=([^,\n]+)/.exec(subject ?? '')?.[1]?.trim();
+  for (const attribute of attributesOf(subject ?? '')) {
+    const match = /^\s*CN=(.*)$/.exec(attribute);
+    if (match) return (match[1] as string).trim().replace(/\\(.)/g, '$1');
+  }
+  return undefined;
+}
+
+/** The attributes of a DN, split at unescaped `,`, `+` (a multi-valued RDN) and newlines. */
+function attributesOf(dn: string): string[] {
+  const attributes: string[] = [];
+  let start = 0;
+  for (let i = 0; i < dn.length; i++) {
+    const c = dn[i];
+    if (c === '\\') i++;
+    else if (c === ',' || c === '+' || c === '\n') {
+      attributes.push(dn.slice(start, i));
+      start = i + 1;
+    }
+  }
+  attributes.push(dn.slice(start));
+  return attributes;
 }

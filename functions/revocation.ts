@@ -9,6 +9,7 @@
 // (`*`). A revoked key answers GetKeyMetadata with keyStatus DISABLED and Encrypt and Decrypt with
 // InvalidStateException (spec: Error codes, "the specified external key or key store is disabled");
 // in a revoked key store every key does. GetHealthStatus is unchanged: it reports the HSMs.
+import { KEY_ID, NAME } from './ids.ts';
 
 /** The switch's document; other fields are kept by the CLI and ignored here. */
 export interface RevocationDocument {
@@ -17,7 +18,6 @@ export interface RevocationDocument {
 }
 
 export const ALL_KEYSTORES = '*';
-const ENTRY = /^(?:\*|[A-Za-z0-9._-]{1,64}(?:\/[A-Za-z0-9._-]{1,128})?)$/;
 /** Far above any real list, far below what would slow a lookup or a log line down. */
 const MAX_ENTRIES = 10_000;
 
@@ -35,13 +35,20 @@ export function parseRevocation(text: string, where: string): RevocationDocument
   }
   if (revoked.length > MAX_ENTRIES) throw new Error(`${where}: more than ${MAX_ENTRIES} revocations`);
   for (const entry of revoked) {
-    if (typeof entry !== 'string' || !ENTRY.test(entry)) {
+    if (typeof entry !== 'string' || !isEntry(entry)) {
       throw new Error(
         `${where}: each revocation is "*", "<keystore>" or "<keystore>/<externalKeyId>" (A-Z a-z 0-9 . - _)`,
       );
     }
   }
   return value as RevocationDocument;
+}
+
+/** `*`, `<keystore>` or `<keystore>/<externalKeyId>`. */
+function isEntry(entry: string): boolean {
+  if (entry === ALL_KEYSTORES) return true;
+  const [keystore = '', keyId, ...rest] = entry.split('/');
+  return rest.length === 0 && NAME.test(keystore) && (keyId === undefined || KEY_ID.test(keyId));
 }
 
 /** One entry's change, as the proxy logs and audits it. */

@@ -36,3 +36,24 @@ export function resourceOf(route: Route): string {
   const suffix = { GetKeyMetadata: 'metadata', Encrypt: 'encrypt', Decrypt: 'decrypt' }[route.operation];
   return `${base}/keys/{keyId}/${suffix}`;
 }
+
+/**
+ * The path pattern of each route in the ALB's listener rules (infra/alb/), in their order: any
+ * prefix, so that four rules serve any number of key stores; the function then checks the prefix
+ * and the route itself. In a path pattern `*` matches any characters, `/` included.
+ */
+export const ALB_PATH_PATTERNS: ReadonlyArray<readonly [Operation, string]> = [
+  ['GetHealthStatus', '*/kms/xks/v1/health'],
+  ['GetKeyMetadata', '*/kms/xks/v1/keys/*/metadata'],
+  ['Encrypt', '*/kms/xks/v1/keys/*/encrypt'],
+  ['Decrypt', '*/kms/xks/v1/keys/*/decrypt'],
+];
+
+/** Whether an ALB path pattern matches a path: `*` any characters, `?` exactly one, case-sensitive. */
+export function matchesPathPattern(pattern: string, path: string): boolean {
+  const regex = pattern
+    .split('')
+    .map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
+    .join('');
+  return new RegExp(`^${regex}$`, 's').test(path);
+}

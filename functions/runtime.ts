@@ -1,37 +1,125 @@
-// What every handler shares, created once per process at module scope, i.e. in the Lambda init
-// phase: the validated configuration and its secrets, the HSM session (C_Initialize, C_OpenSession,
-// C_Login), the key stores, the logger and the metrics.
+// What every request of a process shares, made by createRuntime: the validated configuration and
+// its secrets, the HSM fleet (C_Initialize, C_OpenSession, C_Login), the key stores and their
+// credential sources, the logger, the metrics, the audit chain and the revocation switch. A Lambda
+// entry file makes its runtime in the init phase; the local server and the tests make theirs.
+// Importing this file does nothing: one process may hold several runtimes, each its own.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { HsmFleet } from '../layers/pkcs11/fleet.ts';
-import type { Hsm } from '../layers/pkcs11/hsm.ts';
 import { VENDOR_PROFILES } from '../layers/pkcs11/profiles.ts';
 import { WorkerHsm } from '../layers/pkcs11/worker-hsm.ts';
-import { AUDIT_KEY_BYTES, type AuditChain, parseAuditKey, startAuditChain, writeAuditLine } from './audit.ts';
+import { AUDIT_KEY_BYTES, AuditChain, parseAuditKey } from './audit.ts';
 import { type Authorizer, createAuthorizer } from './authorization.ts';
+import { readSecret } from './aws.ts';
 import {
   type Credential,
+  type CredentialRules,
   type KeystoreConfig,
-  loadConfig,
   type ProxyConfig,
   parseCredentialsSecret,
   parsePinSecret,
 } from './config.ts';
+import type { FrontDoor } from './front-door.ts';
+import { commonNameMatcher } from './mtls.ts';
 import { ALL_KEYSTORES, RevocationSwitch } from './revocation.ts';
-import { hsmAad, METADATA_V1 } from './xks.ts';
+import { healthRoundTrip } from './xks.ts';
 
 export const SERVICE = 'xks-proxy';
+const NAMESPACE = 'XksProxy';
 
-export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? SERVICE });
-export const metrics = new Metrics({
-  namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'XksProxy',
-  serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? SERVICE,
-});
+export interface RuntimeOptions {
+  /**
+   * Running as a Lambda function: credentials read later must not be the public demo ones, and
+   * behind API Gateway, API Gateway enforces the key stores' throttle.
+   */
+  inLambda?: boolean;
+  /**
+   * The Lambda function's front door. Behind an ALB, which has no throttling of its own, each
+   * environment enforces the key stores' throttle itself: the limits are then per environment
+   * (docs/deploy.md, "API Gateway or ALB").
+   */
+  frontDoor?: FrontDoor;
+}
 
-export const config: ProxyConfig = loadConfig();
+export interface Runtime {
+  readonly config: ProxyConfig;
+  /** Lines at the configured level (POWERTOOLS_LOG_LEVEL): start-up, HSM events, failed refreshes. */
+  readonly logger: Logger;
+  /**
+   * The lines that carry audit records: each request's line, the chain's start, the revocation
+   * switch's changes. Written whatever the configured level: a record left out breaks the chain.
+   */
+  readonly auditLogger: Logger;
+  readonly metrics: Metrics;
+  readonly hsm: HsmFleet;
+  /** Key stores by path prefix. */
+  readonly keystores: ReadonlyMap<string, Keystore>;
+  /** This runtime's audit chain (functions/audit.ts), started when the runtime was made. */
+  readonly audit: AuditChain;
+  /** With clientCertificate: whether a client certificate's subject CN may call the proxy. */
+  readonly allowsCommonName: ((commonName: string | undefined) => boolean) | undefined;
+  /** Step 0 of every request: the sources that can change while the proxy runs, read again when due. */
+  refreshIfDue(): Promise<unknown> | undefined;
+  /** Stops the HSM workers. */
+  close(): void;
+}
+
+/**
+ * The runtime of `config`. It is ready once an HSM has logged in and done a round trip (at most
+ * hsm.startTimeoutMs later: see warmUp). Fails, naming the cause but never a secret, when a secret,
+ * a policy file, a credentials file, the audit key or the revocation switch cannot be read.
+ */
+export async function createRuntime(config: ProxyConfig, options: RuntimeOptions = {}): Promise<Runtime> {
+  const serviceName = process.env.POWERTOOLS_SERVICE_NAME || SERVICE;
+  const logger = new Logger({ serviceName });
+  const auditLogger = logger.createChild({ logLevel: 'INFO' });
+  const metrics = new Metrics({
+    namespace: process.env.POWERTOOLS_METRICS_NAMESPACE || NAMESPACE,
+    serviceName,
+  });
+  // First: the HSMs log in on their worker threads while the rest is read.
+  const hsm = await createFleet(config, logger);
+  try {
+    const audit = new AuditChain(await auditKey(config, logger));
+    auditLogger.info('Audit chain start', { audit: audit.start() });
+    const revocation = config.revocation && revocationSwitch(config.revocation, audit, logger, auditLogger);
+    await revocation?.load();
+    const throttled = options.inLambda !== true || options.frontDoor === 'alb';
+    const keystores = new Map(
+      config.keystores.map((ks) => [
+        ks.pathPrefix,
+        new Keystore(ks, { config, revocation, throttled, logger }),
+      ]),
+    );
+    const credentials = new CredentialSources(config, keystores, logger, { inLambda: options.inLambda });
+    credentials.refreshFiles();
+    await credentials.refreshIfDue();
+    await warmUp(hsm, config, logger);
+    const allowed = config.clientCertificate?.allowedCommonNames;
+    return {
+      config,
+      logger,
+      auditLogger,
+      metrics,
+      hsm,
+      keystores,
+      audit,
+      allowsCommonName: allowed && commonNameMatcher(allowed),
+      refreshIfDue: () => {
+        const read = credentials.refreshIfDue();
+        const revoked = revocation?.refreshIfDue();
+        return read && revoked ? Promise.all([read, revoked]) : (read ?? revoked);
+      },
+      close: () => hsm.close(),
+    };
+  } catch (error) {
+    hsm.close();
+    throw error;
+  }
+}
 
 /** A key store, ready for per-request use: its credentials and keys indexed once. */
 export class Keystore {
@@ -40,27 +128,40 @@ export class Keystore {
   readonly allowedRegions: ReadonlySet<string> | undefined;
   /** The key store's Cedar policies; none means SigV4 alone decides. */
   readonly authorizer: Authorizer | undefined;
+  readonly #healthCheckKey: string;
   readonly #keys: ReadonlySet<string>;
   readonly #disabled: ReadonlySet<string>;
   readonly #keyPattern: RegExp | undefined;
   readonly #quota: TokenBucket | undefined;
   readonly #awsSampleMetadata: Buffer | undefined;
+  readonly #revocation: RevocationSwitch | undefined;
   #secrets = new Map<string, string>();
 
-  constructor(ks: KeystoreConfig) {
+  constructor(
+    ks: KeystoreConfig,
+    context: {
+      config: ProxyConfig;
+      revocation: RevocationSwitch | undefined;
+      /** Whether this process enforces the key store's throttle (API Gateway does, in front of Lambda). */
+      throttled: boolean;
+      logger: Logger;
+    },
+  ) {
     this.name = ks.name;
     this.pathPrefix = ks.pathPrefix;
     this.allowedRegions = ks.allowedRegions && new Set(ks.allowedRegions);
+    this.#healthCheckKey = context.config.hsm.healthCheckKeyLabel;
     this.#keys = new Set(ks.keys);
     this.#disabled = new Set(ks.disabledKeys);
     this.#keyPattern = ks.keyPattern === undefined ? undefined : new RegExp(ks.keyPattern);
+    this.#revocation = context.revocation;
     const sample = ks.awsSampleProxy?.ciphertextMetadata;
     this.#awsSampleMetadata = sample === undefined ? undefined : Buffer.from(sample, 'base64');
     // Parsed and checked now: a broken policy stops the start-up, never a request.
-    this.authorizer = ks.policyFile === undefined ? undefined : loadPolicies(ks.name, ks.policyFile);
-    // In Lambda, API Gateway enforces the quota (each environment would only see its own share).
+    this.authorizer =
+      ks.policyFile === undefined ? undefined : loadPolicies(ks.name, ks.policyFile, context.logger);
     this.#quota =
-      ks.throttle && process.env.AWS_LAMBDA_FUNCTION_NAME === undefined
+      ks.throttle && context.throttled
         ? new TokenBucket(ks.throttle.rateLimit, ks.throttle.burstLimit)
         : undefined;
     if (ks.credentials) this.setCredentials(ks.credentials);
@@ -71,7 +172,7 @@ export class Keystore {
 
   /** Whether this key store may use an external key id; never the health-check key. */
   allows(keyId: string): boolean {
-    if (keyId === config.hsm.healthCheckKeyLabel) return false;
+    if (keyId === this.#healthCheckKey) return false;
     return this.#keys.has(keyId) || (this.#keyPattern?.test(keyId) ?? false);
   }
 
@@ -90,12 +191,12 @@ export class Keystore {
    */
   disabled(keyId: string): string | undefined {
     if (this.#disabled.has(keyId)) return 'The external key is disabled';
-    return revocation?.reason(this.name, keyId);
+    return this.#revocation?.reason(this.name, keyId);
   }
 
   /** Whether the revocation switch has cut this key store off (its log lines say so). */
   get revoked(): boolean {
-    return revocation?.reason(this.name) !== undefined;
+    return this.#revocation?.reason(this.name) !== undefined;
   }
 
   /** Takes one request from the key store's quota; false when it is used up. */
@@ -108,28 +209,31 @@ export class Keystore {
   }
 }
 
-function loadPolicies(keystore: string, file: string): Authorizer {
+function loadPolicies(keystore: string, file: string, logger: Logger): Authorizer {
   const authorizer = createAuthorizer(readFileSync(file, 'utf8'), keystore);
   for (const finding of authorizer.warnings) logger.warn('Cedar policy finding', { keystore, finding });
   logger.info('Cedar policies loaded', { keystore, policyIds: authorizer.policyIds });
   return authorizer;
 }
 
-/** `rate` tokens a second, at most `burst` saved up. */
-class TokenBucket {
+/** `rate` tokens a second, at most `burst` saved up; `now` in milliseconds. */
+export class TokenBucket {
   readonly #rate: number;
   readonly #burst: number;
+  readonly #now: () => number;
   #tokens: number;
-  #updated = performance.now();
+  #updated: number;
 
-  constructor(rate: number, burst: number) {
+  constructor(rate: number, burst: number, now: () => number = performance.now.bind(performance)) {
     this.#rate = rate;
     this.#burst = burst;
+    this.#now = now;
     this.#tokens = burst;
+    this.#updated = now();
   }
 
   take(): boolean {
-    const now = performance.now();
+    const now = this.#now();
     this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#updated) / 1000) * this.#rate);
     this.#updated = now;
     if (this.#tokens < 1) return false;
@@ -137,11 +241,6 @@ class TokenBucket {
     return true;
   }
 }
-
-/** Key stores by path prefix. */
-export const keystores: ReadonlyMap<string, Keystore> = new Map(
-  config.keystores.map((ks) => [ks.pathPrefix, new Keystore(ks)]),
-);
 
 /**
  * Key store credentials that can change while the proxy runs, so that a rotation (add the new
@@ -151,14 +250,32 @@ export const keystores: ReadonlyMap<string, Keystore> = new Map(
  * A source that cannot be read any more keeps the credentials it last gave.
  */
 class CredentialSources {
+  readonly #config: ProxyConfig;
+  readonly #keystores: ReadonlyMap<string, Keystore>;
+  readonly #logger: Logger;
+  readonly #rules: CredentialRules;
   #secretsExpire = 0;
   #secretsLoaded = false;
   #inflight: Promise<void> | undefined;
   #filesCheckedAt = 0;
   /** mtime, inode and size of each file as last read: a change in any is a new version. */
   readonly #fileVersions = new Map<string, string>();
-  readonly #secretSources = config.keystores.filter((ks) => ks.credentialsSecretArn !== undefined);
-  readonly #fileSources = config.keystores.filter((ks) => ks.credentialsFile !== undefined);
+  readonly #secretSources: KeystoreConfig[];
+  readonly #fileSources: KeystoreConfig[];
+
+  constructor(
+    config: ProxyConfig,
+    keystores: ReadonlyMap<string, Keystore>,
+    logger: Logger,
+    rules: CredentialRules,
+  ) {
+    this.#config = config;
+    this.#keystores = keystores;
+    this.#logger = logger;
+    this.#rules = rules;
+    this.#secretSources = config.keystores.filter((ks) => ks.credentialsSecretArn !== undefined);
+    this.#fileSources = config.keystores.filter((ks) => ks.credentialsFile !== undefined);
+  }
 
   /** A promise only when Secrets Manager is due: otherwise the request goes on without yielding. */
   refreshIfDue(): Promise<void> | undefined {
@@ -177,17 +294,16 @@ class CredentialSources {
       const file = ks.credentialsFile as string;
       const known = this.#fileVersions.get(file);
       try {
-        const stat = statSync(file);
-        const version = `${stat.mtimeMs}/${stat.ino}/${stat.size}`;
+        const version = versionOf(file);
         if (version === known) continue;
-        keystores
+        this.#keystores
           .get(ks.pathPrefix)
-          ?.setCredentials(parseCredentialsSecret(ks.name, readFileSync(file, 'utf8')));
+          ?.setCredentials(parseCredentialsSecret(ks.name, readFileSync(file, 'utf8'), this.#rules));
         this.#fileVersions.set(file, version);
-        if (known !== undefined) logger.info('Key store credentials changed', { keystore: ks.name });
+        if (known !== undefined) this.#logger.info('Key store credentials changed', { keystore: ks.name });
       } catch (error) {
         if (known === undefined) throw error;
-        logger.warn('Could not read the key store credentials again; keeping the previous ones', {
+        this.#logger.warn('Could not read the key store credentials again; keeping the previous ones', {
           keystore: ks.name,
           error,
         });
@@ -196,52 +312,49 @@ class CredentialSources {
   }
 
   async #refreshSecrets(): Promise<void> {
+    const { cacheSeconds } = this.#config.secrets;
     try {
       for (const ks of this.#secretSources) {
-        const credentials = await readSecret(ks.credentialsSecretArn as string, (text) =>
-          parseCredentialsSecret(ks.name, text),
+        const credentials = await secretOf(ks.credentialsSecretArn as string, (text) =>
+          parseCredentialsSecret(ks.name, text, this.#rules),
         );
-        keystores.get(ks.pathPrefix)?.setCredentials(credentials);
+        this.#keystores.get(ks.pathPrefix)?.setCredentials(credentials);
       }
       this.#secretsLoaded = true;
-      this.#secretsExpire = Date.now() + config.secrets.cacheSeconds * 1000;
+      this.#secretsExpire = Date.now() + cacheSeconds * 1000;
     } catch (error) {
       if (!this.#secretsLoaded) throw error;
       // Keep serving with the credentials already known; try again soon.
-      logger.warn('Could not read the key store credentials again; keeping the previous ones', { error });
-      this.#secretsExpire = Date.now() + Math.min(config.secrets.cacheSeconds, 30) * 1000;
+      this.#logger.warn('Could not read the key store credentials again; keeping the previous ones', {
+        error,
+      });
+      this.#secretsExpire = Date.now() + Math.min(cacheSeconds, 30) * 1000;
     }
   }
 }
 
-export const credentialSources = new CredentialSources();
-credentialSources.refreshFiles();
+/** A file's version: a change of its mtime, inode or size is a new one. */
+function versionOf(file: string): string {
+  const stat = statSync(file);
+  return `${stat.mtimeMs}/${stat.ino}/${stat.size}`;
+}
 
-/**
- * A Secrets Manager secret, parsed. What fails names the secret and why (the SDK's error, the
- * parser's message), never its value: at start-up it is the error of the init phase.
- */
-async function readSecret<T>(id: string, parse: (text: string) => T): Promise<T> {
-  // Loaded only when a secret is configured: local runs never touch the AWS SDK.
-  const { getSecret } = await import('@aws-lambda-powertools/parameters/secrets');
-  let value: unknown;
+/** A Secrets Manager secret, parsed; a parser's complaint names the secret, never its value. */
+async function secretOf<T>(id: string, parse: (text: string) => T): Promise<T> {
+  const text = await readSecret(id);
   try {
-    value = await getSecret(id, { forceFetch: true });
-  } catch (error) {
-    const sdkError = ((error as Error).cause ?? error) as Error;
-    throw new Error(`Cannot read the secret ${id}: ${sdkError.name}: ${sdkError.message}`, { cause: error });
-  }
-  if (typeof value !== 'string') throw new Error(`The secret ${id} has no SecretString`);
-  try {
-    return parse(value);
+    return parse(text);
   } catch (error) {
     throw new Error(`The secret ${id}: ${(error as Error).message}`, { cause: error });
   }
 }
 
-async function pinOf(member: { pin?: string; pinSecretArn?: string }): Promise<string> {
+async function pinOf(member: {
+  pin?: string | undefined;
+  pinSecretArn?: string | undefined;
+}): Promise<string> {
   if (member.pin === undefined && member.pinSecretArn !== undefined) {
-    return readSecret(member.pinSecretArn, parsePinSecret);
+    return secretOf(member.pinSecretArn, parsePinSecret);
   }
   return member.pin as string;
 }
@@ -250,14 +363,13 @@ async function pinOf(member: { pin?: string; pinSecretArn?: string }): Promise<s
  * The HSMs: the `hsm` section, or each of its `fleet` entries with the section's values as
  * defaults. Each runs in a worker thread of its own (per-call deadlines), connecting meanwhile.
  */
-async function createFleet(): Promise<HsmFleet> {
+async function createFleet(config: ProxyConfig, logger: Logger): Promise<HsmFleet> {
   const { fleet, ...defaults } = config.hsm;
   const members = fleet ?? [{ name: defaults.tokenSerial ?? defaults.tokenLabel }];
   const created = [];
   for (const member of members) {
     const own = member.pin !== undefined || member.pinSecretArn !== undefined;
-    // XKS_HSM_PIN (local use) is the `hsm` section's PIN, and so the default of every HSM.
-    const pin = await pinOf(own ? member : process.env.XKS_HSM_PIN ? { pin: defaults.pin } : defaults);
+    const pin = await pinOf(own ? member : defaults);
     const profile = member.profile ?? defaults.profile;
     const tokenSerial = member.tokenSerial ?? (member.tokenLabel ? undefined : defaults.tokenSerial);
     const hsm = new WorkerHsm({
@@ -280,29 +392,19 @@ async function createFleet(): Promise<HsmFleet> {
   return new HsmFleet(created);
 }
 
-/** GetHealthStatus's deep check, a real AES-GCM round trip with the health-check key (never a customer key). */
-export async function healthRoundTrip(hsm: Hsm): Promise<void> {
-  const key = await hsm.findKey(config.hsm.healthCheckKeyLabel);
-  if (key === undefined) throw new Error(`health-check key '${config.hsm.healthCheckKeyLabel}' not found`);
-  const probe = randomBytes(32);
-  const aad = hsmAad(undefined, METADATA_V1);
-  const decrypted = await hsm.decrypt(key, await hsm.encrypt(key, probe, aad), aad);
-  if (!decrypted.equals(probe)) throw new Error('health-check round trip returned other bytes');
-}
-
 /**
- * The init phase ends only once an HSM has logged in and done a round trip: provisioned concurrency
- * runs the init ahead of traffic, and an environment frozen with its login under way would make
- * its first request pay for it, against KMS's 250 ms. The first call waits for the login at most
- * startTimeoutMs; the HSMs are tried in order until one answers, not after that long. One that is
- * not ready does not stop the start-up: requests and the health check report it.
+ * The runtime is ready only once an HSM has logged in and done a round trip: provisioned
+ * concurrency runs the init phase ahead of traffic, and an environment frozen with its login under
+ * way would make its first request pay for it, against KMS's 250 ms. The first call waits for the
+ * login at most startTimeoutMs; the HSMs are tried in order until one answers, not after that long.
+ * One that is not ready does not stop the start-up: requests and the health check report it.
  */
-async function warmUp(fleet: HsmFleet): Promise<void> {
+async function warmUp(fleet: HsmFleet, config: ProxyConfig, logger: Logger): Promise<void> {
   const deadline = performance.now() + config.hsm.startTimeoutMs;
   for (const [index, member] of fleet.members.entries()) {
     if (index > 0 && performance.now() > deadline) return;
     try {
-      await fleet.probe(index, healthRoundTrip);
+      await fleet.probe(index, (hsm) => healthRoundTrip(hsm, config.hsm.healthCheckKeyLabel));
       return;
     } catch (error) {
       logger.warn('HSM not ready at the end of the init phase', { hsm: member.name, error });
@@ -311,11 +413,11 @@ async function warmUp(fleet: HsmFleet): Promise<void> {
 }
 
 /** The audit key: from the configuration, or a random one that no one can verify with. */
-async function auditKey(): Promise<Buffer> {
+async function auditKey(config: ProxyConfig, logger: Logger): Promise<Buffer> {
   const { keyFile, keySecretArn } = config.audit ?? {};
   if (keyFile !== undefined) return parseAuditKey(readFileSync(keyFile, 'utf8'), 'audit.keyFile');
   if (keySecretArn !== undefined) {
-    return readSecret(keySecretArn, (text) => parseAuditKey(text, 'audit.keySecretArn'));
+    return secretOf(keySecretArn, (text) => parseAuditKey(text, 'audit.keySecretArn'));
   }
   logger.warn(
     'No audit key (audit.keyFile or audit.keySecretArn): this process keys its audit records with a random key it never stores, so they cannot be verified',
@@ -323,47 +425,37 @@ async function auditKey(): Promise<Buffer> {
   return randomBytes(AUDIT_KEY_BYTES);
 }
 
-/** This process's audit chain (functions/audit.ts); its start marker is written now, at init. */
-export const auditTrail: AuditChain = startAuditChain(await auditKey());
-
 /**
- * The revocation switch (functions/revocation.ts), read now and again when due. Each change it
- * sees is logged with its audit record, whatever the log level, like the chain's start.
+ * The revocation switch (functions/revocation.ts). Each change it sees is logged with its audit
+ * record, like the chain's start.
  */
-export const revocation: RevocationSwitch | undefined =
-  config.revocation &&
-  new RevocationSwitch(config.revocation, {
-    readSecret: (arn) => readSecret(arn, (text) => text),
+function revocationSwitch(
+  source: NonNullable<ProxyConfig['revocation']>,
+  audit: AuditChain,
+  logger: Logger,
+  auditLogger: Logger,
+): RevocationSwitch {
+  return new RevocationSwitch(source, {
+    readSecret,
     readFile: (path) => {
-      const stat = statSync(path);
-      return { text: readFileSync(path, 'utf8'), version: `${stat.mtimeMs}/${stat.ino}/${stat.size}` };
+      const version = versionOf(path);
+      return { text: readFileSync(path, 'utf8'), version };
     },
     onChange: (changes, source) => {
       for (const { entry, revoked } of changes) {
         const [keystore, keyId] = entry.split('/');
-        const audit = auditTrail.next(
+        const record = audit.next(
           { keystore: keystore === ALL_KEYSTORES ? undefined : keystore, keyId, revoked, source },
           new Date(),
           'revocation',
         );
         const what = keystore === ALL_KEYSTORES ? 'every key store' : (keyId ?? 'the whole key store');
-        writeAuditLine(revoked ? 'WARN' : 'INFO', `Revocation ${revoked ? 'on' : 'off'}: ${what}`, audit);
+        const message = `Revocation ${revoked ? 'on' : 'off'}: ${what}`;
+        if (revoked) auditLogger.warn(message, { audit: record });
+        else auditLogger.info(message, { audit: record });
       }
     },
     onError: (error, source) =>
       logger.warn('Could not read the revocation switch again; keeping what it said last', { source, error }),
   });
-await revocation?.load();
-
-/** Step 0 of every request: the sources that can change while the proxy runs, read again when due. */
-export function refreshIfDue(): Promise<unknown> | undefined {
-  const credentials = credentialSources.refreshIfDue();
-  const revoked = revocation?.refreshIfDue();
-  return credentials && revoked ? Promise.all([credentials, revoked]) : (credentials ?? revoked);
 }
-
-export const hsm: HsmFleet = await createFleet();
-
-await credentialSources.refreshIfDue();
-// Last: the HSM logs in on its worker thread while the secrets are read.
-await warmUp(hsm);

@@ -9,16 +9,14 @@ import type { Operation } from './routes.ts';
  * The Base64 fields that carry data (plaintext, ciphertext, AAD, ciphertextMetadata) are only
  * checked for type and emptiness here: their alphabet, padding and canonical form are checked where
  * they are decoded (decodeBase64 in xks.ts: the decoded bytes must encode back to the same string),
- * which refuses every string the former pattern `^[A-Za-z0-9+/]*={0,2}$` refused, with the same
- * 400 ValidationException. A pattern here cost a regular expression over up to 87 KB per field on
- * top of that decode (81 us on an 8 KiB AAD against 6 us for the decode itself).
- * The IV and the tag are short and have exact lengths: their patterns stay.
+ * with the same 400 ValidationException. A pattern here would scan up to 87 KB per field once more
+ * (docs/performance.md). The IV and the tag are short, of exact lengths: patterns check them here.
  */
 const base64 = { type: 'string' } as const;
 /**
  * Not empty: a pattern anchored at the start that looks at one character only (ajv's minLength
- * counts the code points of the whole string, ~17 us per maximum-size Encrypt for plaintext and
- * AAD). Too short to be Base64 at all ("AA") is found where the field is decoded, and said so.
+ * counts the code points of the whole string). Too short to be Base64 at all ("AA") is found where
+ * the field is decoded, and said so.
  */
 const nonEmptyBase64 = { ...base64, pattern: '^[^]' } as const;
 

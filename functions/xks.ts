@@ -1,6 +1,6 @@
-// XKS domain rules that are pure computation: Base64 fields, the AAD handed to the HSM, the
-// proxy's ciphertextMetadata, and the CDIV.
-import { createHash } from 'node:crypto';
+// XKS domain rules that are pure computation: Base64 fields, the AAD handed to the HSM,
+// the proxy's ciphertextMetadata, the CDIV, and the health check's round trip.
+import { createHash, randomBytes } from 'node:crypto';
 import type { Hsm, HsmKey, KeyUsage } from '../layers/pkcs11/hsm.ts';
 import { XksError } from './errors.ts';
 
@@ -183,4 +183,17 @@ export function requireUsage(key: HsmKey, usage: KeyUsage): void {
   if (!key.usage.has(usage)) {
     throw new XksError('InvalidKeyUsageException', `The external key does not allow ${usage}`);
   }
+}
+
+/**
+ * GetHealthStatus's deep check: a real AES-GCM encrypt and decrypt with the health-check key
+ * (never a customer key), which must give back the bytes it was given.
+ */
+export async function healthRoundTrip(hsm: Hsm, healthCheckKeyLabel: string): Promise<void> {
+  const key = await hsm.findKey(healthCheckKeyLabel);
+  if (key === undefined) throw new Error(`health-check key '${healthCheckKeyLabel}' not found`);
+  const probe = randomBytes(32);
+  const aad = hsmAad(undefined, METADATA_V1);
+  const decrypted = await hsm.decrypt(key, await hsm.encrypt(key, probe, aad), aad);
+  if (!decrypted.equals(probe)) throw new Error('health-check round trip returned other bytes');
 }

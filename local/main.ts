@@ -2,7 +2,10 @@
 // deploy to AWS.
 //
 //   node local/main.ts [--host 127.0.0.1] [--port 8443] [--no-tls] [--state-dir .local]
-//                      [--config my-config.json]
+//                      [--config my-config.json] [--front-door apigateway|alb]
+//
+// --front-door: the events the handlers get and how paths are routed to them, as behind API Gateway
+// (the default) or an Application Load Balancer (local/server.ts).
 //
 // Without --config it runs the demo: a SoftHSM token and a key store that match the defaults of
 // AWS's public XKS test client (PUBLIC credentials: for local use only). With --config it serves
@@ -13,9 +16,11 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DEMO_CREDENTIAL, type ProxyConfig } from '../functions/config.ts';
+import { DEMO_CREDENTIAL, type ProxyConfig, readConfig } from '../functions/config.ts';
+import { createXksApi } from '../functions/handlers.ts';
+import { createRuntime } from '../functions/runtime.ts';
 import { DEMO_KEYS, ensureSoftHsmToken, HEALTH_CHECK_KEY } from '../scripts/softhsm.ts';
-import { createProxyServer, type LambdaHandler } from './server.ts';
+import { createProxyServer } from './server.ts';
 import { selfSignedCertificate } from './tls.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -26,46 +31,38 @@ const { values: args } = parseArgs({
     tls: { type: 'boolean', default: true },
     'state-dir': { type: 'string', default: join(root, '.local') },
     config: { type: 'string' },
+    'front-door': { type: 'string', default: 'apigateway' },
   },
   allowNegative: true,
 });
 
 const DEMO_PREFIX = '/example/uri/path/prefix';
+const frontDoor = args['front-door'];
+if (frontDoor !== 'apigateway' && frontDoor !== 'alb') {
+  process.stderr.write(`--front-door is apigateway or alb, not '${frontDoor}'\n`);
+  process.exit(2);
+}
 const stateDir = resolve(args['state-dir']);
 mkdirSync(stateDir, { recursive: true, mode: 0o700 });
 
 const configFile = args.config === undefined ? demoSetup() : resolve(args.config);
-process.env.XKS_PROXY_CONFIG = configFile;
-
-// Imported only now: the handlers read XKS_PROXY_CONFIG and log in to the HSM as they load.
-const [health, metadata, encrypt, decrypt] = await Promise.all([
-  import('../functions/getHealthStatus.ts'),
-  import('../functions/getKeyMetadata.ts'),
-  import('../functions/encrypt.ts'),
-  import('../functions/decrypt.ts'),
-]);
-const handlers = {
-  GetHealthStatus: health.handler as unknown as LambdaHandler,
-  GetKeyMetadata: metadata.handler as unknown as LambdaHandler,
-  Encrypt: encrypt.handler as unknown as LambdaHandler,
-  Decrypt: decrypt.handler as unknown as LambdaHandler,
-};
-
-const { config } = await import('../functions/runtime.ts');
-const { logRefusal } = await import('../functions/middleware.ts');
-const tls = args.tls ? selfSignedCertificate(stateDir) : undefined;
+// XKS_HSM_PIN, when set, is the PIN (the configuration then need not hold it).
+const config = readConfig(configFile, process.env);
 const mtls = config.clientCertificate;
 if (mtls && !mtls.caFile)
   throw new Error('clientCertificate.caFile is needed for mutual TLS in the local server');
-const clientCertificate = mtls && {
-  ca: readFileSync(mtls.caFile as string),
-  allowedCommonNames: mtls.allowedCommonNames,
-};
+// Logs in to the HSM, and waits for its first round trip.
+const runtime = await createRuntime(config);
+const api = createXksApi(runtime);
+const tls = args.tls ? selfSignedCertificate(stateDir) : undefined;
+const allows = runtime.allowsCommonName;
+const clientCertificate = mtls && allows ? { ca: readFileSync(mtls.caFile as string), allows } : undefined;
 const server = createProxyServer({
-  handlers,
+  handlers: api.handlers,
+  frontDoor,
   tls,
   clientCertificate,
-  onRefused: ({ error, ...request }) => logRefusal(error, request),
+  onRefused: ({ error, ...request }) => api.refused(error, request),
   ...config.localServer,
 });
 server.on('error', (err: NodeJS.ErrnoException) => {
@@ -82,6 +79,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     server.close();
     server.closeAllConnections();
+    runtime.close();
   });
 }
 
@@ -152,7 +150,7 @@ function banner(base: string): void {
     : '<access key id>:<secret>';
   const prefix = demo ? DEMO_PREFIX : '<path prefix>';
   const lines = [
-    `XKS proxy listening on ${base}${prefix}/kms/xks/v1`,
+    `XKS proxy listening on ${base}${prefix}/kms/xks/v1 (front door: ${frontDoor})`,
     '',
     'Try it:',
     `  curl --aws-sigv4 aws:amz:us-east-1:kms-xks-proxy --user ${user}${cacert} \\`,

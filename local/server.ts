@@ -1,7 +1,12 @@
-// A small HTTP(S) server that turns each request into the API Gateway REST (payload 1.0) event the
-// deployed API would send, and calls the same Lambda handler modules. Paths that name no XKS
-// route get what the deployed API answers (its gateway responses): 404 InvalidUriPathException.
-import { constants as cryptoConstants, randomUUID } from 'node:crypto';
+// A small HTTP(S) server that turns each request into the event a deployed front door would send,
+// and calls the same Lambda handlers (functions/handlers.ts): an API Gateway REST (payload 1.0)
+// event, routed as the deployed API routes it, or (frontDoor alb) an Application Load Balancer
+// event, routed as the ALB's listener rules route it. Paths that name no XKS route get what the
+// deployed front door answers itself (API Gateway's gateway responses, the listener's fixed
+// response): 404 InvalidUriPathException.
+
+import { isUtf8 } from 'node:buffer';
+import { constants as cryptoConstants, randomUUID, X509Certificate } from 'node:crypto';
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -14,12 +19,19 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import type { ALBEvent, APIGatewayProxyEvent, Context } from 'aws-lambda';
 import { safeErrorMessage, XksError } from '../functions/errors.ts';
-import { commonNameMatcher } from '../functions/mtls.ts';
-import { type Operation, parseRoute, type Route, resourceOf } from '../functions/routes.ts';
+import {
+  type ApiRoute,
+  albRoute,
+  apiRoute,
+  type FrontDoor,
+  type LambdaHandler,
+} from '../functions/handlers.ts';
 
-export type LambdaHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
+export type { FrontDoor, LambdaHandler };
+
+type Operation = ApiRoute['operation'];
 
 /**
  * What a hostile client can hold or make the server hold. KMS needs little of it: small signed
@@ -65,10 +77,8 @@ export interface ServerLimits {
 
 /**
  * The V8 flags the local server runs with (package.json `start`; the benchmarks start it the same
- * way): the young generation at a fixed 16 MB per semi-space from the start. Left to itself, V8
- * grows it under steady load minutes after start (committed heap 60 -> 94 -> 150 MB in --trace-gc,
- * RSS up in steps of 30-50 MB, live heap ~20 MB throughout: docs/reliability.md, Soak), so memory
- * is only predictable when it is fixed.
+ * way): the young generation fixed at 16 MB per semi-space, so that memory under a steady load is
+ * predictable (docs/performance.md, Memory; docs/reliability.md, Soak).
  */
 export const NODE_FLAGS: readonly string[] = ['--min-semi-space-size=16', '--max-semi-space-size=16'];
 
@@ -90,13 +100,20 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
 
 export interface ServerOptions extends Partial<ServerLimits> {
   handlers: Record<Operation, LambdaHandler>;
+  /**
+   * The front door the server plays (apigateway when absent): the events it makes, and how it
+   * routes a URI path to a handler (functions/handlers.ts apiRoute, albRoute).
+   */
+  frontDoor?: FrontDoor;
   /** PEM key and certificate; plain HTTP without them. */
   tls?: { key: Buffer | string; cert: Buffer | string };
   /**
-   * Mutual TLS: client certificates must chain to `ca` and carry an allowed subject CN; any other
-   * client is cut off right after the handshake, before a request is read.
+   * Mutual TLS: client certificates must chain to `ca`. As API Gateway, the server also cuts off a
+   * client whose subject CN `allows` refuses, right after the handshake, before a request is read;
+   * as an ALB in verify mode it checks the chain only, and passes the subject on in the
+   * X-Amzn-Mtls-Clientcert-* headers, for the handler to check.
    */
-  clientCertificate?: { ca: Buffer | string; allowedCommonNames: string[] };
+  clientCertificate?: { ca: Buffer | string; allows: (commonName: string | undefined) => boolean };
   stage?: string;
   /**
    * Told of every request the server answers itself, without a handler (an unknown path, its own
@@ -185,11 +202,10 @@ export function createProxyServer(options: ServerOptions): Server {
         listener,
       )
     : createHttpServer(http, listener);
-  if (mtls && options.tls) {
-    const allowed = commonNameMatcher(mtls.allowedCommonNames);
+  if (mtls && options.tls && options.frontDoor !== 'alb') {
     // Before the HTTP layer's own listener, so that not a byte of a request is read.
     server.prependListener('secureConnection', (socket: TLSSocket) => {
-      if (!allowed(socket.getPeerCertificate().subject?.CN as string | undefined)) socket.destroy();
+      if (!mtls.allows(socket.getPeerCertificate().subject?.CN as string | undefined)) socket.destroy();
     });
   }
   server.maxConnections = limits.maxConnections;
@@ -260,10 +276,12 @@ async function handle(
   const url = req.url ?? '/';
   const queryAt = url.indexOf('?');
   const path = queryAt === -1 ? url : url.slice(0, queryAt);
-  const route = parseRoute(path);
+  const alb = options.frontDoor === 'alb';
+  const api = alb ? undefined : apiRoute(path);
+  const operation = alb ? albRoute(path) : api?.operation;
   // Read (or, for an unknown path, drained) only up to the limit, whatever the path.
-  const body = await readBody(req, limits.maxBodyBytes, route !== undefined);
-  if (route === undefined) {
+  const body = await readBody(req, limits.maxBodyBytes, operation !== undefined);
+  if (operation === undefined) {
     const error = new XksError('InvalidUriPathException', 'No XKS API at this URI path');
     refuse(req, res, error, body === undefined, context);
     return;
@@ -276,16 +294,14 @@ async function handle(
     refuse(req, res, error, true, context);
     return;
   }
-  const event = toEvent(
-    req,
-    path,
-    route,
-    queryAt === -1 ? '' : url.slice(queryAt + 1),
-    body,
-    options.stage ?? 'local',
-  );
-  const result = await options.handlers[route.operation](event, lambdaContext(route.operation, event));
-  send(res, result.statusCode, result.headers ?? {}, result.body);
+  const query = queryAt === -1 ? '' : url.slice(queryAt + 1);
+  const requestId = randomUUID();
+  const event = alb
+    ? toAlbEvent(req, path, query, body)
+    : toEvent(req, path, api as ApiRoute, query, body, options.stage ?? 'local', requestId);
+  const result = await options.handlers[operation](event, lambdaContext(operation, requestId));
+  const headers = 'multiValueHeaders' in result ? result.multiValueHeaders : result.headers;
+  send(res, result.statusCode, headers ?? {}, result.body);
 }
 
 function hostCount(rawHeaders: string[]): number {
@@ -408,10 +424,11 @@ function readBody(req: IncomingMessage, limit: number, keep: boolean): Promise<B
 function toEvent(
   req: IncomingMessage,
   path: string,
-  route: Route,
+  route: ApiRoute,
   query: string,
   body: Buffer,
   stage: string,
+  requestId: string,
 ): APIGatewayProxyEvent {
   // No prototype: a header named `constructor` or `__proto__` is just a header.
   const headers: Record<string, string> = Object.create(null);
@@ -434,7 +451,7 @@ function toEvent(
   const hasQuery = params.size > 0;
   const socket = req.socket as Partial<TLSSocket>;
   const method = req.method ?? 'GET';
-  const resource = resourceOf(route);
+  const resource = route.resource;
   return {
     resource,
     path,
@@ -457,7 +474,7 @@ function toEvent(
       httpMethod: method,
       path,
       protocol: `HTTP/${req.httpVersion}`,
-      requestId: randomUUID(),
+      requestId,
       requestTimeEpoch: Date.now(),
       resourceId: 'local',
       resourcePath: resource,
@@ -503,7 +520,66 @@ function clientCertOf(
   };
 }
 
-function lambdaContext(operation: Operation, event: APIGatewayProxyEvent): Context {
+/**
+ * An ALB event, as the target groups infra/alb/ makes pass it: multi-value headers (names in lower
+ * case), the query string's parameters as sent (ALB does not decode them), the path as sent, and
+ * with mutual TLS, the client certificate in ALB's X-Amzn-Mtls-Clientcert-* headers. Those come
+ * after any the client sent under the same names: whether ALB drops those is not documented, so
+ * the server keeps them, and the handler must tell (functions/front-door.ts).
+ */
+function toAlbEvent(req: IncomingMessage, path: string, query: string, body: Buffer): ALBEvent {
+  const headers: Record<string, string[]> = Object.create(null);
+  const add = (name: string, value: string) => {
+    headers[name] = [...(headers[name] ?? []), value];
+  };
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) add((raw[i] as string).toLowerCase(), raw[i + 1] as string);
+  const socket = req.socket as Partial<TLSSocket>;
+  add('x-forwarded-for', socket.remoteAddress ?? '');
+  add('x-forwarded-proto', socket.encrypted ? 'https' : 'http');
+  add('x-forwarded-port', String(socket.localPort ?? ''));
+  const raw509 = socket.getPeerCertificate?.()?.raw;
+  if (raw509 !== undefined) {
+    const cert = new X509Certificate(raw509);
+    add('x-amzn-mtls-clientcert-serial-number', cert.serialNumber);
+    add('x-amzn-mtls-clientcert-issuer', rfc2253(cert.issuer));
+    add('x-amzn-mtls-clientcert-subject', rfc2253(cert.subject));
+    add('x-amzn-mtls-clientcert-validity', `NotBefore=${cert.validFrom};NotAfter=${cert.validTo}`);
+  }
+  const parameters: Record<string, string[]> = Object.create(null);
+  for (const pair of query.split('&').filter(Boolean)) {
+    const at = pair.indexOf('=');
+    const name = at === -1 ? pair : pair.slice(0, at);
+    parameters[name] = [...(parameters[name] ?? []), at === -1 ? '' : pair.slice(at + 1)];
+  }
+  // ALB passes text as it is and Base64-encodes what is not (its Lambda events say which).
+  const text = isUtf8(body) && /^(text\/|application\/json)/i.test(req.headers['content-type'] ?? '');
+  return {
+    requestContext: {
+      elb: { targetGroupArn: 'arn:aws:elasticloadbalancing:local:000000000000:targetgroup/local/0' },
+    },
+    httpMethod: req.method ?? 'GET',
+    path,
+    multiValueQueryStringParameters: parameters,
+    multiValueHeaders: headers,
+    body: body.toString(text ? 'utf8' : 'base64'),
+    isBase64Encoded: !text,
+  };
+}
+
+/** A DN as Node's X509Certificate prints it (one attribute a line, root first) in RFC 2253 form. */
+function rfc2253(dn: string): string {
+  return dn
+    .split('\n')
+    .reverse()
+    .map((attribute) => {
+      const at = attribute.indexOf('=');
+      return `${attribute.slice(0, at)}=${attribute.slice(at + 1).replace(/[,+"\\<>;]/g, '\\$&')}`;
+    })
+    .join(',');
+}
+
+function lambdaContext(operation: Operation, requestId: string): Context {
   const functionName = `xks-proxy-local-${operation}`;
   const deadline = Date.now() + 30_000;
   return {
@@ -512,7 +588,7 @@ function lambdaContext(operation: Operation, event: APIGatewayProxyEvent): Conte
     functionVersion: '$LATEST',
     invokedFunctionArn: `arn:aws:lambda:local:000000000000:function:${functionName}`,
     memoryLimitInMB: '512',
-    awsRequestId: event.requestContext.requestId,
+    awsRequestId: requestId,
     logGroupName: `/aws/lambda/${functionName}`,
     logStreamName: 'local',
     getRemainingTimeInMillis: () => deadline - Date.now(),
@@ -535,7 +611,16 @@ function errorBody(error: XksError): string {
   return JSON.stringify({ errorName: error.errorName, errorMessage: safeErrorMessage(error.message) });
 }
 
-function send(res: ServerResponse, status: number, headers: APIGatewayProxyResult['headers'], body: string) {
-  res.writeHead(status, { ...headers, 'content-length': Buffer.byteLength(body) });
+function send(
+  res: ServerResponse,
+  status: number,
+  headers: Record<string, boolean | number | string | Array<boolean | number | string>>,
+  body: string,
+) {
+  const values = Object.entries(headers).map(([name, value]): [string, string | string[]] => [
+    name,
+    Array.isArray(value) ? value.map(String) : String(value),
+  ]);
+  res.writeHead(status, { ...Object.fromEntries(values), 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }

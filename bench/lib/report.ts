@@ -8,10 +8,11 @@ import type { CostResults } from '../suites/cost.ts';
 import type { HandlerResults } from '../suites/handler.ts';
 import { DRIFT_LIMIT, RSS_LIMIT_PERCENT, type SoakResults } from '../suites/soak.ts';
 import type { ThroughputResults, ThroughputRow } from '../suites/throughput.ts';
+import { costSection, costTargetRows } from './cost-report.ts';
 import type { Machine } from './machine.ts';
 import type { ProfileAnalysis } from './profile.ts';
 import { barChart, chart, PALETTE, type Series } from './svg.ts';
-import { ROOT } from './util.ts';
+import { ROOT, table } from './util.ts';
 
 export interface BenchResults {
   mode: 'full' | 'smoke';
@@ -157,6 +158,7 @@ export function targetRows(r: BenchResults): TargetRow[] {
       pass: s.pass.rss,
     });
   }
+  if (r.cost) rows.push(...costTargetRows(r.cost));
   return rows;
 }
 
@@ -169,15 +171,6 @@ function lineOf(file: string, needle: string, after = 0): string {
   } catch {
     return file;
   }
-}
-
-function table(header: string[], rows: string[][]): string {
-  const esc = (c: string) => c.replace(/\|/g, '\\|');
-  return [
-    `| ${header.join(' | ')} |`,
-    `| ${header.map(() => '---').join(' | ')} |`,
-    ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`),
-  ].join('\n');
 }
 
 /** Share (percent of busy CPU) of the frames whose name matches, in a profile. */
@@ -305,7 +298,7 @@ function coldStartRecommendations(c: ColdStartResults): string {
     `- **What a cold start loads** is the entry file and the chunks it imports statically: ${kb(encrypt.bundleBytes)} ` +
       'for the encrypt bundle, the size counted against the 300 KiB target. The AWS SDK Secrets Manager client ' +
       `(${kb(encrypt.lazyBytes ?? 0)}) is in chunks of its own (esbuild \`splitting\`, \`scripts/build.ts\`), read only ` +
-      `when the dynamic import in \`${lineOf('functions/runtime.ts', "await import('@aws-lambda-powertools/parameters/secrets')")}\` ` +
+      `when the dynamic import in \`${lineOf('functions/aws.ts', "await import('@aws-lambda-powertools/parameters/secrets')")}\` ` +
       'runs, i.e. when a PIN or credentials secret ARN is configured: a deployment that reads its PIN from Secrets ' +
       'Manager loads them in its init phase too (measured here without secrets).',
     '- **ajv compiles at build time**: the validators of `functions/config.ts` and `functions/schemas.ts` are ' +
@@ -622,62 +615,7 @@ export function renderMarkdown(
     );
   }
 
-  const k = r.cost;
-  if (k) {
-    const a = k.assumptions;
-    const p = k.prices;
-    out.push(
-      '## 5. Lambda capacity and cost estimate',
-      '',
-      `Derived from suite 1 (handler duration) and suite 3 (cold start). Prices: ${p.asOf}: Lambda $${p.x86_64.gbSecond} ` +
-        `(x86_64) / $${p.arm64.gbSecond} (arm64) per GB-s, requests $${p.requestsPerMillion} per million, provisioned ` +
-        `concurrency $${p.x86_64.provisionedGbSecond} / $${p.arm64.provisionedGbSecond} per GB-s plus duration at ` +
-        `$${p.x86_64.provisionedDurationGbSecond} / $${p.arm64.provisionedDurationGbSecond} per GB-s, API Gateway REST ` +
-        `$${p.apiGatewayRestPerMillion} per million (first 333 million a month; lower tiers above). **Check them ` +
-        'against the AWS pricing pages before relying on these figures.**',
-      '',
-      `- Duration: the slowest 32-byte Encrypt/Decrypt handler here has p50 ${ms(k.localP50Ms)}, p99 ${ms(k.localP99Ms)}. ` +
-        `At ${a.memoryMb} MB Lambda gives ${(a.memoryMb / a.fullVcpuMb).toFixed(2)} of a vCPU (a full one at ` +
-        `${a.fullVcpuMb} MB), so scaled ×${k.cpuScale}: billed ${k.billedMs} ms per invocation (1 ms granularity). ` +
-        'Arm64 is assumed to take the same time (not measured here).',
-      `- Concurrency (Little's law, L = λ·W): λ = ${a.requestRate} req/s (KMS's default quota per key store), ` +
-        `W = scaled p99 + ${a.platformOverheadMs} ms assumed Runtime API overhead = ${ms(k.occupancyMs)}: ` +
-        `L = ${k.littleL.toFixed(2)} busy environments on average; with a safety factor of ${a.safetyFactor} ` +
-        `(bursts within the second, GC pauses, HSM latency variance) **${k.concurrency} environments**. With a network ` +
-        `HSM adding ~${a.networkHsmMs} ms per operation (assumption): W = ${ms(k.networkHsm.occupancyMs)}, ` +
-        `L = ${k.networkHsm.littleL.toFixed(2)}, ${k.networkHsm.concurrency} environments.`,
-      `- Cold start: ${ms(k.coldStartLocalMs)} here from process spawn (suite 3), before Lambda's own runtime start, ` +
-        'layer and Secrets Manager reads; KMS allows 250 ms per request end to end, so an on-demand cold start ' +
-        'fails the request that triggers it. Production needs **provisioned concurrency**: here ' +
-        `${k.provisionedEnvironments} environments (Encrypt and Decrypt each sized for the whole rate, as the split ` +
-        'between them is unknown, plus one each for GetHealthStatus and GetKeyMetadata).',
-      '',
-      table(
-        [
-          'architecture',
-          'on demand, per million requests',
-          'provisioned, per month (fixed)',
-          'provisioned, per million at 1800 req/s',
-          'month at 1800 req/s sustained',
-        ],
-        k.arch.map((row) => [
-          row.arch,
-          `$${row.onDemandPerMillion.toFixed(2)}`,
-          `$${row.provisionedPerMonth.toFixed(2)}`,
-          `$${row.provisionedPerMillionAtQuota.toFixed(2)}`,
-          `$${row.monthlyAtQuota.toLocaleString('en-US')}`,
-        ]),
-      ),
-      '',
-      `Per-million figures include API Gateway ($${p.apiGatewayRestPerMillion}), ` +
-        `${Math.round((100 * p.apiGatewayRestPerMillion) / (k.arch[0]?.onDemandPerMillion ?? 1))}% of the on-demand figure: the Lambda ` +
-        'compute of a ~1 ms invocation is cents per million. The fixed provisioned-concurrency charge ' +
-        `(${k.provisionedEnvironments} × 1 GB × ${a.hoursPerMonth} h) is what a quiet key store pays. A month at the ` +
-        `full quota is ${(k.requestsPerMonthAtQuota / 1e9).toFixed(2)} billion requests (API Gateway's volume tiers would ` +
-        'lower that line noticeably).',
-      '',
-    );
-  }
+  if (r.cost) out.push(...costSection(r.cost));
 
   out.push(
     '## Caveats',

@@ -179,3 +179,13 @@ export function requestLatency(line: string): { epochMs: number; ms: number } | 
 export function fileSize(file: string): number {
   return statSync(file).size;
 }
+
+/** A Markdown table; `|` in a cell is escaped. */
+export function table(header: string[], rows: string[][]): string {
+  const esc = (c: string) => c.replace(/\|/g, '\\|');
+  return [
+    `| ${header.join(' | ')} |`,
+    `| ${header.map(() => '---').join(' | ')} |`,
+    ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`),
+  ].join('\n');
+}

@@ -15,14 +15,14 @@
 //
 // The secret access key is never printed: not in the report, the JSON, or an error message.
 //
-// This file is the command line (bin/xks-proxy.ts hands the arguments over). The checks, one file
-// per group: inputs.ts (URI rules, credential), tls.ts (TLS, HTTP/1.1, mutual TLS), health.ts,
-// key.ts, error-behaviour.ts, latency.ts; run.ts runs them in order and report.ts prints the
-// result. Beneath them: requests.ts (XKS requests signed as KMS signs them), network.ts,
+// This file is the command (bin/cli.ts parses its options and reports its errors). The checks,
+// one file per group: inputs.ts (URI rules, credential), tls.ts (TLS, HTTP/1.1, mutual TLS),
+// health.ts, key.ts, error-behaviour.ts, latency.ts; run.ts runs them in order and report.ts prints
+// the result. Beneath them: requests.ts (XKS requests signed as KMS signs them), network.ts,
 // replies.ts (judging replies against the spec) and kms.ts (KMS's budget and its exceptions).
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { type PreflightOptions, PreflightUsageError } from './inputs.ts';
+import { command, type Output, runCli, STDIO, UsageError } from '../cli.ts';
+import type { PreflightOptions } from './inputs.ts';
 import { errorCode } from './network.ts';
 import { formatReport } from './report.ts';
 import { runPreflight } from './run.ts';
@@ -63,72 +63,47 @@ Testing only (e.g. against 'npm start' on 127.0.0.1):
 
 The secret access key is never printed.`;
 
-const OPTIONS = {
-  endpoint: { type: 'string' },
-  credential: { type: 'string' },
-  path: { type: 'string' },
-  key: { type: 'string' },
-  'mtls-cert': { type: 'string' },
-  'mtls-key': { type: 'string' },
-  ca: { type: 'string', multiple: true },
-  'allow-untrusted-ca': { type: 'boolean' },
-  'allow-ip': { type: 'boolean' },
-  region: { type: 'string' },
-  timeout: { type: 'string' },
-  samples: { type: 'string' },
-  'principal-arn': { type: 'string' },
-  'kms-key-arn': { type: 'string' },
-  json: { type: 'boolean' },
-  color: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-interface Output {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
 function readPem(option: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (error) {
-    throw new PreflightUsageError(`${option}: cannot read ${file}: ${errorCode(error)}`);
+    throw new UsageError(`${option}: cannot read ${file}: ${errorCode(error)}`);
   }
 }
 
 function positiveInteger(option: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value) || Number(value) < 1)
-    throw new PreflightUsageError(`${option} must be a positive integer`);
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw new UsageError(`${option} must be a positive integer`);
   return Number(value);
 }
 
-function parseOptions(args: string[]) {
-  try {
-    return parseArgs({ args, options: OPTIONS, strict: true, allowPositionals: false, allowNegative: true })
-      .values;
-  } catch (error) {
-    throw new PreflightUsageError(`${(error as Error).message}\n\n${PREFLIGHT_HELP}`);
-  }
-}
-
-/** `xks-proxy preflight ...`: returns the exit code. */
-export async function preflightMain(
-  args: string[],
-  io: Output = { out: (line) => console.log(line), err: (line) => console.error(line) },
-): Promise<number> {
-  try {
-    const values = parseOptions(args);
-    if (values.help) {
-      io.out(PREFLIGHT_HELP);
-      return 0;
-    }
-    if (values.endpoint === undefined)
-      throw new PreflightUsageError(`--endpoint is required\n\n${PREFLIGHT_HELP}`);
-    if (values.credential === undefined)
-      throw new PreflightUsageError(`--credential is required\n\n${PREFLIGHT_HELP}`);
+/** `xks-proxy preflight`. */
+export const PREFLIGHT = command({
+  help: PREFLIGHT_HELP,
+  options: {
+    endpoint: { type: 'string' },
+    credential: { type: 'string' },
+    path: { type: 'string' },
+    key: { type: 'string' },
+    'mtls-cert': { type: 'string' },
+    'mtls-key': { type: 'string' },
+    ca: { type: 'string', multiple: true },
+    'allow-untrusted-ca': { type: 'boolean' },
+    'allow-ip': { type: 'boolean' },
+    region: { type: 'string' },
+    timeout: { type: 'string' },
+    samples: { type: 'string' },
+    'principal-arn': { type: 'string' },
+    'kms-key-arn': { type: 'string' },
+    json: { type: 'boolean' },
+    color: { type: 'boolean' },
+  },
+  allowNegative: true,
+  async run(values, _, io) {
+    if (values.endpoint === undefined) throw new UsageError('--endpoint is required');
+    if (values.credential === undefined) throw new UsageError('--credential is required');
     if ((values['mtls-cert'] === undefined) !== (values['mtls-key'] === undefined)) {
-      throw new PreflightUsageError('--mtls-cert and --mtls-key go together');
+      throw new UsageError('--mtls-cert and --mtls-key go together');
     }
     const options: PreflightOptions = {
       endpoint: values.endpoint,
@@ -155,8 +130,7 @@ export async function preflightMain(
     if (timeoutMs !== undefined) options.timeoutMs = timeoutMs;
     if (samples !== undefined) options.samples = samples;
     for (const ca of options.ca ?? []) {
-      if (splitPem(ca.toString()).length === 0)
-        throw new PreflightUsageError('--ca: no PEM certificate in the file');
+      if (splitPem(ca.toString()).length === 0) throw new UsageError('--ca: no PEM certificate in the file');
     }
 
     const report = await runPreflight(options);
@@ -166,15 +140,10 @@ export async function preflightMain(
       io.out(formatReport(report, { color }));
     }
     return report.ok ? 0 : 1;
-  } catch (error) {
-    if (error instanceof PreflightUsageError) {
-      io.err(`xks-proxy preflight: ${error.message}`);
-      return 2;
-    }
-    // Unexpected: the name and message only (no stack, no values).
-    io.err(
-      `xks-proxy preflight: unexpected error: ${(error as Error)?.name ?? 'Error'}: ${(error as Error)?.message ?? ''}`,
-    );
-    return 1;
-  }
+  },
+});
+
+/** `xks-proxy preflight ...`: returns the exit code. */
+export function preflightMain(args: readonly string[], io: Output = STDIO): Promise<number> {
+  return runCli(PREFLIGHT, args, io, ['preflight']);
 }

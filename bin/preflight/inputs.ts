@@ -3,15 +3,14 @@
 // make of them before any call (spec: API operations; Authentication).
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { ACCESS_KEY_ID, KEY_ID, SECRET_ACCESS_KEY } from '../../functions/ids.ts';
+import { UsageError } from '../cli.ts';
 import { type KmsContext, kmsOutcome } from './kms.ts';
 import { errorCode, type Target } from './network.ts';
 import { isObject, parseJson } from './replies.ts';
 import type { Check } from './report.ts';
 
 export const URI_SUFFIX = '/kms/xks/v1';
-const ACCESS_KEY_ID = /^[A-Z2-7]{20,30}$/;
-const SECRET = /^[A-Za-z0-9/+=]{43,64}$/;
-export const KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
 const PATH_ALPHABET = /^[A-Za-z0-9/_-]*$/;
 
 export interface PreflightOptions {
@@ -45,14 +44,6 @@ export interface PreflightOptions {
   kmsKeyArn?: string;
 }
 
-/** A problem with the options themselves (a missing or unreadable file): no report can be made. */
-export class PreflightUsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PreflightUsageError';
-  }
-}
-
 export interface Credential {
   accessKeyId: string;
   secretAccessKey: string;
@@ -77,19 +68,18 @@ export function resolveInputs(options: PreflightOptions): {
   try {
     url = new URL(endpointRaw);
   } catch {
-    throw new PreflightUsageError(`--endpoint '${endpointRaw}' is not a URL (https://host[:port])`);
+    throw new UsageError(`--endpoint '${endpointRaw}' is not a URL (https://host[:port])`);
   }
-  if (url.protocol !== 'https:')
-    throw new PreflightUsageError(`--endpoint must be https://, not ${url.protocol}//`);
+  if (url.protocol !== 'https:') throw new UsageError(`--endpoint must be https://, not ${url.protocol}//`);
   const file = options.credentialFile === undefined ? undefined : readConsoleFile(options.credentialFile);
   const credentialInput: Partial<Credential> = options.credential ?? file?.credential ?? {};
   const uriPath = options.path ?? file?.uriPath;
   if (uriPath === undefined) {
-    throw new PreflightUsageError('no XksProxyUriPath: give --path or a credential file that has one');
+    throw new UsageError('no XksProxyUriPath: give --path or a credential file that has one');
   }
   if (credentialInput.accessKeyId === undefined || credentialInput.secretAccessKey === undefined) {
     if (options.credentialFile === undefined && options.credential === undefined) {
-      throw new PreflightUsageError('--credential (the KMS console JSON file) is required');
+      throw new UsageError('--credential (the KMS console JSON file) is required');
     }
   }
   const hostname = url.hostname.replace(/^\[|\]$/g, '');
@@ -121,11 +111,11 @@ function readConsoleFile(file: string): { uriPath?: string; credential?: Partial
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    throw new PreflightUsageError(`cannot read ${file}: ${errorCode(error)}`);
+    throw new UsageError(`cannot read ${file}: ${errorCode(error)}`);
   }
   // JSON.parse's message would quote the text, which holds the secret.
   const value = parseJson(text);
-  if (!isObject(value)) throw new PreflightUsageError(`${file} is not a JSON object`);
+  if (!isObject(value)) throw new UsageError(`${file} is not a JSON object`);
   const auth = value.XksProxyAuthenticationCredential;
   return {
     ...(typeof value.XksProxyUriPath === 'string' ? { uriPath: value.XksProxyUriPath } : {}),
@@ -315,7 +305,7 @@ export function credentialCheck(credential: Partial<Credential>): Check {
   if (id === undefined) problems.push('no AccessKeyId');
   else if (!ACCESS_KEY_ID.test(id)) problems.push('AccessKeyId is not 20-30 characters of A-Z and 2-7');
   if (secret === undefined) problems.push('no RawSecretAccessKey');
-  else if (!SECRET.test(secret)) {
+  else if (!SECRET_ACCESS_KEY.test(secret)) {
     problems.push(`RawSecretAccessKey (${secret.length} characters) is not 43-64 characters of A-Za-z0-9+/=`);
   }
   if (problems.length > 0) {

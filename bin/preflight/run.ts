@@ -1,8 +1,9 @@
 // The run: every check, in the order KMS meets what it checks, into one report.
 import { rootCertificates } from 'node:tls';
+import { KEY_ID } from '../../functions/ids.ts';
 import { badSignatureCheck, getCheck, unknownPathCheck } from './error-behaviour.ts';
 import { healthChecks } from './health.ts';
-import { credentialCheck, KEY_ID, type PreflightOptions, resolveInputs, uriChecks } from './inputs.ts';
+import { credentialCheck, type PreflightOptions, resolveInputs, uriChecks } from './inputs.ts';
 import { metadataCheck, roundTripChecks } from './key.ts';
 import { kmsOutcome } from './kms.ts';
 import { latencyChecks } from './latency.ts';

@@ -3,7 +3,7 @@
 // mutual TLS, no connection without KMS's client certificate).
 import { X509Certificate } from 'node:crypto';
 import { checkServerIdentity, type DetailedPeerCertificate } from 'node:tls';
-import { PreflightUsageError } from './inputs.ts';
+import { UsageError } from '../cli.ts';
 import { kmsOutcome } from './kms.ts';
 import {
   describeNetError,
@@ -68,7 +68,7 @@ export function extraCertificates(cas: readonly (string | Buffer)[]): {
     try {
       cert = new X509Certificate(pem);
     } catch {
-      throw new PreflightUsageError('--ca: a PEM block is not a readable certificate');
+      throw new UsageError('--ca: a PEM block is not a readable certificate');
     }
     names.set(fingerprintOf(cert), /CN=([^\n,]+)/.exec(cert.subject)?.[1] ?? cert.subject);
   }

@@ -1,6 +1,6 @@
-// API Gateway REST (payload 1.0) events, signed, for calling the Lambda handlers in-process.
+// API Gateway REST (payload 1.0) and ALB events, signed, for calling the Lambda handlers in-process.
 import { randomUUID } from 'node:crypto';
-import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
+import type { ALBEvent, APIGatewayProxyEvent, Context } from 'aws-lambda';
 import { parseRoute, resourceOf } from '../../functions/routes.ts';
 import { type Credential, smithySign } from './sign.ts';
 
@@ -49,7 +49,8 @@ export async function signedEvent(options: EventOptions): Promise<APIGatewayProx
       : Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, [v]])),
     queryStringParameters: null,
     multiValueQueryStringParameters: null,
-    pathParameters: keyId === undefined ? null : { keyId },
+    // API Gateway decodes path parameters.
+    pathParameters: keyId === undefined ? null : { keyId: decodeURIComponent(keyId) },
     stageVariables: null,
     body: base64 ? Buffer.from(body).toString('base64') : body,
     isBase64Encoded: base64,
@@ -84,6 +85,54 @@ export async function signedEvent(options: EventOptions): Promise<APIGatewayProx
         userArn: null,
       },
     },
+  };
+}
+
+export interface AlbEventOptions {
+  /** The path as the client sent it, which ALB passes on as it is. */
+  path: string;
+  body: unknown;
+  credential: Credential;
+  method?: string;
+  host?: string;
+  base64?: boolean;
+  /** Sign this path instead of the one sent. */
+  signedPath?: string;
+  /** Only `headers`: a target group without multi-value headers. */
+  singleValueHeaders?: boolean;
+  /** More headers, after the signed ones (e.g. ALB's mTLS headers), each with all its values. */
+  extraHeaders?: Record<string, string[]>;
+}
+
+/** An ALB event (a Lambda target group), signed; header names in lower case, as ALB gives them. */
+export async function signedAlbEvent(options: AlbEventOptions): Promise<ALBEvent> {
+  const host = options.host ?? 'xks.example.com';
+  const body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
+  const signed = await smithySign({
+    host,
+    path: options.signedPath ?? options.path,
+    body,
+    credential: options.credential,
+  });
+  const headers: Record<string, string[]> = { 'content-type': ['application/json'] };
+  for (const [name, value] of Object.entries(signed)) headers[name.toLowerCase()] = [value];
+  headers['x-forwarded-for'] = ['10.0.0.1'];
+  Object.assign(headers, options.extraHeaders);
+  const base64 = options.base64 ?? false;
+  return {
+    requestContext: {
+      elb: { targetGroupArn: 'arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/xks/1' },
+    },
+    httpMethod: options.method ?? 'POST',
+    path: options.path,
+    ...(options.singleValueHeaders
+      ? {
+          queryStringParameters: {},
+          headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, v.at(-1)])),
+        }
+      : { multiValueQueryStringParameters: {}, multiValueHeaders: headers }),
+    body: base64 ? Buffer.from(body).toString('base64') : body,
+    isBase64Encoded: base64,
   };
 }
 

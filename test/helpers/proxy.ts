@@ -1,6 +1,8 @@
 // Starts the real local proxy (local/main.ts) in a child process, on a fresh HSM token of its own,
 // with random credentials and PIN; captures everything it prints, for the log scans. The HSM is
 // SoftHSM, or NSS softoken when XKS_TEST_HSM=nss (scripts/test.sh runs the HSM suites on both).
+// The proxy plays API Gateway, or an ALB when XKS_TEST_FRONT_DOOR=alb (scripts/test.sh runs the
+// route and SigV4 suites behind both).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -34,6 +36,18 @@ export type TestHsm = 'softhsm' | 'nss';
 
 /** This run's: XKS_TEST_HSM, SoftHSM when unset. */
 export const TEST_HSM: TestHsm = testHsmOf(process.env.XKS_TEST_HSM);
+
+/** The front doors the local proxy can play (local/server.ts). */
+export type TestFrontDoor = 'apigateway' | 'alb';
+
+/** This run's: XKS_TEST_FRONT_DOOR, API Gateway when unset. */
+export const TEST_FRONT_DOOR: TestFrontDoor = frontDoorOf(process.env.XKS_TEST_FRONT_DOOR);
+
+function frontDoorOf(value: string | undefined): TestFrontDoor {
+  if (value === undefined || value === '' || value === 'apigateway') return 'apigateway';
+  if (value === 'alb') return 'alb';
+  throw new Error(`XKS_TEST_FRONT_DOOR is apigateway or alb, not '${value}'`);
+}
 
 function testHsmOf(value: string | undefined): TestHsm {
   if (value === undefined || value === '' || value === 'softhsm') return 'softhsm';
@@ -150,6 +164,8 @@ export interface RunningProxy {
   /** Its HSM implementation, and the environment a process using its token needs (TestToken). */
   hsm: TestHsm;
   env: Record<string, string>;
+  /** The front door it plays. */
+  frontDoor: TestFrontDoor;
   /** The audit key's file (hex), for `xks-proxy audit verify --key-file`. */
   auditKeyFile: string;
   send(req: RawRequest): Promise<Response>;
@@ -173,6 +189,8 @@ export interface ProxyOptions {
   keys?: KeySpec[];
   /** More environment for the proxy's process (e.g. the fault-injecting module's control files). */
   env?: Record<string, string>;
+  /** The front door it plays; TEST_FRONT_DOOR when absent. */
+  frontDoor?: TestFrontDoor;
 }
 
 export interface TestSetup {
@@ -263,9 +281,13 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
   const { dir, config, configFile, env, auditKeyFile, pin, credentials, secrets } = setup;
   options.beforeStart?.(setup);
   const [first] = credentials as [Credential];
+  const frontDoor = options.frontDoor ?? TEST_FRONT_DOOR;
   const child = spawn(
     process.execPath,
-    [join(ROOT, 'local/main.ts'), '--config', configFile, '--state-dir', dir, '--port', '0'],
+    [
+      join(ROOT, 'local/main.ts'),
+      ...['--config', configFile, '--state-dir', dir, '--port', '0', '--front-door', frontDoor],
+    ],
     {
       env: { ...process.env, ...env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -362,6 +384,7 @@ export async function startProxy(options: ProxyOptions = {}): Promise<RunningPro
     dir,
     hsm: TEST_HSM,
     env,
+    frontDoor,
     auditKeyFile,
     send,
     xks,

@@ -1,6 +1,7 @@
-// SigV4 against the running local server: three independent signers (@smithy/signature-v4, aws4,
-// curl --aws-sigv4) are accepted; tampered, stale and foreign requests get 401; two credentials
-// work at once; a key store can be limited to regions.
+// SigV4 against the running local server (as API Gateway or as an ALB: XKS_TEST_FRONT_DOOR): three
+// independent signers (@smithy/signature-v4, aws4, curl --aws-sigv4) are accepted, over the path as
+// sent; tampered, stale and foreign requests get 401; two credentials work at once; a key store can
+// be limited to regions.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -84,6 +85,20 @@ describe('accepted signers', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  test('a percent-encoded path, signed and verified as it was sent (%66oo is the key foo)', async () => {
+    // The front door hands the function the path as sent (API Gateway: requestContext.path; ALB:
+    // its path), and the key id decoded.
+    const res = await proxy.xks('keys/%66oo/encrypt', encryptBody());
+    assert.equal(res.status, 200, res.text);
+    // Sent decoded after signing encoded: not what was signed.
+    const changed = await proxy.xks('keys/%66oo/encrypt', encryptBody(), {
+      tamper: (r) => {
+        r.path = r.path.replace('%66oo', 'foo');
+      },
+    });
+    assert401(changed, 'path decoded after signing');
   });
 
   test('two active credentials for one key store (rotation)', async () => {

@@ -57,7 +57,7 @@ before(async () => {
         config.keystores.push({
           name,
           pathPrefix: store.prefix,
-          credentials: first.credentials,
+          credentials: first.credentials ?? [],
           keys: [LABEL],
           ...(store.metadata === undefined ? {} : { awsSampleProxy: { ciphertextMetadata: store.metadata } }),
         });

@@ -1,9 +1,8 @@
-// The checks `sls deploy` runs against the account before it changes anything (infra/deploy-checks.cjs):
+// The checks `sls deploy` runs against the account before it changes anything (infra/deploy-checks.ts):
 // Lambda's reserved concurrency against the account's quota, and API Gateway's CloudWatch role. API
 // Gateway's account settings come from moto_server through the real SDK client; Lambda's
 // GetAccountSettings, which moto does not serve, is faked at the SDK boundary (aws-sdk-client-mock).
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { after, before, beforeEach, test } from 'node:test';
 import { APIGatewayClient, UpdateAccountCommand } from '@aws-sdk/client-api-gateway';
 import {
@@ -13,19 +12,12 @@ import {
   ResourceNotFoundException,
 } from '@aws-sdk/client-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
+import DeployChecks, { accountProblems, type Clients } from '../../infra/deploy-checks.ts';
+import { checkParams } from '../../infra/params.ts';
 import { type Moto, startMoto } from '../helpers/tools.ts';
 
-const require = createRequire(import.meta.url);
 // biome-ignore lint/suspicious/noExplicitAny: parameter files are free-form YAML
 type Params = Record<string, any>;
-type Clients = { lambda: LambdaClient; apiGateway: APIGatewayClient };
-const DeployChecks = require('../../infra/deploy-checks.cjs') as {
-  new (serverless: unknown): { hooks: Record<string, () => Promise<void>> };
-  accountProblems(p: Params, service: string, clients: Clients): Promise<string[]>;
-};
-const { checkParams } = require('../../infra/params.cjs') as {
-  checkParams(raw: Params, stage: string): Params;
-};
 
 const REGION = 'eu-west-1';
 const arn = (name: string) => `arn:aws:secretsmanager:${REGION}:111122223333:secret:${name}`;
@@ -86,7 +78,7 @@ const setAccount = (limit: number, unreserved: number, ours = 0) => {
   );
 };
 const problems = (extra: Params = {}) =>
-  DeployChecks.accountProblems(checkParams(stageFile(extra), 'prod'), 'xks-proxy', clients);
+  accountProblems(checkParams(stageFile(extra), 'prod'), 'xks-proxy', clients);
 const setCloudWatchRole = (value: string) =>
   clients.apiGateway.send(
     new UpdateAccountCommand({ patchOperations: [{ op: 'replace', path: '/cloudwatchRoleArn', value }] }),
@@ -103,6 +95,9 @@ test('no CloudWatch role for API Gateway in the region: refused with what to run
     /aws apigateway update-account --region eu-west-1 --patch-operations op=replace,path=\/cloudwatchRoleArn,value=/,
   );
   assert.deepEqual(await problems({ createApiGatewayCloudWatchRole: true }), []);
+  // Behind an ALB there is no API Gateway stage to log: its access logs go to S3.
+  const alb = { subnetIds: ['subnet-p1', 'subnet-p2'], accessLogBucket: 'xks-logs' };
+  assert.deepEqual(await problems({ frontDoor: 'alb', alb }), []);
   await setCloudWatchRole('arn:aws:iam::123456789012:role/apigateway-cloudwatch');
   assert.deepEqual(await problems(), []);
 });

@@ -1,10 +1,10 @@
 // The deployment, proven offline: `sls package` (osls + serverless-esbuild) for both connectivity
-// modes, and for a stage that sets every setting, with no AWS credentials; the CloudFormation it
-// produces checked resource by resource and by AWS's own linter (cfn-lint), and the packages
-// unpacked to check what the functions will read.
+// modes behind both front doors (API Gateway, an ALB), and for a stage that sets every setting,
+// with no AWS credentials; the CloudFormation it produces checked resource by resource and by AWS's
+// own linter (cfn-lint), and the packages unpacked to check what the functions will read.
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -12,24 +12,28 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadConfig, parseConfig, SCHEMA } from '../../functions/config.ts';
 import { ERROR_STATUS } from '../../functions/errors.ts';
-import { METRIC } from '../../functions/metrics.ts';
+import METRIC from '../../functions/metric-names.json' with { type: 'json' };
+import { matchesPathPattern } from '../../functions/routes.ts';
+import { checkParams, DEPLOY_SCHEMA } from '../../infra/params.ts';
+import { ensureCiLayer, packageStage, type Template } from '../../scripts/package-stage.ts';
 import { ROOT } from '../helpers/proxy.ts';
 import { toolPath } from '../helpers/tools.ts';
 
 const run = promisify(execFile);
 const require = createRequire(import.meta.url);
 const yaml = require('js-yaml') as { load(text: string): unknown };
-const { DEPLOY_SCHEMA, checkParams } = require('../../infra/params.cjs') as {
-  DEPLOY_SCHEMA: Schema;
-  checkParams(raw: unknown, stage: string): unknown;
-};
-const STAGES = ['ci-vpce', 'ci-public', 'ci-all'] as const;
+const STAGES = ['ci-vpce', 'ci-public', 'ci-all', 'ci-alb-vpce', 'ci-alb-public'] as const;
 type Stage = (typeof STAGES)[number];
 /** What each CI stage file sets that the template shows. */
-const EXPECT: Record<Stage, { runtime: string; provisioned: number; reserved: number }> = {
-  'ci-vpce': { runtime: 'nodejs24.x', provisioned: 2, reserved: 40 },
-  'ci-public': { runtime: 'nodejs22.x', provisioned: 0, reserved: 40 },
-  'ci-all': { runtime: 'nodejs24.x', provisioned: 3, reserved: 30 },
+const EXPECT: Record<
+  Stage,
+  { runtime: string; provisioned: number; reserved: number; frontDoor: 'apigateway' | 'alb' }
+> = {
+  'ci-vpce': { runtime: 'nodejs24.x', provisioned: 2, reserved: 40, frontDoor: 'apigateway' },
+  'ci-public': { runtime: 'nodejs22.x', provisioned: 0, reserved: 40, frontDoor: 'apigateway' },
+  'ci-all': { runtime: 'nodejs24.x', provisioned: 3, reserved: 30, frontDoor: 'apigateway' },
+  'ci-alb-vpce': { runtime: 'nodejs24.x', provisioned: 2, reserved: 40, frontDoor: 'alb' },
+  'ci-alb-public': { runtime: 'nodejs22.x', provisioned: 0, reserved: 40, frontDoor: 'alb' },
 };
 const FUNCTIONS = ['GetHealthStatus', 'GetKeyMetadata', 'Encrypt', 'Decrypt'];
 const ROUTE_OF = {
@@ -39,8 +43,6 @@ const ROUTE_OF = {
   Decrypt: 'keys/{keyId}/decrypt',
 } as const;
 
-// biome-ignore lint/suspicious/noExplicitAny: CloudFormation is checked field by field
-type Template = { Resources: Record<string, any>; Outputs: Record<string, any> };
 // biome-ignore lint/suspicious/noExplicitAny: parameter files and configurations are free-form
 type Json = any;
 interface Schema {
@@ -54,24 +56,12 @@ const stageFile = (stage: string): Json =>
   yaml.load(readFileSync(join(ROOT, 'deploy', `params.${stage}.yml`), 'utf8'));
 
 before(async () => {
-  const layer = join(ROOT, 'layers/dist/pkcs11-layer-x86_64.zip');
-  if (!existsSync(layer)) {
-    // The CI parameter files use SoftHSM as a stand-in for the vendor library.
-    await run(process.execPath, [
-      join(ROOT, 'layers/build.ts'),
-      '--vendor-lib',
-      '/usr/lib/softhsm/libsofthsm2.so',
-    ]);
-  }
-  // No AWS credentials at all: not in the environment, not in a profile.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: work, XKS_PACKAGE_OFFLINE: '1' };
+  // The CI parameter files use SoftHSM as a stand-in for the vendor library.
+  await ensureCiLayer();
   // One after the other: serverless-esbuild builds in the project's .esbuild/ folder.
   for (const stage of STAGES) {
     const out = join(work, stage);
-    await sls(['package', '--stage', stage, '--package', out], env);
-    templates[stage] = JSON.parse(
-      readFileSync(join(out, 'cloudformation-template-update-stack.json'), 'utf8'),
-    );
+    templates[stage] = await packageStage(stage, out, work);
     // Each function's package, unpacked as Lambda unpacks it into /var/task.
     for (const zip of readdirSync(out).filter((f) => f.endsWith('.zip'))) {
       await run('python3', ['-m', 'zipfile', '-e', join(out, zip), join(out, zip.slice(0, -4))]);
@@ -79,33 +69,6 @@ before(async () => {
   }
 });
 after(() => rmSync(work, { recursive: true, force: true }));
-
-/**
- * Runs the framework and waits for its exit (not for its output streams: the esbuild service it
- * starts can hold them open after the framework is done).
- */
-function sls(args: string[], env: NodeJS.ProcessEnv): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(join(ROOT, 'node_modules/.bin/sls'), args, {
-      cwd: ROOT,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => {
-      output += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      output += d.toString();
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve();
-      else reject(new Error(`sls ${args.join(' ')} exited with ${code ?? signal}:\n${output}`));
-    });
-  });
-}
 
 const ofType = (t: Template, type: string) =>
   Object.entries(t.Resources).filter(([, r]) => r.Type === type) as Array<
@@ -226,7 +189,7 @@ describe('every setting reaches Lambda (ci-all sets them all)', () => {
 
   test('each deployment setting is set by a CI stage file', () => {
     const files = STAGES.map(stageFile);
-    for (const setting of settingsOf(DEPLOY_SCHEMA)) {
+    for (const setting of settingsOf(DEPLOY_SCHEMA as Schema)) {
       if ((SCHEMA.properties as Record<string, unknown>)[setting.split(/[.[]/)[0] as string]) continue;
       assert.ok(
         files.some((f) => valuesAt(f, setting).length > 0),
@@ -302,82 +265,100 @@ for (const stage of STAGES) {
       for (const word of ['secretAccessKey', 'SecretString', '"pin"']) assert.ok(!text.includes(word), word);
     });
 
-    test('every route of every key store: POST to its function, GET answering 405', () => {
+    test('the front door the stage names, and no other; the functions told which (XKS_FRONT_DOOR)', () => {
       const t = templates[stage] as Template;
-      const config = proxyConfigOf(stage);
-      const all = methods(t);
-      const pc = EXPECT[stage].provisioned > 0;
-      for (const ks of config.keystores) {
-        for (const name of FUNCTIONS) {
-          const path = `${ks.pathPrefix}/kms/xks/v1/${ROUTE_OF[name as keyof typeof ROUTE_OF]}`;
-          const post = all.find((m) => m.path === path && m.method === 'POST');
-          assert.ok(post, `POST ${path}`);
-          assert.equal(post.auth, 'NONE');
-          assert.equal(post.integration.Type, 'AWS_PROXY');
-          const target = post.integration.Uri['Fn::Sub'][1].Target;
-          assert.deepEqual(
-            target,
-            pc ? { Ref: `${name}ProvConcLambdaAlias` } : { 'Fn::GetAtt': [`${name}LambdaFunction`, 'Arn'] },
-          );
-          const get = all.find((m) => m.path === path && m.method === 'GET');
-          assert.ok(get, `GET ${path}`);
-          assert.equal(get.integration.Type, 'MOCK');
-          assert.equal(get.integration.IntegrationResponses[0].StatusCode, '405');
-        }
-      }
-      assert.equal(all.length, config.keystores.length * 8, 'nothing but the XKS routes');
-      const permissions = ofType(t, 'AWS::Lambda::Permission');
-      assert.equal(permissions.length, 4);
-    });
-
-    test('gateway responses are XKS JSON errors', () => {
-      const t = templates[stage] as Template;
-      const responses = Object.fromEntries(
-        ofType(t, 'AWS::ApiGateway::GatewayResponse').map(([, r]) => [
-          r.Properties.ResponseType,
-          r.Properties,
-        ]),
+      const alb = EXPECT[stage].frontDoor === 'alb';
+      assert.equal(ofType(t, 'AWS::ApiGateway::RestApi').length, alb ? 0 : 1);
+      const albs = ofType(t, 'AWS::ElasticLoadBalancingV2::LoadBalancer').filter(
+        ([, lb]) => lb.Properties.Type === 'application',
       );
-      const expect = (type: string, status: string | undefined, errorName: string) => {
-        const r = responses[type];
-        assert.ok(r, type);
-        assert.equal(r.StatusCode, status);
-        assert.equal(JSON.parse(r.ResponseTemplates['application/json']).errorName, errorName);
-        assert.equal(r.ResponseParameters['gatewayresponse.header.Content-Type'], "'application/json'");
-      };
-      expect('MISSING_AUTHENTICATION_TOKEN', '404', 'InvalidUriPathException');
-      expect('THROTTLED', '429', 'ThrottlingException');
-      expect('DEFAULT_4XX', '400', 'ValidationException');
-      expect('DEFAULT_5XX', '500', 'InternalException');
-      // Each status is its errorName's in the one table.
-      for (const [, r] of ofType(t, 'AWS::ApiGateway::GatewayResponse')) {
-        const { errorName } = JSON.parse(r.Properties.ResponseTemplates['application/json']);
-        assert.equal(
-          Number(r.Properties.StatusCode),
-          ERROR_STATUS[errorName as keyof typeof ERROR_STATUS],
-          errorName,
-        );
+      assert.equal(albs.length, alb ? 1 : 0);
+      for (const name of FUNCTIONS) {
+        const env = t.Resources[`${name}LambdaFunction`].Properties.Environment.Variables;
+        assert.equal(env.XKS_FRONT_DOOR, EXPECT[stage].frontDoor, name);
       }
+      // The functions are reached through the front door only: no function URL.
+      assert.equal(ofType(t, 'AWS::Lambda::Url').length, 0);
     });
 
-    test('no body is ever logged: data tracing off, access logs without bodies, no framework API logging', () => {
-      const t = templates[stage] as Template;
-      const [[, stageResource] = []] = ofType(t, 'AWS::ApiGateway::Stage');
-      const settings = stageResource.Properties.MethodSettings;
-      assert.ok(settings.length > 0);
-      for (const s of settings) {
-        assert.equal(s.DataTraceEnabled, false);
-        assert.equal(s.LoggingLevel, 'OFF');
-        assert.equal(typeof s.ThrottlingRateLimit, 'number');
-        assert.equal(typeof s.ThrottlingBurstLimit, 'number');
-      }
-      const format = stageResource.Properties.AccessLogSetting.Format;
-      assert.doesNotThrow(() => JSON.parse(format));
-      assert.doesNotMatch(format, /body|requestBody|responseBody/i);
-      assert.equal(t.Resources.ApiGatewayRestApi, undefined, 'the API is ours, not the framework default');
-      assert.doesNotMatch(JSON.stringify(t), /DataTraceEnabled":true/);
-      assert.deepEqual(t.Resources.XksRestApi.Properties.BinaryMediaTypes, ['*/*']);
-    });
+    if (EXPECT[stage].frontDoor === 'apigateway') {
+      test('every route of every key store: POST to its function, GET answering 405', () => {
+        const t = templates[stage] as Template;
+        const config = proxyConfigOf(stage);
+        const all = methods(t);
+        const pc = EXPECT[stage].provisioned > 0;
+        for (const ks of config.keystores) {
+          for (const name of FUNCTIONS) {
+            const path = `${ks.pathPrefix}/kms/xks/v1/${ROUTE_OF[name as keyof typeof ROUTE_OF]}`;
+            const post = all.find((m) => m.path === path && m.method === 'POST');
+            assert.ok(post, `POST ${path}`);
+            assert.equal(post.auth, 'NONE');
+            assert.equal(post.integration.Type, 'AWS_PROXY');
+            const target = post.integration.Uri['Fn::Sub'][1].Target;
+            assert.deepEqual(
+              target,
+              pc ? { Ref: `${name}ProvConcLambdaAlias` } : { 'Fn::GetAtt': [`${name}LambdaFunction`, 'Arn'] },
+            );
+            const get = all.find((m) => m.path === path && m.method === 'GET');
+            assert.ok(get, `GET ${path}`);
+            assert.equal(get.integration.Type, 'MOCK');
+            assert.equal(get.integration.IntegrationResponses[0].StatusCode, '405');
+          }
+        }
+        assert.equal(all.length, config.keystores.length * 8, 'nothing but the XKS routes');
+        const permissions = ofType(t, 'AWS::Lambda::Permission');
+        assert.equal(permissions.length, 4);
+      });
+
+      test('gateway responses are XKS JSON errors', () => {
+        const t = templates[stage] as Template;
+        const responses = Object.fromEntries(
+          ofType(t, 'AWS::ApiGateway::GatewayResponse').map(([, r]) => [
+            r.Properties.ResponseType,
+            r.Properties,
+          ]),
+        );
+        const expect = (type: string, status: string | undefined, errorName: string) => {
+          const r = responses[type];
+          assert.ok(r, type);
+          assert.equal(r.StatusCode, status);
+          assert.equal(JSON.parse(r.ResponseTemplates['application/json']).errorName, errorName);
+          assert.equal(r.ResponseParameters['gatewayresponse.header.Content-Type'], "'application/json'");
+        };
+        expect('MISSING_AUTHENTICATION_TOKEN', '404', 'InvalidUriPathException');
+        expect('THROTTLED', '429', 'ThrottlingException');
+        expect('DEFAULT_4XX', '400', 'ValidationException');
+        expect('DEFAULT_5XX', '500', 'InternalException');
+        // Each status is its errorName's in the one table.
+        for (const [, r] of ofType(t, 'AWS::ApiGateway::GatewayResponse')) {
+          const { errorName } = JSON.parse(r.Properties.ResponseTemplates['application/json']);
+          assert.equal(
+            Number(r.Properties.StatusCode),
+            ERROR_STATUS[errorName as keyof typeof ERROR_STATUS],
+            errorName,
+          );
+        }
+      });
+
+      test('no body is ever logged: data tracing off, access logs without bodies, no framework API logging', () => {
+        const t = templates[stage] as Template;
+        const [[, stageResource] = []] = ofType(t, 'AWS::ApiGateway::Stage');
+        const settings = stageResource.Properties.MethodSettings;
+        assert.ok(settings.length > 0);
+        for (const s of settings) {
+          assert.equal(s.DataTraceEnabled, false);
+          assert.equal(s.LoggingLevel, 'OFF');
+          assert.equal(typeof s.ThrottlingRateLimit, 'number');
+          assert.equal(typeof s.ThrottlingBurstLimit, 'number');
+        }
+        const format = stageResource.Properties.AccessLogSetting.Format;
+        assert.doesNotThrow(() => JSON.parse(format));
+        assert.doesNotMatch(format, /body|requestBody|responseBody/i);
+        assert.equal(t.Resources.ApiGatewayRestApi, undefined, 'the API is ours, not the framework default');
+        assert.doesNotMatch(JSON.stringify(t), /DataTraceEnabled":true/);
+        assert.deepEqual(t.Resources.XksRestApi.Properties.BinaryMediaTypes, ['*/*']);
+      });
+    }
 
     test('IAM: each function its own role, reading every secret the configuration names; no * resource except where AWS allows none', () => {
       const t = templates[stage] as Template;
@@ -408,17 +389,29 @@ for (const stage of STAGES) {
       }
     });
 
-    test('dashboard and alarms refer to metrics the code emits', () => {
+    test('dashboard and alarms refer to exactly the metrics the code emits (functions/metric-names.json)', () => {
       const t = templates[stage] as Template;
+      // Where the functions publish: Powertools takes both from their environment (serverless.yml).
+      const env = t.Resources.EncryptLambdaFunction.Properties.Environment.Variables;
+      const namespace: string = env.POWERTOOLS_METRICS_NAMESPACE;
+      const service: string = env.POWERTOOLS_SERVICE_NAME;
+      assert.equal(namespace, 'XksProxy');
       const [[, dash] = []] = ofType(t, 'AWS::CloudWatch::Dashboard');
       const body = JSON.parse(dash.Properties.DashboardBody['Fn::Sub']);
       const emitted = new Set<string>(Object.values(METRIC));
       const used = new Set<string>();
+      const searchIn = new RegExp(`\\{${namespace},[^}]*\\} MetricName="(\\w+)"`);
       for (const w of body.widgets) {
         for (const m of w.properties.metrics) {
-          if (m[0] === 'XksProxy') used.add(m[1]);
-          const search =
-            typeof m[0] === 'object' ? /\{XksProxy,[^}]*\} MetricName="(\w+)"/.exec(m[0].expression) : null;
+          if (m[0] === namespace) {
+            used.add(m[1]);
+            // [namespace, name, dimension, value, ..., options]
+            const dimensions = Object.fromEntries(
+              (m.slice(2, -1) as string[]).flatMap((d, i, all) => (i % 2 === 0 ? [[d, all[i + 1]]] : [])),
+            );
+            assert.equal(dimensions.service, service, `${m[1]} in "${w.properties.title}"`);
+          }
+          const search = typeof m[0] === 'object' ? searchIn.exec(m[0].expression) : null;
           if (search?.[1]) used.add(search[1]);
         }
       }
@@ -434,9 +427,14 @@ for (const stage of STAGES) {
         assert.ok(used.has(needed), `dashboard lacks ${needed}`);
       }
       const alarms = ofType(t, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties);
-      for (const a of alarms.filter((a) => a.Namespace === 'XksProxy')) {
+      for (const a of alarms.filter((a) => a.Namespace === namespace)) {
         assert.ok(emitted.has(a.MetricName), a.AlarmName);
+        const dimensions = a.Dimensions as Array<{ Name: string; Value: string }>;
+        assert.equal(dimensions.find((d) => d.Name === 'service')?.Value, service, a.AlarmName);
+        used.add(a.MetricName);
       }
+      for (const name of emitted)
+        assert.ok(used.has(name), `the code emits ${name}, which neither the dashboard nor an alarm shows`);
       const names = alarms.map((a) => a.AlarmName as string);
       for (const wanted of [
         'latency-Encrypt',
@@ -452,6 +450,18 @@ for (const stage of STAGES) {
       }
     });
   });
+}
+
+/** A public stage has none of the VPC endpoint service mode's resources. */
+function assertNothingOfModeB(t: Template): void {
+  for (const absent of [
+    'XksNlb',
+    'XksEndpointService',
+    'XksExecuteApiEndpoint',
+    'XksSecretsManagerEndpoint',
+  ]) {
+    assert.equal(t.Resources[absent], undefined, absent);
+  }
 }
 
 describe('mode: VPC endpoint service (ci-vpce)', () => {
@@ -507,14 +517,7 @@ describe('mode: public endpoint (ci-public)', () => {
     assert.deepEqual(proxyConfigOf('ci-public').clientCertificate, {
       allowedCommonNames: ['cks.kms.us-east-2.amazonaws.com'],
     });
-    for (const absent of [
-      'XksNlb',
-      'XksEndpointService',
-      'XksExecuteApiEndpoint',
-      'XksSecretsManagerEndpoint',
-    ]) {
-      assert.equal(t.Resources[absent], undefined, absent);
-    }
+    assertNothingOfModeB(t);
     assert.equal(ofType(t, 'AWS::EC2::VPCEndpoint').length, 0);
   });
 
@@ -552,9 +555,206 @@ describe("API Gateway's CloudWatch role (createApiGatewayCloudWatchRole)", () =>
     for (const r of [account, role]) assert.equal(r.DeletionPolicy, 'Retain');
     const [[, stage] = []] = ofType(t, 'AWS::ApiGateway::Stage');
     assert.deepEqual(stage.DependsOn, ['XksApiGatewayAccount']);
-    for (const other of ['ci-vpce', 'ci-public']) {
+    for (const other of STAGES.filter((stage) => stage !== 'ci-all')) {
       assert.equal(ofType(templates[other] as Template, 'AWS::ApiGateway::Account').length, 0, other);
     }
+  });
+});
+
+/** What every ALB stage has: the listener, its rules and target groups, the permissions, the logs. */
+for (const stage of STAGES.filter((stage) => EXPECT[stage].frontDoor === 'alb')) {
+  describe(`behind an ALB: ${stage}`, () => {
+    const t = () => templates[stage] as Template;
+    const raw = () => stageFile(stage);
+
+    test("every route of every key store: a listener rule by route under any prefix, to its function's target group; anything else the fixed 404", () => {
+      const config = proxyConfigOf(stage);
+      const rules = ofType(t(), 'AWS::ElasticLoadBalancingV2::ListenerRule').map(([, r]) => r.Properties);
+      assert.equal(rules.length, 4, 'four rules, whatever the number of key stores');
+      assert.deepEqual(
+        rules.map((r) => r.Priority),
+        [1, 2, 3, 4],
+      );
+      const pc = EXPECT[stage].provisioned > 0;
+      for (const name of FUNCTIONS) {
+        const suffix = ROUTE_OF[name as keyof typeof ROUTE_OF].replace('{keyId}', 'some-key_1.2');
+        for (const ks of config.keystores) {
+          const path = `${ks.pathPrefix}/kms/xks/v1/${suffix}`;
+          // The first rule, by priority, whose pattern matches: ALB's order.
+          const rule = rules.find((r) =>
+            matchesPathPattern(r.Conditions[0].PathPatternConfig.Values[0], path),
+          );
+          assert.ok(rule, path);
+          assert.equal(rule.Conditions.length, 1);
+          assert.equal(rule.Actions[0].Type, 'forward');
+          const group = t().Resources[rule.Actions[0].TargetGroupArn.Ref];
+          assert.equal(group.Properties.TargetType, 'lambda');
+          assert.deepEqual(
+            group.Properties.Targets,
+            [
+              {
+                Id: pc
+                  ? { Ref: `${name}ProvConcLambdaAlias` }
+                  : { 'Fn::GetAtt': [`${name}LambdaFunction`, 'Arn'] },
+              },
+            ],
+            path,
+          );
+          // Every value of every header: the handler must see a second client certificate subject.
+          assert.deepEqual(group.Properties.TargetGroupAttributes, [
+            { Key: 'lambda.multi_value_headers.enabled', Value: 'true' },
+          ]);
+          assert.equal(group.Properties.HealthCheckEnabled, false, 'a health check would be an invocation');
+          assert.ok(group.Properties.Name.length <= 32, group.Properties.Name);
+        }
+      }
+      const listener = t().Resources.XksAlbListener.Properties;
+      const [fixed] = listener.DefaultActions;
+      assert.equal(fixed.Type, 'fixed-response');
+      const body = JSON.parse(fixed.FixedResponseConfig.MessageBody);
+      assert.equal(body.errorName, 'InvalidUriPathException');
+      assert.equal(Number(fixed.FixedResponseConfig.StatusCode), ERROR_STATUS.InvalidUriPathException);
+      assert.equal(fixed.FixedResponseConfig.ContentType, 'application/json');
+      for (const path of ['/', '/kms/xks/v1/health/', '/kms/xks/v2/health', '/kms/xks/v1/keys/k']) {
+        assert.ok(
+          !rules.some((r) => matchesPathPattern(r.Conditions[0].PathPatternConfig.Values[0], path)),
+          path,
+        );
+      }
+    });
+
+    test('HTTPS on 443 with the stage certificate and a TLS policy with the spec suites', () => {
+      const listener = t().Resources.XksAlbListener.Properties;
+      assert.equal(listener.Protocol, 'HTTPS');
+      assert.equal(listener.Port, 443);
+      const certificateArn = raw().public?.certificateArn ?? raw().vpcEndpointService?.certificateArn;
+      assert.deepEqual(listener.Certificates, [{ CertificateArn: certificateArn }]);
+      assert.equal(listener.SslPolicy, 'ELBSecurityPolicy-TLS13-1-2-Res-2021-06');
+    });
+
+    test('each function invoked only by its own target group: no API Gateway permission, no function URL', () => {
+      const permissions = ofType(t(), 'AWS::Lambda::Permission').map(([, p]) => p.Properties);
+      assert.equal(permissions.length, 4);
+      const groups = ofType(t(), 'AWS::ElasticLoadBalancingV2::TargetGroup').filter(
+        ([, g]) => g.Properties.TargetType === 'lambda',
+      );
+      assert.equal(groups.length, 4);
+      for (const [, group] of groups) {
+        const target = JSON.stringify(group.Properties.Targets[0].Id);
+        const own = permissions.filter((p) => JSON.stringify(p.FunctionName) === target);
+        assert.equal(own.length, 1, target);
+        const [permission] = own;
+        assert.equal(permission.Principal, 'elasticloadbalancing.amazonaws.com');
+        assert.equal(permission.Action, 'lambda:InvokeFunction');
+        assert.match(
+          permission.SourceArn['Fn::Sub'],
+          new RegExp(`:targetgroup/${group.Properties.Name}/\\*$`),
+        );
+      }
+    });
+
+    test('access logs to S3, without bodies; connection logs with mutual TLS; invalid header names dropped', () => {
+      const attributes = Object.fromEntries(
+        t().Resources.XksAlb.Properties.LoadBalancerAttributes.map((a: { Key: string; Value: string }) => [
+          a.Key,
+          a.Value,
+        ]),
+      );
+      assert.equal(attributes['access_logs.s3.enabled'], 'true');
+      assert.equal(attributes['access_logs.s3.bucket'], raw().alb.accessLogBucket);
+      assert.equal(attributes['access_logs.s3.prefix'], raw().alb.accessLogPrefix);
+      assert.equal(attributes['connection_logs.s3.enabled'], raw().public?.mtls ? 'true' : undefined);
+      assert.equal(attributes['routing.http.drop_invalid_header_fields.enabled'], 'true');
+      assert.equal(ofType(t(), 'AWS::ApiGateway::Stage').length, 0);
+      assert.equal(ofType(t(), 'AWS::ApiGateway::Account').length, 0);
+    });
+
+    test('the dashboard and alarms read the ALB that exists: each resource the dashboard body (Fn::Sub) names is in the template', () => {
+      const [[, dash] = []] = ofType(t(), 'AWS::CloudWatch::Dashboard');
+      const body: string = dash.Properties.DashboardBody['Fn::Sub'];
+      const referenced = [...body.matchAll(/\$\{(\w+)\.(\w+)\}/g)].map((m) => m[1] as string);
+      assert.ok(referenced.includes('XksAlb'));
+      assert.ok(referenced.some((r) => r.startsWith('XksAlbTargetGroup')));
+      for (const id of referenced) assert.ok(t().Resources[id], id);
+      assert.match(body, /AWS\/ApplicationELB/);
+      assert.doesNotMatch(body, /AWS\/ApiGateway/);
+      const errors = t().Resources.XksAlarmServerErrors.Properties;
+      const names = errors.Metrics.filter((m: { MetricStat?: unknown }) => m.MetricStat).map(
+        (m: { MetricStat: { Metric: { MetricName: string; Dimensions: unknown } } }) => [
+          m.MetricStat.Metric.MetricName,
+          m.MetricStat.Metric.Dimensions,
+        ],
+      );
+      const lb = [{ Name: 'LoadBalancer', Value: { 'Fn::GetAtt': ['XksAlb', 'LoadBalancerFullName'] } }];
+      assert.deepEqual(names, [
+        ['HTTPCode_ELB_5XX_Count', lb],
+        ['HTTPCode_Target_5XX_Count', lb],
+      ]);
+    });
+  });
+}
+
+describe('behind an ALB, VPC endpoint service (ci-alb-vpce): the NLB forwards to the internal ALB', () => {
+  test('NLB target type alb, after the listener, checked on a path the ALB answers itself; the ALB reachable from the NLB only', () => {
+    const t = templates['ci-alb-vpce'] as Template;
+    const group = t.Resources.XksTargetGroup;
+    assert.equal(group.Properties.TargetType, 'alb');
+    assert.equal(group.Properties.Protocol, 'TCP');
+    assert.deepEqual(group.Properties.Targets, [{ Id: { Ref: 'XksAlb' }, Port: 443 }]);
+    assert.deepEqual(group.DependsOn, ['XksAlbListener']);
+    assert.equal(group.Properties.HealthCheckProtocol, 'HTTPS');
+    const fixed = t.Resources.XksAlbListener.Properties.DefaultActions[0].FixedResponseConfig;
+    assert.equal(group.Properties.Matcher.HttpCode, fixed.StatusCode);
+    assert.ok(!matchesPathPattern('*/kms/xks/v1/health', group.Properties.HealthCheckPath));
+    const alb = t.Resources.XksAlb.Properties;
+    assert.equal(alb.Scheme, 'internal');
+    assert.deepEqual(alb.Subnets, stageFile('ci-alb-vpce').vpcEndpointService.nlbSubnetIds);
+    assert.deepEqual(t.Resources.XksAlbSecurityGroup.Properties.SecurityGroupIngress, [
+      {
+        IpProtocol: 'tcp',
+        FromPort: 443,
+        ToPort: 443,
+        SourceSecurityGroupId: { Ref: 'XksNlbSecurityGroup' },
+      },
+    ]);
+    assert.deepEqual(t.Resources.XksEndpointServicePermissions.Properties.AllowedPrincipals, [
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a CloudFormation Fn::Sub string
+      { 'Fn::Sub': 'cks.kms.${AWS::Region}.amazonaws.com' },
+    ]);
+    assert.equal(t.Resources.XksExecuteApiEndpoint, undefined, 'no execute-api endpoint');
+    assert.equal(t.Resources.XksEndpointIps, undefined);
+    assert.ok(t.Outputs.VpcEndpointServiceName && t.Outputs.PrivateDnsVerificationName);
+    assert.equal(t.Resources.XksAlbListener.Properties.MutualAuthentication, undefined);
+    assert.equal(proxyConfigOf('ci-alb-vpce').clientCertificate, undefined);
+  });
+});
+
+describe('behind an ALB, public (ci-alb-public): internet-facing, mutual TLS in verify mode', () => {
+  test('the trust store from public.mtls, verify mode, the CN check in the functions; DNS outputs from the ALB', () => {
+    const t = templates['ci-alb-public'] as Template;
+    const raw = stageFile('ci-alb-public');
+    const alb = t.Resources.XksAlb.Properties;
+    assert.equal(alb.Scheme, 'internet-facing');
+    assert.deepEqual(alb.Subnets, raw.alb.subnetIds);
+    assert.deepEqual(t.Resources.XksAlbListener.Properties.MutualAuthentication, {
+      Mode: 'verify',
+      TrustStoreArn: { Ref: 'XksAlbTrustStore' },
+      IgnoreClientCertificateExpiry: false,
+    });
+    const store = t.Resources.XksAlbTrustStore.Properties;
+    assert.equal(
+      `s3://${store.CaCertificatesBundleS3Bucket}/${store.CaCertificatesBundleS3Key}`,
+      raw.public.mtls.truststoreUri,
+    );
+    assert.equal(store.CaCertificatesBundleS3ObjectVersion, raw.public.mtls.truststoreVersion);
+    assert.deepEqual(proxyConfigOf('ci-alb-public').clientCertificate, {
+      allowedCommonNames: ['cks.kms.us-east-2.amazonaws.com'],
+    });
+    assert.deepEqual(t.Outputs.DnsAliasTarget.Value, { 'Fn::GetAtt': ['XksAlb', 'DNSName'] });
+    assert.deepEqual(t.Outputs.DnsAliasHostedZoneId.Value, {
+      'Fn::GetAtt': ['XksAlb', 'CanonicalHostedZoneID'],
+    });
+    assertNothingOfModeB(t);
   });
 });
 

@@ -2,7 +2,8 @@
 // SigV4 credentials read from Secrets Manager, here moto_server over HTTP with the real SDK client;
 // a credential rotation picked up after secrets.cacheSeconds without restart or failed request; a
 // missing or unreadable secret stopping the start-up with an error that names the secret, never its
-// value; the mTLS client certificate check. Real SoftHSM underneath.
+// value; the mTLS client certificate check, behind API Gateway and behind an ALB, whose subject
+// header a client cannot forge. Real SoftHSM underneath.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -17,14 +18,15 @@ import {
   RestoreSecretCommand,
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
-import { lambdaContext, signedEvent } from '../helpers/events.ts';
+import { inLambda } from '../../functions/aws.ts';
+import { parseConfig } from '../../functions/config.ts';
+import { createXksApi, type LambdaHandler } from '../../functions/handlers.ts';
+import { createRuntime, type Runtime } from '../../functions/runtime.ts';
+import { lambdaContext, signedAlbEvent, signedEvent } from '../helpers/events.ts';
 import { assertNoLeaks, captureLogs } from '../helpers/leaks.ts';
 import { createTestSetup, metadata, ROOT, randomCredential, type TestSetup } from '../helpers/proxy.ts';
 import type { Credential } from '../helpers/sign.ts';
 import { type Moto, startMoto } from '../helpers/tools.ts';
-
-type Handler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
 const REGION = 'eu-west-1';
 const PREFIX = '/keystores/payments';
@@ -39,7 +41,8 @@ const AWS_ENV = {
 let moto: Moto;
 let secretsManager: SecretsManagerClient;
 let setup: TestSetup;
-let encrypt: Handler;
+let runtime: Runtime;
+let encrypt: LambdaHandler;
 let logs: ReturnType<typeof captureLogs>;
 let pinArn: string;
 let credentialsArn: string;
@@ -81,14 +84,18 @@ before(async () => {
   setup = createTestSetup();
   pinArn = await createSecret('xks/test/hsm-pin', JSON.stringify({ pin: setup.pin }));
   credentialsArn = await createSecret('xks/test/payments', JSON.stringify({ credentials: [oldCredential] }));
-  process.env.AWS_LAMBDA_FUNCTION_NAME = 'xks-proxy-test-encrypt';
+  // The token's own environment (SoftHSM's configuration file), which the PKCS#11 library reads.
   Object.assign(process.env, setup.env);
-  process.env.XKS_PROXY_CONFIG_JSON = JSON.stringify(deployedConfig(pinArn, credentialsArn));
   logs = captureLogs();
-  encrypt = (await import('../../functions/encrypt.ts')).handler as unknown as Handler;
+  const lambda = { AWS_LAMBDA_FUNCTION_NAME: 'xks-proxy-test-encrypt' };
+  runtime = await createRuntime(parseConfig(deployedConfig(pinArn, credentialsArn), lambda), {
+    inLambda: inLambda(lambda),
+  });
+  encrypt = createXksApi(runtime).handlers.Encrypt;
 });
 
 after(async () => {
+  runtime?.close();
   logs?.restore();
   await moto?.stop();
   rmSync(setup.dir, { recursive: true, force: true });
@@ -116,6 +123,19 @@ async function call(credential: Credential, subjectDN: string | null = `CN=${KMS
   return { status: res.statusCode, body: JSON.parse(res.body) };
 }
 
+/** An Encrypt behind an ALB, with these X-Amzn-Mtls-Clientcert-Subject headers (name: values). */
+async function callViaAlb(credential: Credential, subjects: Record<string, string[]>) {
+  const plaintext = randomBytes(32).toString('base64');
+  const event = await signedAlbEvent({
+    path: `${PREFIX}/kms/xks/v1/keys/foo/encrypt`,
+    body: { requestMetadata: metadata('Encrypt'), plaintext, encryptionAlgorithm: 'AES_GCM' },
+    credential,
+    extraHeaders: subjects,
+  });
+  const res = await encrypt(event, lambdaContext());
+  return { status: res.statusCode, body: JSON.parse(res.body) };
+}
+
 describe('a running function', () => {
   test('the PIN and the credentials come from Secrets Manager at init', async () => {
     // The configuration holds neither: the HSM login and the SigV4 check both need the secrets.
@@ -136,6 +156,37 @@ describe('a running function', () => {
       assert.equal(res.status, 401, String(subject));
       assert.equal(res.body.errorName, 'AuthenticationFailedException');
     }
+  });
+
+  test('mTLS behind an ALB: the subject from exactly one X-Amzn-Mtls-Clientcert-Subject value', async () => {
+    const header = 'x-amzn-mtls-clientcert-subject';
+    assert.equal((await callViaAlb(oldCredential, { [header]: [`CN=${KMS_CN},O=Amazon`] })).status, 200);
+    const refused: Array<[string, Record<string, string[]>]> = [
+      ['no header', {}],
+      ['another CN', { [header]: ['CN=attacker.example.com'] }],
+      // What a client would send beside ALB's own value, in either order, under either spelling.
+      ['two values', { [header]: [`CN=${KMS_CN}`, 'CN=attacker.example.com'] }],
+      ['the allowed subject twice', { [header]: [`CN=${KMS_CN}`, `CN=${KMS_CN}`] }],
+      ['two spellings', { [header]: [`CN=${KMS_CN}`], 'X-Amzn-Mtls-Clientcert-Subject': [`CN=${KMS_CN}`] }],
+      // RFC 2253: an escaped comma is part of a value, so this subject has no CN of its own.
+      ['a CN inside another value', { [header]: [`O=x\\,CN=${KMS_CN}`] }],
+    ];
+    for (const [why, subjects] of refused) {
+      const res = await callViaAlb(oldCredential, subjects);
+      assert.equal(res.status, 401, why);
+      assert.equal(res.body.errorName, 'AuthenticationFailedException', why);
+    }
+  });
+
+  test('mTLS behind API Gateway: a header of that name is just a header', async () => {
+    const event = await signedEvent({
+      path: `${PREFIX}/kms/xks/v1/keys/foo/encrypt`,
+      body: { requestMetadata: metadata('Encrypt'), plaintext: 'AAAA', encryptionAlgorithm: 'AES_GCM' },
+      credential: oldCredential,
+    });
+    event.multiValueHeaders['X-Amzn-Mtls-Clientcert-Subject'] = [`CN=${KMS_CN}`];
+    const res = await encrypt(event, lambdaContext());
+    assert.equal(res.statusCode, 401, res.body);
   });
 
   test('rotation: add the new credential, both work, remove the old one: no restart, no failed request', async () => {

@@ -96,10 +96,14 @@ const FUZZ_STATUSES = new Set([400, 404, 405, 501]);
 /**
  * 503 DependencyTimeoutException: the HSM missed its per-call deadline (functions/config.ts
  * callTimeoutMs), which machine load alone can cause. A spec answer, but one that says nothing about
- * the input: such a case is counted and not judged (a 500 that may follow still fails).
+ * the input: such a case is counted and not judged (a 500 that may follow still fails). The last
+ * test bounds them: at most MAX_TIMEOUT_SHARE of the calls.
  */
 const TIMEOUT = 'DependencyTimeoutException';
+const MAX_TIMEOUT_SHARE = 0.01;
 let timeouts = 0;
+/** Calls answered, over both callers. */
+let calls = 0;
 
 /** The outcome is one of `expected` (or a timeout, see TIMEOUT). */
 /** A GetHealthStatus body of the spec's syntax: requestMetadata with kmsRequestId and kmsOperation. */
@@ -273,6 +277,7 @@ interface Exchange {
  */
 async function exchange(call: Caller, op: Op, body: Buffer, options: CallOptions = {}): Promise<Exchange> {
   const answer = await call(op, body, options);
+  calls++;
   const request = parseJson(body);
   assert.equal(answer.headers['content-type'], 'application/json', `${op}: content-type`);
   const payload = parseJson(Buffer.from(answer.body));
@@ -952,8 +957,7 @@ describe('routes, property-based (in-process)', { timeout: TEST_TIMEOUT_MS }, ()
     );
   });
 
-  test('state: after the fuzzing, health, a round trip and the pre-fuzz ciphertext all work', async (t) => {
-    t.diagnostic(`${timeouts} HSM deadline misses (503) during the fuzzing, not judged`);
+  test('state: after the fuzzing, health, a round trip and the pre-fuzz ciphertext all work', async () => {
     const health = await exchange(
       inProcess,
       'GetHealthStatus',
@@ -1326,6 +1330,15 @@ describe('routes, property-based (over the wire)', { timeout: TEST_TIMEOUT_MS },
     assert.equal(encrypted.outcome, OK);
     assertNoLeaks(await proxy.settledOutput(), proxy.secrets, wireSensitive);
   });
+});
+
+test('HSM deadline misses (503, not judged): at most 1% of the calls', (t) => {
+  t.diagnostic(`${timeouts} HSM deadline misses (503) in ${calls} calls`);
+  const allowed = Math.ceil(calls * MAX_TIMEOUT_SHARE);
+  assert.ok(
+    timeouts <= allowed,
+    `${timeouts} of ${calls} calls missed the HSM deadline (at most ${allowed})`,
+  );
 });
 
 async function wireDecryptBody(call: Caller): Promise<Record<string, unknown>> {

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from 'node:tls';
+import type { APIGatewayProxyEvent } from 'aws-lambda';
 import {
   createProxyServer,
   DEFAULT_LIMITS,
@@ -169,7 +170,10 @@ async function startStub(limits: Partial<ServerLimits>, responseBytes = 0): Prom
     return {
       statusCode: 200,
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ keyId: event.pathParameters?.keyId ?? null, pad: 'x'.repeat(responseBytes) }),
+      body: JSON.stringify({
+        keyId: (event as APIGatewayProxyEvent).pathParameters?.keyId ?? null,
+        pad: 'x'.repeat(responseBytes),
+      }),
     };
   };
   const server = createProxyServer({

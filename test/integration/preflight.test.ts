@@ -430,7 +430,9 @@ describe('preflight against broken servers', () => {
       const c = assertCheck(report, id, 'fail', UNREACHABLE);
       assert.match(c.kmsMessage ?? '', /did not respond in time/, id);
     }
-    assert.match(check(report, 'latency.keepalive').detail, /p50 [4-9]\d\d ms/);
+    // Measured, in milliseconds: no call to a server that answers after 400 ms takes less.
+    const p50 = /p50 ([\d.]+) ms/.exec(check(report, 'latency.keepalive').detail)?.[1];
+    assert.ok(Number(p50) >= 400, `p50 ${p50} ms`);
     // The behaviour itself is right, only late.
     assertCheck(report, 'errors.unknown-path', 'pass');
     assertCheck(report, 'health.schema', 'pass');

@@ -1,5 +1,6 @@
 // GetHealthStatus, GetKeyMetadata and the spec's error table (every row that applies to this
-// proxy so far), through the real local server and the test HSM (SoftHSM, or NSS softoken).
+// proxy so far), through the real local server (as API Gateway, or as an ALB when
+// XKS_TEST_FRONT_DOOR=alb) and the test HSM (SoftHSM, or NSS softoken).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';

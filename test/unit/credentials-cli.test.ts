@@ -18,11 +18,11 @@ import {
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
+import { CliError } from '../../bin/cli.ts';
 import {
   ACCESS_KEY_ID_ALPHABET,
   ACCESS_KEY_ID_LENGTH,
   addCredential,
-  CliError,
   type ConsoleConfig,
   type CredentialStore,
   consoleConfig,
@@ -34,7 +34,7 @@ import {
   SecretsManagerStore,
   type StoreOptions,
   writeConsoleFile,
-} from '../../bin/xks-proxy.ts';
+} from '../../bin/credentials.ts';
 import { type Credential, DEMO_CREDENTIAL, parseCredentialsSecret } from '../../functions/config.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

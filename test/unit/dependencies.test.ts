@@ -1,6 +1,7 @@
 // Dependency hygiene: exact versions, a lockfile with an integrity hash for every package, install
 // scripts for the two packages that need them only, the production dependencies exactly those
-// docs/reliability.md lists with the reason for each, and runtime code that loads nothing else. `npm audit`
+// docs/reliability.md lists with the reason for each, runtime code that loads nothing else, and the
+// directions of the proxy's own imports (handlers, layer, domain, local server, AWS). `npm audit`
 // cannot run here (the registry mirror answers 405 to its endpoint): docs/reliability.md says so.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -63,18 +64,23 @@ const BUILD_TOOLS: Record<string, string> = {
  * The modules a file loads when it runs, in the order written: static imports and re-exports
  * (not `import type` / `export type`, which Node strips; `import { type X }` still loads the module),
  * `import('...')`, and `require('...')` / `createRequire(...)('...')`. A specifier that is not a
- * string literal is returned as `<computed>`: it cannot be checked.
+ * string literal is returned as `<computed>`: it cannot be checked. `withTypes`: the type-only
+ * imports too (what the file depends on, loaded or not).
  */
-function runtimeImports(fileName: string, source: string): string[] {
+function runtimeImports(fileName: string, source: string, withTypes = false): string[] {
   const file = ts.createSourceFile(fileName, source, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
   const found: string[] = [];
   const literal = (node: ts.Node | undefined) =>
     node !== undefined && ts.isStringLiteralLike(node) ? node.text : '<computed>';
   const visit = (node: ts.Node): void => {
     if (ts.isImportDeclaration(node)) {
-      if (!node.importClause?.isTypeOnly) found.push(literal(node.moduleSpecifier));
+      if (withTypes || !node.importClause?.isTypeOnly) found.push(literal(node.moduleSpecifier));
     } else if (ts.isExportDeclaration(node)) {
-      if (node.moduleSpecifier !== undefined && !node.isTypeOnly) found.push(literal(node.moduleSpecifier));
+      if (node.moduleSpecifier !== undefined && (withTypes || !node.isTypeOnly)) {
+        found.push(literal(node.moduleSpecifier));
+      }
+    } else if (withTypes && ts.isImportTypeNode(node)) {
+      found.push(literal(ts.isLiteralTypeNode(node.argument) ? node.argument.literal : undefined));
     } else if (ts.isCallExpression(node)) {
       const callee = node.expression;
       const loads =
@@ -207,4 +213,212 @@ describe('runtime code imports production dependencies only', () => {
     assert.notEqual(refused.status, 0);
     assert.match(refused.stderr, /@aws-crypto\/sha256-js is not in package\.json "dependencies"/);
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Dependency directions inside the proxy. Each rule is a function over one file's path and source,
+// returning what it breaks; the tree must break none, and each rule must catch a planted breach.
+
+/** The proxy's own runtime code these rules are about. */
+const PROXY_DIRS = ['functions/', 'local/', 'layers/'];
+/** The four Lambda entry files: each makes its runtime at init (functions/runtime.ts). */
+const ENTRY_FILES = ['getHealthStatus', 'getKeyMetadata', 'encrypt', 'decrypt'].map(
+  (f) => `functions/${f}.ts`,
+);
+/** XKS domain rules: pure computation over requests, keys and records. */
+const DOMAIN = [
+  'errors',
+  'ids',
+  'schemas',
+  'xks',
+  'routes',
+  'mtls',
+  'sigv4',
+  'audit',
+  'revocation',
+  'authorization',
+].map((f) => `functions/${f}.ts`);
+/** What local/ may use of functions/: the handlers, the runtime factory and its input, the error table. */
+const LOCAL_MAY_IMPORT = [
+  'functions/handlers.ts',
+  'functions/runtime.ts',
+  'functions/config.ts',
+  'functions/errors.ts',
+];
+/** The one module that names AWS services or the Lambda environment (infra/ and serverless.yml aside). */
+const AWS_BOUNDARY = 'functions/aws.ts';
+const AWS_PACKAGE = /^(?:@aws-sdk\/|@smithy\/|@aws-lambda-powertools\/parameters)/;
+/** Packages domain code must not load, however indirectly. */
+const NOT_IN_DOMAIN = /^(?:@middy\/|pkcs11js$|@aws-sdk\/|@smithy\/|@aws-lambda-powertools\/)/;
+const PRESTART = 'layers/pkcs11/prestart.ts';
+
+/** A relative specifier as a path from the repository's root; a package name as it is. */
+function target(file: string, specifier: string): string {
+  return specifier.startsWith('.') ? relative(ROOT, resolve(ROOT, dirname(file), specifier)) : specifier;
+}
+
+/** The files a file loads (runtime imports), or depends on (withTypes), as targets. */
+function importsOf(file: string, source: string, withTypes = false): string[] {
+  return runtimeImports(file, source, withTypes).map((s) => target(file, s));
+}
+
+function visit(source: string, fileName: string, each: (node: ts.Node, file: ts.SourceFile) => void): void {
+  const file = ts.createSourceFile(fileName, source, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+  const walk = (node: ts.Node): void => {
+    each(node, file);
+    ts.forEachChild(node, walk);
+  };
+  walk(file);
+}
+
+interface Rule {
+  name: string;
+  /** What `file` breaks of the rule; `read` gives any other file's source. */
+  check(file: string, source: string, read: (file: string) => string): string[];
+  /** Files that break it, to show that the check catches them. */
+  breaches: Array<[file: string, source: string]>;
+}
+
+const RULES: Rule[] = [
+  {
+    name: 'a route handler reaches the HSM, the configuration and the logger only through its request',
+    check: (file, source) =>
+      file.startsWith('functions/operations/')
+        ? importsOf(file, source)
+            .filter((t) => t.startsWith('layers/') || t === 'functions/runtime.ts' || t === AWS_BOUNDARY)
+            .map((t) => `${file} loads ${t}`)
+        : [],
+    breaches: [
+      ['functions/operations/x.ts', "import { createRuntime } from '../runtime.ts';"],
+      ['functions/operations/x.ts', "import { HsmFleet } from '../../layers/pkcs11/fleet.ts';"],
+    ],
+  },
+  {
+    name: 'the PKCS#11 layer imports nothing from functions/',
+    check: (file, source) =>
+      file.startsWith('layers/')
+        ? importsOf(file, source, true)
+            .filter((t) => t.startsWith('functions/'))
+            .map((t) => `${file} imports ${t}`)
+        : [],
+    breaches: [['layers/pkcs11/x.ts', "import type { Runtime } from '../../functions/runtime.ts';"]],
+  },
+  {
+    name: 'domain code loads neither middy, pkcs11js, Powertools nor an AWS SDK, however indirectly',
+    check: (file, source, read) => {
+      if (!DOMAIN.includes(file)) return [];
+      const problems: string[] = [];
+      const seen = new Set<string>();
+      const queue = [file];
+      for (let f = queue.shift(); f !== undefined; f = queue.shift()) {
+        if (seen.has(f)) continue;
+        seen.add(f);
+        for (const t of importsOf(f, f === file ? source : read(f))) {
+          if (NOT_IN_DOMAIN.test(t))
+            problems.push(`${file} loads ${t}${f === file ? '' : ` (through ${f})`}`);
+          else if (t.endsWith('.ts')) queue.push(t);
+        }
+      }
+      return problems;
+    },
+    breaches: [
+      ['functions/xks.ts', "import { Logger } from '@aws-lambda-powertools/logger';"],
+      ['functions/errors.ts', "import { xksHandler } from './middleware.ts';"],
+    ],
+  },
+  {
+    name: 'local/ uses of functions/ only the handlers, the runtime factory, its config, the error table',
+    check: (file, source) =>
+      file.startsWith('local/')
+        ? importsOf(file, source, true)
+            .filter((t) => t.startsWith('functions/') && !LOCAL_MAY_IMPORT.includes(t))
+            .map((t) => `${file} imports ${t}`)
+        : [],
+    breaches: [
+      ['local/x.ts', "import { parseRoute } from '../functions/routes.ts';"],
+      ['local/x.ts', "import type { Route } from '../functions/routes.ts';"],
+    ],
+  },
+  {
+    name: 'only functions/aws.ts names AWS services or the Lambda environment (AWS SDKs, AWS_* variables)',
+    check: (file, source) => {
+      if (file === AWS_BOUNDARY) return [];
+      const problems = importsOf(file, source)
+        .filter((t) => AWS_PACKAGE.test(t))
+        .map((t) => `${file} loads ${t}`);
+      visit(source, file, (node) => {
+        if ((ts.isIdentifier(node) || ts.isStringLiteralLike(node)) && /\bAWS_[A-Z]/.test(node.text)) {
+          problems.push(`${file} names ${node.text}`);
+        }
+      });
+      return problems;
+    },
+    breaches: [
+      ['functions/runtime.ts', 'const lambda = process.env.AWS_LAMBDA_FUNCTION_NAME;'],
+      ['functions/config.ts', "const lambda = env['AWS_LAMBDA_FUNCTION_NAME'];"],
+      ['local/x.ts', "await import('@aws-sdk/client-secrets-manager');"],
+    ],
+  },
+  {
+    name: 'HSM errors are mapped to XKS errors in functions/errors.ts only',
+    check: (file, source) => {
+      if (!file.startsWith('functions/') || file === 'functions/errors.ts') return [];
+      const problems: string[] = [];
+      visit(source, file, (node) => {
+        if (ts.isImportSpecifier(node) && node.name.text === 'HsmError')
+          problems.push(`${file} imports HsmError`);
+      });
+      return problems;
+    },
+    breaches: [['functions/operations/x.ts', "import { HsmError } from '../../layers/pkcs11/hsm.ts';"]],
+  },
+  {
+    name: 'HTTP error statuses are written in functions/errors.ts only',
+    check: (file, source) => {
+      if (file === 'functions/errors.ts' || !(file.startsWith('functions/') || file.startsWith('local/')))
+        return [];
+      const problems: string[] = [];
+      visit(source, file, (node, sourceFile) => {
+        // As written: the scanner gives 0o700 as 448.
+        if (ts.isNumericLiteral(node) && /^[45]\d\d$/.test(node.getText(sourceFile))) {
+          problems.push(`${file} writes the status ${node.text}`);
+        }
+      });
+      return problems;
+    },
+    breaches: [['local/x.ts', 'res.writeHead(404);']],
+  },
+  {
+    name: 'only the four Lambda entry files import the HSM worker prestart, and each first',
+    check: (file, source) => {
+      const imports = importsOf(file, source);
+      if (ENTRY_FILES.includes(file)) {
+        return imports[0] === PRESTART ? [] : [`${file} does not import ${PRESTART} first`];
+      }
+      return imports.includes(PRESTART) ? [`${file} imports ${PRESTART}`] : [];
+    },
+    breaches: [
+      ['functions/encrypt.ts', "import './config.ts';\nimport '../layers/pkcs11/prestart.ts';"],
+      ['functions/middleware.ts', "import '../layers/pkcs11/prestart.ts';"],
+    ],
+  },
+];
+
+describe('dependency directions', () => {
+  const tracked = execFileSync('git', ['ls-files', ...PROXY_DIRS], { cwd: ROOT, encoding: 'utf8' })
+    .split('\n')
+    .filter((f) => f.endsWith('.ts'));
+  const read = (file: string) => readFileSync(join(ROOT, file), 'utf8');
+
+  for (const rule of RULES) {
+    test(rule.name, () => {
+      assert.deepEqual(
+        tracked.flatMap((file) => rule.check(file, read(file), read)),
+        [],
+      );
+      for (const [file, source] of rule.breaches) {
+        assert.notDeepEqual(rule.check(file, source, read), [], `not caught: ${file}: ${source}`);
+      }
+    });
+  }
 });

@@ -1,4 +1,4 @@
-// The deploy parameter checks (infra/params.cjs): mistakes are refused at packaging, with a
+// The deploy parameter checks (infra/params.ts): mistakes are refused at packaging, with a
 // one-line message naming the file and the field, before anything reaches AWS; the proxy's part of
 // the file is checked by the proxy's own parser (functions/config.ts).
 import assert from 'node:assert/strict';
@@ -7,20 +7,14 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseConfig } from '../../functions/config.ts';
+import { deploymentOf, restApi } from '../../infra/apigateway/rest-api.ts';
+import type { PolicyDocument, Resource } from '../../infra/cfn.ts';
+import { checkParams, ParamsError, readPermissions } from '../../infra/params.ts';
 import { ROOT } from '../helpers/proxy.ts';
 
 const require = createRequire(import.meta.url);
 // biome-ignore lint/suspicious/noExplicitAny: parameter files are free-form YAML
 type Params = Record<string, any>;
-const { checkParams, readPermissions, ParamsError } = require('../../infra/params.cjs') as {
-  checkParams(raw: unknown, stage: string): Params;
-  readPermissions(config: unknown): Array<{ action: string; resources: string[] }>;
-  ParamsError: new () => Error;
-};
-const { api, deploymentOf } = require('../../infra/api.cjs') as {
-  api(p: Params, endpoint: Params): Record<string, Params>;
-  deploymentOf(resources: Record<string, Params>): Record<string, Params>;
-};
 
 const arn = (name: string) => `arn:aws:secretsmanager:eu-west-1:111122223333:secret:${name}`;
 
@@ -93,7 +87,7 @@ test('valid parameters pass, and give a configuration the proxy parses, without 
   const config = parseConfig(p.proxyConfig, { AWS_LAMBDA_FUNCTION_NAME: 'f' });
   assert.equal(config.hsm.pin, undefined);
   assert.match(config.hsm.pinSecretArn ?? '', /^arn:aws:secretsmanager:/);
-  assert.equal(p.proxyConfig.proxy.fleetSize, 2, 'xksProxyFleetSize: the provisioned environments');
+  assert.equal(p.proxyConfig.proxy?.fleetSize, 2, 'xksProxyFleetSize: the provisioned environments');
   assert.equal(p.proxyConfig.clientCertificate, undefined);
   assert.deepEqual(checkParams(publicStage(), 'x').proxyConfig.clientCertificate, {
     allowedCommonNames: ['cks.kms.eu-west-1.amazonaws.com'],
@@ -196,6 +190,44 @@ test('refused: inline PIN or credentials, local files, reserved environment name
   );
 });
 
+test('frontDoor alb: what the ALB needs, and what only API Gateway does refused by name', () => {
+  const behindAlb =
+    (start = base) =>
+    () => {
+      const p = start();
+      p.frontDoor = 'alb';
+      p.alb = { accessLogBucket: 'xks-logs', subnetIds: ['subnet-p1', 'subnet-p2'] };
+      return p;
+    };
+  assert.equal(checkParams(behindAlb()(), 'x').frontDoor, 'alb');
+  assert.equal(checkParams(behindAlb(publicStage)(), 'x').frontDoor, 'alb');
+  assert.equal(checkParams(base(), 'x').frontDoor, 'apigateway', 'API Gateway by default');
+  const cases: Array<[(p: Params) => void, RegExp, () => Params]> = [
+    [(p) => delete p.alb, /: alb is required \(frontDoor alb\)/, behindAlb()],
+    [
+      (p) => delete p.alb.subnetIds,
+      /: alb\.subnetIds is required \(frontDoor alb, connectivity public\)/,
+      behindAlb(publicStage),
+    ],
+    [(p) => delete p.alb.accessLogBucket, /: alb\.accessLogBucket is required$/, behindAlb()],
+    [(p) => (p.alb.accessLogPrefix = 'a/AWSLogs'), /: alb\.accessLogPrefix must match/, behindAlb()],
+    [(p) => (p.alb.subnetIds = ['one']), /: alb\.subnetIds must NOT have fewer than 2 items/, behindAlb()],
+    [
+      (p) => (p.throttling = { rateLimit: 10 }),
+      /: throttling is API Gateway's stage throttling; .*reservedConcurrency/,
+      behindAlb(),
+    ],
+    [
+      (p) => (p.createApiGatewayCloudWatchRole = true),
+      /: createApiGatewayCloudWatchRole is for API Gateway/,
+      behindAlb(),
+    ],
+    [(p) => (p.frontDoor = 'nginx'), /: frontDoor must be equal to one of the allowed values/, behindAlb()],
+    [(p) => (p.alb = { accessLogBucket: 'xks-logs' }), /: alb is for frontDoor alb/, base],
+  ];
+  for (const [change, message, start] of cases) assert.match(refusal(change, start), message);
+});
+
 test('unknown settings are refused by name, in either part of the file', () => {
   const cases: Array<[(p: Params) => void, RegExp]> = [
     [(p) => (p.regoin = 'eu-west-1'), /: regoin is not a known setting$/],
@@ -223,7 +255,7 @@ test('unknown settings are refused by name, in either part of the file', () => {
 test('a key store may list hundreds of keys: the configuration is packaged as a file, not put in the environment', () => {
   const p = base();
   p.keystores[0].keys = Array.from({ length: 2000 }, (_, i) => `payments-key-${i}`);
-  assert.equal(checkParams(p, 'x').proxyConfig.keystores[0].keys.length, 2000);
+  assert.equal(checkParams(p, 'x').proxyConfig.keystores[0]?.keys.length, 2000);
 });
 
 test('IAM: a read permission for every secret the configuration names, whatever the setting', () => {
@@ -232,7 +264,7 @@ test('IAM: a read permission for every secret the configuration names, whatever 
   p.keystores[0].credentialsSecretArn = arn('pin'); // one secret named twice
   const { proxyConfig } = checkParams(p, 'x');
   // A setting the proxy may get later, named by the same convention.
-  proxyConfig.audit = {
+  (proxyConfig as Params).audit = {
     keySecretArn: arn('audit'),
     revocationParameterArn: 'arn:aws:ssm:eu-west-1:1:parameter/r',
   };
@@ -244,17 +276,22 @@ test('IAM: a read permission for every secret the configuration names, whatever 
 
 test('redeployment: a change to a method, a gateway response, the API policy or BinaryMediaTypes gives a new Deployment', () => {
   const p = checkParams(base(), 'x');
-  const policy = {
+  const policy: PolicyDocument = {
     Version: '2012-10-17',
     Statement: [
       { Effect: 'Allow', Principal: '*', Action: 'execute-api:Invoke', Resource: 'execute-api:/*' },
     ],
   };
-  const resources = api(p, { EndpointConfiguration: { Types: ['PRIVATE'] }, Policy: policy });
+  const resources = restApi(p, {
+    EndpointConfiguration: { Types: ['PRIVATE'], VpcEndpointIds: ['vpce-1'] },
+    Policy: policy,
+  });
   const [id, deployment] = Object.entries(resources).find(
     ([, r]) => r.Type === 'AWS::ApiGateway::Deployment',
   ) as [string, Params];
-  assert.equal(resources.XksStage?.Properties.DeploymentId.Ref, id);
+  assert.deepEqual((resources.XksStage as Resource<'AWS::ApiGateway::Stage'>).Properties.DeploymentId, {
+    Ref: id,
+  });
   const gatewayResponses = Object.keys(resources).filter(
     (k) => resources[k]?.Type === 'AWS::ApiGateway::GatewayResponse',
   );
@@ -264,7 +301,7 @@ test('redeployment: a change to a method, a gateway response, the API policy or 
     assert.ok(deployment.DependsOn.includes(needed), needed);
 
   const others = Object.fromEntries(Object.entries(resources).filter(([k]) => k !== id));
-  assert.deepEqual(Object.keys(deploymentOf(others)), [id], 'the same API, the same Deployment');
+  assert.equal(deploymentOf(others)[0], id, 'the same API, the same Deployment');
   const changes: Record<string, (r: Record<string, Params>) => void> = {
     'a gateway response': (r) => {
       (r[gatewayResponses[0] as string] as Params).Properties.StatusCode = '400';
@@ -284,7 +321,7 @@ test('redeployment: a change to a method, a gateway response, the API policy or 
   for (const [what, change] of Object.entries(changes)) {
     const changed = structuredClone(others);
     change(changed);
-    const [newId] = Object.keys(deploymentOf(changed));
+    const [newId] = deploymentOf(changed);
     assert.notEqual(newId, id, `${what} changed, the Deployment did not`);
   }
 });

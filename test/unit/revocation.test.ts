@@ -6,8 +6,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { FileStore } from '../../bin/credentials.ts';
 import { REVOCATION_FORMAT, revocationMain } from '../../bin/revocation.ts';
-import { FileStore } from '../../bin/xks-proxy.ts';
 import {
   parseRevocation,
   type RevocationChange,

