@@ -16,24 +16,22 @@
 // The PIN comes from an environment variable or the proxy's config file, never from the command
 // line (ps shows it), and is never printed. No key material is read: the keys are non-extractable.
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import type * as pkcs11 from 'pkcs11js';
 import { KEY_ID } from '../functions/ids.ts';
 import type { KeyUsage } from '../layers/pkcs11/hsm.ts';
 import {
-  findToken,
-  initialize,
+  ckrOf,
+  errorText,
   MAX_VERSIONS,
+  P,
   secretKeyTemplate,
-  USAGE_ATTRIBUTES,
+  TokenError,
+  TokenSession,
   versionId,
-  versionOf,
-} from '../layers/pkcs11/pkcs11-hsm.ts';
+} from '../layers/pkcs11/session.ts';
 import { isEntryPoint } from '../scripts/entry-point.ts';
 import { DEMO_KEYS, HEALTH_CHECK_KEY } from '../scripts/softhsm.ts';
 import { CliError, command, type Group, type Output, runCli, STDIO, UsageError, type Values } from './cli.ts';
-
-const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const DEFAULT_PIN_ENV = 'XKS_HSM_PIN';
@@ -87,120 +85,41 @@ export interface VersionList {
 // ---------------------------------------------------------------------------------------------
 // PKCS#11.
 
-/** A logged-in read/write session on the token; close() logs out and finalizes. */
-class TokenSession {
-  readonly lib: pkcs11.PKCS11;
-  readonly session: Buffer;
-  readonly label: string;
-
-  private constructor(lib: pkcs11.PKCS11, session: Buffer, label: string) {
-    this.lib = lib;
-    this.session = session;
-    this.label = label;
-  }
-
-  static open(connection: Connection): TokenSession {
-    const lib = new P.PKCS11();
-    try {
-      lib.load(connection.modulePath);
-    } catch (error) {
-      throw new KeysError(`cannot load the PKCS#11 library ${connection.modulePath}: ${pkcs11Text(error)}`);
-    }
-    try {
-      initialize(lib, connection.libraryParameters);
-    } catch (error) {
-      throw pkcs11Error('C_Initialize', error);
-    }
-    try {
-      const { slot, label } = findSlot(lib, connection);
-      const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
-      try {
-        lib.C_Login(session, P.CKU_USER, connection.pin);
-      } catch (error) {
-        if (codeOf(error) !== P.CKR_USER_ALREADY_LOGGED_IN) throw pkcs11Error('C_Login', error);
-      }
-      return new TokenSession(lib, session, label);
-    } catch (error) {
-      finalize(lib);
-      throw error instanceof KeysError ? error : pkcs11Error('C_OpenSession', error);
-    }
-  }
-
-  close(): void {
-    try {
-      this.lib.C_Logout(this.session);
-    } catch {
-      // Logged out already (another session of this process), or the session is gone.
-    }
-    finalize(this.lib);
-  }
-
-  /** Every secret key labelled `label`, in the order the token returns them. */
-  find(label: string): Buffer[] {
-    const { lib, session } = this;
-    lib.C_FindObjectsInit(session, [
-      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-      { type: P.CKA_LABEL, value: label },
-    ]);
-    const handles: Buffer[] = [];
-    try {
-      // All of them, unlike the proxy (which looks at MAX_VERSIONS): to report a token over the limit.
-      for (;;) {
-        const batch = lib.C_FindObjects(session, MAX_VERSIONS);
-        if (batch.length === 0) break;
-        handles.push(...batch);
-      }
-    } finally {
-      lib.C_FindObjectsFinal(session);
-    }
-    return handles;
-  }
-
-  attribute(handle: Buffer, type: number): Buffer | undefined {
-    try {
-      const [attr] = this.lib.C_GetAttributeValue(this.session, handle, [{ type }]);
-      return Buffer.isBuffer(attr?.value) ? attr.value : undefined;
-    } catch (error) {
-      const code = codeOf(error);
-      if (code === P.CKR_ATTRIBUTE_TYPE_INVALID || code === P.CKR_ATTRIBUTE_SENSITIVE) return undefined;
-      throw pkcs11Error('C_GetAttributeValue', error);
-    }
-  }
-
-  flag(handle: Buffer, type: number): boolean | null {
-    const value = this.attribute(handle, type);
-    return value === undefined || value.length === 0 ? null : value[0] !== 0;
-  }
-}
-
-function finalize(lib: pkcs11.PKCS11): void {
+/** A logged-in read/write session on the token, or the KeysError saying why there is none. */
+function openToken(connection: Connection): TokenSession {
   try {
-    lib.C_Finalize();
-  } catch {
-    // Not initialized: nothing to release.
+    return TokenSession.open(connection, { readWrite: true });
+  } catch (error) {
+    if (!(error instanceof TokenError)) throw error;
+    if (error.step === 'load') {
+      throw new KeysError(
+        `cannot load the PKCS#11 library ${connection.modulePath}: ${pkcs11Text(error.cause)}`,
+      );
+    }
+    if (error.found === undefined) throw pkcs11Error(error.step, error.cause);
+    // The proxy refuses several tokens too: a key made in one of them would be missing in the other.
+    const hint = error.found.count > 0 ? ': name one with --token and --token-serial' : '';
+    throw new KeysError(`${error.message}${hint}`);
   }
 }
 
-function findSlot(lib: pkcs11.PKCS11, connection: Connection): { slot: Buffer; label: string } {
-  const found = findToken(lib, connection);
-  if ('slot' in found) return found;
-  if (found.count === 0) throw new KeysError(`no token ${found.wanted} is present`);
-  // The proxy refuses such a token too: a key made in one of them would be missing in the other.
-  throw new KeysError(`${found.count} tokens ${found.wanted}: name one with --token and --token-serial`);
+/** Every secret key labelled `label`, unlike the proxy (which looks at MAX_VERSIONS): to report a token over the limit. */
+function findAll(token: TokenSession, label: string): Buffer[] {
+  return token.findKeys(label, 0);
 }
 
 function describeKey(token: TokenSession, handle: Buffer): Omit<KeyVersion, 'current'> {
-  const rawId = token.attribute(handle, P.CKA_ID);
-  const usage: KeyUsage[] = [];
-  for (const [type, name] of USAGE_ATTRIBUTES) if (token.flag(handle, type)) usage.push(name);
+  let facts: ReturnType<TokenSession['facts']>;
+  try {
+    facts = token.facts(handle);
+  } catch (error) {
+    throw pkcs11Error('C_GetAttributeValue', error);
+  }
   return {
-    version: versionOf(rawId),
-    id: idText(rawId),
-    keySpec: keySpecOf(
-      ulong(token.attribute(handle, P.CKA_KEY_TYPE)),
-      ulong(token.attribute(handle, P.CKA_VALUE_LEN)),
-    ),
-    usage,
+    version: facts.version,
+    id: idText(facts.id),
+    keySpec: facts.keySpec,
+    usage: facts.usage,
     sensitive: token.flag(handle, P.CKA_SENSITIVE),
     extractable: token.flag(handle, P.CKA_EXTRACTABLE),
     alwaysSensitive: token.flag(handle, P.CKA_ALWAYS_SENSITIVE),
@@ -210,7 +129,7 @@ function describeKey(token: TokenSession, handle: Buffer): Omit<KeyVersion, 'cur
 }
 
 function list(token: TokenSession, key: string): VersionList {
-  const found = token.find(key).map((handle) => describeKey(token, handle));
+  const found = findAll(token, key).map((handle) => describeKey(token, handle));
   const counts = new Map<number, number>();
   for (const v of found) counts.set(v.version, (counts.get(v.version) ?? 0) + 1);
   const ambiguous = [...counts].filter(([, n]) => n > 1).map(([version]) => version);
@@ -225,7 +144,7 @@ function list(token: TokenSession, key: string): VersionList {
 /** The versions of a key; an empty list when the token has no such key. */
 export function listVersions(connection: Connection, key: string): VersionList {
   checkKeyId(key);
-  const token = TokenSession.open(connection);
+  const token = openToken(connection);
   try {
     return list(token, key);
   } catch (error) {
@@ -261,7 +180,7 @@ export function createVersion(
   }
   if (!options.encrypt && !options.decrypt)
     throw new KeysError('--usage must name decrypt, encrypt or both', 2);
-  const token = TokenSession.open(connection);
+  const token = openToken(connection);
   try {
     const before = list(token, key);
     if (before.versions.length === 0 && !options.allowNew) {
@@ -330,7 +249,7 @@ export function createKey(
   usage: Usage,
 ): { created: KeyVersion; token: string } {
   checkKeyId(key);
-  const token = TokenSession.open(connection);
+  const token = openToken(connection);
   try {
     return { created: createNew(token, key, usage), token: token.label };
   } catch (error) {
@@ -341,7 +260,7 @@ export function createKey(
 }
 
 function createNew(token: TokenSession, key: string, usage: Usage): KeyVersion {
-  if (token.find(key).length > 0) {
+  if (findAll(token, key).length > 0) {
     throw new KeysError(
       `token '${token.label}' already has a secret key labelled '${key}': create-version makes its next version`,
     );
@@ -387,7 +306,7 @@ export function createTestKeys(
   connection: Connection,
   healthCheckKey?: string,
 ): { token: string; keys: TestKeyResult[] } {
-  const token = TokenSession.open(connection);
+  const token = openToken(connection);
   try {
     const keys: TestKeyResult[] = [];
     const wrong: string[] = [];
@@ -433,32 +352,9 @@ function idText(id: Buffer | undefined): string | null {
   return /^[\x20-\x7e]+$/.test(id.toString('latin1')) ? id.toString('latin1') : `0x${id.toString('hex')}`;
 }
 
-function keySpecOf(keyType: number | undefined, valueLen: number | undefined): string {
-  const names = new Map<number, string>([
-    [P.CKK_AES, 'AES'],
-    [P.CKK_GENERIC_SECRET, 'GENERIC_SECRET'],
-    [P.CKK_DES3, 'DES3'],
-  ]);
-  const name = (keyType !== undefined && names.get(keyType)) || `CKK_0x${(keyType ?? 0).toString(16)}`;
-  return valueLen === undefined ? name : `${name}_${valueLen * 8}`;
-}
-
-/** A CK_ULONG attribute (native byte order: little-endian on x86_64 and arm64). */
-function ulong(value: Buffer | undefined): number | undefined {
-  if (value?.length === 8) return Number(value.readBigUInt64LE());
-  if (value?.length === 4) return value.readUInt32LE();
-  return undefined;
-}
-
-function codeOf(error: unknown): number {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'number' ? code : -1;
-}
-
 /** pkcs11js messages start with the CKR_ name; they never hold the PIN. */
 function pkcs11Text(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return /\bCKR_[A-Z_]+/.exec(text)?.[0] ?? text.split('\n')[0] ?? 'error';
+  return ckrOf(error) ?? errorText(error).split('\n')[0] ?? 'error';
 }
 
 function pkcs11Error(call: string, error: unknown): KeysError {

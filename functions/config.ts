@@ -1,11 +1,10 @@
 // The proxy's configuration: typed, and validated once at start-up (a bad config stops the init
 // phase with a message that names the problem, never a secret).
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { Ajv } from 'ajv';
 import type { FromSchema } from 'json-schema-to-ts';
 import type { VendorProfileName } from '../layers/pkcs11/profiles.ts';
-import { inLambda, lambdaMemoryMb } from './aws.ts';
+import { inLambda } from './aws.ts';
 import { ACCESS_KEY_ID, KEY_ID, NAME, PATH_PREFIX, SECRET_ACCESS_KEY } from './ids.ts';
 
 export const PROXY_VENDOR = 'serverless-xks-proxy';
@@ -81,12 +80,6 @@ export const SCHEMA = {
         callTimeoutMs: { type: 'integer', minimum: 1, maximum: 10_000, default: 100 },
         /** Deadline of the first connection (library load and login) after a cold start. */
         startTimeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 5000 },
-        /**
-         * How long the request's thread and the HSM worker spin before sleeping, in us (layers/pkcs11
-         * wire.ts): saves a thread wake-up per HSM call, costs a spinning core. Default: 200 with two
-         * CPUs or more, else 0 (defaultSpinMicros).
-         */
-        spinMicros: { type: 'integer', minimum: 0, maximum: 10_000 },
         /**
          * Several HSMs with the same keys (failover, ekmFleetDetails); the `hsm` section alone when
          * absent.
@@ -343,7 +336,6 @@ export function parseConfig(input: unknown, env: Env): ProxyConfig {
     // ajv's messages name the rule (pattern, length), not the value: safe for secrets.
     throw new ConfigError(`${error?.instancePath || '/'} ${error?.message ?? 'is invalid'}`);
   }
-  parsed.hsm.spinMicros ??= defaultSpinMicros(env);
   if (env.XKS_HSM_PIN) parsed.hsm.pin = env.XKS_HSM_PIN;
   if (!parsed.hsm.pin && !parsed.hsm.pinSecretArn) {
     throw new ConfigError('no HSM PIN: set hsm.pin, hsm.pinSecretArn or XKS_HSM_PIN');
@@ -396,16 +388,6 @@ export function parseConfig(input: unknown, env: Env): ProxyConfig {
     }
   }
   return parsed;
-}
-
-/**
- * Spinning pays only with a core to spare: two CPUs or more; in Lambda, whose CPU share grows with
- * memory (one vCPU's worth at 1769 MB), from 3538 MB.
- */
-export function defaultSpinMicros(env: Env, cpus = availableParallelism()): number {
-  const memoryMb = lambdaMemoryMb(env);
-  if (memoryMb > 0) return memoryMb >= 2 * 1769 ? 200 : 0;
-  return cpus >= 2 ? 200 : 0;
 }
 
 /** Where credentials are checked: in Lambda the public demo credentials are refused. */

@@ -72,7 +72,7 @@ export interface HsmFleetView {
   /** UNAVAILABLE while its circuit breaker is open, DEGRADED while its last calls failed, else ACTIVE. */
   health(index: number): HsmHealth;
   /** Runs `call` on that HSM whatever its circuit breaker says, recording the outcome in it. */
-  probe<T>(index: number, call: (hsm: Hsm) => T): T;
+  probe<T>(index: number, call: (hsm: Hsm) => Promise<T>): Promise<T>;
 }
 
 type Event = FrontDoorEvent;
@@ -106,12 +106,12 @@ const LINE = 'XKS request';
 
 /**
  * The Lambda handler of one XKS operation on `runtime`: the chain above around `handle`, which
- * returns the response body (or a promise of it).
+ * resolves to the response body.
  */
 export function xksHandler<Body>(
   runtime: Runtime,
   operation: Operation,
-  handle: (request: XksRequest<Body>) => object | Promise<object>,
+  handle: (request: XksRequest<Body>) => Promise<object>,
 ): LambdaHandler {
   const members = runtime.hsm.members.map(({ name, hsm }) => ({ name, info: () => hsm.info() }));
   return middy<Event, Result, Error, XksContext>({ timeoutEarlyInMillis: 0 })
@@ -130,7 +130,12 @@ export function xksHandler<Body>(
         keystore: state.keystore as Keystore,
         keyId: state.keyId,
         body: state.body as Body,
-        hsm: new TimedHsm(runtime.hsm, state, () => runtime.hsm.servedBy()),
+        hsm: new TimedHsm(
+          runtime.hsm.serving((id) => {
+            state.servedBy = id;
+          }),
+          state,
+        ),
         fleet: {
           members,
           health: (index) => runtime.hsm.health(index),
@@ -505,28 +510,26 @@ function logUnverifiedRequestId(context: XksContext): void {
 class TimedHsm implements Hsm {
   readonly #inner: Hsm;
   readonly #state: State;
-  readonly #servedBy: (() => string | undefined) | undefined;
 
-  constructor(inner: Hsm, state: State, servedBy?: () => string | undefined) {
+  constructor(inner: Hsm, state: State) {
     this.#inner = inner;
     this.#state = state;
-    this.#servedBy = servedBy;
   }
 
   info() {
     return this.#inner.info();
   }
 
-  findKey(label: string, version?: number): HsmKey | undefined {
+  findKey(label: string, version?: number): Promise<HsmKey | undefined> {
     return this.#timed(() => this.#inner.findKey(label, version));
   }
 
-  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
+  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): Promise<AesGcmCiphertext> {
     this.#state.keyVersion = key.version;
     return this.#timed(() => this.#inner.encrypt(key, plaintext, aad));
   }
 
-  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
+  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Promise<Buffer> {
     this.#state.keyVersion = key.version;
     return this.#timed(() => this.#inner.decrypt(key, input, aad));
   }
@@ -535,23 +538,14 @@ class TimedHsm implements Hsm {
     this.#inner.close();
   }
 
-  /** Runs an HSM call, adding its duration (failed or not, until it settles) to the request's HSM time. */
-  #timed<T>(call: () => T): T {
+  /** Runs an HSM call, adding its duration (failed or not) to the request's HSM time. */
+  async #timed<T>(call: () => Promise<T>): Promise<T> {
     const start = performance.now();
-    const add = () => {
-      this.#state.hsmMs += performance.now() - start;
-      if (this.#servedBy !== undefined) this.#state.servedBy = this.#servedBy();
-    };
-    let result: T;
     try {
-      result = call();
-    } catch (error) {
-      add();
-      throw error;
+      return await call();
+    } finally {
+      this.#state.hsmMs += performance.now() - start;
     }
-    if (result instanceof Promise) return result.finally(add) as T;
-    add();
-    return result;
   }
 }
 

@@ -97,7 +97,7 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
     const credentials = new CredentialSources(config, keystores, logger, { inLambda: options.inLambda });
     credentials.refreshFiles();
     await credentials.refreshIfDue();
-    warmUp(hsm, config, logger);
+    await warmUp(hsm, config, logger);
     const allowed = config.clientCertificate?.allowedCommonNames;
     return {
       config,
@@ -379,12 +379,11 @@ async function createFleet(config: ProxyConfig, logger: Logger): Promise<HsmFlee
         tokenLabel: member.tokenLabel ?? (member.tokenSerial ? undefined : defaults.tokenLabel),
         ...(tokenSerial ? { tokenSerial } : {}),
         pin,
-        keyCacheTtlMs: defaults.keyCacheSeconds * 1000,
         profile: VENDOR_PROFILES[profile],
       },
+      keyCacheTtlMs: defaults.keyCacheSeconds * 1000,
       callTimeoutMs: defaults.callTimeoutMs,
       startTimeoutMs: defaults.startTimeoutMs,
-      spinMicros: defaults.spinMicros,
       onEvent: (event) => logger.warn('HSM event', { hsm: member.name, event }),
       onConnectFailure: (reason) => logger.error('HSM connection failed', { hsm: member.name, reason }),
     });
@@ -400,12 +399,12 @@ async function createFleet(config: ProxyConfig, logger: Logger): Promise<HsmFlee
  * login at most startTimeoutMs; the HSMs are tried in order until one answers, not after that long.
  * One that is not ready does not stop the start-up: requests and the health check report it.
  */
-function warmUp(fleet: HsmFleet, config: ProxyConfig, logger: Logger): void {
+async function warmUp(fleet: HsmFleet, config: ProxyConfig, logger: Logger): Promise<void> {
   const deadline = performance.now() + config.hsm.startTimeoutMs;
   for (const [index, member] of fleet.members.entries()) {
     if (index > 0 && performance.now() > deadline) return;
     try {
-      fleet.probe(index, (hsm) => healthRoundTrip(hsm, config.hsm.healthCheckKeyLabel));
+      await fleet.probe(index, (hsm) => healthRoundTrip(hsm, config.hsm.healthCheckKeyLabel));
       return;
     } catch (error) {
       logger.warn('HSM not ready at the end of the init phase', { hsm: member.name, error });

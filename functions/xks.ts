@@ -135,16 +135,16 @@ export function awsSampleHsmAad(aad: Buffer | undefined, ciphertextMetadata: Buf
  * (404 KeyNotFoundException otherwise, without saying which of the two). Its current version,
  * or the version a Decrypt's ciphertextMetadata names.
  */
-export function findKey(
+export async function findKey(
   hsm: Hsm,
   keystore: { allows(keyId: string): boolean },
   keyId: string,
   version?: number,
-): HsmKey {
-  const key = keystore.allows(keyId) ? hsm.findKey(keyId) : undefined;
+): Promise<HsmKey> {
+  const key = keystore.allows(keyId) ? await hsm.findKey(keyId) : undefined;
   if (key === undefined) throw new XksError('KeyNotFoundException', 'The external key was not found');
   if (version === undefined || version === key.version) return key;
-  const older = hsm.findKey(keyId, version);
+  const older = await hsm.findKey(keyId, version);
   // The key exists but not the version this ciphertext names: it cannot be decrypted here.
   if (older === undefined) {
     throw new XksError(
@@ -189,11 +189,11 @@ export function requireUsage(key: HsmKey, usage: KeyUsage): void {
  * GetHealthStatus's deep check: a real AES-GCM encrypt and decrypt with the health-check key
  * (never a customer key), which must give back the bytes it was given.
  */
-export function healthRoundTrip(hsm: Hsm, healthCheckKeyLabel: string): void {
-  const key = hsm.findKey(healthCheckKeyLabel);
+export async function healthRoundTrip(hsm: Hsm, healthCheckKeyLabel: string): Promise<void> {
+  const key = await hsm.findKey(healthCheckKeyLabel);
   if (key === undefined) throw new Error(`health-check key '${healthCheckKeyLabel}' not found`);
   const probe = randomBytes(32);
   const aad = hsmAad(undefined, METADATA_V1);
-  const decrypted = hsm.decrypt(key, hsm.encrypt(key, probe, aad), aad);
+  const decrypted = await hsm.decrypt(key, await hsm.encrypt(key, probe, aad), aad);
   if (!decrypted.equals(probe)) throw new Error('health-check round trip returned other bytes');
 }

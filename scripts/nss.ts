@@ -5,12 +5,9 @@
 // label is the dbTokenDescription of C_Initialize's library parameters.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
-import { findToken, initialize } from '../layers/pkcs11/pkcs11-hsm.ts';
+import { finalize, findToken, initialize, loadLibrary } from '../layers/pkcs11/session.ts';
 import { ensureKeys, findLibrary, type KeySpec } from './softhsm.ts';
-
-const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
 const MODULE_CANDIDATES = [
   '/usr/lib/x86_64-linux-gnu/libsoftokn3.so',
@@ -26,7 +23,7 @@ export function findNssModule(): string {
  * The library parameters that open the NSS database in `dbDir` as the token `label` (`flags`:
  * NSS's, e.g. readOnly, which also stops NSS from making an empty database in an empty folder).
  * The database folder comes last, unquoted: a library given these parameters without their last
- * character (pkcs11js 2.1.7 drops it, layers/pkcs11/pkcs11-hsm.ts initializeArgs) opens another
+ * character (pkcs11js 2.1.7 drops it, layers/pkcs11/session.ts initializeArgs) opens another
  * folder, so every test on NSS shows that the layer passes them whole.
  */
 export function nssLibraryParameters(dbDir: string, label: string, flags = ''): string {
@@ -60,8 +57,7 @@ export function ensureNssToken(options: NssTokenOptions): NssToken {
   const modulePath = findNssModule();
   const libraryParameters = nssLibraryParameters(dbDir, options.label);
 
-  const lib = new P.PKCS11();
-  lib.load(modulePath);
+  const lib = loadLibrary(modulePath);
   initialize(lib, libraryParameters);
   try {
     const found = findToken(lib, { tokenLabel: options.label });
@@ -69,7 +65,7 @@ export function ensureNssToken(options: NssTokenOptions): NssToken {
     const created = ensureKeys(lib, found.slot, options.pin, options.keys);
     return { modulePath, libraryParameters, created };
   } finally {
-    lib.C_Finalize();
+    finalize(lib);
   }
 }
 

@@ -1,12 +1,21 @@
 // Creates a SoftHSMv2 token and its keys, idempotently: the embedded HSM of the quick start, the
 // tests and the benchmarks. Talks PKCS#11 (pkcs11js) so that no PIN ever appears on a command line.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { basename, join, resolve } from 'node:path';
 import type * as pkcs11 from 'pkcs11js';
-import { secretKeyTemplate } from '../layers/pkcs11/pkcs11-hsm.ts';
-
-const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
+import {
+  closeSession,
+  finalize,
+  findSecretKeys,
+  findToken,
+  initialize,
+  loadLibrary,
+  openSession,
+  P,
+  secretKeyTemplate,
+  tokenCount,
+  unpadded,
+} from '../layers/pkcs11/session.ts';
 
 export interface KeySpec {
   label: string;
@@ -87,39 +96,33 @@ export function ensureSoftHsmToken(options: TokenOptions): Token {
   process.env.SOFTHSM2_CONF = conf;
   const modulePath = findSoftHsmModule();
 
-  const lib = new P.PKCS11();
-  lib.load(modulePath);
-  lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
+  const lib = loadLibrary(modulePath);
+  initialize(lib);
   try {
     const created = ensureKeys(lib, findOrInitToken(lib, options), options.pin, options.keys);
     return { conf, modulePath, created };
   } finally {
-    lib.C_Finalize();
+    finalize(lib);
   }
 }
 
 /** The serial number of the token labelled `label`, in the SoftHSM that SOFTHSM2_CONF names. */
 export function tokenSerial(label: string): string {
-  const lib = new P.PKCS11();
-  lib.load(findSoftHsmModule());
-  lib.C_Initialize();
+  const lib = loadLibrary(findSoftHsmModule());
+  initialize(lib);
   try {
-    for (const slot of lib.C_GetSlotList(true)) {
-      const info = lib.C_GetTokenInfo(slot);
-      if (info.label.replace(/[\s\0]+$/, '') === label) return info.serialNumber.replace(/[\s\0]+$/, '');
-    }
+    const found = findToken(lib, { tokenLabel: label });
+    if ('slot' in found) return unpadded(lib.C_GetTokenInfo(found.slot).serialNumber);
   } finally {
-    lib.C_Finalize();
+    finalize(lib);
   }
   throw new Error(`no token ${label}`);
 }
 
 function findOrInitToken(lib: pkcs11.PKCS11, options: TokenOptions): Buffer {
-  for (const slot of lib.C_GetSlotList(true)) {
-    const info = lib.C_GetTokenInfo(slot);
-    if (info.label.replace(/[\s\0]+$/, '') === options.label && info.flags & P.CKF_TOKEN_INITIALIZED)
-      return slot;
-  }
+  const found = findToken(lib, { tokenLabel: options.label });
+  if ('slot' in found) return found.slot;
+  if (found.count > 0) throw new Error(`SoftHSM: ${tokenCount(found)}`);
   const free = lib
     .C_GetSlotList(true)
     .find((slot) => (lib.C_GetTokenInfo(slot).flags & P.CKF_TOKEN_INITIALIZED) === 0);
@@ -128,37 +131,25 @@ function findOrInitToken(lib: pkcs11.PKCS11, options: TokenOptions): Buffer {
   lib.C_InitToken(free, options.soPin, options.label.padEnd(32, ' '));
   // SoftHSM gives the token a new slot id at the next C_Initialize; within this one the slot stays.
   const slot = free;
-  const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
-  lib.C_Login(session, P.CKU_SO, options.soPin);
+  const session = openSession(lib, slot, { pin: options.soPin, readWrite: true, user: P.CKU_SO });
   lib.C_InitPIN(session, options.pin);
   lib.C_Logout(session);
-  lib.C_CloseSession(session);
+  closeSession(lib, session);
   return slot;
 }
 
 /** Logged in to the token in `slot`, creates each key of `keys` that is missing; returns their labels. */
 export function ensureKeys(lib: pkcs11.PKCS11, slot: Buffer, pin: string, keys: KeySpec[]): string[] {
-  const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
-  lib.C_Login(session, P.CKU_USER, pin);
+  const session = openSession(lib, slot, { pin, readWrite: true });
   const created: string[] = [];
   for (const key of keys) {
-    if (findKey(lib, session, key.label)) continue;
+    if (findSecretKeys(lib, session, key.label, 1).length > 0) continue;
     createKey(lib, session, key);
     created.push(key.label);
   }
   lib.C_Logout(session);
-  lib.C_CloseSession(session);
+  closeSession(lib, session);
   return created;
-}
-
-function findKey(lib: pkcs11.PKCS11, session: Buffer, label: string): boolean {
-  lib.C_FindObjectsInit(session, [
-    { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-    { type: P.CKA_LABEL, value: label },
-  ]);
-  const found = lib.C_FindObjects(session, 1);
-  lib.C_FindObjectsFinal(session);
-  return found.length > 0;
 }
 
 function createKey(lib: pkcs11.PKCS11, session: Buffer, key: KeySpec): void {

@@ -1,9 +1,7 @@
 // The floor every handler is compared with: the PKCS#11 calls a request needs and nothing else,
 // with pkcs11js directly on the same SoftHSM token (no Hsm layer, no retries, no key cache logic).
-import { createRequire } from 'node:module';
 import type * as pkcs11 from 'pkcs11js';
-
-const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
+import { closeSession, findSecretKeys, P, TokenSession } from '../../layers/pkcs11/session.ts';
 
 export interface BareHsmOptions {
   modulePath: string;
@@ -11,8 +9,6 @@ export interface BareHsmOptions {
   pin: string;
   keyLabel: string;
 }
-
-const BLANKS = /[\s\0]+$/;
 
 /** What a metadata request reads: key type, length and the seven usage flags, in one call. */
 const METADATA_ATTRIBUTES = [
@@ -34,29 +30,10 @@ export class BareHsm {
 
   /** C_Initialize (OS locking; tolerates an already initialised library), session, login, key. */
   constructor(options: BareHsmOptions) {
-    this.lib = new P.PKCS11();
-    this.lib.load(options.modulePath);
-    try {
-      this.lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
-    } catch (err) {
-      if ((err as { code?: number }).code !== P.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw err;
-    }
-    const slot = this.lib
-      .C_GetSlotList(true)
-      .find((s) => this.lib.C_GetTokenInfo(s).label.replace(BLANKS, '') === options.tokenLabel);
-    if (slot === undefined) throw new Error(`no token labelled ${options.tokenLabel}`);
-    this.session = this.lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION);
-    try {
-      this.lib.C_Login(this.session, P.CKU_USER, options.pin);
-    } catch (err) {
-      if ((err as { code?: number }).code !== P.CKR_USER_ALREADY_LOGGED_IN) throw err;
-    }
-    this.lib.C_FindObjectsInit(this.session, [
-      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-      { type: P.CKA_LABEL, value: options.keyLabel },
-    ]);
-    const [key] = this.lib.C_FindObjects(this.session, 1);
-    this.lib.C_FindObjectsFinal(this.session);
+    const token = TokenSession.open(options);
+    this.lib = token.lib;
+    this.session = token.session;
+    const [key] = findSecretKeys(this.lib, this.session, options.keyLabel, 1);
     if (key === undefined) throw new Error(`no key labelled ${options.keyLabel}`);
     this.key = key;
   }
@@ -81,11 +58,8 @@ export class BareHsm {
   }
 
   close(): void {
-    try {
-      this.lib.C_CloseSession(this.session);
-    } catch {
-      // The library may already be finalized by another user in this process.
-    }
+    // The session only: the library may be in use by another user in this process.
+    closeSession(this.lib, this.session);
   }
 }
 

@@ -45,8 +45,8 @@ export interface ProfileAnalysis {
   busyMs: number;
   hsmMs: number;
   /**
-   * The main thread handing each HSM call to its worker thread and waiting for the answer
-   * (layers/pkcs11/worker-hsm.ts, wire.ts: Atomics.notify/wait and the message copies); the PKCS#11
+   * The main thread handing each HSM call to its worker thread and taking its answer
+   * (layers/pkcs11/worker-hsm.ts: the messages each way and the deadline's timer); the PKCS#11
    * call itself then runs in the worker, outside this profile.
    */
   hsmHopMs: number;
@@ -93,7 +93,7 @@ function isHsm(frame: CallFrame): boolean {
 
 /** The main thread's side of an HSM call made in the worker thread (see ProfileAnalysis.hsmHopMs). */
 function isHsmHop(frame: CallFrame): boolean {
-  return /\/layers\/pkcs11\/(worker-hsm|wire)\.ts$/.test(frame.url);
+  return /\/layers\/pkcs11\/worker-hsm\.ts$/.test(frame.url);
 }
 
 function isProject(frame: CallFrame): boolean {

@@ -257,12 +257,9 @@ function profileSection(
     '### What is left',
     '',
     `1. **The HSM worker thread** (${pctOf(small, small?.hsmHopMs)}% of the main thread's CPU for a 32-byte ` +
-      `Encrypt, in \`${lineOf('layers/pkcs11/worker-hsm.ts', 'function waitWhile')}\` and ` +
-      `\`${lineOf('layers/pkcs11/wire.ts', 'export function spinUntil')}\`, which includes the HSM call itself, ` +
-      'made on the worker): every HSM call is handed to a worker thread (per-call deadlines) while the bare floor ' +
-      'calls pkcs11js in-process. Spinning (`hsm.spinMicros`) saves the two thread wake-ups of each call when a ' +
-      'core is free; without it (the column "p50, worker sleeping" above, as a Lambda function below 3538 MB ' +
-      'runs) each wake-up can wait for a halted vCPU or a busy core.',
+      `Encrypt, in \`${lineOf('layers/pkcs11/worker-hsm.ts', 'export class WorkerHsm')}\`): every HSM call is ` +
+      'a message to a worker thread and back (per-call deadlines) while the bare floor calls pkcs11js ' +
+      'in-process; each message wakes the thread that receives it.',
     `2. **SigV4** (\`${lineOf('functions/sigv4.ts', 'export function verifySigV4')}\` and callees: ${sigv4Share}%): ` +
       'SHA-256 of the body, SHA-256 of the canonical request and one HMAC (the signing key is cached), plus ' +
       'parsing. Header lookups, the canonical URI and the signing-key lookup are already cached or scan-free.',
@@ -386,10 +383,7 @@ export function renderMarkdown(
         `set. The handler process's stdout (a JSON log line and an EMF document per request) goes to a file ` +
         `(${(h.logBytes / 1e6).toFixed(1)} MB written). Beside each route, in the same process, the bare PKCS#11 calls ` +
         `that request needs, with pkcs11js on the same token and session type. ${h.iterations} calls each after ` +
-        `${h.warmup} warm-up calls, in ${h.rounds} alternating rounds (bare, handler, bare, ...). Times in µs. ` +
-        `The HSM worker spins ${h.spinMicros} µs before sleeping (\`hsm.spinMicros\`: this machine's default, with ` +
-        'two CPUs or more; in Lambda from 3538 MB); "p50, worker sleeping" is the same run with `hsm.spinMicros` ' +
-        '0, as a Lambda function below 3538 MB (serverless.yml: 1024 MB) runs it.',
+        `${h.warmup} warm-up calls, in ${h.rounds} alternating rounds (bare, handler, bare, ...). Times in µs.`,
       '',
       table(
         [
@@ -397,7 +391,6 @@ export function renderMarkdown(
           'handler p50',
           'p90',
           'p99',
-          'p50, worker sleeping',
           'bare operation',
           'bare p50',
           'bare p99',
@@ -410,7 +403,6 @@ export function renderMarkdown(
           row.handler.p50.toFixed(1),
           row.handler.p90.toFixed(1),
           row.handler.p99.toFixed(1),
-          row.sleeping?.p50.toFixed(1) ?? '—',
           row.bareName ?? '— (health result cached 10 s)',
           row.bare?.p50.toFixed(1) ?? '—',
           row.bare?.p99.toFixed(1) ?? '—',

@@ -179,10 +179,9 @@ export interface Measured {
 export function measuredOf(handler: HandlerResults): Measured {
   const small = handler.rows.filter((r) => r.id === 'encrypt-32' || r.id === 'decrypt-32');
   if (small.length === 0) throw new Error('suite 1 has no 32-byte Encrypt or Decrypt row');
-  // The HSM worker sleeps between calls below 3538 MB (functions/config.ts defaultSpinMicros).
   return {
-    localP50Ms: Math.max(...small.map((r) => (r.sleeping ?? r.handler).p50)) / 1000,
-    localP99Ms: Math.max(...small.map((r) => (r.sleeping ?? r.handler).p99)) / 1000,
+    localP50Ms: Math.max(...small.map((r) => r.handler.p50)) / 1000,
+    localP99Ms: Math.max(...small.map((r) => r.handler.p99)) / 1000,
   };
 }
 

@@ -2,9 +2,8 @@
 // logs and EMF metrics) goes to a file, then the same child once more under `node --cpu-prof` for
 // one route, to say where the time goes.
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { defaultSpinMicros } from '../../functions/config.ts';
 import { analyzeProfile, type ProfileAnalysis } from '../lib/profile.ts';
 import { benchSetup, removeSetup } from '../lib/requests.ts';
 import { children } from '../lib/servers.ts';
@@ -22,8 +21,6 @@ export interface HandlerMeasurement {
 }
 
 export interface HandlerRow extends HandlerMeasurement {
-  /** The same handler with the HSM worker sleeping between calls (hsm.spinMicros 0). */
-  sleeping: Summary | undefined;
   /** handler p50 / bare p50. */
   ratio: number | undefined;
   target: number | undefined;
@@ -31,8 +28,6 @@ export interface HandlerRow extends HandlerMeasurement {
 }
 
 export interface HandlerResults {
-  /** hsm.spinMicros of the measured runs: this machine's default (functions/config.ts). */
-  spinMicros: number;
   iterations: number;
   warmup: number;
   rounds: number;
@@ -124,40 +119,17 @@ export async function handlerSuite(options: {
       '--rounds',
       String(options.rounds),
     ];
-    // This machine's default: the HSM worker spins between calls with two CPUs or more, as a Lambda
-    // function does from 3538 MB (functions/config.ts defaultSpinMicros; LAMBDA_ENV says 1024 MB,
-    // which would turn it off). Measured with the targets; then once more sleeping, for comparison.
-    const spinMicros = defaultSpinMicros({});
-    const configOf = (spin: number, name: string) => {
-      const config = JSON.parse(readFileSync(setup.configFile, 'utf8'));
-      config.hsm.spinMicros = spin;
-      const file = join(setup.dir, name);
-      writeFileSync(file, JSON.stringify(config), { mode: 0o600 });
-      return file;
-    };
-    env.XKS_PROXY_CONFIG = configOf(spinMicros, 'config-spinning.json');
     await runChild([], ['--out', out, ...loopArgs], env, logFile, 300_000);
-    const sleepingOut = join(options.workDir, 'handler-sleeping.json');
-    await runChild(
-      [],
-      ['--out', sleepingOut, '--no-bare', ...loopArgs],
-      { ...env, XKS_PROXY_CONFIG: configOf(0, 'config-sleeping.json') },
-      join(options.workDir, 'handler-sleeping-stdout.log'),
-      300_000,
-    );
     const measured = JSON.parse(readFileSync(out, 'utf8')) as {
       results: HandlerMeasurement[];
       envReads: HandlerResults['envReads'];
       dataFloor: HandlerResults['dataFloor'];
     };
-    const sleeping = (JSON.parse(readFileSync(sleepingOut, 'utf8')) as { results: HandlerMeasurement[] })
-      .results;
     const rows: HandlerRow[] = measured.results.map((r) => {
       const ratio = r.bare ? round(r.handler.p50 / r.bare.p50, 2) : undefined;
       const target = TARGETS[r.id];
       return {
         ...r,
-        sleeping: sleeping.find((s) => s.id === r.id)?.handler,
         ratio,
         target,
         pass: ratio === undefined || target === undefined ? undefined : ratio <= target,
@@ -193,7 +165,6 @@ export async function handlerSuite(options: {
       });
     }
     return {
-      spinMicros,
       iterations: options.iterations,
       warmup: options.warmup,
       rounds: options.rounds,

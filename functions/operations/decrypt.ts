@@ -16,7 +16,7 @@ import {
   requireUsage,
 } from '../xks.ts';
 
-export function decrypt({ hsm, keystore, keyId, body }: XksRequest<DecryptRequest>) {
+export async function decrypt({ hsm, keystore, keyId, body }: XksRequest<DecryptRequest>) {
   const ciphertext = decodeSized('ciphertext', body.ciphertext, LIMITS.data);
   const iv = decodeBase64('initializationVector', body.initializationVector);
   const tag = decodeBase64('authenticationTag', body.authenticationTag);
@@ -39,22 +39,23 @@ export function decrypt({ hsm, keystore, keyId, body }: XksRequest<DecryptReques
     if (version === undefined) {
       throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is not one this proxy produced');
     }
-    const key = usable(findKey(hsm, keystore, keyId, version), keystore);
+    const key = usable(await findKey(hsm, keystore, keyId, version), keystore);
     // A tag that does not verify (wrong AAD, metadata, IV, ciphertext or tag): InvalidCiphertextException.
-    return answer(hsm.decrypt(key, input, hsmAad(aad, ciphertextMetadata)));
+    return answer(await hsm.decrypt(key, input, hsmAad(aad, ciphertextMetadata)));
   }
   // The AWS sample proxy's static metadata: its ciphertexts were made by version 1 of the key.
-  const original = usable(findKey(hsm, keystore, keyId, 1), keystore);
-  const own = version === undefined ? undefined : version === 1 ? original : hsm.findKey(keyId, version);
+  const original = usable(await findKey(hsm, keystore, keyId, 1), keystore);
+  const own =
+    version === undefined ? undefined : version === 1 ? original : await hsm.findKey(keyId, version);
   if (own !== undefined) {
     // The sample's value also reads as ours, and that version exists: try our encoding first.
     try {
-      return answer(hsm.decrypt(usable(own, keystore), input, hsmAad(aad, ciphertextMetadata)));
+      return answer(await hsm.decrypt(usable(own, keystore), input, hsmAad(aad, ciphertextMetadata)));
     } catch (err) {
       if (toXksError(err).errorName !== 'InvalidCiphertextException') throw err;
     }
   }
-  return answer(hsm.decrypt(original, input, awsSampleHsmAad(aad, ciphertextMetadata)));
+  return answer(await hsm.decrypt(original, input, awsSampleHsmAad(aad, ciphertextMetadata)));
 }
 
 function usable(key: HsmKey, keystore: Keystore): HsmKey {

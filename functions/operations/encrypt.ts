@@ -13,12 +13,12 @@ import {
   requireUsage,
 } from '../xks.ts';
 
-export function encrypt({ hsm, keystore, keyId, body }: XksRequest<EncryptRequest>) {
+export async function encrypt({ hsm, keystore, keyId, body }: XksRequest<EncryptRequest>) {
   const plaintext = decodeSized('plaintext', body.plaintext, LIMITS.data);
   const aad = optional('additionalAuthenticatedData', body.additionalAuthenticatedData);
   const wantsCdiv = body.ciphertextDataIntegrityValueAlgorithm !== undefined;
 
-  const key = findKey(hsm, keystore, keyId);
+  const key = await findKey(hsm, keystore, keyId);
   requireEnabled(key, keystore);
   requireUsage(key, 'ENCRYPT');
   // The CDIV is only returned after a verification decrypt, which needs DECRYPT (Appendix C).
@@ -27,7 +27,7 @@ export function encrypt({ hsm, keystore, keyId, body }: XksRequest<EncryptReques
   // ciphertextMetadata names the key version and is covered by the tag through the AAD the HSM sees.
   const ciphertextMetadata = ciphertextMetadataFor(key.version);
   const aadForHsm = hsmAad(aad, ciphertextMetadata);
-  const out = hsm.encrypt(key, plaintext, aadForHsm);
+  const out = await hsm.encrypt(key, plaintext, aadForHsm);
 
   const response: Record<string, string> = {
     ciphertext: out.ciphertext.toString('base64'),
@@ -40,7 +40,7 @@ export function encrypt({ hsm, keystore, keyId, body }: XksRequest<EncryptReques
     response.ciphertextDataIntegrityValue = cdiv(aad, ciphertextMetadata, out.iv, out.ciphertext, out.tag);
     let roundTrip: Buffer | undefined;
     try {
-      roundTrip = hsm.decrypt(key, out, aadForHsm);
+      roundTrip = await hsm.decrypt(key, out, aadForHsm);
     } catch (err) {
       throw new XksError('InternalException', 'The verification decrypt failed', { cause: err });
     }

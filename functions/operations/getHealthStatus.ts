@@ -18,13 +18,13 @@ const UNKNOWN = 'unknown (HSM not reached yet)';
 export function getHealthStatus(config: ProxyConfig) {
   const cached = new Map<number, { status: HsmHealth; expires: number }>();
 
-  function deepCheck({ fleet, logger }: XksRequest<HealthRequest>, index: number): HsmHealth {
+  async function deepCheck({ fleet, logger }: XksRequest<HealthRequest>, index: number): Promise<HsmHealth> {
     const now = Date.now();
     const hit = cached.get(index);
     if (hit !== undefined && hit.expires > now) return hit.status;
     const started = performance.now();
     try {
-      fleet.probe(index, (hsm) => healthRoundTrip(hsm, config.hsm.healthCheckKeyLabel));
+      await fleet.probe(index, (hsm) => healthRoundTrip(hsm, config.hsm.healthCheckKeyLabel));
     } catch (error) {
       // Not cached: the next check sees a recovered HSM at once.
       cached.delete(index);
@@ -37,16 +37,18 @@ export function getHealthStatus(config: ProxyConfig) {
     return status;
   }
 
-  return (request: XksRequest<HealthRequest>) => {
+  return async (request: XksRequest<HealthRequest>) => {
     const fleet: HsmFleetView = request.fleet;
+    // Each HSM has its own worker thread: checked side by side, the answer waits for the slowest only.
+    const deep = await Promise.all(fleet.members.map((_, index) => deepCheck(request, index)));
     const ekmFleetDetails = fleet.members.map((member, index) => {
-      const deep = deepCheck(request, index);
       const recent = fleet.health(index);
+      const checked = deep[index] ?? 'UNAVAILABLE';
       const info = member.info();
       return {
         id: info?.id ?? member.name,
         model: info?.model || UNKNOWN,
-        healthStatus: RANK[recent] > RANK[deep] ? recent : deep,
+        healthStatus: RANK[recent] > RANK[checked] ? recent : checked,
       };
     });
     const unavailable = ekmFleetDetails.filter((d) => d.healthStatus === 'UNAVAILABLE').length;

@@ -4,8 +4,8 @@ import type { XksRequest } from '../middleware.ts';
 import type { KeyMetadataRequest } from '../schemas.ts';
 import { findKey, keyStatus } from '../xks.ts';
 
-export function getKeyMetadata({ hsm, keystore, keyId }: XksRequest<KeyMetadataRequest>) {
-  const key = findKey(hsm, keystore, keyId);
+export async function getKeyMetadata({ hsm, keystore, keyId }: XksRequest<KeyMetadataRequest>) {
+  const key = await findKey(hsm, keystore, keyId);
   return {
     keySpec: key.keySpec,
     // From CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY and CKA_DERIVE:

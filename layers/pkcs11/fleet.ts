@@ -1,7 +1,8 @@
 // Several HSMs holding the same keys, behind the one Hsm interface: each call goes to the first
 // HSM (in configured order) whose circuit breaker lets it through, and to the next when that one
 // is unavailable. A breaker opens after repeated failures, so that a failing HSM is not hammered,
-// and lets one call through again after a pause (half-open), doubling the pause while it fails.
+// and lets one call through again after a pause (half-open: one trial at a time, other calls keep
+// away meanwhile), doubling the pause while it fails.
 import {
   type AesGcmCiphertext,
   type Hsm,
@@ -33,6 +34,8 @@ interface Breaker {
   openMs: number;
   /** The last outage, given again to calls refused while the breaker is open. */
   lastError: HsmError | undefined;
+  /** Whether a call is the half-open trial now. */
+  trial: boolean;
 }
 
 /** Failures that count against an HSM: it did not answer. Other errors are answers. */
@@ -47,7 +50,6 @@ export class HsmFleet implements Hsm {
   readonly #openMs: number;
   readonly #maxOpenMs: number;
   readonly #now: () => number;
-  #servedBy: FleetMember | undefined;
 
   constructor(members: readonly FleetMember[], options: FleetOptions = {}) {
     if (members.length === 0) throw new Error('an HSM fleet needs at least one HSM');
@@ -61,28 +63,39 @@ export class HsmFleet implements Hsm {
       openUntil: 0,
       openMs: this.#openMs,
       lastError: undefined,
+      trial: false,
     }));
   }
 
-  /** The HSM that answered the last call (the spec's Logging section: which HSM served it). */
-  servedBy(): string | undefined {
-    return this.#servedBy === undefined ? undefined : (this.#servedBy.hsm.info()?.id ?? this.#servedBy.name);
-  }
-
   info(): HsmInfo | undefined {
-    return (this.#servedBy ?? this.members[0])?.hsm.info();
+    return this.members[0]?.hsm.info();
   }
 
-  findKey(label: string, version?: number): HsmKey | undefined {
+  /**
+   * The fleet, telling `onServed` which HSM each call went to (the spec's Logging section: which
+   * HSM served the request): one view per request, as requests may overlap.
+   */
+  serving(onServed: (hsm: string) => void): Hsm {
+    return {
+      info: () => this.info(),
+      findKey: (label, version) => this.#route((hsm) => hsm.findKey(label, version), false, onServed),
+      encrypt: (key, plaintext, aad) =>
+        this.#route((hsm) => hsm.encrypt(key, plaintext, aad), true, onServed),
+      decrypt: (key, input, aad) => this.#route((hsm) => hsm.decrypt(key, input, aad), true, onServed),
+      close: () => this.close(),
+    };
+  }
+
+  findKey(label: string, version?: number): Promise<HsmKey | undefined> {
     // Often answered from a cache without the HSM: not evidence that the HSM works.
     return this.#route((hsm) => hsm.findKey(label, version), false);
   }
 
-  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
+  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): Promise<AesGcmCiphertext> {
     return this.#route((hsm) => hsm.encrypt(key, plaintext, aad));
   }
 
-  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
+  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Promise<Buffer> {
     return this.#route((hsm) => hsm.decrypt(key, input, aad));
   }
 
@@ -98,10 +111,10 @@ export class HsmFleet implements Hsm {
   }
 
   /** Runs `call` on one member regardless of its breaker (the deep health check), recording the outcome. */
-  probe<T>(index: number, call: (hsm: Hsm) => T): T {
+  async probe<T>(index: number, call: (hsm: Hsm) => Promise<T>): Promise<T> {
     const member = this.members[index] as FleetMember;
     try {
-      const result = call(member.hsm);
+      const result = await call(member.hsm);
       this.#succeeded(index);
       return result;
     } catch (err) {
@@ -112,19 +125,27 @@ export class HsmFleet implements Hsm {
 
   /**
    * Members in configured order, without those whose breaker is open. One due for a trial takes
-   * its turn: an HSM that recovered gets its traffic back; one still down fails over at once
-   * (or, when it hangs, costs one request per pause).
+   * its turn, unless another call is its trial already: an HSM that recovered gets its traffic back;
+   * one still down fails over at once (or, when it hangs, costs one request per pause).
    */
   #candidates(): number[] {
     const now = this.#now();
     const out: number[] = [];
     this.#breakers.forEach((breaker, index) => {
-      if (breaker.failures < this.#threshold || now >= breaker.openUntil) out.push(index);
+      if (breaker.failures < this.#threshold || (now >= breaker.openUntil && !breaker.trial)) out.push(index);
     });
     return out;
   }
 
-  #route<T>(call: (hsm: Hsm) => T, answered = true): T {
+  #isOpen(breaker: Breaker): boolean {
+    return breaker.failures >= this.#threshold;
+  }
+
+  async #route<T>(
+    call: (hsm: Hsm) => Promise<T>,
+    answered = true,
+    onServed?: (hsm: string) => void,
+  ): Promise<T> {
     const candidates = this.#candidates();
     if (candidates.length === 0) {
       // Every breaker is open: fail fast, with the reason the first HSM last gave.
@@ -136,26 +157,38 @@ export class HsmFleet implements Hsm {
     let outage: HsmError | undefined;
     for (const index of candidates) {
       const member = this.members[index] as FleetMember;
+      const breaker = this.#breakers[index] as Breaker;
+      // Taken only now: a trial that an earlier HSM's answer made unneeded stays for a later call.
+      const trial = this.#isOpen(breaker);
+      if (trial) {
+        if (breaker.trial || this.#now() < breaker.openUntil) continue;
+        breaker.trial = true;
+      }
       try {
-        const result = call(member.hsm);
+        const result = await call(member.hsm);
         if (answered) this.#succeeded(index);
-        this.#servedBy = member;
         return result;
       } catch (err) {
         if (!isOutage(err)) {
           // The HSM answered (a bad ciphertext, a key usage refusal): that is its answer.
           this.#succeeded(index);
-          this.#servedBy = member;
           throw err;
         }
         this.#failed(index, err);
-        this.#servedBy = member;
         // A timeout has used the request's time: answer now rather than try the next HSM.
         if (err.kind === 'timeout') throw err;
         outage = err;
+      } finally {
+        if (trial) breaker.trial = false;
+        // After the call: an HSM reached for the first time knows its id only then.
+        onServed?.(member.hsm.info()?.id ?? member.name);
       }
     }
-    throw outage as HsmError;
+    throw (
+      outage ??
+      this.#breakers[0]?.lastError ??
+      new HsmError('unavailable', 'Every HSM is shut off after repeated failures (circuit breaker)')
+    );
   }
 
   #succeeded(index: number): void {

@@ -1,5 +1,6 @@
 // The small interface the XKS handlers use to reach an HSM. The handlers depend on this file only;
-// `pkcs11-hsm.ts` implements it with pkcs11js against any vendor's PKCS#11 library.
+// `worker-hsm.ts` implements it with pkcs11js against any vendor's PKCS#11 library, each call
+// answered by a worker thread within a deadline, and `fleet.ts` over several HSMs.
 
 /** Key usages as GetKeyMetadata reports them (spec: GetKeyMetadata, keyUsage). */
 export type KeyUsage = 'ENCRYPT' | 'DECRYPT' | 'WRAP' | 'UNWRAP' | 'SIGN' | 'VERIFY' | 'DERIVE';
@@ -42,11 +43,11 @@ export interface Hsm {
    * The secret key whose label is `label`: its current (highest) version, or the given version;
    * undefined when there is none.
    */
-  findKey(label: string, version?: number): HsmKey | undefined;
-  /** AES-GCM encrypt with a fresh 12-byte IV from the HSM's RNG and a 16-byte tag. */
-  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext;
-  /** AES-GCM decrypt; a failed authentication throws HsmError kind 'invalidCiphertext'. */
-  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer;
+  findKey(label: string, version?: number): Promise<HsmKey | undefined>;
+  /** AES-GCM encrypt with a fresh 12-byte IV and a 16-byte tag (the IV's source: profiles.ts). */
+  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): Promise<AesGcmCiphertext>;
+  /** AES-GCM decrypt; a failed authentication rejects with HsmError kind 'invalidCiphertext'. */
+  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Promise<Buffer>;
   close(): void;
 }
 

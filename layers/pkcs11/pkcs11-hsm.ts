@@ -1,23 +1,28 @@
-// The Hsm interface on pkcs11js (synchronous API: in Lambda there is one request per environment,
-// and pkcs11js's sync calls cost less CPU than its async ones on libuv's thread pool). It runs
-// inside an HSM worker thread (hsm-worker.ts), so that a call that hangs can be abandoned.
-import { createRequire } from 'node:module';
+// The HSM on pkcs11js's synchronous API, inside an HSM worker thread (hsm-worker.ts): its library,
+// its session and the handles of its keys. Synchronous because in Lambda there is one request per environment
+// and pkcs11js's sync calls cost less CPU than its async ones on libuv's thread pool; the worker
+// thread is what lets a call that hangs be abandoned (worker-hsm.ts).
 import type * as pkcs11 from 'pkcs11js';
-import {
-  type AesGcmCiphertext,
-  type Hsm,
-  HsmError,
-  type HsmInfo,
-  type HsmKey,
-  type KeyUsage,
-} from './hsm.ts';
+import { type AesGcmCiphertext, HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
 import { VENDOR_PROFILES, type VendorProfile } from './profiles.ts';
-
-// pkcs11js is a native addon shipped in the Lambda layer (/opt/nodejs/node_modules), which only
-// `require` finds (through NODE_PATH); esbuild keeps it external.
-type Pkcs11js = typeof import('pkcs11js');
-const pkcs11js: Pkcs11js = createRequire(import.meta.url)('pkcs11js');
-const P = pkcs11js;
+import {
+  aesGcmShortfall,
+  ckrOf,
+  closeSession,
+  codeOf,
+  codesNamed,
+  errorText,
+  finalize,
+  findSecretKeys,
+  findToken,
+  initialize,
+  keyFacts,
+  loadLibrary,
+  openSession,
+  P,
+  tokenCount,
+  unpadded,
+} from './session.ts';
 
 export interface Pkcs11Config {
   /** Absolute path of the vendor's PKCS#11 library. */
@@ -33,8 +38,6 @@ export interface Pkcs11Config {
   tokenSerial?: string;
   /** The crypto user's PIN. Never logged. */
   pin: string;
-  /** How long a key's handle and attributes are reused before the HSM is asked again. */
-  keyCacheTtlMs?: number;
   /** How this vendor does AES-GCM; SoftHSM's way when absent. */
   profile?: VendorProfile;
   /**
@@ -45,105 +48,14 @@ export interface Pkcs11Config {
    */
   canFinalize?: () => boolean;
   /**
-   * Runs library-wide steps (C_Initialize, C_Finalize, the slot search) one worker at a time:
-   * SoftHSM answers concurrent initialisations with CKR_SLOT_ID_INVALID now and then.
+   * Runs library-wide steps (C_Initialize, C_Finalize, the slot search) one thread at a time,
+   * whatever the library: two libraries may share one underneath (a wrapper and what it wraps), and
+   * SoftHSM initialised by two threads at once corrupts its heap. Directly, when absent.
    */
   exclusive?: <T>(step: () => T) => T;
+  /** The clock of the reconnect interval; Date.now when absent. */
+  now?: () => number;
 }
-
-/**
- * CKA_ID of version N > 1 of the key `label`; version 1 is a key with any other id (or none). The
- * label is part of it because NSS softoken keeps one secret key per CKA_ID in a token: a second
- * key generated with the id of another overwrites it (measured: docs/hsm.md, vendor facts).
- */
-export function versionId(version: number, label: string): string {
-  return `xks-v${version}:${label}`;
-}
-
-/** The version a CKA_ID value stands for: `xks-v<N>`, alone or followed by `:<label>`. */
-export function versionOf(id: Buffer | undefined): number {
-  const match = id === undefined ? null : /^xks-v([1-9][0-9]{0,8})(?::|$)/.exec(id.toString('latin1'));
-  return match ? Number(match[1]) : 1;
-}
-
-/**
- * C_Initialize's argument: CKF_OS_LOCKING_OK (without it SoftHSM turns its locking off), and the
- * library parameters when there are any.
- */
-export function initializeArgs(libraryParameters?: string): pkcs11.InitializationOptions {
-  const flags = P.CKF_OS_LOCKING_OK;
-  if (libraryParameters === undefined) return { flags };
-  // pkcs11js 2.1.7 copies the string into a buffer one byte too short, so that the library would
-  // get it without its last character: a NUL added here is the character lost, and the library
-  // gets the whole string (a pkcs11js that copies it whole passes the same C string).
-  return { flags, libraryParameters: `${libraryParameters}\0` };
-}
-
-/** C_Initialize (initializeArgs); a library already initialised in this process is fine. */
-export function initialize(lib: pkcs11.PKCS11, libraryParameters?: string): void {
-  try {
-    lib.C_Initialize(initializeArgs(libraryParameters));
-  } catch (err) {
-    if (codeOf(err) !== P.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw err;
-  }
-}
-
-/**
- * Why the token cannot do this proxy's AES-GCM (PKCS#11 C_GetMechanismInfo for CKM_AES_GCM): no
- * AES-256 keys (sizes in bytes, as PKCS#11 defines them for AES; some libraries give bits), or
- * no encrypt or decrypt. undefined when it can.
- */
-export function aesGcmShortfall(info: pkcs11.MechanismInfo): string | undefined {
-  const holds = (size: number) => info.minKeySize <= size && size <= info.maxKeySize;
-  if (!holds(32) && !holds(256)) {
-    return `its CKM_AES_GCM takes keys of ${info.minKeySize}-${info.maxKeySize}, not of 32 bytes (AES-256)`;
-  }
-  const missing = [
-    (info.flags & P.CKF_ENCRYPT) === 0 ? 'encrypt' : undefined,
-    (info.flags & P.CKF_DECRYPT) === 0 ? 'decrypt' : undefined,
-  ].filter(Boolean);
-  if (missing.length > 0) return `its CKM_AES_GCM does not ${missing.join(' or ')}`;
-  return undefined;
-}
-
-/**
- * The template of a secret key this project creates (the key CLI, the demo and test tokens): a
- * token object, private and sensitive, never extractable, with only the usages asked for; the
- * CKA_ID of its version (none for version 1, like every key made before rotation existed).
- */
-export function secretKeyTemplate(key: {
-  label: string;
-  keyType: number;
-  encrypt: boolean;
-  decrypt: boolean;
-  /** SIGN and VERIFY (HMAC-style keys). */
-  sign?: boolean;
-  version?: number;
-}): pkcs11.Template {
-  const version = key.version ?? 1;
-  return [
-    { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-    { type: P.CKA_KEY_TYPE, value: key.keyType },
-    { type: P.CKA_TOKEN, value: true },
-    { type: P.CKA_PRIVATE, value: true },
-    { type: P.CKA_SENSITIVE, value: true },
-    { type: P.CKA_EXTRACTABLE, value: false },
-    { type: P.CKA_LABEL, value: key.label },
-    { type: P.CKA_ENCRYPT, value: key.encrypt },
-    { type: P.CKA_DECRYPT, value: key.decrypt },
-    { type: P.CKA_WRAP, value: false },
-    { type: P.CKA_UNWRAP, value: false },
-    { type: P.CKA_SIGN, value: key.sign ?? false },
-    { type: P.CKA_VERIFY, value: key.sign ?? false },
-    { type: P.CKA_DERIVE, value: false },
-    ...(version === 1
-      ? []
-      : [{ type: P.CKA_ID, value: Buffer.from(versionId(version, key.label), 'latin1') }]),
-  ];
-}
-
-/** At most this many versions of one key are looked at (a C_FindObjects batch). */
-export const MAX_VERSIONS = 64;
 
 /**
  * Codes after which the session (or the whole library state) is not trusted any more. With them
@@ -183,39 +95,27 @@ const STALE_HANDLE_ERRORS = new Set([P.CKR_OBJECT_HANDLE_INVALID, P.CKR_KEY_HAND
  */
 const KEY_USAGE_ERRORS = new Set([P.CKR_KEY_FUNCTION_NOT_PERMITTED, P.CKR_KEY_TYPE_INCONSISTENT]);
 
-/** The attributes behind GetKeyMetadata's keyUsage. */
-export const USAGE_ATTRIBUTES: ReadonlyArray<readonly [number, KeyUsage]> = [
-  [P.CKA_ENCRYPT, 'ENCRYPT'],
-  [P.CKA_DECRYPT, 'DECRYPT'],
-  [P.CKA_WRAP, 'WRAP'],
-  [P.CKA_UNWRAP, 'UNWRAP'],
-  [P.CKA_SIGN, 'SIGN'],
-  [P.CKA_VERIFY, 'VERIFY'],
-  [P.CKA_DERIVE, 'DERIVE'],
-];
-
-/** PKCS#11 pads strings with blanks; some libraries (and pkcs11js's C_InitToken) with NULs. */
-const BLANKS = /[\s\0]+$/;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
-interface CachedKey {
+/** A key version, as encrypt and decrypt name it. */
+export type KeyRef = Pick<HsmKey, 'label' | 'version'>;
+
+interface FoundKey {
   key: HsmKey;
   handle: Buffer;
 }
 
-/** Every version of a key, as found at one time. */
-interface CachedVersions {
-  versions: Map<number, CachedKey>;
-  current: CachedKey;
-  expires: number;
-}
-
-export class Pkcs11Hsm implements Hsm {
+export class Pkcs11Hsm {
   readonly #config: Pkcs11Config;
-  readonly #lib: pkcs11.PKCS11;
-  readonly #keys = new Map<string, CachedVersions>();
-  readonly #keyTtlMs: number;
+  /** The library, once a connection attempt could load it. */
+  #lib: pkcs11.PKCS11 | undefined;
+  /**
+   * The object handle of each key version this session was asked about: looked up again whenever
+   * the key is (findKey; the key descriptions are cached by worker-hsm.ts), and dropped with the
+   * session or when the HSM calls a handle stale.
+   */
+  readonly #handles = new Map<string, Map<number, Buffer>>();
   readonly #profile: VendorProfile;
   /** The numeric codes that mean a decrypt's input did not authenticate, for this vendor. */
   readonly #badCiphertext: ReadonlySet<number>;
@@ -226,18 +126,14 @@ export class Pkcs11Hsm implements Hsm {
   #pinRefused: HsmError | undefined;
   /** What happened that the operator should know (re-initialisations), for the next answer to carry. */
   #events: string[] = [];
+  readonly #now: () => number;
 
-  /** Loads the library and connects (Lambda init phase). A failed connection is retried per call. */
+  /** Loads the library and connects (Lambda init phase). A failed attempt is retried per call. */
   constructor(config: Pkcs11Config) {
     this.#config = config;
-    this.#keyTtlMs = config.keyCacheTtlMs ?? 60_000;
     this.#profile = config.profile ?? VENDOR_PROFILES.softhsm;
-    const codes = P as unknown as Record<string, number | undefined>;
-    this.#badCiphertext = new Set(
-      this.#profile.invalidCiphertext.map((name) => codes[name]).filter((c) => c !== undefined),
-    );
-    this.#lib = new P.PKCS11();
-    this.#lib.load(config.modulePath);
+    this.#badCiphertext = codesNamed(this.#profile.invalidCiphertext);
+    this.#now = config.now ?? Date.now;
     try {
       this.#connect();
     } catch {
@@ -255,22 +151,24 @@ export class Pkcs11Hsm implements Hsm {
   }
 
   findKey(label: string, version?: number): HsmKey | undefined {
-    return this.#run(() => this.#lookup(label, version)?.key);
+    return this.#run(() => {
+      const found = this.#findVersions(label);
+      return version === undefined ? found?.current.key : found?.versions.get(version)?.key;
+    });
   }
 
-  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
+  encrypt(key: KeyRef, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
     return this.#run((session) => {
+      const lib = this.#library();
       const handle = this.#handle(key);
       const mode = this.#profile.iv;
       // hsm-fills: pkcs11js hands the HSM this very buffer as pIv, and the HSM writes the IV into it.
       const iv =
-        mode === 'proxy'
-          ? this.#lib.C_GenerateRandom(session, Buffer.alloc(IV_BYTES))
-          : Buffer.alloc(IV_BYTES);
-      this.#lib.C_EncryptInit(session, this.#gcm(iv, aad), handle);
+        mode === 'proxy' ? lib.C_GenerateRandom(session, Buffer.alloc(IV_BYTES)) : Buffer.alloc(IV_BYTES);
+      lib.C_EncryptInit(session, this.#gcm(iv, aad), handle);
       const extra = mode === 'hsm-appends' ? IV_BYTES : 0;
       const size = plaintext.length + TAG_BYTES + extra;
-      const out = this.#lib.C_Encrypt(session, plaintext, Buffer.alloc(size));
+      const out = lib.C_Encrypt(session, plaintext, Buffer.alloc(size));
       if (out.length !== size) {
         throw new HsmError(
           'failed',
@@ -290,16 +188,17 @@ export class Pkcs11Hsm implements Hsm {
     });
   }
 
-  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
+  decrypt(key: KeyRef, input: AesGcmCiphertext, aad: Buffer): Buffer {
     const data = Buffer.concat([input.ciphertext, input.tag]);
     return this.#run((session) => {
+      const lib = this.#library();
       const handle = this.#handle(key);
-      this.#lib.C_DecryptInit(session, this.#gcm(input.iv, aad, input.tag.length * 8), handle);
+      lib.C_DecryptInit(session, this.#gcm(input.iv, aad, input.tag.length * 8), handle);
       let out: Buffer;
       try {
         // The output buffer must hold ciphertext + tag: SoftHSM answers CKR_BUFFER_TOO_SMALL otherwise
         // and leaves the operation active, so every later call on the session fails.
-        out = this.#lib.C_Decrypt(session, data, Buffer.alloc(data.length));
+        out = lib.C_Decrypt(session, data, Buffer.alloc(data.length));
       } catch (err) {
         if (this.#badCiphertext.has(codeOf(err))) {
           throw new HsmError(
@@ -339,7 +238,7 @@ export class Pkcs11Hsm implements Hsm {
         const code = codeOf(err);
         const ckr = ckrOf(err);
         if (attempt === 0 && STALE_HANDLE_ERRORS.has(code)) {
-          this.#keys.clear();
+          this.#handles.clear();
           continue;
         }
         if (SESSION_ERRORS.has(code)) {
@@ -364,7 +263,7 @@ export class Pkcs11Hsm implements Hsm {
   /** Initialises, finds the token, opens a session and logs in; all or nothing. */
   #connect(): void {
     if (this.#pinRefused) throw this.#pinRefused;
-    if (this.#lastFailure && Date.now() < this.#lastFailure.retryAt) throw this.#lastFailure.error;
+    if (this.#lastFailure && this.#now() < this.#lastFailure.retryAt) throw this.#lastFailure.error;
     try {
       this.#open();
       this.#lastFailure = undefined;
@@ -384,36 +283,31 @@ export class Pkcs11Hsm implements Hsm {
         );
         throw this.#pinRefused;
       }
-      this.#lastFailure = { error, retryAt: Date.now() + RECONNECT_INTERVAL_MS };
+      this.#lastFailure = { error, retryAt: this.#now() + RECONNECT_INTERVAL_MS };
       throw error;
     }
   }
 
   #open(): void {
-    const lib = this.#lib;
+    const lib = this.#library();
     const exclusive = this.#config.exclusive ?? ((step) => step());
     const slot = exclusive(() => {
       initialize(lib, this.#config.libraryParameters);
-      return this.#findSlot();
+      return this.#findSlot(lib);
     });
-    this.#checkMechanism(slot);
-    const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION);
-    try {
-      lib.C_Login(session, P.CKU_USER, this.#config.pin);
-    } catch (err) {
-      if (codeOf(err) !== P.CKR_USER_ALREADY_LOGGED_IN) throw err;
-    }
+    this.#checkMechanism(lib, slot);
+    const session = openSession(lib, slot, { pin: this.#config.pin });
     const token = lib.C_GetTokenInfo(slot);
     const module = lib.C_GetInfo();
     const v = (x: pkcs11.Version) => `${x.major}.${x.minor}`;
-    const serial = token.serialNumber.replace(BLANKS, '');
+    const serial = unpadded(token.serialNumber);
     this.#info = {
       // NSS softoken gives every token the serial 0000000000000000, which tells no HSM apart.
       ...(/^0*$/.test(serial) ? {} : { id: serial }),
-      vendor: token.manufacturerID.replace(BLANKS, ''),
+      vendor: unpadded(token.manufacturerID),
       model:
-        `${token.model.replace(BLANKS, '')} (hardware ${v(token.hardwareVersion)}, firmware ${v(token.firmwareVersion)}, ` +
-        `${module.libraryDescription.replace(BLANKS, '')} ${v(module.libraryVersion)})`,
+        `${unpadded(token.model)} (hardware ${v(token.hardwareVersion)}, firmware ${v(token.firmwareVersion)}, ` +
+        `${unpadded(module.libraryDescription)} ${v(module.libraryVersion)})`,
     };
     this.#session = session;
   }
@@ -421,50 +315,54 @@ export class Pkcs11Hsm implements Hsm {
   #disconnect(): void {
     const session = this.#session;
     this.#session = undefined;
-    this.#keys.clear();
+    this.#handles.clear();
+    const lib = this.#lib;
+    if (lib === undefined) return;
     if (this.#config.canFinalize?.() ?? true) {
       const exclusive = this.#config.exclusive ?? ((step) => step());
-      exclusive(() => {
-        try {
-          this.#lib.C_Finalize();
-        } catch {
-          // Already finalized or never initialized: nothing to release.
-        }
-      });
+      exclusive(() => finalize(lib));
       return;
     }
     // Others use the library: give back this session only (C_Initialize is then a no-op).
-    if (session !== undefined) {
-      try {
-        this.#lib.C_CloseSession(session);
-      } catch {
-        // Already gone with the error that brought us here.
-      }
-    }
+    if (session !== undefined) closeSession(lib, session);
   }
 
-  #findSlot(): Buffer {
-    const found = findToken(this.#lib, this.#config);
+  /**
+   * The library, loaded now if it was not: a library that failed to load (its C_GetFunctionList
+   * failed, or the file was missing) is an unavailable HSM like any other, tried again later.
+   */
+  #library(): pkcs11.PKCS11 {
+    if (this.#lib === undefined) {
+      try {
+        this.#lib = loadLibrary(this.#config.modulePath);
+      } catch (err) {
+        const ckr = ckrOf(err);
+        throw new HsmError('unavailable', `PKCS#11 library not loaded: ${errorText(err)}`, ckr, {
+          cause: err,
+        });
+      }
+    }
+    return this.#lib;
+  }
+
+  #findSlot(lib: pkcs11.PKCS11): Buffer {
+    const found = findToken(lib, this.#config);
     if ('slot' in found) return found.slot;
     if (found.count === 0) {
-      throw new HsmError(
-        'unavailable',
-        `HSM unavailable: no token ${found.wanted} is present`,
-        'CKR_TOKEN_NOT_PRESENT',
-      );
+      throw new HsmError('unavailable', `HSM unavailable: ${tokenCount(found)}`, 'CKR_TOKEN_NOT_PRESENT');
     }
     throw new HsmError(
       'unavailable',
-      `HSM unavailable: ${found.count} tokens ${found.wanted} are present: name one by tokenLabel and tokenSerial`,
+      `HSM unavailable: ${tokenCount(found)}: name one by tokenLabel and tokenSerial`,
     );
   }
 
   /** The token's AES-GCM must do what the proxy asks of it, or the HSM is unavailable (not a key's fault). */
-  #checkMechanism(slot: Buffer): void {
+  #checkMechanism(lib: pkcs11.PKCS11, slot: Buffer): void {
     let shortfall: string | undefined;
     let ckr: string | undefined;
     try {
-      shortfall = aesGcmShortfall(this.#lib.C_GetMechanismInfo(slot, P.CKM_AES_GCM));
+      shortfall = aesGcmShortfall(lib.C_GetMechanismInfo(slot, P.CKM_AES_GCM));
     } catch (err) {
       if (codeOf(err) !== P.CKR_MECHANISM_INVALID) throw err;
       shortfall = 'it has no CKM_AES_GCM';
@@ -479,57 +377,37 @@ export class Pkcs11Hsm implements Hsm {
     }
   }
 
-  #handle(key: HsmKey): Buffer {
-    const cached = this.#lookup(key.label, key.version);
-    if (cached === undefined) throw new HsmError('failed', 'The key is no longer in the HSM');
-    return cached.handle;
+  #handle(key: KeyRef): Buffer {
+    const handle =
+      this.#handles.get(key.label)?.get(key.version) ??
+      this.#findVersions(key.label)?.versions.get(key.version)?.handle;
+    if (handle === undefined) throw new HsmError('failed', 'The key is no longer in the HSM');
+    return handle;
   }
 
-  #lookup(label: string, version: number | undefined): CachedKey | undefined {
-    const now = Date.now();
-    let cached = this.#keys.get(label);
-    // A version newer than the newest known may have been created since (a rotation): look
-    // again. (Only KMS, authenticated, can name versions; an older one missing stays missing.)
-    const unknownVersion =
-      cached !== undefined && version !== undefined && version > cached.current.key.version;
-    if (cached === undefined || cached.expires <= now || unknownVersion) {
-      this.#keys.delete(label);
-      cached = this.#findVersions(label, now);
-      if (cached === undefined) return undefined;
-      if (this.#keyTtlMs > 0) this.#keys.set(label, cached);
-    }
-    return version === undefined ? cached.current : cached.versions.get(version);
-  }
-
-  #findVersions(label: string, now: number): CachedVersions | undefined {
+  /** Every version of the key `label`, its current (highest) one, and their handles kept. */
+  #findVersions(label: string): { versions: Map<number, FoundKey>; current: FoundKey } | undefined {
     const session = this.#session as Buffer;
-    const lib = this.#lib;
-    lib.C_FindObjectsInit(session, [
-      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-      { type: P.CKA_LABEL, value: label },
-    ]);
-    let handles: Buffer[];
-    try {
-      handles = lib.C_FindObjects(session, MAX_VERSIONS);
-    } finally {
-      lib.C_FindObjectsFinal(session);
-    }
+    const lib = this.#library();
+    this.#handles.delete(label);
+    const handles = findSecretKeys(lib, session, label);
     if (handles.length === 0) return undefined;
-    const versions = new Map<number, CachedKey>();
-    let current: CachedKey | undefined;
+    const versions = new Map<number, FoundKey>();
+    let current: FoundKey | undefined;
     for (const handle of handles) {
-      const version = versionOf(this.#attribute(session, handle, P.CKA_ID));
+      const { version, keySpec, usage } = keyFacts(lib, session, handle);
       if (versions.has(version)) {
         throw new HsmError(
           'failed',
           `Two secret keys are version ${version} of this label; the key is ambiguous`,
         );
       }
-      const entry = { key: this.#describe(session, label, version, handle), handle };
+      const entry = { key: { label, version, keySpec, usage: new Set(usage) }, handle };
       versions.set(version, entry);
       if (current === undefined || version > current.key.version) current = entry;
     }
-    return { versions, current: current as CachedKey, expires: now + this.#keyTtlMs };
+    this.#handles.set(label, new Map([...versions].map(([version, entry]) => [version, entry.handle])));
+    return { versions, current: current as FoundKey };
   }
 
   #gcm(iv: Buffer, aad: Buffer, tagBits = TAG_BYTES * 8): pkcs11.Mechanism {
@@ -538,96 +416,4 @@ export class Pkcs11Hsm implements Hsm {
     const parameter: pkcs11.GcmParams = { type: P.CK_PARAMS_GCM, iv, ivBits, aad, tagBits };
     return { mechanism: P.CKM_AES_GCM, parameter };
   }
-
-  #describe(session: Buffer, label: string, version: number, handle: Buffer): HsmKey {
-    const keyType = this.#attribute(session, handle, P.CKA_KEY_TYPE);
-    const valueLen = this.#attribute(session, handle, P.CKA_VALUE_LEN);
-    const usage = new Set<KeyUsage>();
-    for (const [type, name] of USAGE_ATTRIBUTES) {
-      const value = this.#attribute(session, handle, type);
-      if (value !== undefined && value.length > 0 && value[0] !== 0) usage.add(name);
-    }
-    return { label, version, keySpec: keySpecOf(ulong(keyType), ulong(valueLen)), usage };
-  }
-
-  /** One attribute, or undefined where the key type does not have it. */
-  #attribute(session: Buffer, handle: Buffer, type: number): Buffer | undefined {
-    try {
-      const [attr] = this.#lib.C_GetAttributeValue(session, handle, [{ type }]);
-      return Buffer.isBuffer(attr?.value) ? attr.value : undefined;
-    } catch (err) {
-      if (codeOf(err) === P.CKR_ATTRIBUTE_TYPE_INVALID || codeOf(err) === P.CKR_ATTRIBUTE_SENSITIVE) {
-        return undefined;
-      }
-      throw err;
-    }
-  }
-}
-
-/** What identifies a token: its label, its serial number, or both. */
-export interface TokenWanted {
-  tokenLabel?: string | undefined;
-  tokenSerial?: string | undefined;
-}
-
-/**
- * The one initialised token with this label and serial number (either may be left out; trailing
- * blanks ignored), or how many there are (0, or several: say which with label and serial).
- */
-export function findToken(
-  lib: pkcs11.PKCS11,
-  wanted: TokenWanted,
-): { slot: Buffer; label: string } | { count: number; wanted: string } {
-  const label = wanted.tokenLabel?.replace(BLANKS, '');
-  const serial = wanted.tokenSerial?.replace(BLANKS, '');
-  const matches: { slot: Buffer; label: string }[] = [];
-  for (const slot of lib.C_GetSlotList(true)) {
-    const token = lib.C_GetTokenInfo(slot);
-    if ((token.flags & P.CKF_TOKEN_INITIALIZED) === 0) continue;
-    if (label !== undefined && token.label.replace(BLANKS, '') !== label) continue;
-    if (serial !== undefined && token.serialNumber.replace(BLANKS, '') !== serial) continue;
-    matches.push({ slot, label: token.label.replace(BLANKS, '') });
-  }
-  // The first of several would be a guess: keys made in one token would be missing from the other.
-  if (matches.length === 1) return matches[0] as { slot: Buffer; label: string };
-  const description = [label && `labelled '${label}'`, serial && `with serial '${serial}'`]
-    .filter(Boolean)
-    .join(' ');
-  return { count: matches.length, wanted: description };
-}
-
-const KEY_TYPE_NAMES = new Map<number, string>([
-  [P.CKK_GENERIC_SECRET, 'GENERIC_SECRET'],
-  [P.CKK_DES3, 'DES3'],
-]);
-
-function keySpecOf(keyType: number | undefined, valueLen: number | undefined): string {
-  if (keyType === P.CKK_AES && valueLen !== undefined) return `AES_${valueLen * 8}`;
-  const name =
-    (keyType !== undefined && KEY_TYPE_NAMES.get(keyType)) || `CKK_0x${(keyType ?? 0).toString(16)}`;
-  return valueLen === undefined ? name : `${name}_${valueLen * 8}`;
-}
-
-/** A CK_ULONG attribute value (native byte order: little-endian on x86_64 and arm64). */
-function ulong(value: Buffer | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  if (value.length === 8) return Number(value.readBigUInt64LE());
-  if (value.length === 4) return value.readUInt32LE();
-  return undefined;
-}
-
-function codeOf(err: unknown): number {
-  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number'
-    ? (err as { code: number }).code
-    : -1;
-}
-
-/** The CKR_* name pkcs11js puts first in its messages, e.g. "CKR_PIN_INCORRECT:160". */
-function ckrOf(err: unknown): string | undefined {
-  const match = /\bCKR_[A-Z_]+/.exec(errorText(err));
-  return match?.[0];
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -1,52 +1,45 @@
-// The Hsm interface for the main thread: each call goes to an HSM worker thread (hsm-worker.ts)
-// and is waited for synchronously, but only until the call's deadline. pkcs11js calls cannot be
-// interrupted, so a call past its deadline is abandoned with its thread: the request gets HsmError 'timeout' (503 DependencyTimeoutException) at the
-// deadline, and a fresh worker with a session of its own starts at once.
+// The Hsm interface for the main thread: each call is a message to an HSM worker thread
+// (hsm-worker.ts), answered by message, with a deadline kept by a timer here. pkcs11js calls cannot be
+// interrupted, so a call past its deadline is abandoned with its thread: the request gets HsmError
+// 'timeout' (503 DependencyTimeoutException) at the deadline, and a fresh worker with a session of
+// its own starts at once. While a call waits for the HSM, this thread serves other requests; when
+// they need the HSM too and every worker is busy, another worker starts (up to maxWorkers).
 import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import {
-  type AesGcmCiphertext,
-  type Hsm,
-  HsmError,
-  type HsmInfo,
-  type HsmKey,
-  type KeyUsage,
-} from './hsm.ts';
-import type { WorkerInit, WorkerRequest, WorkerResponse } from './hsm-worker.ts';
-import type { Pkcs11Config } from './pkcs11-hsm.ts';
-import {
-  type Channel,
-  createChannel,
-  IDLE,
-  REQUEST,
-  readMessage,
-  STARTING,
-  STATE,
-  signal,
-  spinUntil,
-  writeMessage,
-} from './wire.ts';
+import { type AesGcmCiphertext, type Hsm, HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
+import type { WorkerInit, WorkerReady, WorkerRequest, WorkerResponse } from './hsm-worker.ts';
 
 export interface WorkerHsmOptions {
-  pkcs11: Pkcs11Config;
+  pkcs11: WorkerInit['config'];
   /** Deadline of each call, in ms; KMS allows 250 ms for the whole request. */
   callTimeoutMs: number;
   /** Deadline of the first connection (module load, C_Initialize, C_Login) of the first worker. */
   startTimeoutMs: number;
   /**
-   * How long each side spins before sleeping, in us: this thread for an answer, the worker for the
-   * next call after answering one (wire.ts spinUntil). 0: both sleep at once.
+   * How long a key's description (its current version, key spec and usage) is reused before the
+   * HSM is asked again: a new key version is used after this long. 60 s when absent.
    */
-  spinMicros?: number;
+  keyCacheTtlMs?: number;
+  /**
+   * Worker threads (each with its own session) this HSM may have at once: another starts when a call
+   * finds every one busy. A Lambda environment serves one request at a time and never needs a second.
+   */
+  maxWorkers?: number;
   /** Abandoned workers still stuck in a call; no new worker is started beyond this many. */
   maxAbandoned?: number;
-  /** Told what the worker reports (re-initialisations), and when a worker is abandoned. */
+  /** Told what a worker reports (re-initialisations), and when a worker is abandoned. */
   onEvent?: (message: string) => void;
   /** Told, as soon as a worker has tried, that it could not connect, and why (never a secret). */
   onConnectFailure?: (reason: string) => void;
 }
+
+/**
+ * The lock of library-wide steps (hsm-worker.ts exclusive), one for the whole process and every
+ * library: two configured libraries may share one underneath (a wrapper and what it wraps), and
+ * SoftHSM initialised by two threads at once corrupts its heap.
+ */
+const LOCK = new SharedArrayBuffer(4);
 
 /**
  * Per PKCS#11 library, how many workers of this process use it: a worker may C_Finalize only when
@@ -58,7 +51,7 @@ function usersOf(modulePath: string): Int32Array {
   const library = libraryOf(modulePath);
   let users = libraryUsers.get(library);
   if (users === undefined) {
-    users = new Int32Array(new SharedArrayBuffer(8));
+    users = new Int32Array(new SharedArrayBuffer(4));
     libraryUsers.set(library, users);
   }
   return users;
@@ -108,12 +101,12 @@ function workerScript(): string | URL {
 
 /**
  * A worker started before the configuration is known (prestartWorker), for the first WorkerHsm
- * to take: a worker thread needs 60-80 ms before its first line runs, which then overlaps the
+ * to take: a worker thread needs tens of ms before its first line runs, which then overlaps the
  * loading of the handler's modules instead of following it.
  */
 let prestarted: Worker | undefined;
 
-/** Starts a worker that waits for its configuration (hsm-worker.ts WorkerInit, posted by #start). */
+/** Starts a worker that waits for its configuration (WorkerInit, posted by the first WorkerHsm). */
 export function prestartWorker(): void {
   if (prestarted !== undefined) return;
   const thread = newWorker({ deferred: true });
@@ -130,20 +123,45 @@ function newWorker(workerData: WorkerInit | { deferred: true }): Worker {
     // the test runner's), and the worker needs none (NODE_OPTIONS still applies).
     execArgv: [],
   });
-  // Never keeps the process alive; a worker that dies is replaced at the next call.
+  // Never keeps the process alive: a pending call's timer does, while it waits.
   thread.unref();
   thread.on('error', () => {});
   return thread;
 }
 
+/** A call waiting for a worker, then for its answer. */
+interface Call {
+  request: WorkerRequest;
+  resolve: (response: WorkerResponse) => void;
+  reject: (error: HsmError) => void;
+  timer: NodeJS.Timeout | undefined;
+  /** While no worker was ever ready: the first connection's deadline, which the call may use. */
+  startDeadline: number;
+}
+
+interface HsmThread {
+  thread: Worker;
+  /** Its threadId, kept: -1 once the thread has ended. */
+  id: number;
+  state: 'starting' | 'idle' | 'busy';
+  call: Call | undefined;
+}
+
 export class WorkerHsm implements Hsm {
   readonly #options: WorkerHsmOptions;
-  #worker: { thread: Worker; channel: Channel } | undefined;
+  readonly #threads = new Set<HsmThread>();
+  readonly #queue: Call[] = [];
   /** Whether any worker ever got ready: until then, calls may wait startTimeoutMs. */
   #everReady = false;
+  /** Whether the last word from the HSM was an answer: only then do more workers help. */
+  #answering = false;
   #abandoned = 0;
+  #closed = false;
   #info: HsmInfo | undefined;
-  /** Key descriptions, so that an Encrypt or Decrypt is one call to the worker, not two. */
+  /**
+   * The key descriptions, by label (and version, when one was asked for): so that an Encrypt or
+   * Decrypt is one call to a worker, and a GetKeyMetadata none, even while a worker is stuck.
+   */
   readonly #keys = new Map<string, { key: HsmKey; expires: number }>();
 
   constructor(options: WorkerHsmOptions) {
@@ -155,142 +173,206 @@ export class WorkerHsm implements Hsm {
     return this.#info;
   }
 
-  findKey(label: string, version?: number): HsmKey | undefined {
+  async findKey(label: string, version?: number): Promise<HsmKey | undefined> {
     const id = version === undefined ? label : `${label}\0${version}`;
-    const now = performance.now();
     const cached = this.#keys.get(id);
-    if (cached !== undefined && cached.expires > now) return cached.key;
+    if (cached !== undefined && cached.expires > performance.now()) return cached.key;
     this.#keys.delete(id);
-    const { header } = this.#call({ op: 'findKey', label, ...(version === undefined ? {} : { version }) });
-    if (header.key === undefined) return undefined;
-    const key = { ...header.key, usage: new Set(header.key.usage as KeyUsage[]) };
-    const ttl = this.#options.pkcs11.keyCacheTtlMs ?? 60_000;
-    if (ttl > 0) this.#keys.set(id, { key, expires: now + ttl });
+    const found = await this.#call({ op: 'findKey', label, ...(version === undefined ? {} : { version }) });
+    if (found.key === undefined) return undefined;
+    const key = { ...found.key, usage: new Set(found.key.usage) };
+    const ttl = this.#options.keyCacheTtlMs ?? 60_000;
+    if (ttl > 0) this.#keys.set(id, { key, expires: performance.now() + ttl });
     return key;
   }
 
-  encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): AesGcmCiphertext {
-    const { buffers } = this.#call({ op: 'encrypt', label: key.label, version: key.version }, [
-      plaintext,
-      aad,
-    ]);
-    const [iv, ciphertext, tag] = buffers as [Buffer, Buffer, Buffer];
-    return { iv, ciphertext, tag };
+  async encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): Promise<AesGcmCiphertext> {
+    const { data } = await this.#call({
+      op: 'encrypt',
+      label: key.label,
+      version: key.version,
+      data: [plaintext, aad],
+    });
+    const [iv, ciphertext, tag] = buffers(data, 3);
+    return { iv, ciphertext, tag } as AesGcmCiphertext;
   }
 
-  decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Buffer {
-    const { buffers } = this.#call({ op: 'decrypt', label: key.label, version: key.version }, [
-      input.iv,
-      input.ciphertext,
-      input.tag,
-      aad,
-    ]);
-    return buffers[0] as Buffer;
+  async decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Promise<Buffer> {
+    const { data } = await this.#call({
+      op: 'decrypt',
+      label: key.label,
+      version: key.version,
+      data: [input.iv, input.ciphertext, input.tag, aad],
+    });
+    return buffers(data, 1)[0] as Buffer;
   }
 
   close(): void {
-    void this.#worker?.thread.terminate();
-    this.#worker = undefined;
+    this.#closed = true;
+    for (const call of this.#queue.splice(0)) this.#settle(call, new HsmError('unavailable', 'HSM closed'));
+    for (const t of this.#threads) void t.thread.terminate();
   }
 
-  #start(): { thread: Worker; channel: Channel } {
-    const max = this.#options.maxAbandoned ?? 4;
-    if (this.#abandoned >= max) {
-      throw new HsmError('unavailable', `HSM unavailable: ${this.#abandoned} calls are still stuck in it`);
-    }
-    const channel = createChannel();
-    const users = usersOf(this.#options.pkcs11.modulePath);
-    Atomics.add(users, 0, 1);
-    const init: WorkerInit = {
-      shared: channel.shared,
-      config: this.#options.pkcs11,
-      libraryUsers: users.buffer as SharedArrayBuffer,
-      spinMicros: this.#options.spinMicros ?? 0,
-    };
-    let thread = prestarted;
-    prestarted = undefined;
-    // A prestarted worker that died meanwhile still reports 'exit' below: the next call replaces it.
-    if (thread !== undefined) thread.postMessage(init);
-    else thread = newWorker(init);
-    const id = thread.threadId; // -1 once the thread has ended
-    thread.on('message', (message: { connectFailure?: unknown }) => {
-      if (typeof message?.connectFailure === 'string')
-        this.#options.onConnectFailure?.(message.connectFailure);
+  #call(request: WorkerRequest): Promise<WorkerResponse> {
+    return new Promise((resolve, reject) => {
+      const now = performance.now();
+      const waitMs = this.#everReady ? this.#options.callTimeoutMs : this.#options.startTimeoutMs;
+      const call: Call = { request, resolve, reject, timer: undefined, startDeadline: now + waitMs };
+      if (this.#queue.length === 0) {
+        for (const t of this.#threads) {
+          if (t.state === 'idle') return this.#run(t, call);
+        }
+      }
+      // Waiting for a worker: one still connecting is not stuck in a call, so it is kept (a worker per
+      // call would pile up); the call fails at the end of the wait.
+      call.timer = setTimeout(() => {
+        const index = this.#queue.indexOf(call);
+        if (index < 0) return;
+        this.#queue.splice(index, 1);
+        const starting = [...this.#threads].every((t) => t.state === 'starting');
+        const what = starting ? 'to connect' : 'to take the call';
+        this.#settle(call, new HsmError('timeout', `The HSM took more than ${waitMs} ms ${what}`));
+      }, waitMs);
+      this.#queue.push(call);
+      this.#dispatch();
     });
-    // A 'message' listener refs the thread's port: it must still never keep the process alive.
-    thread.unref();
-    thread.on('exit', () => {
-      Atomics.sub(users, 0, 1);
-      // Terminated inside a library-wide step, it never released its lock (hsm-worker.ts exclusive).
-      if (Atomics.compareExchange(users, 1, id, 0) === id) Atomics.notify(users, 1);
-      if (this.#worker?.thread === thread) this.#worker = undefined;
-    });
-    this.#worker = { thread, channel };
-    return this.#worker;
   }
 
-  #call(request: WorkerRequest, input: Buffer[] = []): { header: WorkerResponse; buffers: Buffer[] } {
-    const worker = this.#worker ?? this.#start();
-    const { channel } = worker;
-    const { callTimeoutMs } = this.#options;
-    const startMs = this.#everReady ? callTimeoutMs : this.#options.startTimeoutMs;
-    const startDeadline = performance.now() + startMs;
-    if (!waitWhile(channel, STARTING, startDeadline, 0)) {
-      // Still connecting: not stuck in a call, so it is kept (a worker per call would pile up).
-      throw new HsmError('timeout', `The HSM took more than ${startMs} ms to connect`);
+  /** Gives waiting calls to idle workers; starts a worker when every one is busy (or none is left). */
+  #dispatch(): void {
+    for (const t of this.#threads) {
+      if (this.#queue.length === 0) return;
+      if (t.state === 'idle') this.#run(t, this.#queue.shift() as Call);
     }
-    this.#everReady = true;
-    writeMessage(channel, request, input);
-    signal(channel, REQUEST);
+    if (this.#queue.length === 0 || this.#closed) return;
+    const threads = [...this.#threads];
+    if (threads.some((t) => t.state === 'starting')) return;
+    const grow =
+      threads.length === 0 || (this.#answering && threads.length < (this.#options.maxWorkers ?? 4));
+    if (!grow) return;
+    try {
+      this.#start();
+    } catch (error) {
+      for (const call of this.#queue.splice(0)) this.#settle(call, error as HsmError);
+    }
+  }
+
+  #run(t: HsmThread, call: Call): void {
+    t.state = 'busy';
+    t.call = call;
+    clearTimeout(call.timer);
     // The call's own deadline runs from here. Counted from before the wait for a starting worker
     // (one replacing an abandoned worker), it would leave a call that found its worker late a
     // sliver of time, and the healthy new worker would be abandoned with it: on a busy machine,
     // where a worker takes longer to start than the deadline, every replacement in turn. The first
     // call after a cold start keeps the rest of startTimeoutMs when that is longer.
     const posted = performance.now();
-    const deadline = Math.max(posted + callTimeoutMs, startDeadline);
-    if (!waitWhile(channel, REQUEST, deadline, this.#options.spinMicros ?? 0)) {
-      this.#abandon(worker, Math.round(deadline - posted), 'to answer');
-    }
-    const response = readMessage<WorkerResponse>(channel);
-    Atomics.store(channel.control, STATE, IDLE);
-    for (const event of response.header.events ?? []) this.#options.onEvent?.(event);
-    if (response.header.info !== undefined) this.#info = response.header.info;
-    const error = response.header.error;
-    if (error !== undefined) throw new HsmError(error.kind, error.message, error.ckr);
-    return response;
+    const deadline = Math.max(posted + this.#options.callTimeoutMs, call.startDeadline);
+    const timeoutMs = Math.round(deadline - posted);
+    call.timer = setTimeout(() => this.#abandon(t, timeoutMs), deadline - posted);
+    t.thread.postMessage(call.request);
   }
 
-  #abandon(worker: { thread: Worker }, timeoutMs: number, what: string): never {
-    this.#worker = undefined;
+  #start(): void {
+    const max = this.#options.maxAbandoned ?? 4;
+    if (this.#abandoned >= max) {
+      throw new HsmError('unavailable', `HSM unavailable: ${this.#abandoned} calls are still stuck in it`);
+    }
+    const users = usersOf(this.#options.pkcs11.modulePath);
+    Atomics.add(users, 0, 1);
+    const init: WorkerInit = {
+      config: this.#options.pkcs11,
+      lock: LOCK,
+      users: users.buffer as SharedArrayBuffer,
+    };
+    let thread = prestarted;
+    prestarted = undefined;
+    // A prestarted worker that died meanwhile still reports 'exit' below, and is replaced.
+    if (thread !== undefined) thread.postMessage(init);
+    else thread = newWorker(init);
+    const t: HsmThread = { thread, id: thread.threadId, state: 'starting', call: undefined };
+    this.#threads.add(t);
+    thread.on('message', (message: WorkerReady | WorkerResponse) => this.#receive(t, message));
+    thread.on('error', (error) =>
+      this.#options.onConnectFailure?.(`HSM worker thread failed: ${error.message}`),
+    );
+    // A 'message' listener refs the thread's port: it must still never keep the process alive.
+    thread.unref();
+    thread.once('exit', () => {
+      Atomics.sub(users, 0, 1);
+      // Terminated inside a library-wide step, it never released the lock (hsm-worker.ts exclusive).
+      if (Atomics.compareExchange(new Int32Array(LOCK), 0, t.id, 0) === t.id) {
+        Atomics.notify(new Int32Array(LOCK), 0);
+      }
+      if (!this.#threads.delete(t)) return; // abandoned: counted down in #abandon
+      const ended = new HsmError('unavailable', 'HSM unavailable: its worker thread ended');
+      if (t.call !== undefined) this.#settle(t.call, ended);
+      // One that ended before it was ready would end again: the next call starts another.
+      if (t.state === 'starting' && this.#threads.size === 0) {
+        for (const call of this.#queue.splice(0)) this.#settle(call, ended);
+      }
+      this.#dispatch();
+    });
+  }
+
+  #receive(t: HsmThread, message: WorkerReady | WorkerResponse): void {
+    if (!this.#threads.has(t)) return; // abandoned: its call was answered at the deadline
+    if (message.info !== undefined) this.#info = message.info;
+    if ('ready' in message) {
+      this.#everReady = true;
+      this.#answering = message.failure === undefined;
+      if (message.failure !== undefined) this.#options.onConnectFailure?.(message.failure);
+      t.state = 'idle';
+      this.#dispatch();
+      return;
+    }
+    for (const event of message.events ?? []) this.#options.onEvent?.(event);
+    const call = t.call;
+    t.call = undefined;
+    t.state = 'idle';
+    const kind = message.error?.kind;
+    this.#answering = kind !== 'unavailable' && kind !== 'timeout';
+    if (call !== undefined) {
+      const error = message.error;
+      this.#settle(call, error === undefined ? message : new HsmError(error.kind, error.message, error.ckr));
+    }
+    this.#dispatch();
+  }
+
+  #abandon(t: HsmThread, timeoutMs: number): void {
+    const call = t.call;
+    t.call = undefined;
+    this.#threads.delete(t);
     this.#abandoned++;
-    worker.thread.once('exit', () => this.#abandoned--);
+    t.thread.once('exit', () => this.#abandoned--);
     pinLibrary(this.#options.pkcs11.modulePath);
     // Ends the thread once its PKCS#11 call returns; its session stays open in the library until a
     // later re-initialisation (docs/hsm.md, section 6).
-    void worker.thread.terminate();
+    void t.thread.terminate();
     this.#options.onEvent?.(`abandoned a worker stuck in an HSM call for ${timeoutMs} ms`);
-    // The replacement connects now, not inside the next request's deadline.
-    try {
-      this.#start();
-    } catch {
-      // Too many stuck: the next call says so.
+    if (call !== undefined) {
+      this.#settle(call, new HsmError('timeout', `The HSM took more than ${timeoutMs} ms to answer`));
     }
-    throw new HsmError('timeout', `The HSM took more than ${timeoutMs} ms ${what}`);
+    // The replacement connects now, not inside the next request's deadline.
+    if (this.#threads.size === 0 && !this.#closed) {
+      try {
+        this.#start();
+      } catch {
+        // Too many stuck: the next call says so.
+      }
+    }
+    this.#dispatch();
+  }
+
+  #settle(call: Call, outcome: WorkerResponse | HsmError): void {
+    clearTimeout(call.timer);
+    if (outcome instanceof HsmError) call.reject(outcome);
+    else call.resolve(outcome);
   }
 }
 
-/**
- * Waits while the channel is in `state`, spinning `spinMicros` first, until the deadline; false
- * when the deadline passed.
- */
-function waitWhile(channel: Channel, state: number, deadline: number, spinMicros: number): boolean {
-  const spin = Math.min(spinMicros, (deadline - performance.now()) * 1000);
-  if (spinUntil(spin, () => Atomics.load(channel.control, STATE) !== state)) return true;
-  for (;;) {
-    if (Atomics.load(channel.control, STATE) !== state) return true;
-    const remaining = deadline - performance.now();
-    if (remaining <= 0) return false;
-    Atomics.wait(channel.control, STATE, state, remaining);
-  }
+/** The buffers of an answer (they arrive as Uint8Arrays), `count` of them. */
+function buffers(data: Uint8Array[] | undefined, count: number): Buffer[] {
+  if (data?.length !== count) throw new HsmError('failed', 'HSM worker: a malformed answer');
+  return data.map((bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }

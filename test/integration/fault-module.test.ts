@@ -5,16 +5,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type * as pkcs11 from 'pkcs11js';
-import { initializeArgs } from '../../layers/pkcs11/pkcs11-hsm.ts';
+import { findSecretKeys, findToken, initializeArgs, openSession, P } from '../../layers/pkcs11/session.ts';
 import { buildFaultModule, FaultControl } from '../helpers/fault-hsm.ts';
 import { ensureTestToken, TEST_HSM, type TestToken } from '../helpers/proxy.ts';
-
-const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
 const LABEL = 'fault-module-test';
 const KEY = 'fault-key';
@@ -66,21 +63,11 @@ after(() => {
 });
 
 function connect(lib: pkcs11.PKCS11): Connection {
-  const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === LABEL);
-  assert.ok(slot, 'the test token is visible');
-  const session = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION);
-  try {
-    lib.C_Login(session, P.CKU_USER, pin);
-  } catch (err) {
-    // SoftHSM's login state is per token and per process: the other user may have logged in.
-    if ((err as pkcs11.Pkcs11Error).code !== P.CKR_USER_ALREADY_LOGGED_IN) throw err;
-  }
-  lib.C_FindObjectsInit(session, [
-    { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-    { type: P.CKA_LABEL, value: KEY },
-  ]);
-  const [key] = lib.C_FindObjects(session, 1);
-  lib.C_FindObjectsFinal(session);
+  const found = findToken(lib, { tokenLabel: LABEL });
+  assert.ok('slot' in found, 'the test token is visible');
+  // Login state is per token and per process: the other user may have logged in (openSession allows it).
+  const session = openSession(lib, found.slot, { pin });
+  const [key] = findSecretKeys(lib, session, KEY, 1);
   assert.ok(key, 'the test key is found');
   return { lib, session, key };
 }

@@ -218,7 +218,7 @@ test('handlers that wait: requests that overlap keep their own log fields and me
   const pause = () => new Promise((r) => setTimeout(r, Math.random() * 20));
   const waiting = xksHandler<EncryptRequest>(runtime, 'Encrypt', async (request) => {
     await pause();
-    const answer = encrypt(request);
+    const answer = await encrypt(request);
     await pause();
     return answer;
   });

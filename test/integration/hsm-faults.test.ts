@@ -253,7 +253,9 @@ describe('the same error twice in a row: 500 naming it, and the next request suc
   }
 });
 
-test('C_Initialize fails during the re-initialisation: 500, fail-fast until the reconnect interval, then recovery', async (t) => {
+// The interval between reconnection attempts itself (no PKCS#11 call within it) is tested on a clock
+// of its own: hsm-reconnect.test.ts.
+test('C_Initialize fails during the re-initialisation: 500, then recovery without a restart', async (t) => {
   control.resetTrace();
   control.set(['C_Encrypt fail CKR_DEVICE_ERROR count=1', 'C_Initialize fail CKR_DEVICE_ERROR count=1']);
   const failed = await encrypt();
@@ -264,13 +266,6 @@ test('C_Initialize fails during the re-initialisation: 500, fail-fast until the 
     ['C_Initialize'],
     'one attempt to initialise, no login after it failed',
   );
-  // Reconnection is attempted at most once a second: meanwhile requests fail without an HSM call.
-  control.resetTrace();
-  const again = await encrypt();
-  if (performance.now() - failedAt < 800) {
-    assertError(again, 500, 'InternalException', /\(CKR_DEVICE_ERROR\)/);
-    assert.deepEqual(control.trace(), [], 'no HSM call within the reconnect interval');
-  }
   const { ms, failures } = await recover();
   t.diagnostic(
     `recovered ${Math.round(performance.now() - failedAt)} ms after the failure (${failures} more 500s)`,
@@ -303,7 +298,10 @@ describe('a stale key handle', () => {
     assert.equal(enc.res.status, 200, enc.res.text);
     const trace = control.trace();
     assert.equal(control.calls('C_EncryptInit'), 2, trace.join(' '));
-    assert.ok(trace.indexOf('C_FindObjectsInit') > trace.indexOf('C_EncryptInit'), 'the key found again');
+    assert.ok(
+      trace.indexOf('C_FindObjectsInit') > trace.indexOf('C_EncryptInit'),
+      `the key found again ${trace.join(' ')}`,
+    );
     assert.equal(control.calls('C_Initialize'), 0);
     control.clear();
     assertPlaintext(await decrypt(enc.sealed as Sealed), enc.sealed as Sealed);
@@ -491,13 +489,14 @@ describe('a slow or hung HSM', () => {
       // Idle for longer than the stuck call: a replacement started at once has connected by now.
       await sleep(600);
       assert.ok(control.calls('C_Login') >= 1, `no new worker connected while idle: ${control.trace()}`);
+      control.resetTrace();
       const enc = await encrypt();
       assert.equal(enc.res.status, 200, enc.res.text);
       const hsmMs = (await logLine(enc.kmsRequestId)).hsmLatencyMs as number;
       t.diagnostic(`first request after the timeout: ${hsmMs} ms in the HSM layer`);
-      // A worker start (thread, module load, C_Initialize, C_Login) takes 60-150 ms here; a ready
-      // worker's first call 2-5 ms (its key lookup and cold code), 26 ms once beside another test file.
-      assert.ok(hsmMs < 45, `the first request did not pay a worker start (${hsmMs} ms)`);
+      // Served by a worker that had connected: no module load, initialisation or login in its calls.
+      const started = ['C_GetFunctionList', 'C_Initialize', 'C_Login'].filter((fn) => control.calls(fn) > 0);
+      assert.deepEqual(started, [], `the first request paid a worker start: ${control.trace().join(' ')}`);
     } finally {
       control.clear();
       await recover();
@@ -539,7 +538,8 @@ describe('a slow or hung HSM', () => {
       const fast = await encrypt();
       assertError(fast, 503, 'DependencyTimeoutException');
       assert.deepEqual(control.trace(), [], 'the open breaker kept the request away from the HSM');
-      assert.ok(((await logLine(fast.kmsRequestId)).hsmLatencyMs as number) < 10, 'failed fast');
+      // Failed fast: not after waiting for a deadline.
+      assert.ok(((await logLine(fast.kmsRequestId)).hsmLatencyMs as number) < DEADLINE_MS, 'failed fast');
       assert.equal(await health(), 'UNAVAILABLE');
       // Healthy again, but not tried before the pause ends; then a trial brings it back.
       control.clear();
@@ -561,7 +561,8 @@ test('a dead token (every call CKR_DEVICE_REMOVED): 500 quickly, UNAVAILABLE; re
     const enc = await encrypt();
     assertError(enc, 500, 'InternalException', /\(CKR_DEVICE_REMOVED\)/);
     const hsmMs = (await logLine(enc.kmsRequestId)).hsmLatencyMs as number;
-    assert.ok(hsmMs < 50, `a dead HSM fails fast (${hsmMs} ms)`);
+    // Fails fast: an answer, not a wait for the deadline.
+    assert.ok(hsmMs < DEADLINE_MS, `a dead HSM fails fast (${hsmMs} ms)`);
   }
   const started = performance.now();
   assert.equal(await health(), 'UNAVAILABLE');

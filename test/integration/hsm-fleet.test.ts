@@ -1,7 +1,8 @@
 // A fleet of two HSMs with the same keys: two SoftHSM tokens holding the same imported key
 // values, one reached through the fault-injecting module, the other through a pass-through copy of
 // it (not directly: a worker alone on SoftHSM's own path would C_Finalize it under the faulty
-// copy's sessions, which crashed the proxy in SoftHSM's C_Finalize 1-2 times in ~90 runs). Requests keep being
+// copy's sessions). The two copies are two libraries to the proxy with one SoftHSM underneath, whose
+// C_Initialize must not run on two threads at once (the layer's process-wide lock). Requests keep being
 // served while one HSM fails (failover on 'unavailable'), the log line names the HSM that served each
 // request, GetHealthStatus reports each HSM, a ciphertext made by one HSM decrypts on the other, and
 // a failed HSM gets its traffic back once it recovers, without a restart.
@@ -65,51 +66,36 @@ class Fleet {
     ];
     const faultModule = buildFaultModule();
     const passThrough = buildFaultModule('passthrough');
-    const startProxyOnce = () =>
-      startProxy({
-        configure: (config, dir) => {
-          LABELS.forEach((label, i) => {
-            const soPin = this.soPins[i] as string;
-            ensureSoftHsmToken({ dir, label, pin: config.hsm.pin as string, soPin, keys });
-          });
-          config.hsm.fleet = LABELS.map((label) => ({
-            name: label,
-            tokenLabel: label,
-            modulePath: this.faulty.includes(label) ? faultModule : passThrough,
-          }));
-          config.hsm.callTimeoutMs = DEADLINE_MS;
-          // Every health check asks each HSM: no cached ACTIVE hides a fault.
-          config.healthCheck.cacheSeconds = 0;
-          config.healthCheck.degradedAboveMs = DEGRADED_ABOVE_MS;
-        },
-        env: this.control.env(),
-      });
     // Both HSMs connect in the init phase; wait until both answer (a slow start is not under test).
     // Only then read the serials here: a login rewrites the token's files, and SoftHSM in this
     // process fails (CKR_GENERAL_ERROR) reading one that the proxy is writing.
-    for (let attempt = 1; ; attempt++) {
-      this.proxy = await startProxyOnce();
-      let health: string[] = [];
-      try {
-        await this.until(
-          async () => {
-            health = await this.health(false);
-            return health.every((s) => s === 'ACTIVE');
-          },
-          10_000,
-          () => `health ${health.join(', ')}`,
-        );
-        break;
-      } catch (error) {
-        // Once in ~40 runs a start-up login here answers CKR_USER_PIN_NOT_INITIALIZED for good:
-        // both module paths reach one SoftHSM in the proxy, and the fault module never finalises
-        // it for its other user, so SoftHSM never reads the token again (a real library is
-        // re-initialised by the 1 s reconnect). This layout's start-up is not under test: once more.
-        if (attempt === 2) throw error;
-        process.stderr.write(`fleet start retried after: health ${health.join(', ')}\n`);
-        await this.proxy.stop();
-      }
-    }
+    this.proxy = await startProxy({
+      configure: (config, dir) => {
+        LABELS.forEach((label, i) => {
+          const soPin = this.soPins[i] as string;
+          ensureSoftHsmToken({ dir, label, pin: config.hsm.pin as string, soPin, keys });
+        });
+        config.hsm.fleet = LABELS.map((label) => ({
+          name: label,
+          tokenLabel: label,
+          modulePath: this.faulty.includes(label) ? faultModule : passThrough,
+        }));
+        config.hsm.callTimeoutMs = DEADLINE_MS;
+        // Every health check asks each HSM: no cached ACTIVE hides a fault.
+        config.healthCheck.cacheSeconds = 0;
+        config.healthCheck.degradedAboveMs = DEGRADED_ABOVE_MS;
+      },
+      env: this.control.env(),
+    });
+    let health: string[] = [];
+    await this.until(
+      async () => {
+        health = await this.health(false);
+        return health.every((s) => s === 'ACTIVE');
+      },
+      10_000,
+      () => `health ${health.join(', ')}`,
+    );
     // SOFTHSM2_CONF in this process points at the proxy's token folder (ensureSoftHsmToken set it).
     this.serials = LABELS.map(tokenSerial);
     assert.notEqual(this.serials[0], this.serials[1]);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
-import { initialize } from '../../layers/pkcs11/pkcs11-hsm.ts';
+import { initialize } from '../../layers/pkcs11/session.ts';
 import { DEMO_KEYS } from '../../scripts/softhsm.ts';
 import { buildFaultModule } from '../helpers/fault-hsm.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';

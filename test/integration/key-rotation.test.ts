@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type * as pkcs11 from 'pkcs11js';
 import { keysMain } from '../../bin/keys.ts';
-import { initialize } from '../../layers/pkcs11/pkcs11-hsm.ts';
+import { initialize } from '../../layers/pkcs11/session.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
 import { HSM_FACTS, metadata, ROOT, type RunningProxy, startProxy } from '../helpers/proxy.ts';
 

@@ -7,14 +7,20 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
 import { HsmError } from '../../layers/pkcs11/hsm.ts';
-import { aesGcmShortfall, initialize, Pkcs11Hsm } from '../../layers/pkcs11/pkcs11-hsm.ts';
+import { Pkcs11Hsm } from '../../layers/pkcs11/pkcs11-hsm.ts';
+import {
+  aesGcmShortfall,
+  closeSession,
+  findSecretKeys,
+  initialize,
+  openSession,
+  P,
+  secretKeyTemplate,
+} from '../../layers/pkcs11/session.ts';
 import { ensureNssToken } from '../../scripts/nss.ts';
 import { createTestSetup, HSM_FACTS, ROOT, type TestSetup } from '../helpers/proxy.ts';
-
-const P: typeof import('pkcs11js') = createRequire(import.meta.url)('pkcs11js');
 
 let setup: TestSetup;
 let hsm: Pkcs11Hsm;
@@ -91,33 +97,16 @@ test('a cached key replaced by another with the same label: the stale handle is 
   assert.ok(key);
   const before = hsm.encrypt(key, Buffer.from('before the swap!'), aad);
   behindItsBack((slot) => {
-    const session = other.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
-    try {
-      other.C_Login(session, P.CKU_USER, setup.pin);
-    } catch {
-      // The application is logged in already (shared state).
-    }
-    other.C_FindObjectsInit(session, [
-      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-      { type: P.CKA_LABEL, value: 'foo' },
-    ]);
-    const [old] = other.C_FindObjects(session, 1);
-    other.C_FindObjectsFinal(session);
+    // A session of its own; the application may be logged in already (shared state).
+    const session = openSession(other, slot, { pin: setup.pin, readWrite: true });
+    const [old] = findSecretKeys(other, session, 'foo', 1);
     assert.ok(old);
     other.C_DestroyObject(session, old);
     other.C_GenerateKey(session, { mechanism: P.CKM_AES_KEY_GEN }, [
-      { type: P.CKA_CLASS, value: P.CKO_SECRET_KEY },
-      { type: P.CKA_KEY_TYPE, value: P.CKK_AES },
+      ...secretKeyTemplate({ label: 'foo', keyType: P.CKK_AES, encrypt: true, decrypt: true }),
       { type: P.CKA_VALUE_LEN, value: 32 },
-      { type: P.CKA_TOKEN, value: true },
-      { type: P.CKA_PRIVATE, value: true },
-      { type: P.CKA_SENSITIVE, value: true },
-      { type: P.CKA_EXTRACTABLE, value: false },
-      { type: P.CKA_LABEL, value: 'foo' },
-      { type: P.CKA_ENCRYPT, value: true },
-      { type: P.CKA_DECRYPT, value: true },
     ]);
-    other.C_CloseSession(session);
+    closeSession(other, session);
   });
   // The new key works (through a fresh handle) ...
   roundTrip();

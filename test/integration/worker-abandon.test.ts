@@ -19,20 +19,19 @@ const options = {
   pkcs11: { modulePath, tokenLabel: setup.config.hsm.tokenLabel, pin: setup.config.hsm.pin as string },
   callTimeoutMs: 100,
   startTimeoutMs: 10_000,
-  spinMicros: 0,
 };
 const loaded = () => readFileSync('/proc/self/maps', 'utf8').includes(modulePath);
 
 test('the PKCS#11 library stays loaded, with its state, after an abandoned worker ends as its last user', async () => {
   const first = new WorkerHsm(options);
-  const key = first.findKey('foo');
+  const key = await first.findKey('foo');
   assert.ok(key, 'key foo');
   assert.ok(loaded(), 'the worker loaded the library');
 
   // Stuck past the deadline: abandoned, and a replacement starts; closing ends the replacement too.
   control.set(['C_EncryptInit delay 300 count=1']);
-  assert.throws(
-    () => first.encrypt(key, Buffer.alloc(32), Buffer.alloc(0)),
+  await assert.rejects(
+    first.encrypt(key, Buffer.alloc(32), Buffer.alloc(0)),
     (err) => err instanceof HsmError && err.kind === 'timeout',
   );
   first.close();
@@ -42,8 +41,8 @@ test('the PKCS#11 library stays loaded, with its state, after an abandoned worke
 
   // A new worker finds the library as it was: the rule that fired once does not fire again.
   const second = new WorkerHsm(options);
-  const sealed = second.encrypt(
-    second.findKey('foo') ?? assert.fail('key foo'),
+  const sealed = await second.encrypt(
+    (await second.findKey('foo')) ?? assert.fail('key foo'),
     Buffer.alloc(32),
     Buffer.alloc(0),
   );

@@ -20,16 +20,15 @@ const options = {
   },
   callTimeoutMs: 2000,
   startTimeoutMs: 10_000,
-  spinMicros: 0,
 };
 
-function roundTrip(hsm: WorkerHsm): void {
-  const key = hsm.findKey('foo');
+async function roundTrip(hsm: WorkerHsm): Promise<void> {
+  const key = await hsm.findKey('foo');
   assert.ok(key, 'key foo');
   const plaintext = Buffer.from('prestarted worker');
   const aad = Buffer.from('aad');
-  const sealed = hsm.encrypt(key, plaintext, aad);
-  assert.deepEqual(hsm.decrypt(key, sealed, aad), plaintext);
+  const sealed = await hsm.encrypt(key, plaintext, aad);
+  assert.deepEqual(await hsm.decrypt(key, sealed, aad), plaintext);
 }
 
 test('a prestarted worker waits for its configuration, then serves; the next WorkerHsm starts its own', async () => {
@@ -40,8 +39,8 @@ test('a prestarted worker waits for its configuration, then serves; the next Wor
   const first = new WorkerHsm(options);
   const second = new WorkerHsm(options);
   try {
-    roundTrip(first);
-    roundTrip(second);
+    await roundTrip(first);
+    await roundTrip(second);
     assert.match(first.info()?.vendor ?? '', /SoftHSM/);
   } finally {
     first.close();

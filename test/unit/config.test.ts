@@ -3,13 +3,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import {
-  ConfigError,
-  DEMO_CREDENTIAL,
-  defaultSpinMicros,
-  LOCAL_SERVER_LIMITS,
-  parseConfig,
-} from '../../functions/config.ts';
+import { ConfigError, DEMO_CREDENTIAL, LOCAL_SERVER_LIMITS, parseConfig } from '../../functions/config.ts';
 import { DEFAULT_LIMITS, NODE_FLAGS } from '../../local/server.ts';
 
 const ACCESS_KEY_ID = 'XKSPROXYTESTACCESSKEY23456'; // 26 characters of A-Z2-7
@@ -398,24 +392,6 @@ describe('HSM robustness settings', () => {
     assert.equal(config.hsm.callTimeoutMs, 100);
     assert.equal(config.hsm.startTimeoutMs, 5000);
     assert.equal(config.hsm.fleet, undefined);
-  });
-
-  test('spinMicros: spinning only with a core to spare, unless set', () => {
-    assert.equal(defaultSpinMicros({}, 2), 200);
-    assert.equal(defaultSpinMicros({}, 1), 0);
-    // Lambda: one vCPU's worth at 1769 MB, whatever the CPUs it shows.
-    assert.equal(defaultSpinMicros({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '1769' }, 2), 0);
-    assert.equal(defaultSpinMicros({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '3537' }, 2), 0);
-    assert.equal(defaultSpinMicros({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '3538' }, 2), 200);
-    assert.equal(parseConfig(minimal(), { AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '1024' }).hsm.spinMicros, 0);
-    const withSpin = (spinMicros: number) => {
-      const input = minimal();
-      (input.hsm as Json).spinMicros = spinMicros;
-      return input;
-    };
-    assert.equal(parseConfig(withSpin(50), {}).hsm.spinMicros, 50);
-    assert.equal(parseConfig(withSpin(0), {}).hsm.spinMicros, 0);
-    for (const bad of [-1, 10_001, 1.5]) assert.throws(() => parseConfig(withSpin(bad), {}), ConfigError);
   });
 
   test('a fleet of up to ten HSMs, each with its own token, PIN source and profile', () => {

@@ -305,16 +305,12 @@ function fakeHsm(keys: HsmKey[]): Hsm & { lookups: string[] } {
   return {
     lookups,
     info: () => ({ id: 'fake', vendor: 'fake', model: 'fake' }),
-    findKey: (label) => {
+    findKey: async (label) => {
       lookups.push(label);
       return keys.find((k) => k.label === label);
     },
-    encrypt: () => {
-      throw new Error('not used');
-    },
-    decrypt: () => {
-      throw new Error('not used');
-    },
+    encrypt: () => Promise.reject(new Error('not used')),
+    decrypt: () => Promise.reject(new Error('not used')),
     close: () => {},
   };
 }
@@ -332,22 +328,26 @@ describe('findKey and requireUsage', () => {
   const foo = key('foo', 'AES_256', ['ENCRYPT', 'DECRYPT']);
   const hidden = key('hidden', 'AES_256', ['ENCRYPT', 'DECRYPT']);
 
-  test('a listed key the HSM has is found', () => {
+  test('a listed key the HSM has is found', async () => {
     const hsm = fakeHsm([foo, hidden]);
-    assert.equal(findKey(hsm, listing(['foo']), 'foo'), foo);
+    assert.equal(await findKey(hsm, listing(['foo']), 'foo'), foo);
   });
 
-  test('a key the HSM has but the key store does not list is KeyNotFound, and the HSM is not asked', () => {
+  test('a key the HSM has but the key store does not list is KeyNotFound, and the HSM is not asked', async () => {
     const hsm = fakeHsm([foo, hidden]);
-    assertXksError(() => findKey(hsm, listing(['foo']), 'hidden'), 'KeyNotFoundException');
+    await assert.rejects(findKey(hsm, listing(['foo']), 'hidden'), (err: unknown) => {
+      assert.ok(err instanceof XksError, `expected an XksError, got ${String(err)}`);
+      assert.equal(err.errorName, 'KeyNotFoundException');
+      return true;
+    });
     assert.deepEqual(hsm.lookups, []);
   });
 
-  test('a listed key the HSM lacks is KeyNotFound, with the same message as an unlisted one', () => {
+  test('a listed key the HSM lacks is KeyNotFound, with the same message as an unlisted one', async () => {
     const hsm = fakeHsm([foo]);
-    const messageOf = (fn: () => unknown): string => {
+    const messageOf = async (fn: () => Promise<unknown>): Promise<string> => {
       try {
-        fn();
+        await fn();
       } catch (err) {
         assert.ok(err instanceof XksError);
         assert.equal(err.errorName, 'KeyNotFoundException');
@@ -355,8 +355,8 @@ describe('findKey and requireUsage', () => {
       }
       assert.fail('no error');
     };
-    const notListed = messageOf(() => findKey(hsm, listing(['foo']), 'hidden'));
-    const notInHsm = messageOf(() => findKey(hsm, listing(['foo', 'gone']), 'gone'));
+    const notListed = await messageOf(() => findKey(hsm, listing(['foo']), 'hidden'));
+    const notInHsm = await messageOf(() => findKey(hsm, listing(['foo', 'gone']), 'gone'));
     assert.deepEqual(hsm.lookups, ['gone']);
     assert.equal(notInHsm, notListed);
   });
