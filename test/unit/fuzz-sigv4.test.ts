@@ -32,8 +32,10 @@ import {
 const RUNS = positiveInt(process.env.FUZZ_RUNS) ?? 300;
 const FILE = 'test/unit/fuzz-sigv4.test.ts';
 /**
- * Per verification, a small share of KMS's 250 ms budget for the whole call: the min of 3 tries,
- * so that a GC pause is not a failure.
+ * Not a performance target (a verification takes ~10 µs) but a guard against hostile input that
+ * makes the verifier's work grow faster than the input (backtracking, quadratic scans): such input
+ * would cost a large share of KMS's 250 ms budget. The min of 3 tries, so that a GC pause is not a
+ * failure.
  */
 const MAX_VERIFY_MS = 50;
 
