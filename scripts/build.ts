@@ -257,7 +257,7 @@ export function precompiledAjv(): Plugin {
 /**
  * An esbuild plugin: `import ... from 'node:x'` in the bundles becomes require('node:x') (the banner's
  * require). Node answers an import of a built-in with an ES module wrapper that copies every export
- * of it, so each lazy export is loaded: node:http's WebSocket and fetch classes load undici, 30-60 ms
+ * of it, so each lazy export is loaded: node:http's WebSocket and fetch classes load undici, tens of ms
  * at cold start for the one `STATUS_CODES` the front door reads; node:fs's `promises` loads
  * fs/promises and readline. esbuild's interop reads an export when the code uses it.
  */
