@@ -14,7 +14,10 @@
 //   small `Ajv` whose compile() returns that code for the same options and schema. The functions'
 //   source is unchanged (tests and `npm start` still compile at run time); the bundles carry
 //   neither ajv's compiler nor its ~100 ms of compiling at init.
+// - Node built-ins are loaded with require(), not import (builtinsByRequire): Node's ES module
+//   wrapper of a built-in reads every export, which runs the lazy ones.
 import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { isBuiltin } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -77,7 +80,7 @@ export async function buildFunctions(outdir = join(root, 'dist')): Promise<Recor
       entryPoints: [join(root, 'functions', `${name}.ts`)],
       outdir: dir,
       metafile: true,
-      plugins: [ajvPlugin],
+      plugins: [ajvPlugin, builtinsByRequire()],
     });
     bundles[name] = describeBundle(metafile, join(dir, 'index.mjs'));
   }
@@ -248,13 +251,40 @@ export function precompiledAjv(): Plugin {
   };
 }
 
+// ---------------------------------------------------------------------------------------------
+// Node built-ins
+
+/**
+ * An esbuild plugin: `import ... from 'node:x'` in the bundles becomes require('node:x') (the banner's
+ * require). Node answers an import of a built-in with an ES module wrapper that copies every export
+ * of it, so each lazy export is loaded: node:http's WebSocket and fetch classes load undici, tens of ms
+ * at cold start for the one `STATUS_CODES` the front door reads; node:fs's `promises` loads
+ * fs/promises and readline. esbuild's interop reads an export when the code uses it.
+ */
+export function builtinsByRequire(): Plugin {
+  return {
+    name: 'builtins-by-require',
+    setup(b) {
+      b.onResolve({ filter: /^[a-z:_/]+$/ }, (args) =>
+        args.kind === 'import-statement' && isBuiltin(args.path)
+          ? { path: args.path, namespace: 'builtin-by-require' }
+          : undefined,
+      );
+      b.onLoad({ filter: /.*/, namespace: 'builtin-by-require' }, (args) => ({
+        contents: `module.exports = require(${JSON.stringify(args.path)});`,
+        loader: 'js',
+      }));
+    },
+  };
+}
+
 /**
  * For serverless-esbuild (serverless.yml `custom.esbuild.plugins: scripts/build.ts`): it requires
  * this file and calls its default export for the plugins, so that `sls package` builds the same
  * bundles as buildFunctions (with `splitting: true` there too).
  */
 export default function serverlessEsbuildPlugins(): Plugin[] {
-  return [precompiledAjv()];
+  return [precompiledAjv(), builtinsByRequire()];
 }
 
 // No top-level await: serverless-esbuild require()s this file for its plugins.

@@ -42,7 +42,8 @@ export interface ColdStartRow {
   breakdownMs: { bootstrap: number; importInit: number; firstInvoke: number; warmInvoke: number };
   /** What the bundle holds, largest first (esbuild metafile, bytes in the output). */
   composition: Array<{ name: string; bytes: number; percent: number }>;
-  targetMs: number;
+  /** The target: medianMs at most this many times hsmFloorMs. */
+  targetRatio: number;
   targetBytes: number;
   passTime: boolean;
   passSize: boolean;
@@ -59,7 +60,12 @@ export interface ColdStartResults {
   initProfile: Array<{ name: string; ms: number }>;
 }
 
-const TARGET_MS = 150;
+/**
+ * A cold start may take at most this many times the HSM floor measured in the same run: a fresh Node
+ * process doing the same PKCS#11 start-up and one encrypt. A ratio, so that the target holds on any
+ * machine and through the noise of a shared one.
+ */
+const TARGET_RATIO = 1.5;
 const TARGET_BYTES = 300 * 1024;
 
 interface ChildTimes {
@@ -210,7 +216,9 @@ export async function coldStartSuite(options: { runs: number; workDir: string })
         'const t0 = performance.now();',
         `const { handler } = await import(${JSON.stringify(join(task, name, 'index.mjs'))});`,
         'const t1 = performance.now();',
-        "const { readFileSync } = await import('node:fs');",
+        // Not `import('node:fs')`: Node's ES module wrapper of node:fs loads fs/promises and readline,
+        // which this script would pay for inside the first invocation's time.
+        "const { readFileSync } = process.getBuiltinModule('node:fs');",
         `const event = JSON.parse(readFileSync(${JSON.stringify(eventFile)}, 'utf8'));`,
         "const context = { functionName: 'xks-bench', awsRequestId: 'cold', getRemainingTimeInMillis: () => 3000 };",
         'const result = await handler(event, context);',
@@ -281,6 +289,7 @@ export async function coldStartSuite(options: { runs: number; workDir: string })
       floors.hsm.push((await timeChild(hsmScript, hsmEnv, options.workDir)).totalMs);
       for (const name of FUNCTIONS) runs.get(name)?.push(await runBundle(name, events[name]));
     }
+    const hsmFloorMs = round(median(floors.hsm), 1);
     for (const name of FUNCTIONS) {
       const list = runs.get(name) ?? [];
       const bundle = bundles[name];
@@ -299,9 +308,9 @@ export async function coldStartSuite(options: { runs: number; workDir: string })
           warmInvoke: round(median(list.map((x) => x.warmMs)), 2),
         },
         composition: bundle ? composition(bundle) : [],
-        targetMs: TARGET_MS,
+        targetRatio: TARGET_RATIO,
         targetBytes: TARGET_BYTES,
-        passTime: medianMs < TARGET_MS,
+        passTime: medianMs <= TARGET_RATIO * hsmFloorMs,
         passSize: bytes < TARGET_BYTES,
       });
     }
@@ -322,7 +331,7 @@ export async function coldStartSuite(options: { runs: number; workDir: string })
           ? []
           : initProfile(join(profDir, profFile), join(task, 'encrypt', 'index.mjs')),
       nodeFloorMs: round(median(floors.node), 1),
-      hsmFloorMs: round(median(floors.hsm), 1),
+      hsmFloorMs,
       rows,
     };
   } finally {

@@ -4,8 +4,17 @@
 // is in chunks loaded on demand; ajv's validators are compiled at build time.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:http';
+import { isBuiltin } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -233,5 +242,27 @@ test('what a cold start loads is under 300 KiB; the AWS SDK only in chunks loade
       ![...bundle.inputs, ...bundle.lazyInputs].some((i) => i.startsWith('test/')),
       `${name} bundles test code`,
     );
+  }
+});
+
+test("the bundles load Node's built-ins with require(), never with an import statement", () => {
+  // Node answers `import ... from 'node:http'` with a module that copies every export, loading the
+  // lazy ones: node:http's load undici, tens of ms at cold start (scripts/build.ts builtinsByRequire).
+  // The banner's `import { createRequire } from 'node:module'` is what require() is made of.
+  const banner = "import { createRequire as __cr } from 'node:module';";
+  for (const name of FUNCTIONS) {
+    const dir = join(work, 'task', name);
+    const files = readdirSync(dir).filter((f) => f.endsWith('.mjs'));
+    assert.ok(files.includes('index.mjs'), `${name}: ${files}`);
+    for (const file of files) {
+      const code = readFileSync(join(dir, file), 'utf8');
+      assert.ok(code.startsWith(banner), `${name}/${file} starts with the banner`);
+      const imported = [
+        ...code.slice(banner.length).matchAll(/\bimport\s*(?:[\w${}\s,*]+from\s*)?["']([^"']+)["']/g),
+      ]
+        .map((m) => m[1] as string)
+        .filter((specifier) => isBuiltin(specifier));
+      assert.deepEqual(imported, [], `${name}/${file} imports built-ins as ES modules`);
+    }
   }
 });
