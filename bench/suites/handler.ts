@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { DIRECT, type Launch } from '../lib/cgroup.ts';
 import { analyzeProfile, type ProfileAnalysis } from '../lib/profile.ts';
 import { benchSetup, removeSetup } from '../lib/requests.ts';
 import { children } from '../lib/servers.ts';
@@ -63,15 +64,22 @@ export const LAMBDA_ENV = {
   AWS_DEFAULT_REGION: 'us-east-1',
 };
 
-function runChild(
+/** Runs bench/handler-child.ts, its stdout appended to `logFile`. */
+export function runChild(
   nodeArgs: string[],
   childArgs: string[],
   env: NodeJS.ProcessEnv,
   logFile: string,
   timeoutMs: number,
+  launch: Launch = DIRECT,
 ): Promise<void> {
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bench/handler-child.ts'), ...childArgs], {
+  const { command, args } = launch(process.execPath, [
+    ...nodeArgs,
+    join(ROOT, 'bench/handler-child.ts'),
+    ...childArgs,
+  ]);
+  const child = spawn(command, args, {
     cwd: ROOT,
     env,
     stdio: ['ignore', out, 'pipe'],
