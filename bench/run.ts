@@ -24,7 +24,9 @@ import { children } from './lib/servers.ts';
 import { ROOT } from './lib/util.ts';
 import { coldStartSuite } from './suites/coldstart.ts';
 import { COST_STAGES, costSuite } from './suites/cost.ts';
+import { cpuShareSuite } from './suites/cpu-share.ts';
 import { handlerSuite } from './suites/handler.ts';
+import { distanceRule, NETWORK_HSM, networkHsmSuite } from './suites/network-hsm.ts';
 import { soakSuite } from './suites/soak.ts';
 import { throughputSuite } from './suites/throughput.ts';
 
@@ -63,7 +65,8 @@ if (args['report-only']) {
 
 const smoke = args.smoke;
 const processes = Math.max(1, Number(args.processes));
-const suites = new Set((args.only ?? 'handler,throughput,coldstart,soak').split(',').map((s) => s.trim()));
+const ALL = 'handler,throughput,coldstart,soak,cpu-share,network-hsm,soak-network';
+const suites = new Set((args.only ?? ALL).split(',').map((s) => s.trim()));
 const partial = args.only !== undefined;
 const started = performance.now();
 
@@ -80,6 +83,14 @@ const P = smoke
       throughput: { durationS: 1, warmupS: 0.3, reps: 1, concurrencies: [10], processes: [1, 2] },
       coldStartRuns: 1,
       soak: { rate: 2000, durationS: 5, warmupS: 1, connections: 20 },
+      cpuShare: { memorySizes: [1024], coldStartRuns: 1, iterations: 300, warmup: 50 },
+      network: {
+        iterations: 200,
+        warmup: 20,
+        deadline: { slowMs: 300, every: 20, durationS: 1, callTimeoutsMs: [100] },
+        slowRequest: { delayMs: 300, rounds: 1, connections: 10 },
+      },
+      soakNetwork: { rate: NETWORK_HSM.soakRate, durationS: 5, warmupS: 1, connections: 20 },
     }
   : {
       handler: {
@@ -100,6 +111,14 @@ const P = smoke
       },
       coldStartRuns: 5,
       soak: { rate: 2000, durationS: 300, warmupS: 20, connections: 20 },
+      cpuShare: { memorySizes: [512, 1024, 1769, 3008], coldStartRuns: 3, iterations: 3000, warmup: 300 },
+      network: {
+        iterations: 2000,
+        warmup: 200,
+        deadline: { slowMs: 300, every: 50, durationS: 10, callTimeoutsMs: [100, 1000] },
+        slowRequest: { delayMs: 500, rounds: 5, connections: 10 },
+      },
+      soakNetwork: { rate: NETWORK_HSM.soakRate, durationS: 300, warmupS: 20, connections: 20 },
     };
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -167,6 +186,26 @@ try {
   if (suites.has('soak')) {
     log(`[${elapsed()}] 4. soak (${P.soak.durationS} s at ${P.soak.rate} req/s) ...`);
     results.soak = await soakSuite({ ...P.soak, logDir: workDir, log });
+  }
+  if (suites.has('cpu-share')) {
+    const { memorySizes, coldStartRuns, iterations } = P.cpuShare;
+    log(
+      `[${elapsed()}] 6. at Lambda's CPU share (${memorySizes.join(', ')} MB; cold start x${coldStartRuns}, handler x${iterations}) ...`,
+    );
+    results.cpuShare = await cpuShareSuite({ ...P.cpuShare, workDir: join(workDir, 'cpu-share'), log });
+  }
+  if (suites.has('network-hsm')) {
+    log(
+      `[${elapsed()}] 7. a network-distance HSM (${NETWORK_HSM.distanceMs} ± ${NETWORK_HSM.jitterMs} ms per call) ...`,
+    );
+    results.networkHsm = await networkHsmSuite({ ...P.network, ...NETWORK_HSM, workDir, log });
+  }
+  if (suites.has('soak-network')) {
+    const rules = [distanceRule(NETWORK_HSM.distanceMs, NETWORK_HSM.jitterMs)];
+    log(
+      `[${elapsed()}] 8. soak, HSM ${NETWORK_HSM.distanceMs} ms away (${P.soakNetwork.durationS} s at ${P.soakNetwork.rate} req/s) ...`,
+    );
+    results.soakNetwork = await soakSuite({ ...P.soakNetwork, hsmRules: rules, logDir: workDir, log });
   }
   if (results.handler) {
     log(`[${elapsed()}] 5. cost at KMS's quota (packaged templates, suite 1) ...`);

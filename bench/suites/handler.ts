@@ -22,10 +22,8 @@ export interface HandlerMeasurement {
 }
 
 export interface HandlerRow extends HandlerMeasurement {
-  /** handler p50 / bare p50. */
+  /** handler p50 / bare p50: information (a Lambda bills whole milliseconds; a network HSM takes several). */
   ratio: number | undefined;
-  target: number | undefined;
-  pass: boolean | undefined;
 }
 
 export interface HandlerResults {
@@ -44,15 +42,6 @@ export interface HandlerResults {
   /** CPU profiles (node --cpu-prof) of single routes. */
   profiles: Array<ProfileAnalysis & { id: string; route: string; iterations: number; command: string }>;
 }
-
-/** Targets: Encrypt and Decrypt p50 at most 2.5x the bare operation, metadata at most 2x. */
-const TARGETS: Record<string, number> = {
-  metadata: 2,
-  'encrypt-32': 2.5,
-  'encrypt-max': 2.5,
-  'decrypt-32': 2.5,
-  'decrypt-max': 2.5,
-};
 
 /** What Lambda puts in the environment, so that Powertools behaves as it does there. */
 export const LAMBDA_ENV = {
@@ -133,16 +122,10 @@ export async function handlerSuite(options: {
       envReads: HandlerResults['envReads'];
       dataFloor: HandlerResults['dataFloor'];
     };
-    const rows: HandlerRow[] = measured.results.map((r) => {
-      const ratio = r.bare ? round(r.handler.p50 / r.bare.p50, 2) : undefined;
-      const target = TARGETS[r.id];
-      return {
-        ...r,
-        ratio,
-        target,
-        pass: ratio === undefined || target === undefined ? undefined : ratio <= target,
-      };
-    });
+    const rows: HandlerRow[] = measured.results.map((r) => ({
+      ...r,
+      ratio: r.bare ? round(r.handler.p50 / r.bare.p50, 2) : undefined,
+    }));
 
     const profiles: HandlerResults['profiles'] = [];
     for (const { id, iterations } of options.profiles) {
