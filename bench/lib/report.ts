@@ -11,6 +11,7 @@ import type { NetworkHsmResults } from '../suites/network-hsm.ts';
 import { RSS_LIMIT_PERCENT, type SoakResults } from '../suites/soak.ts';
 import type { ThroughputResults, ThroughputRow } from '../suites/throughput.ts';
 import { costSection, costTargetRows } from './cost-report.ts';
+import { cpuShareSection, cpuShareSvg, networkHsmSection, networkSoakRate } from './lambda-report.ts';
 import type { Machine } from './machine.ts';
 import type { ProfileAnalysis } from './profile.ts';
 import { barChart, chart, PALETTE, type Series } from './svg.ts';
@@ -346,10 +347,7 @@ function coldStartRecommendations(c: ColdStartResults): string {
   ].join('\n');
 }
 
-export function renderMarkdown(
-  r: BenchResults,
-  images: { latency: string; throughput: string; soak: string },
-): string {
+export function renderMarkdown(r: BenchResults, images: Images): string {
   const m = r.machine;
   const out: string[] = [];
   out.push(
@@ -578,75 +576,23 @@ export function renderMarkdown(
     );
   }
 
-  const s = r.soak;
-  if (s) {
-    out.push(
-      '## 4. Soak',
-      '',
-      `The local proxy (one fresh process) at a fixed ${s.rate} req/s (autocannon \`overallRate\`, ${s.connections} ` +
-        `connections) for ${s.durationS} s after a ${s.warmupS} s warm-up, the four routes in turn (GetHealthStatus, ` +
-        'GetKeyMetadata, Encrypt 32 B, Decrypt 32 B; requests signed once, dated mid-run so that they stay within ' +
-        "the 5-minute window). VmRSS of the server from `/proc/<pid>/status` every second. autocannon's rate " +
-        "limiter sends each connection's quota for the second back to back, so the load arrives in bursts at the " +
-        'start of every second: the p99 includes that queueing. Each connection is closed by the client after ' +
-        '1000 requests, when the server answers with `Connection: close` (`localServer.maxRequestsPerSocket`): ' +
-        'autocannon would otherwise send one more request there and mis-time every answer after it (bench/lib/load.ts).',
-      '',
-      table(
-        ['', ''],
-        [
-          ['requests', String(s.completed)],
-          ['achieved rate', `${s.achievedRps} req/s`],
-          ['non-2xx / socket errors', `${s.non2xx} / ${s.errors}`],
-          [
-            'per route (2xx / other)',
-            Object.entries(s.byRoute)
-              .map(([route, v]) => `${route} ${v.ok}/${v.other}`)
-              .join(', '),
-          ],
-          [
-            `p99, first ${s.windowS} s → last ${s.windowS} s`,
-            `${ms(s.firstP99Ms)} → ${ms(s.lastP99Ms)} (${x(s.driftRatio)})`,
-          ],
-          ...(s.serverFirstP99Ms === undefined
-            ? []
-            : [
-                [
-                  "the same in the proxy (its log lines' `latencyMs`: event in → answer out)",
-                  `${ms(s.serverFirstP99Ms)} → ${ms(s.serverLastP99Ms)}`,
-                ],
-              ]),
-          ['RSS after warm-up → end', `${s.rssBaselineMb} MB → ${s.rssEndMb} MB (${s.rssGrowthPercent}%)`],
-          ...rssShape(s),
-          ...(s.gc && s.gc.count > 0
-            ? [
-                [
-                  `live heap after full GC (${s.gc.count} Mark-Compacts, \`--trace-gc\`)`,
-                  `first ${s.gc.firstLiveMb} MB, last ${s.gc.lastLiveMb} MB, largest ${s.gc.maxLiveMb} MB`,
-                ],
-                [
-                  'heap committed by V8 at those GCs',
-                  `${s.gc.firstCommittedMb} MB → ${s.gc.lastCommittedMb} MB`,
-                ],
-              ]
-            : []),
-        ],
-      ),
-      '',
-      rssVerdict(s),
-      '',
-      `![Soak timeline](${images.soak})`,
-      '',
-    );
-  }
+  if (r.soak) out.push(...soakSection(r.soak, '## 4. Soak', images.soak));
 
   if (r.cost) out.push(...costSection(r.cost));
+  if (r.cpuShare) out.push(...cpuShareSection(r.cpuShare, images.cpuShare));
+  if (r.networkHsm) out.push(...networkHsmSection(r.networkHsm));
+  if (r.soakNetwork) {
+    const why = networkSoakRate(r.soakNetwork, r.networkHsm);
+    out.push(
+      ...soakSection(r.soakNetwork, '## 8. Soak, the HSM a network distance away', images.soakNetwork, why),
+    );
+  }
 
   out.push(
     '## Caveats',
     '',
     '- SoftHSM runs in-process: its ~20 µs operations make every ratio against the HSM floor look worse than it would ' +
-      'against a network HSM, and no network latency appears anywhere.',
+      'against a network HSM; only suites 7 and 8 put it a (simulated) network distance away.',
     "- The load generator shares the machine's cores with the servers; absolute req/s are lower than on a separate " +
       'client machine, for the floor and the proxy alike.',
     '- Cold starts are local process starts, not Lambda init phases (no runtime bootstrap, layer mount, VPC or ' +
@@ -655,6 +601,77 @@ export function renderMarkdown(
     '',
   );
   return out.filter((line, i, all) => !(line === '' && all[i - 1] === '')).join('\n');
+}
+
+/** The soak's section (suites 4 and 8). */
+function soakSection(s: SoakResults, heading: string, image: string, why?: string): string[] {
+  return [
+    heading,
+    '',
+    ...(s.hsmRules === undefined
+      ? []
+      : [
+          `The same soak with the HSM a network distance away: the fault-injecting module in front of the token, rule ` +
+            `${s.hsmRules.map((rule) => `\`${rule}\``).join(', ')} (suite 7), at ${s.rate} req/s.`,
+          '',
+          why ?? '',
+          '',
+        ]),
+    `The local proxy (one fresh process) at a fixed ${s.rate} req/s (autocannon \`overallRate\`, ${s.connections} ` +
+      `connections) for ${s.durationS} s after a ${s.warmupS} s warm-up, the four routes in turn (GetHealthStatus, ` +
+      'GetKeyMetadata, Encrypt 32 B, Decrypt 32 B; requests signed once, dated mid-run so that they stay within ' +
+      "the 5-minute window). VmRSS of the server from `/proc/<pid>/status` every second. autocannon's rate " +
+      "limiter sends each connection's quota for the second back to back, so the load arrives in bursts at the " +
+      'start of every second: the p99 includes that queueing. Each connection is closed by the client after ' +
+      '1000 requests, when the server answers with `Connection: close` (`localServer.maxRequestsPerSocket`): ' +
+      'autocannon would otherwise send one more request there and mis-time every answer after it (bench/lib/load.ts).',
+    '',
+    table(
+      ['', ''],
+      [
+        ['requests', String(s.completed)],
+        ['achieved rate', `${s.achievedRps} req/s`],
+        ['non-2xx / socket errors', `${s.non2xx} / ${s.errors}`],
+        [
+          'per route (2xx / other)',
+          Object.entries(s.byRoute)
+            .map(([route, v]) => `${route} ${v.ok}/${v.other}`)
+            .join(', '),
+        ],
+        [
+          `p99, first ${s.windowS} s → last ${s.windowS} s`,
+          `${ms(s.firstP99Ms)} → ${ms(s.lastP99Ms)} (${x(s.driftRatio)})`,
+        ],
+        ...(s.serverFirstP99Ms === undefined
+          ? []
+          : [
+              [
+                "the same in the proxy (its log lines' `latencyMs`: event in → answer out)",
+                `${ms(s.serverFirstP99Ms)} → ${ms(s.serverLastP99Ms)}`,
+              ],
+            ]),
+        ['RSS after warm-up → end', `${s.rssBaselineMb} MB → ${s.rssEndMb} MB (${s.rssGrowthPercent}%)`],
+        ...rssShape(s),
+        ...(s.gc && s.gc.count > 0
+          ? [
+              [
+                `live heap after full GC (${s.gc.count} Mark-Compacts, \`--trace-gc\`)`,
+                `first ${s.gc.firstLiveMb} MB, last ${s.gc.lastLiveMb} MB, largest ${s.gc.maxLiveMb} MB`,
+              ],
+              [
+                'heap committed by V8 at those GCs',
+                `${s.gc.firstCommittedMb} MB → ${s.gc.lastCommittedMb} MB`,
+              ],
+            ]
+          : []),
+      ],
+    ),
+    '',
+    rssVerdict(s),
+    '',
+    `![Soak timeline](${image})`,
+    '',
+  ];
 }
 
 /** How the RSS grew: over the second half, and the largest one-second step. */
@@ -695,7 +712,10 @@ function rssVerdict(s: SoakResults): string {
   return `The RSS target is missed and the live heap after full GCs grew ${liveGrowth.toFixed(0)}%: look for a leak.`;
 }
 
-export function renderSvgs(r: BenchResults): { latency: string; throughput: string; soak: string } {
+/** The plots, by name: their SVG text, or (in renderMarkdown) their file names. */
+type Images = Record<'latency' | 'throughput' | 'soak' | 'soakNetwork' | 'cpuShare', string>;
+
+export function renderSvgs(r: BenchResults): Images {
   const h = r.handler;
   const latencySeries: Series[] = [];
   (h?.rows ?? []).forEach((row, i) => {
@@ -740,9 +760,18 @@ export function renderSvgs(r: BenchResults): { latency: string; throughput: stri
     categories,
     groups,
   });
-  const s = r.soak;
+  return {
+    latency,
+    throughput,
+    soak: soakSvg(r.soak),
+    soakNetwork: soakSvg(r.soakNetwork),
+    cpuShare: cpuShareSvg(r.cpuShare),
+  };
+}
+
+function soakSvg(s: SoakResults | undefined): string {
   const timeline = s?.timeline ?? [];
-  const soak = chart(
+  return chart(
     [
       {
         title: `Soak at ${s?.rate ?? 0} req/s: responses per second`,
@@ -784,14 +813,19 @@ export function renderSvgs(r: BenchResults): { latency: string; throughput: stri
     900,
     300,
   );
-  return { latency, throughput, soak };
 }
 
 export function writeReport(r: BenchResults, docsDir: string): string[] {
   const svgs = renderSvgs(r);
-  const names = { latency: 'bench-latency.svg', throughput: 'bench-throughput.svg', soak: 'bench-soak.svg' };
+  const names: Images = {
+    latency: 'bench-latency.svg',
+    throughput: 'bench-throughput.svg',
+    soak: 'bench-soak.svg',
+    soakNetwork: 'bench-soak-network.svg',
+    cpuShare: 'bench-cpu-share.svg',
+  };
   const written: string[] = [];
-  for (const key of ['latency', 'throughput', 'soak'] as const) {
+  for (const key of Object.keys(names) as Array<keyof Images>) {
     const file = join(docsDir, names[key]);
     writeFileSync(file, svgs[key]);
     written.push(file);
