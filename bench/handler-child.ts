@@ -28,7 +28,7 @@ import {
   metadataBody,
   xksPath,
 } from './lib/requests.ts';
-import { cdfPoints, round, type Summary, summarize } from './lib/util.ts';
+import { cdfPoints, round, roundSummary, summarize } from './lib/util.ts';
 import type { HandlerMeasurement } from './suites/handler.ts';
 
 const { values: args } = parseArgs({
@@ -275,15 +275,3 @@ const dataFloor = (() => {
 const out = { node: process.version, iterations, warmup, rounds, loop, results, envReads, dataFloor };
 if (args.out) writeFileSync(args.out, JSON.stringify(out));
 else process.stderr.write(`${JSON.stringify(out, null, 2)}\n`);
-
-function roundSummary(s: Summary): Summary {
-  return {
-    n: s.n,
-    min: round(s.min, 2),
-    p50: round(s.p50, 2),
-    p90: round(s.p90, 2),
-    p99: round(s.p99, 2),
-    max: round(s.max, 2),
-    mean: round(s.mean, 2),
-  };
-}

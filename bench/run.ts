@@ -148,7 +148,7 @@ const results: BenchResults = {
     'npm run bench:smoke   # = node bench/run.ts --smoke: every suite for a few seconds, output to a temp folder (CI)',
     'node bench/run.ts --processes 4   # the multi-process throughput runs with 4 server processes',
     'node bench/run.ts --only handler,coldstart   # some suites only (output to a temp folder)',
-    "node bench/run.ts --only cpu-share,network-hsm,soak-network   # as Lambda runs it (the CPU share needs root)",
+    'node bench/run.ts --only cpu-share,network-hsm,soak-network   # as Lambda runs it (the CPU share needs root)',
     'node bench/run.ts --report-only --update-cost   # the cost model again (packages the CI stages) on results.json',
     '# the pieces, standalone:',
     'node bench/cluster-proxy.ts --processes 2 -- --config FILE --state-dir DIR --port 8443   # N local proxies, one port',

@@ -2,13 +2,12 @@
 // suite and the handler (Encrypt 32 B, one request at a time) run again with every child inside a
 // cgroup v1 `cpu` group with that CFS quota (bench/lib/cgroup.ts), one group per memory size, and
 // once without a quota beside them (same method and counts, for the comparison).
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroupSupport, cpuShare, createCpuGroup, DIRECT, type Launch } from '../lib/cgroup.ts';
 import { benchSetup, removeSetup } from '../lib/requests.ts';
 import { round, type Summary } from '../lib/util.ts';
 import { coldStartSuite } from './coldstart.ts';
-import { LAMBDA_ENV, runChild } from './handler.ts';
+import { encryptAlone, handlerEnv } from './handler.ts';
 
 export interface CpuShareRow {
   /** Undefined: no quota (the whole machine). */
@@ -51,18 +50,14 @@ async function measure(options: {
   });
   const setup = benchSetup();
   try {
-    const env = {
-      ...process.env,
-      ...LAMBDA_ENV,
-      XKS_PROXY_CONFIG: setup.configFile,
-      SOFTHSM2_CONF: setup.softhsmConf,
-    };
-    const out = join(options.workDir, `cpu-share-handler-${label}.json`);
-    const args = ['--only', 'encrypt-32', '--no-bare', '--rounds', '1'];
-    const loop = ['--iterations', String(options.iterations), '--warmup', String(options.warmup)];
-    const logFile = join(options.workDir, `cpu-share-handler-${label}.log`);
-    await runChild([], ['--out', out, ...args, ...loop], env, logFile, 300_000, options.launch);
-    const { results } = JSON.parse(readFileSync(out, 'utf8')) as { results: Array<{ handler: Summary }> };
+    const { handler } = await encryptAlone({
+      env: handlerEnv(setup),
+      iterations: options.iterations,
+      warmup: options.warmup,
+      samples: false,
+      launch: options.launch,
+      path: join(options.workDir, `cpu-share-handler-${label}`),
+    });
     return {
       memoryMb: options.memoryMb,
       cpuShare: options.memoryMb === undefined ? undefined : round(cpuShare(options.memoryMb), 3),
@@ -71,7 +66,7 @@ async function measure(options: {
       coldStart: cold.rows.map((r) => ({ name: r.name, medianMs: r.medianMs })),
       hsmFloorMs: cold.hsmFloorMs,
       nodeFloorMs: cold.nodeFloorMs,
-      handler: results[0]?.handler as Summary,
+      handler,
     };
   } finally {
     removeSetup(setup);

@@ -6,7 +6,7 @@ import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } f
 import { join } from 'node:path';
 import { DIRECT, type Launch } from '../lib/cgroup.ts';
 import { analyzeProfile, type ProfileAnalysis } from '../lib/profile.ts';
-import { benchSetup, removeSetup } from '../lib/requests.ts';
+import { type BenchSetup, benchSetup, removeSetup } from '../lib/requests.ts';
 import { children } from '../lib/servers.ts';
 import { ROOT, round, type Summary } from '../lib/util.ts';
 
@@ -52,6 +52,50 @@ export const LAMBDA_ENV = {
   AWS_REGION: 'us-east-1',
   AWS_DEFAULT_REGION: 'us-east-1',
 };
+
+/** The handler child's environment: Lambda's variables, the configuration and token of `setup`, `extra`. */
+export function handlerEnv(setup: BenchSetup, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    ...LAMBDA_ENV,
+    XKS_PROXY_CONFIG: setup.configFile,
+    SOFTHSM2_CONF: setup.softhsmConf,
+    ...extra,
+  };
+}
+
+/**
+ * Encrypt 32 B alone, one request at a time, without the bare calls (suites 6 and 7): its summary
+ * (µs) and, with `samples`, each call's time and the handler calls before the first (proxy-share.ts).
+ */
+export async function encryptAlone(options: {
+  env: NodeJS.ProcessEnv;
+  iterations: number;
+  warmup: number;
+  samples: boolean;
+  launch: Launch;
+  /** Where the results and the child's stdout go (`<path>.json`, `<path>.log`). */
+  path: string;
+}): Promise<{ handler: Summary; samples?: { firstCall: number; us: number[] }; logFile: string }> {
+  const args = [
+    '--only',
+    'encrypt-32',
+    '--no-bare',
+    '--rounds',
+    '1',
+    ...(options.samples ? ['--samples'] : []),
+  ];
+  const loop = ['--iterations', String(options.iterations), '--warmup', String(options.warmup)];
+  const out = `${options.path}.json`;
+  const logFile = `${options.path}.log`;
+  await runChild([], ['--out', out, ...args, ...loop], options.env, logFile, 300_000, options.launch);
+  const { results } = JSON.parse(readFileSync(out, 'utf8')) as {
+    results: Array<{ handler: Summary; samples?: { firstCall: number; us: number[] } }>;
+  };
+  const result = results[0];
+  if (result === undefined) throw new Error('the handler child measured nothing');
+  return { ...result, logFile };
+}
 
 /** Runs bench/handler-child.ts, its stdout appended to `logFile`. */
 export function runChild(
@@ -100,12 +144,7 @@ export async function handlerSuite(options: {
 }): Promise<HandlerResults> {
   const setup = benchSetup();
   try {
-    const env = {
-      ...process.env,
-      ...LAMBDA_ENV,
-      XKS_PROXY_CONFIG: setup.configFile,
-      SOFTHSM2_CONF: setup.softhsmConf,
-    };
+    const env = handlerEnv(setup);
     const out = join(options.workDir, 'handler.json');
     const logFile = join(options.workDir, 'handler-stdout.log');
     const loopArgs = [

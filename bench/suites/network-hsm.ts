@@ -6,7 +6,7 @@
 //   b. a slow HSM's tail with a call deadline: the local server, one connection, one C_EncryptInit
 //      in `every` taking `slowMs`, at two values of hsm.callTimeoutMs;
 //   c. the local server's throughput while one request waits on a slow HSM call.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   type CgroupSupport,
@@ -22,8 +22,8 @@ import { proxyShare, requestTimesOf } from '../lib/proxy-share.ts';
 import { encryptBody, faultBenchSetup, removeSetup } from '../lib/requests.ts';
 import { startServer } from '../lib/servers.ts';
 import { signedRequest } from '../lib/signed.ts';
-import { median, round, type Summary } from '../lib/util.ts';
-import { LAMBDA_ENV, runChild } from './handler.ts';
+import { median, round, roundSummary, type Summary } from '../lib/util.ts';
+import { encryptAlone, handlerEnv } from './handler.ts';
 
 /** The proxy's own share of a request must stay within this at p99, at the 1024 MB CPU share. */
 export const PROXY_SHARE_LIMIT_MS = 1;
@@ -93,31 +93,23 @@ async function handlerAtDistance(options: {
   const { setup, control } = faultBenchSetup(options.workDir, 100);
   try {
     control.set(options.rules);
-    const env = {
-      ...process.env,
-      ...LAMBDA_ENV,
-      ...setup.env,
-      ...control.env(),
-      XKS_PROXY_CONFIG: setup.configFile,
-    };
-    const out = join(options.workDir, `network-handler-${label}.json`);
-    const logFile = join(options.workDir, `network-handler-${label}.log`);
-    const args = ['--only', 'encrypt-32', '--no-bare', '--samples', '--rounds', '1'];
-    const loop = ['--iterations', String(options.iterations), '--warmup', String(options.warmup)];
-    await runChild([], ['--out', out, ...args, ...loop], env, logFile, 300_000, options.launch);
-    const { results } = JSON.parse(readFileSync(out, 'utf8')) as {
-      results: Array<{ samples: { firstCall: number; us: number[] } }>;
-    };
-    const samples = results[0]?.samples;
+    const { samples, logFile } = await encryptAlone({
+      env: handlerEnv(setup, control.env()),
+      iterations: options.iterations,
+      warmup: options.warmup,
+      samples: true,
+      launch: options.launch,
+      path: join(options.workDir, `network-handler-${label}`),
+    });
     if (samples === undefined) throw new Error('handler-child wrote no samples');
     const share = proxyShare(samples.us, samples.firstCall, requestTimesOf(logFile));
     return {
       memoryMb: options.memoryMb,
       cpuShare: options.memoryMb === undefined ? undefined : round(cpuShare(options.memoryMb), 3),
       iterations: samples.us.length,
-      handler: rounded(share.handler),
-      hsm: rounded(share.hsm),
-      share: rounded(share.share),
+      handler: roundSummary(share.handler, 3),
+      hsm: roundSummary(share.hsm, 3),
+      share: roundSummary(share.share, 3),
     };
   } finally {
     removeSetup(setup);
@@ -284,17 +276,5 @@ export async function networkHsmSuite(options: {
       rows: deadlineRows,
     },
     slowRequest,
-  };
-}
-
-function rounded(s: Summary): Summary {
-  return {
-    n: s.n,
-    min: round(s.min, 3),
-    p50: round(s.p50, 3),
-    p90: round(s.p90, 3),
-    p99: round(s.p99, 3),
-    max: round(s.max, 3),
-    mean: round(s.mean, 3),
   };
 }
