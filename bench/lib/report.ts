@@ -631,7 +631,7 @@ function soakSection(s: SoakResults, heading: string, image: string, why?: strin
       [
         ['requests', String(s.completed)],
         ['achieved rate', `${s.achievedRps} req/s`],
-        ['non-2xx / socket errors', `${s.non2xx} / ${s.errors}`],
+        ['non-2xx / socket errors', `${s.non2xx} / ${s.errors}${statusList(s)}`],
         [
           'per route (2xx / other)',
           Object.entries(s.byRoute)
@@ -672,6 +672,12 @@ function soakSection(s: SoakResults, heading: string, image: string, why?: strin
     `![Soak timeline](${image})`,
     '',
   ];
+}
+
+/** The statuses other than 2xx, when there were any: " (3× 503)". */
+function statusList(s: SoakResults): string {
+  const other = Object.entries(s.statusCodes ?? {}).filter(([code]) => !code.startsWith('2'));
+  return other.length === 0 ? '' : ` (${other.map(([code, n]) => `${n}× ${code}`).join(', ')})`;
 }
 
 /** How the RSS grew: over the second half, and the largest one-second step. */

@@ -37,7 +37,7 @@ export interface SoakResults {
   completed: number;
   achievedRps: number;
   non2xx: number;
-  /** Responses by HTTP status (autocannon's count; 0: none). */
+  /** Responses by HTTP status. */
   statusCodes?: Record<string, number>;
   errors: number;
   byRoute: Record<string, { ok: number; other: number }>;
