@@ -154,7 +154,10 @@ export function networkHsmSection(n: NetworkHsmResults): string[] {
       (n.deadline.rows.some((row) => (row.statusCodes['503'] ?? 0) > row.requests / n.deadline.every + 1)
         ? ' Where there are more 503s than slow calls, the others are requests that came while the replacement ' +
           'worker was still connecting (thread start, C_Initialize, C_Login, each PKCS#11 call a round trip) and ' +
-          'waited longer than the deadline for it ("took more than N ms to connect" in the server\'s log).'
+          'waited longer than the deadline for it ("took more than N ms to connect" in the server\'s log), and, ' +
+          "refused at once, those that came while the HSM's circuit breaker was open: three failures in a row " +
+          'open it for 2 s, doubled at each failed trial (`layers/pkcs11/fleet.ts`). A replacement worker that ' +
+          'connects more slowly than the deadline can turn one slow call into seconds of refusals.'
         : ''),
     '',
     table(
@@ -166,6 +169,7 @@ export function networkHsmSection(n: NetworkHsmResults): string[] {
         'p99 ms',
         'max ms',
         '503',
+        'of which refused at once',
         'other non-2xx',
       ],
       n.deadline.rows.map((row) => {
@@ -181,6 +185,7 @@ export function networkHsmSection(n: NetworkHsmResults): string[] {
           f2(row.p99Ms),
           f2(row.maxMs),
           String(codes['503'] ?? 0),
+          String(row.refused ?? '—'),
           String(other),
         ];
       }),

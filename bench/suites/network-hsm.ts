@@ -58,6 +58,11 @@ export interface DeadlineRow {
   p99Ms: number;
   maxMs: number;
   statusCodes: Record<string, number>;
+  /**
+   * 503s answered in less than half the deadline: refused without waiting for the HSM, i.e. while
+   * the HSM's circuit breaker was open (layers/pkcs11/fleet.ts: 3 failures in a row open it).
+   */
+  refused: number;
 }
 
 export interface SlowRequestResults {
@@ -132,11 +137,15 @@ async function deadlineRun(options: {
     const check = await post(server.url, request, setup.tls.cert);
     if (check.status !== 200) throw new Error(`${check.status} ${check.text}`);
     control.set([`C_EncryptInit delay ${options.slowMs} every=${options.every}`, ...options.rules]);
+    let refused = 0;
     const result = await runLoad({
       url: server.url,
       requests: [request],
       connections: 1,
       durationS: options.durationS,
+      onResponse: (_at, status, latencyMs) => {
+        if (status === 503 && latencyMs < options.callTimeoutMs / 2) refused++;
+      },
     });
     control.clear();
     const latency = result.latency;
@@ -147,6 +156,7 @@ async function deadlineRun(options: {
       p99Ms: round(latency?.p99 ?? Number.NaN, 2),
       maxMs: round(latency?.max ?? Number.NaN, 2),
       statusCodes: result.statusCodes,
+      refused,
     };
   } finally {
     await server.stop();
