@@ -6,7 +6,7 @@
 //
 //   node bench/run.ts            everything (~17 minutes); writes bench/results.json, docs/benchmarks.md
 //                                and docs/bench-*.svg; exits 1 when a target is missed (--no-assert: 0)
-//   node bench/run.ts --smoke    a ~30 s version of every suite (CI: keeps the suite from rotting);
+//   node bench/run.ts --smoke    a ~1.5-minute version of every suite (CI: keeps the suite from rotting);
 //                                writes to a temporary folder only, asserts no target
 //   options: --processes N (server processes for the multi-process runs, default 2)
 //            --only handler,throughput,coldstart,soak,cpu-share,network-hsm,soak-network

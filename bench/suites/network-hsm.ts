@@ -255,7 +255,7 @@ export async function networkHsmSuite(options: {
     const row = await deadlineRun({ ...options.deadline, rules, callTimeoutMs, workDir });
     options.log(
       `  slow HSM (every ${options.deadline.every}th C_EncryptInit ${options.deadline.slowMs} ms), callTimeoutMs ${callTimeoutMs}: ` +
-        `${row.requests} requests, p50 ${row.p50Ms} ms p99 ${row.p99Ms} ms max ${row.maxMs} ms, statuses ${JSON.stringify(row.statusCodes)}`,
+        `${row.requests} requests, p50 ${row.p50Ms} ms p99 ${row.p99Ms} ms max ${row.maxMs} ms, statuses ${JSON.stringify(row.statusCodes)} (${row.refused} refused at once)`,
     );
     deadlineRows.push(row);
   }
