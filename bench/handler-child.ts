@@ -5,7 +5,10 @@
 // at a file. Results go to --out as JSON.
 //
 //   XKS_PROXY_CONFIG=... SOFTHSM2_CONF=... node bench/handler-child.ts --out r.json
-//     [--iterations 5000] [--warmup 500] [--rounds 10] [--only encrypt-32] [--no-bare]
+//     [--iterations 5000] [--warmup 500] [--rounds 10] [--only encrypt-32] [--no-bare] [--samples]
+//
+// --samples: each timed handler call's time too, in order, with how many handler calls came before
+// the first (to pair each with its log line: bench/lib/proxy-share.ts).
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -25,7 +28,7 @@ import {
   metadataBody,
   xksPath,
 } from './lib/requests.ts';
-import { cdfPoints, round, type Summary, summarize } from './lib/util.ts';
+import { cdfPoints, round, roundSummary, summarize } from './lib/util.ts';
 import type { HandlerMeasurement } from './suites/handler.ts';
 
 const { values: args } = parseArgs({
@@ -36,6 +39,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '10' },
     only: { type: 'string' },
     bare: { type: 'boolean', default: true },
+    samples: { type: 'boolean', default: false },
   },
   allowNegative: true,
 });
@@ -58,7 +62,10 @@ const event = (route: string, body: unknown) =>
   // Base64, as API Gateway delivers bodies with binaryMediaTypes */* (the deployed API).
   signedEvent({ path: xksPath(route), body, credential, base64: true });
 
+/** Handler calls made so far: each writes one request line to stdout. */
+let calls = 0;
 const call = async (handler: Handler, e: APIGatewayProxyEvent, context: Context) => {
+  calls++;
   const result = await handler(e, context);
   if (result.statusCode !== 200) throw new Error(`${result.statusCode} ${result.body}`);
   return result;
@@ -152,7 +159,7 @@ const variants: Variant[] = [
 ].filter((v) => args.only === undefined || v.id === args.only);
 if (variants.length === 0) throw new Error(`no variant ${args.only}`);
 
-const results: HandlerMeasurement[] = [];
+const results: Array<HandlerMeasurement & { samples?: { firstCall: number; us: number[] } }> = [];
 // For the CPU profile: the measured loop's start and end on the monotonic clock V8's profiler uses.
 const loop = { startUs: Number(process.hrtime.bigint() / 1000n), endUs: 0 };
 for (const v of variants) {
@@ -163,6 +170,7 @@ for (const v of variants) {
   }
   const handlerUs: number[] = [];
   const bareUs: number[] = [];
+  const firstCall = calls;
   const perRound = Math.ceil(iterations / rounds);
   for (let r = 0; r < rounds; r++) {
     if (withBare && v.bare) {
@@ -187,6 +195,7 @@ for (const v of variants) {
     bare: withBare ? roundSummary(summarize(bareUs)) : undefined,
     handlerCdf: cdfPoints(handlerUs, 200).map(([x, q]) => [round(x, 2), q]),
     bareCdf: withBare ? cdfPoints(bareUs, 200).map(([x, q]) => [round(x, 2), q]) : undefined,
+    ...(args.samples ? { samples: { firstCall, us: handlerUs.map((v) => round(v, 2)) } } : {}),
   });
 }
 loop.endUs = Number(process.hrtime.bigint() / 1000n);
@@ -266,15 +275,3 @@ const dataFloor = (() => {
 const out = { node: process.version, iterations, warmup, rounds, loop, results, envReads, dataFloor };
 if (args.out) writeFileSync(args.out, JSON.stringify(out));
 else process.stderr.write(`${JSON.stringify(out, null, 2)}\n`);
-
-function roundSummary(s: Summary): Summary {
-  return {
-    n: s.n,
-    min: round(s.min, 2),
-    p50: round(s.p50, 2),
-    p90: round(s.p90, 2),
-    p99: round(s.p99, 2),
-    max: round(s.max, 2),
-    mean: round(s.mean, 2),
-  };
-}

@@ -1,13 +1,16 @@
-// The benchmark suite (see docs/benchmarks.md): handler cost, server throughput, cold start, soak, and
-// the cost at KMS's quota of each front door, from the packaged templates and suite 1. Every target
-// is a ratio against a floor measured in the same run, or an absolute limit.
+// The benchmark suite (see docs/benchmarks.md): handler cost, server throughput, cold start, soak, the
+// cost at KMS's quota of each front door (from the packaged templates and suite 1), and the proxy as
+// Lambda runs it: at Lambda's CPU share per memory size (cgroup CPU quotas, as root), with the HSM a
+// network distance away, and the soak at that distance. Targets: the proxy's own share of a request
+// at the 1024 MB share, both soaks' errors and RSS growth, and cold start; the rest is information.
 //
-//   node bench/run.ts            everything (~8 minutes); writes bench/results.json, docs/benchmarks.md
+//   node bench/run.ts            everything (~17 minutes); writes bench/results.json, docs/benchmarks.md
 //                                and docs/bench-*.svg; exits 1 when a target is missed (--no-assert: 0)
-//   node bench/run.ts --smoke    a ~30 s version of every suite (CI: keeps the suite from rotting);
+//   node bench/run.ts --smoke    a ~1.5-minute version of every suite (CI: keeps the suite from rotting);
 //                                writes to a temporary folder only, asserts no target
 //   options: --processes N (server processes for the multi-process runs, default 2)
-//            --only handler,throughput,coldstart,soak (a partial run; output to a temporary folder)
+//            --only handler,throughput,coldstart,soak,cpu-share,network-hsm,soak-network
+//              (a partial run; output to a temporary folder)
 //            --out DIR (where results.json, benchmarks.md and the SVGs go)
 //            --report-only (rewrite benchmarks.md and the SVGs from an existing results.json)
 //            --report-only --update-cost (first price the CI stages' templates again, packaging
@@ -24,7 +27,9 @@ import { children } from './lib/servers.ts';
 import { ROOT } from './lib/util.ts';
 import { coldStartSuite } from './suites/coldstart.ts';
 import { COST_STAGES, costSuite } from './suites/cost.ts';
+import { cpuShareSuite } from './suites/cpu-share.ts';
 import { handlerSuite } from './suites/handler.ts';
+import { distanceRule, NETWORK_HSM, networkHsmSuite } from './suites/network-hsm.ts';
 import { soakSuite } from './suites/soak.ts';
 import { throughputSuite } from './suites/throughput.ts';
 
@@ -63,7 +68,8 @@ if (args['report-only']) {
 
 const smoke = args.smoke;
 const processes = Math.max(1, Number(args.processes));
-const suites = new Set((args.only ?? 'handler,throughput,coldstart,soak').split(',').map((s) => s.trim()));
+const ALL = 'handler,throughput,coldstart,soak,cpu-share,network-hsm,soak-network';
+const suites = new Set((args.only ?? ALL).split(',').map((s) => s.trim()));
 const partial = args.only !== undefined;
 const started = performance.now();
 
@@ -80,6 +86,14 @@ const P = smoke
       throughput: { durationS: 1, warmupS: 0.3, reps: 1, concurrencies: [10], processes: [1, 2] },
       coldStartRuns: 1,
       soak: { rate: 2000, durationS: 5, warmupS: 1, connections: 20 },
+      cpuShare: { memorySizes: [1024], coldStartRuns: 1, iterations: 300, warmup: 50 },
+      network: {
+        iterations: 200,
+        warmup: 20,
+        deadline: { slowMs: 300, every: 20, durationS: 1, callTimeoutsMs: [100] },
+        slowRequest: { delayMs: 300, rounds: 1, connections: 10 },
+      },
+      soakNetwork: { rate: NETWORK_HSM.soakRate, durationS: 5, warmupS: 1, connections: 20 },
     }
   : {
       handler: {
@@ -100,6 +114,14 @@ const P = smoke
       },
       coldStartRuns: 5,
       soak: { rate: 2000, durationS: 300, warmupS: 20, connections: 20 },
+      cpuShare: { memorySizes: [512, 1024, 1769, 3008], coldStartRuns: 3, iterations: 3000, warmup: 300 },
+      network: {
+        iterations: 2000,
+        warmup: 200,
+        deadline: { slowMs: 300, every: 50, durationS: 10, callTimeoutsMs: [100, 1000] },
+        slowRequest: { delayMs: 500, rounds: 5, connections: 10 },
+      },
+      soakNetwork: { rate: NETWORK_HSM.soakRate, durationS: 300, warmupS: 20, connections: 20 },
     };
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -126,11 +148,13 @@ const results: BenchResults = {
     'npm run bench:smoke   # = node bench/run.ts --smoke: every suite for a few seconds, output to a temp folder (CI)',
     'node bench/run.ts --processes 4   # the multi-process throughput runs with 4 server processes',
     'node bench/run.ts --only handler,coldstart   # some suites only (output to a temp folder)',
+    'node bench/run.ts --only cpu-share,network-hsm,soak-network   # as Lambda runs it (the CPU share needs root)',
     'node bench/run.ts --report-only --update-cost   # the cost model again (packages the CI stages) on results.json',
     '# the pieces, standalone:',
     'node bench/cluster-proxy.ts --processes 2 -- --config FILE --state-dir DIR --port 8443   # N local proxies, one port',
     'SOFTHSM2_CONF=... node bench/bare-server.ts --config FILE --state-dir DIR --processes 1   # the throughput floor',
     'XKS_PROXY_CONFIG=... SOFTHSM2_CONF=... node bench/handler-child.ts --out r.json > handler.log   # suite 1 alone',
+    'node bench/slow-hsm.ts --delay 500 --rounds 5 --distance 2 --jitter 0.5   # suite 7c alone',
   ],
   startedAt: new Date().toISOString(),
   durationS: 0,
@@ -167,6 +191,26 @@ try {
   if (suites.has('soak')) {
     log(`[${elapsed()}] 4. soak (${P.soak.durationS} s at ${P.soak.rate} req/s) ...`);
     results.soak = await soakSuite({ ...P.soak, logDir: workDir, log });
+  }
+  if (suites.has('cpu-share')) {
+    const { memorySizes, coldStartRuns, iterations } = P.cpuShare;
+    log(
+      `[${elapsed()}] 6. at Lambda's CPU share (${memorySizes.join(', ')} MB; cold start x${coldStartRuns}, handler x${iterations}) ...`,
+    );
+    results.cpuShare = await cpuShareSuite({ ...P.cpuShare, workDir: join(workDir, 'cpu-share'), log });
+  }
+  if (suites.has('network-hsm')) {
+    log(
+      `[${elapsed()}] 7. a network-distance HSM (${NETWORK_HSM.distanceMs} ± ${NETWORK_HSM.jitterMs} ms per call) ...`,
+    );
+    results.networkHsm = await networkHsmSuite({ ...P.network, ...NETWORK_HSM, workDir, log });
+  }
+  if (suites.has('soak-network')) {
+    const rules = [distanceRule(NETWORK_HSM.distanceMs, NETWORK_HSM.jitterMs)];
+    log(
+      `[${elapsed()}] 8. soak, HSM ${NETWORK_HSM.distanceMs} ms away (${P.soakNetwork.durationS} s at ${P.soakNetwork.rate} req/s) ...`,
+    );
+    results.soakNetwork = await soakSuite({ ...P.soakNetwork, hsmRules: rules, logDir: workDir, log });
   }
   if (results.handler) {
     log(`[${elapsed()}] 5. cost at KMS's quota (packaged templates, suite 1) ...`);

@@ -1,6 +1,8 @@
 // The requests every suite sends: the same routes, bodies and sizes, on a fresh SoftHSM token.
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildFaultModule, FaultControl } from '../../test/helpers/fault-hsm.ts';
 import { createTestSetup, metadata, PREFIX, type TestSetup } from '../../test/helpers/proxy.ts';
 import type { Credential } from '../../test/helpers/sign.ts';
 import { certificate } from './util.ts';
@@ -17,6 +19,23 @@ export interface BenchSetup extends TestSetup {
 export function benchSetup(): BenchSetup {
   const setup = createTestSetup();
   return { ...setup, credential: setup.credentials[0] as Credential, tls: certificate(setup.dir) };
+}
+
+/**
+ * benchSetup whose HSM is the fault-injecting module over the token (its rules: `control`, a folder
+ * under `dir`), with `callTimeoutMs` as the HSM call deadline when given. Its processes need
+ * control.env().
+ */
+export function faultBenchSetup(
+  dir: string,
+  callTimeoutMs?: number,
+): { setup: BenchSetup; control: FaultControl } {
+  const setup = benchSetup();
+  const control = new FaultControl(join(dir, `fault-${Date.now()}`));
+  setup.config.hsm.modulePath = buildFaultModule();
+  if (callTimeoutMs !== undefined) setup.config.hsm.callTimeoutMs = callTimeoutMs;
+  writeFileSync(setup.configFile, JSON.stringify(setup.config), { mode: 0o600 });
+  return { setup, control };
 }
 
 export function removeSetup(setup: TestSetup): void {

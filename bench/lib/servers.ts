@@ -35,6 +35,8 @@ export async function startServer(
   logDir: string,
   /** Node options for the server processes (e.g. --trace-gc). */
   nodeArgs: string[] = [],
+  /** More environment for the server (e.g. the fault-injecting module's control files). */
+  env: Record<string, string> = {},
 ): Promise<RunningServer> {
   const common = ['--config', setup.configFile, '--state-dir', setup.dir, '--port', '0'];
   let args: string[];
@@ -49,7 +51,7 @@ export async function startServer(
   const flags = kind === 'proxy' ? [...NODE_FLAGS, ...nodeArgs] : nodeArgs;
   const child = spawn(process.execPath, [...flags, ...args], {
     cwd: ROOT,
-    env: { ...process.env, SOFTHSM2_CONF: setup.softhsmConf },
+    env: { ...process.env, SOFTHSM2_CONF: setup.softhsmConf, ...env },
     stdio: ['ignore', out, 'pipe'],
   });
   closeSync(out);

@@ -42,6 +42,19 @@ export function summarize(samples: ArrayLike<number>): Summary {
   };
 }
 
+/** Every figure of a summary rounded to `digits` decimals. */
+export function roundSummary(s: Summary, digits = 2): Summary {
+  return {
+    n: s.n,
+    min: round(s.min, digits),
+    p50: round(s.p50, digits),
+    p90: round(s.p90, digits),
+    p99: round(s.p99, digits),
+    max: round(s.max, digits),
+    mean: round(s.mean, digits),
+  };
+}
+
 /** `points` (value, cumulative fraction) pairs of the distribution, for a CDF plot. */
 export function cdfPoints(samples: ArrayLike<number>, points = 100): Array<[number, number]> {
   const sorted = Float64Array.from(samples).sort();

@@ -12,6 +12,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { buildHsmWorker } from '../../layers/build.ts';
 import { type Bundle, buildFunctions, FUNCTIONS } from '../../scripts/build.ts';
 import { signedEvent } from '../../test/helpers/events.ts';
+import { DIRECT, type Launch } from '../lib/cgroup.ts';
 import {
   benchSetup,
   decryptBody,
@@ -81,10 +82,12 @@ function timeChild(
   env: NodeJS.ProcessEnv,
   cwd: string,
   nodeArgs: string[] = [],
+  launch: Launch = DIRECT,
 ): Promise<ChildTimes> {
   return new Promise((resolvePromise, reject) => {
     const started = performance.now();
-    const child = spawn(process.execPath, [...nodeArgs, '--input-type=module', '-e', script], {
+    const { command, args } = launch(process.execPath, [...nodeArgs, '--input-type=module', '-e', script]);
+    const child = spawn(command, args, {
       cwd,
       env,
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -187,7 +190,12 @@ function composition(bundle: Bundle): ColdStartRow['composition'] {
     .map(([group, bytes]) => ({ name: group, bytes, percent: round((100 * bytes) / total, 1) }));
 }
 
-export async function coldStartSuite(options: { runs: number; workDir: string }): Promise<ColdStartResults> {
+export async function coldStartSuite(options: {
+  runs: number;
+  workDir: string;
+  /** How each child is started (inside a CPU group: bench/lib/cgroup.ts); as it is when absent. */
+  launch?: Launch;
+}): Promise<ColdStartResults> {
   const setup = benchSetup();
   try {
     const task = join(options.workDir, 'task');
@@ -228,7 +236,13 @@ export async function coldStartSuite(options: { runs: number; workDir: string })
         'const warmMs = warm.sort((a, b) => a - b)[2];',
         "process.stderr.write('RESULT ' + JSON.stringify({ t0, t1, t2, warmMs, result }) + '\\n');",
       ].join('\n');
-      const { totalMs, line, exited } = await timeChild(script, env, options.workDir, nodeArgs);
+      const { totalMs, line, exited } = await timeChild(
+        script,
+        env,
+        options.workDir,
+        nodeArgs,
+        options.launch,
+      );
       await exited;
       const parsed = JSON.parse(line) as {
         t0: number;
@@ -284,9 +298,10 @@ export async function coldStartSuite(options: { runs: number; workDir: string })
     // Interleaved: run r of every bundle (and of the floors) before run r + 1 of any.
     for (let r = 0; r < options.runs; r++) {
       floors.node.push(
-        (await timeChild("process.stderr.write('RESULT {}\\n');", env, options.workDir)).totalMs,
+        (await timeChild("process.stderr.write('RESULT {}\\n');", env, options.workDir, [], options.launch))
+          .totalMs,
       );
-      floors.hsm.push((await timeChild(hsmScript, hsmEnv, options.workDir)).totalMs);
+      floors.hsm.push((await timeChild(hsmScript, hsmEnv, options.workDir, [], options.launch)).totalMs);
       for (const name of FUNCTIONS) runs.get(name)?.push(await runBundle(name, events[name]));
     }
     const hsmFloorMs = round(median(floors.hsm), 1);

@@ -9,6 +9,7 @@ import {
   decryptBody,
   type EncryptResponse,
   encryptBody,
+  faultBenchSetup,
   healthBody,
   metadataBody,
   removeSetup,
@@ -27,6 +28,8 @@ export interface SoakSecond {
 }
 
 export interface SoakResults {
+  /** The HSM's fault-module rules (its network distance); absent: SoftHSM as it is. */
+  hsmRules?: string[];
   rate: number;
   durationS: number;
   warmupS: number;
@@ -34,6 +37,8 @@ export interface SoakResults {
   completed: number;
   achievedRps: number;
   non2xx: number;
+  /** Responses by HTTP status. */
+  statusCodes?: Record<string, number>;
   errors: number;
   byRoute: Record<string, { ok: number; other: number }>;
   /** The comparison windows for drift (the first and last minute, or fifth of shorter runs). */
@@ -112,13 +117,19 @@ export async function soakSuite(options: {
   durationS: number;
   warmupS: number;
   connections: number;
+  /** Rules for the fault-injecting module in front of the token (e.g. a network distance). */
+  hsmRules?: string[];
   logDir: string;
   log: (line: string) => void;
 }): Promise<SoakResults> {
-  const setup = benchSetup();
+  const { setup, control } =
+    options.hsmRules === undefined
+      ? { setup: benchSetup(), control: undefined }
+      : faultBenchSetup(options.logDir);
+  control?.set(options.hsmRules ?? []);
   // --trace-gc: one line per GC in the server's stdout (its log file), to tell a leak (live heap
   // after full GCs growing) from V8 sizing its heap up (committed heap growing, live heap flat).
-  const server = await startServer(setup, 'proxy', 1, options.logDir, ['--trace-gc']);
+  const server = await startServer(setup, 'proxy', 1, options.logDir, ['--trace-gc'], control?.env());
   try {
     const pid = server.pids[0] as number;
     // Signed for the middle of the run: valid 5 minutes either side of X-Amz-Date.
@@ -205,6 +216,7 @@ export async function soakSuite(options: {
       `  soak: ${result.completed} requests, ${achievedRps} req/s, non-2xx ${result.non2xx}, errors ${errors}, p99 first ${firstP99Ms} ms last ${lastP99Ms} ms (in the proxy: ${serverFirstP99Ms} -> ${serverLastP99Ms} ms), RSS ${rssBaselineMb} -> ${rssEndMb} MB, live heap after full GC ${gc.firstLiveMb} -> ${gc.lastLiveMb} MB (${gc.count} full GCs)`,
     );
     return {
+      ...(options.hsmRules === undefined ? {} : { hsmRules: options.hsmRules }),
       rate: options.rate,
       durationS: options.durationS,
       warmupS: options.warmupS,
@@ -212,6 +224,7 @@ export async function soakSuite(options: {
       completed: result.completed,
       achievedRps,
       non2xx: result.non2xx,
+      statusCodes: result.statusCodes,
       errors,
       byRoute,
       windowS,

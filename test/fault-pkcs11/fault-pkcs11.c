@@ -14,12 +14,19 @@
  *   FAULT_PKCS11_TRACE    when set, every call appends one line "<function>" to this file
  *
  * Rules, one a line, '#' starts a comment. The first rule that matches the function and has
- * firings left applies; count=N limits its firings (the counters start over when the file changes):
- *   <C_Function|*> fail <CKR_NAME|0xHEX|decimal> [count=N]   return that code
- *   <C_Function|*> delay <ms> [count=N]                      sleep, then forward
- *   <C_Function|*> hang [count=N]                            block until the control file changes
- *                                                            (polled every 10 ms), then apply the
- *                                                            new rules to this same call
+ * firings left applies; count=N limits its firings, every=N makes it match only the Nth, 2Nth, ...
+ * call it would match (the calls in between go on to the next rules); the counters start over when
+ * the file changes:
+ *   <C_Function|*> fail <CKR_NAME|0xHEX|decimal> [count=N] [every=N]   return that code
+ *   <C_Function|*> delay <ms> [jitter=<ms>] [count=N] [every=N]       sleep, then forward
+ *   <C_Function|*> hang [count=N] [every=N]                           block until the control file
+ *                                                                     changes (polled every 10 ms),
+ *                                                                     then apply the new rules to
+ *                                                                     this same call
+ * `delay` takes fractional milliseconds; with jitter=J each call sleeps a uniformly random time in
+ * [ms - J, ms + J] (at least 0). `* delay 2 jitter=0.5` puts the HSM about 2 ms away, as a network
+ * HSM is: every PKCS#11 call is a round trip. Put rules for single functions (a slow call, a
+ * failure) above it: the first rule that matches applies.
  *
  * `fail` returns without forwarding, except where a real failure would still end something:
  *   - cleanup calls (C_Finalize, C_CloseSession, C_CloseAllSessions, C_FindObjectsFinal) do their
@@ -46,6 +53,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,8 +79,11 @@ struct rule {
   char function[FUNCTION_NAME_MAX]; /* empty: any function (`*`) */
   enum action action;
   CK_RV code;
-  long ms;
-  long left; /* firings left; -1: unlimited */
+  double ms;
+  double jitter;
+  long left;  /* firings left; -1: unlimited */
+  long every; /* matches only every Nth call of its function; 0: every call */
+  long seen;  /* calls of its function met so far (for every=N) */
 };
 
 /* Identifies one version of the control file. */
@@ -101,6 +112,8 @@ static struct rule rules[MAX_RULES];
 static int rule_count;
 static struct tracked *sessions;
 static size_t session_count, session_capacity;
+
+static uint64_t random_state; /* xorshift64 for jitter, under lock; never 0 */
 
 static CK_FUNCTION_LIST_PTR target;
 static atomic_int initialized;
@@ -288,10 +301,25 @@ static int known_function(const char *name) {
 /* ------------------------------------------------------------------------------------------- */
 /* Rules                                                                                       */
 
-static void sleep_ms(long ms) {
-  struct timespec left = {ms / 1000, (ms % 1000) * 1000000L};
+static void sleep_ms(double ms) {
+  if (ms <= 0) return;
+  long ns = (long)(ms * 1e6);
+  struct timespec left = {ns / 1000000000L, ns % 1000000000L};
   while (nanosleep(&left, &left) != 0 && errno == EINTR) {
   }
+}
+
+/* A uniformly random number in [-1, 1]. */
+static double random_unit_locked(void) {
+  if (random_state == 0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    random_state = ((uint64_t)now.tv_nsec << 20) ^ (uint64_t)now.tv_sec ^ ((uint64_t)getpid() << 40) ^ 1;
+  }
+  random_state ^= random_state << 13;
+  random_state ^= random_state >> 7;
+  random_state ^= random_state << 17;
+  return (double)(random_state >> 11) / (double)(1ULL << 52) - 1.0;
 }
 
 static void version_from_stat(const struct stat *st, struct version *v) {
@@ -338,15 +366,24 @@ static int parse_long(const char *text, long *out) {
   return 1;
 }
 
+static int parse_ms(const char *text, double *out) {
+  char *end;
+  errno = 0;
+  double value = strtod(text, &end);
+  if (errno != 0 || end == text || *end != '\0' || !(value >= 0 && value <= 3600e3)) return 0;
+  *out = value;
+  return 1;
+}
+
 /* 1: a rule; 0: a blank or comment line; -1: a line it cannot understand. */
 static int parse_rule(char *line, struct rule *r) {
   char *hash = strchr(line, '#');
   if (hash != NULL) *hash = '\0';
-  char *words[5];
+  char *words[7];
   int n = 0;
   char *save = NULL;
   for (char *w = strtok_r(line, " \t\r\n", &save); w != NULL; w = strtok_r(NULL, " \t\r\n", &save)) {
-    if (n == 5) return -1;
+    if (n == 7) return -1;
     words[n++] = w;
   }
   if (n == 0) return 0;
@@ -363,7 +400,7 @@ static int parse_rule(char *line, struct rule *r) {
     r->action = ACTION_FAIL;
     next = 3;
   } else if (strcmp(words[1], "delay") == 0) {
-    if (n < 3 || !parse_long(words[2], &r->ms)) return -1;
+    if (n < 3 || !parse_ms(words[2], &r->ms)) return -1;
     r->action = ACTION_DELAY;
     next = 3;
   } else if (strcmp(words[1], "hang") == 0) {
@@ -372,11 +409,19 @@ static int parse_rule(char *line, struct rule *r) {
   } else {
     return -1;
   }
-  if (next < n) {
-    if (strncmp(words[next], "count=", 6) != 0 || !parse_long(words[next] + 6, &r->left)) return -1;
-    next++;
+  for (; next < n; next++) {
+    const char *w = words[next];
+    if (strncmp(w, "count=", 6) == 0) {
+      if (!parse_long(w + 6, &r->left)) return -1;
+    } else if (strncmp(w, "every=", 6) == 0) {
+      if (!parse_long(w + 6, &r->every) || r->every == 0) return -1;
+    } else if (strncmp(w, "jitter=", 7) == 0 && r->action == ACTION_DELAY) {
+      if (!parse_ms(w + 7, &r->jitter)) return -1;
+    } else {
+      return -1;
+    }
   }
-  return next == n ? 1 : -1;
+  return 1;
 }
 
 /* Re-reads the rules when the control file is another version than the one loaded. */
@@ -440,8 +485,10 @@ static int intercept(const char *function, CK_RV *code) {
     for (int i = 0; i < rule_count && !found; i++) {
       struct rule *r = &rules[i];
       if (r->left == 0 || (r->function[0] != '\0' && strcmp(r->function, function) != 0)) continue;
+      if (r->every > 0 && ++r->seen % r->every != 0) continue;
       if (r->left > 0) r->left--;
       fired = *r;
+      if (fired.jitter > 0) fired.ms += fired.jitter * random_unit_locked();
       found = 1;
     }
     at = loaded;

@@ -1,7 +1,7 @@
 // The fault-injecting PKCS#11 module itself, through pkcs11js and without the proxy: its rules (fail,
-// delay, hang, count), its trace, and its isolation from a second user of the library it wraps in the
-// same process: the test HSM (SoftHSM, or NSS softoken, which reads C_Initialize's library
-// parameters: the module hands them on).
+// delay with jitter, hang, count, every), its trace, and its isolation from a second user of the
+// library it wraps in the same process: the test HSM (SoftHSM, or NSS softoken, which reads
+// C_Initialize's library parameters: the module hands them on).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -164,6 +164,38 @@ test('delay: the call takes at least that long, and delays on several threads ov
   assert.ok(elapsed >= 150 && elapsed < 400, `3 parallel delayed calls took ${elapsed.toFixed(0)} ms`);
   control.clear();
   for (const c of others) faulty.lib.C_CloseSession(c.session);
+});
+
+test('delay with jitter=: fractional ms, spread within ms ± jitter; every=N fires on every Nth call only', () => {
+  const random = () => faulty.lib.C_GenerateRandom(faulty.session, Buffer.alloc(8));
+  const timed = () => {
+    const start = performance.now();
+    random();
+    return performance.now() - start;
+  };
+  control.set(['C_GenerateRandom delay 4 jitter=2.5']);
+  const jittered = Array.from({ length: 40 }, timed).sort((a, b) => a - b);
+  const [fastest, slowest] = [jittered[0] as number, jittered.at(-1) as number];
+  assert.ok(fastest >= 1.5, `no call below 4 - 2.5 ms (fastest ${fastest.toFixed(2)} ms)`);
+  // Uniform over 5 ms: 40 draws spread over more than 2 ms unless the jitter is ignored.
+  assert.ok(slowest - fastest > 2, `calls spread (${fastest.toFixed(2)}..${slowest.toFixed(2)} ms)`);
+
+  control.set(['C_GenerateRandom delay 0.6']);
+  assert.ok(Math.min(...Array.from({ length: 5 }, timed)) >= 0.6, 'fractional milliseconds');
+
+  // every=4: calls 4 and 8 meet the slow rule; the others fall through to the next rule.
+  control.set(['C_GenerateRandom delay 60 every=4', 'C_GenerateRandom fail CKR_DEVICE_ERROR every=3']);
+  const outcomes = Array.from({ length: 8 }, () => {
+    try {
+      return timed() >= 60 ? 'slow' : 'ok';
+    } catch (error) {
+      assert.equal((error as { code?: number }).code, P.CKR_DEVICE_ERROR);
+      return 'fail';
+    }
+  });
+  // The second rule counts only the calls the first lets through (1 2 3 5 6 7): its 3rd and 6th fail.
+  assert.deepEqual(outcomes, ['ok', 'ok', 'fail', 'slow', 'ok', 'ok', 'fail', 'slow']);
+  control.clear();
 });
 
 function slotOf(c: Connection): Buffer {
