@@ -100,11 +100,13 @@ export function costSection(k: CostResults): string[] {
   }
   if (first !== undefined) {
     out.push(
-      `**Lambda.** The slowest 32-byte Encrypt or Decrypt here (suite 1, its HSM worker sleeping as at 1024 MB) ` +
+      `**Lambda.** The slowest 32-byte Encrypt or Decrypt here (suite 1) ` +
         `has p50 ${k.measured.localP50Ms.toFixed(3)} ms and p99 ${k.measured.localP99Ms.toFixed(3)} ms at full ` +
         `CPU. At ${first.resources.memoryMb} MB Lambda gives ${(first.resources.memoryMb / a.fullVcpuMb).toFixed(2)} ` +
-        `of a vCPU, so that time grows by ${(a.fullVcpuMb / first.resources.memoryMb).toFixed(2)}×, and a network ` +
-        `HSM adds ${a.hsmMs} ms: **${first.billedMs} ms billed** per invocation (1 ms steps). An environment is busy ` +
+        `of a vCPU, so that time grows by ${(a.fullVcpuMb / first.resources.memoryMb).toFixed(2)}×, and the HSM ` +
+        `is assumed to add ${a.hsmMs} ms a request (each PKCS#11 call is a round trip to a network HSM, and an ` +
+        'Encrypt makes three: suite 7 measures ~7 ms with every call 2 ms away; the sensitivity table below ' +
+        `prices 5 ms): **${first.billedMs} ms billed** per invocation (1 ms steps). An environment is busy ` +
         `${first.occupancyMs} ms per request (p99, + ${a.platformOverheadMs} ms for the Runtime API): Little's law ` +
         `gives ${((a.requestRate * first.occupancyMs) / 1000).toFixed(1)} busy environments, × ${a.safetyFactor} ` +
         `headroom = **${first.environmentsPerFunction} provisioned environments** for Encrypt and for Decrypt ` +
