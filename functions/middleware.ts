@@ -82,6 +82,10 @@ export type LambdaHandler = (event: Event, context: Context) => Promise<Result>;
 /** Per-request state the middlewares hand on, kept on the (per-invocation) context. */
 interface State {
   started: number;
+  /**
+   * Time in HSM calls, summed over the request's calls (GetHealthStatus checks the fleet's HSMs
+   * side by side: the sum of their times).
+   */
   hsmMs: number;
   /** The HSM of the fleet that served the request's last routed call (spec: Logging). */
   servedBy?: string | undefined;
