@@ -77,6 +77,11 @@ export function decodeSized(field: string, value: string, max: number): Buffer {
   return bytes;
 }
 
+/** additionalAuthenticatedData, when the request has one: at most LIMITS.aad bytes. */
+export function decodeAad(value: string | undefined): Buffer | undefined {
+  return value === undefined ? undefined : decodeSized('additionalAuthenticatedData', value, LIMITS.aad);
+}
+
 function tooLarge(field: string, max: number): never {
   throw new XksError(
     'UnsupportedOperationException',

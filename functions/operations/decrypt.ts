@@ -6,6 +6,7 @@ import type { Keystore } from '../runtime.ts';
 import type { DecryptRequest } from '../schemas.ts';
 import {
   awsSampleHsmAad,
+  decodeAad,
   decodeBase64,
   decodeSized,
   findKey,
@@ -20,10 +21,7 @@ export async function decrypt({ hsm, keystore, keyId, body }: XksRequest<Decrypt
   const ciphertext = decodeSized('ciphertext', body.ciphertext, LIMITS.data);
   const iv = decodeBase64('initializationVector', body.initializationVector);
   const tag = decodeBase64('authenticationTag', body.authenticationTag);
-  const aad =
-    body.additionalAuthenticatedData === undefined
-      ? undefined
-      : decodeSized('additionalAuthenticatedData', body.additionalAuthenticatedData, LIMITS.aad);
+  const aad = decodeAad(body.additionalAuthenticatedData);
   const ciphertextMetadata =
     body.ciphertextMetadata === undefined
       ? undefined

@@ -5,6 +5,7 @@ import type { EncryptRequest } from '../schemas.ts';
 import {
   cdiv,
   ciphertextMetadataFor,
+  decodeAad,
   decodeSized,
   findKey,
   hsmAad,
@@ -15,7 +16,7 @@ import {
 
 export async function encrypt({ hsm, keystore, keyId, body }: XksRequest<EncryptRequest>) {
   const plaintext = decodeSized('plaintext', body.plaintext, LIMITS.data);
-  const aad = optional('additionalAuthenticatedData', body.additionalAuthenticatedData);
+  const aad = decodeAad(body.additionalAuthenticatedData);
   const wantsCdiv = body.ciphertextDataIntegrityValueAlgorithm !== undefined;
 
   const key = await findKey(hsm, keystore, keyId);
@@ -49,8 +50,4 @@ export async function encrypt({ hsm, keystore, keyId, body }: XksRequest<Encrypt
     }
   }
   return response;
-}
-
-function optional(field: string, value: string | undefined): Buffer | undefined {
-  return value === undefined ? undefined : decodeSized(field, value, LIMITS.aad);
 }
