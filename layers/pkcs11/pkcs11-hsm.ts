@@ -1,7 +1,7 @@
 // The HSM on pkcs11js's synchronous API, inside an HSM worker thread (hsm-worker.ts): its library,
-// its session and the handles of its keys. Synchronous because in Lambda there is one request per environment
-// and pkcs11js's sync calls cost less CPU than its async ones on libuv's thread pool; the worker
-// thread is what lets a call that hangs be abandoned (worker-hsm.ts).
+// its session and the handles of its keys. Synchronous because in Lambda there is one request per
+// environment and pkcs11js's sync calls cost less CPU than its async ones on libuv's thread pool;
+// the worker thread is what lets a call that hangs be abandoned (worker-hsm.ts).
 import type * as pkcs11 from 'pkcs11js';
 import { type AesGcmCiphertext, HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
 import { VENDOR_PROFILES, type VendorProfile } from './profiles.ts';

@@ -122,10 +122,10 @@ function newWorker(workerData: WorkerInit | { deferred: true }): Worker {
     // None of the process's flags: some stop a worker from starting (--input-type of node -e,
     // the test runner's), and the worker needs none (NODE_OPTIONS still applies).
     execArgv: [],
-    // A worker's live heap is a few MB (each call's buffers). Left to V8's defaults, each of up to
-    // four workers let its old generation grow by tens of MB under steady load before collecting
-    // it: the local server's RSS 494 -> 581 MB over a 5-minute soak, against 290 -> 300 MB with
-    // these limits (docs/performance.md). Past them a worker ends, and is replaced, as any.
+    // A worker's live heap is a few MB (each call's buffers), but with V8's default limits each
+    // worker lets its old generation grow by tens of MB under steady load before collecting it
+    // (docs/performance.md, the HSM worker threads' memory). Past these a worker ends, and is
+    // replaced like any worker that ends.
     resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 48 },
   });
   // Never keeps the process alive: a pending call's timer does, while it waits.
