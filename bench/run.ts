@@ -112,9 +112,9 @@ const P = smoke
         concurrencies: [10, 64],
         processes: processes > 1 ? [1, processes] : [1],
       },
-      coldStartRuns: 5,
+      coldStartRuns: 11,
       soak: { rate: 2000, durationS: 300, warmupS: 20, connections: 20 },
-      cpuShare: { memorySizes: [512, 1024, 1769, 3008], coldStartRuns: 3, iterations: 3000, warmup: 300 },
+      cpuShare: { memorySizes: [512, 1024, 1769, 3008], coldStartRuns: 5, iterations: 3000, warmup: 300 },
       network: {
         iterations: 2000,
         warmup: 200,

@@ -21,8 +21,20 @@ export function frontDoorOf(env: Env): FrontDoor {
 }
 
 /** What a Lambda entry file makes its runtime with (functions/runtime.ts RuntimeOptions). */
-export function lambdaRuntimeOptions(env: Env): { inLambda: boolean; frontDoor: FrontDoor } {
-  return { inLambda: inLambda(env), frontDoor: frontDoorOf(env) };
+/**
+ * The runtime's options in Lambda. AWS_LAMBDA_INITIALIZATION_TYPE 'on-demand': the environment is
+ * made for a request that waits for its init phase (not 'provisioned-concurrency').
+ */
+export function lambdaRuntimeOptions(env: Env): {
+  inLambda: boolean;
+  frontDoor: FrontDoor;
+  initOnRequestPath: boolean;
+} {
+  return {
+    inLambda: inLambda(env),
+    frontDoor: frontDoorOf(env),
+    initOnRequestPath: env.AWS_LAMBDA_INITIALIZATION_TYPE === 'on-demand',
+  };
 }
 
 /** The Lambda function's memory in MB, which sets its CPU share; NaN outside Lambda. */

@@ -1,7 +1,5 @@
 // The Encrypt Lambda function: the runtime, made in the init phase from the function's
 // configuration, and Encrypt's steps (operations/encrypt.ts) behind the middleware chain.
-// First: the HSM worker thread starts while the other modules load (cold start).
-import '../layers/pkcs11/prestart.ts';
 import { lambdaRuntimeOptions } from './aws.ts';
 import { loadConfig } from './config.ts';
 import { xksHandler } from './middleware.ts';

@@ -26,6 +26,27 @@ export const ERROR_STATUS = {
 export type ErrorName = keyof typeof ERROR_STATUS;
 
 /**
+ * The reason phrases (RFC 9110) of the statuses the functions answer with: 200 and ERROR_STATUS's.
+ * Not node:http's STATUS_CODES: loading node:http (and net, streams, the HTTP client and server)
+ * costs each cold start milliseconds; test/unit/front-door.test.ts holds the two equal. For the ALB
+ * front door's status descriptions (functions/front-door.ts).
+ */
+export const REASON_PHRASES: Readonly<Record<number, string>> = {
+  200: 'OK',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+  501: 'Not Implemented',
+  503: 'Service Unavailable',
+};
+
+/**
  * An error the proxy answers with. Its message goes to KMS (and from there to the customer's
  * CloudWatch logs), so it never carries plaintext, AAD, keys, PINs or secrets.
  */

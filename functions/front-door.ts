@@ -2,8 +2,8 @@
 // API Gateway REST API (Lambda proxy integration, payload format 1.0) and an Application Load
 // Balancer (a Lambda target group). Each event becomes the HttpRequest the middleware chain reads,
 // and each response goes back in the shape its event came in (docs/deploy.md, "API Gateway or ALB").
-import { STATUS_CODES } from 'node:http';
 import type { ALBEvent, ALBResult, APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
+import { REASON_PHRASES } from './errors.ts';
 import { parseRoute, resourceOf } from './routes.ts';
 
 export type FrontDoor = 'apigateway' | 'alb';
@@ -113,7 +113,7 @@ export function frontDoorResult(event: FrontDoorEvent, response: HttpResponse): 
   if (!isAlbEvent(event)) return response;
   const result: ALBResult & { body: string } = {
     statusCode: response.statusCode,
-    statusDescription: `${response.statusCode} ${STATUS_CODES[response.statusCode] ?? ''}`.trim(),
+    statusDescription: `${response.statusCode} ${REASON_PHRASES[response.statusCode] ?? ''}`.trim(),
     isBase64Encoded: false,
     body: response.body,
   };

@@ -1,7 +1,5 @@
 // The GetKeyMetadata Lambda function: the runtime, made in the init phase from the function's
 // configuration, and GetKeyMetadata's steps (operations/getKeyMetadata.ts) behind the middleware chain.
-// First: the HSM worker thread starts while the other modules load (cold start).
-import '../layers/pkcs11/prestart.ts';
 import { lambdaRuntimeOptions } from './aws.ts';
 import { loadConfig } from './config.ts';
 import { xksHandler } from './middleware.ts';

@@ -199,6 +199,7 @@ function respond(runtime: Runtime, operation: Operation): Middleware {
       hsmMs: state.hsmMs,
       extra: state.metrics,
     });
+    runtime.answered();
   };
   const start = (context: XksContext) => {
     context.xks = {

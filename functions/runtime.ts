@@ -42,6 +42,12 @@ export interface RuntimeOptions {
    * (docs/deploy.md, "API Gateway or ALB").
    */
   frontDoor?: FrontDoor;
+  /**
+   * The init phase runs while a request waits for it: a Lambda environment made on demand. The
+   * HSMs' first calls are then made on this thread instead of after a worker thread's own start
+   * (WorkerHsm firstCallsHere); with provisioned concurrency the init waits for the workers.
+   */
+  initOnRequestPath?: boolean;
 }
 
 export interface Runtime {
@@ -63,6 +69,11 @@ export interface Runtime {
   readonly allowsCommonName: ((commonName: string | undefined) => boolean) | undefined;
   /** Step 0 of every request: the sources that can change while the proxy runs, read again when due. */
   refreshIfDue(): Promise<unknown> | undefined;
+  /**
+   * Told by the middleware that a response is made. After the first, with initOnRequestPath, the HSM
+   * worker threads start: off the cold start's path, in time for the next requests' deadlines.
+   */
+  answered(): void;
   /** Stops the HSM workers. */
   close(): void;
 }
@@ -80,8 +91,14 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
     namespace: process.env.POWERTOOLS_METRICS_NAMESPACE || NAMESPACE,
     serviceName,
   });
-  // First: the HSMs log in on their worker threads while the rest is read.
-  const hsm = await createFleet(config, logger);
+  // First: the HSMs log in (on their worker threads, while the rest is read).
+  const firstCallsHere = options.initOnRequestPath === true;
+  const { fleet: hsm, workerHsms } = await createFleet(config, logger, firstCallsHere);
+  // After the response: the worker's start (`new Worker`) takes this thread a few ms.
+  let workersStarted = !firstCallsHere;
+  const startWorkers = () => {
+    for (const member of workerHsms) member.startWorker();
+  };
   try {
     const audit = new AuditChain(await auditKey(config, logger));
     auditLogger.info('Audit chain start', { audit: audit.start() });
@@ -112,6 +129,11 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
         const read = credentials.refreshIfDue();
         const revoked = revocation?.refreshIfDue();
         return read && revoked ? Promise.all([read, revoked]) : (read ?? revoked);
+      },
+      answered: () => {
+        if (workersStarted) return;
+        workersStarted = true;
+        setImmediate(startWorkers);
       },
       close: () => hsm.close(),
     };
@@ -361,9 +383,14 @@ async function pinOf(member: {
 
 /**
  * The HSMs: the `hsm` section, or each of its `fleet` entries with the section's values as
- * defaults. Each runs in a worker thread of its own (per-call deadlines), connecting meanwhile.
+ * defaults. Each runs in worker threads of its own (per-call deadlines), connecting meanwhile;
+ * with firstCallsHere, its first calls run on this thread.
  */
-async function createFleet(config: ProxyConfig, logger: Logger): Promise<HsmFleet> {
+async function createFleet(
+  config: ProxyConfig,
+  logger: Logger,
+  firstCallsHere: boolean,
+): Promise<{ fleet: HsmFleet; workerHsms: WorkerHsm[] }> {
   const { fleet, ...defaults } = config.hsm;
   const members = fleet ?? [{ name: defaults.tokenSerial ?? defaults.tokenLabel }];
   const created = [];
@@ -384,12 +411,13 @@ async function createFleet(config: ProxyConfig, logger: Logger): Promise<HsmFlee
       keyCacheTtlMs: defaults.keyCacheSeconds * 1000,
       callTimeoutMs: defaults.callTimeoutMs,
       startTimeoutMs: defaults.startTimeoutMs,
+      firstCallsHere,
       onEvent: (event) => logger.warn('HSM event', { hsm: member.name, event }),
       onConnectFailure: (reason) => logger.error('HSM connection failed', { hsm: member.name, reason }),
     });
     created.push({ name: member.name, hsm });
   }
-  return new HsmFleet(created);
+  return { fleet: new HsmFleet(created), workerHsms: created.map((member) => member.hsm) };
 }
 
 /**

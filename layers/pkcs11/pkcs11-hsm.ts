@@ -1,9 +1,10 @@
-// The HSM on pkcs11js's synchronous API, inside an HSM worker thread (hsm-worker.ts): its library,
-// its session and the handles of its keys. Synchronous because in Lambda there is one request per
-// environment and pkcs11js's sync calls cost less CPU than its async ones on libuv's thread pool;
-// the worker thread is what lets a call that hangs be abandoned (worker-hsm.ts).
+// The HSM on pkcs11js's synchronous API, inside an HSM worker thread (hsm-worker.ts), or on the main
+// thread for a cold start's first calls (worker-hsm.ts): its library, its session and the handles of
+// its keys. Synchronous because in Lambda there is one request per environment and pkcs11js's sync
+// calls cost less CPU than its async ones on libuv's thread pool; the worker thread is what lets a
+// call that hangs be abandoned (worker-hsm.ts).
 import type * as pkcs11 from 'pkcs11js';
-import { type AesGcmCiphertext, HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
+import { type AesGcmCiphertext, HsmError, type HsmInfo, type HsmKey, type KeyUsage } from './hsm.ts';
 import { VENDOR_PROFILES, type VendorProfile } from './profiles.ts';
 import {
   aesGcmShortfall,
@@ -220,6 +221,24 @@ export class Pkcs11Hsm {
     this.#disconnect();
   }
 
+  /** Whether the token refused the PIN: it is never tried again, and every call says so. */
+  pinRefused(): boolean {
+    return this.#pinRefused !== undefined;
+  }
+
+  /** Answers a call made by message (hsm-worker.ts) or on its own thread (worker-hsm.ts). */
+  answer(request: HsmRequest): HsmResponse {
+    let response: HsmResponse;
+    try {
+      response = serve(this, request);
+    } catch (err) {
+      response = errorResponse(err);
+    }
+    const events = this.takeEvents();
+    if (events.length > 0) response.events = events;
+    return response;
+  }
+
   /** The events since the last call, and forgets them. */
   takeEvents(): string[] {
     const events = this.#events;
@@ -416,4 +435,72 @@ export class Pkcs11Hsm {
     const parameter: pkcs11.GcmParams = { type: P.CK_PARAMS_GCM, iv, ivBits, aad, tagBits };
     return { mechanism: P.CKM_AES_GCM, parameter };
   }
+}
+
+/** A call to the HSM as worker-hsm.ts makes it: by message to a worker thread, or on its own thread. */
+export interface HsmRequest {
+  op: 'findKey' | 'encrypt' | 'decrypt';
+  label: string;
+  version?: number;
+  /** encrypt: plaintext, AAD; decrypt: IV, ciphertext, tag, AAD. */
+  data?: Uint8Array[];
+}
+
+export type HsmKeyWire = Omit<HsmKey, 'usage'> & { usage: KeyUsage[] };
+
+/** The answer to an HsmRequest, errors as data: it crosses threads as a message. */
+export interface HsmResponse {
+  key?: HsmKeyWire;
+  /** encrypt: IV, ciphertext, tag; decrypt: plaintext. */
+  data?: Uint8Array[];
+  error?: { kind: HsmError['kind']; message: string; ckr?: string };
+  /** What the HSM says about itself, when it changed since the last message. */
+  info?: HsmInfo;
+  /** Re-initialisations and the like, for the main thread to log. */
+  events?: string[];
+}
+
+function errorResponse(err: unknown): HsmResponse {
+  const e = err instanceof HsmError ? err : new HsmError('failed', `HSM: ${(err as Error)?.message ?? err}`);
+  return { error: { kind: e.kind, message: e.message, ...(e.ckr ? { ckr: e.ckr } : {}) } };
+}
+
+function serve(hsm: Pkcs11Hsm, request: HsmRequest): HsmResponse {
+  if (request.op === 'findKey') {
+    const key = hsm.findKey(request.label, request.version);
+    return key === undefined ? {} : { key: { ...key, usage: [...key.usage] } };
+  }
+  const key = { label: request.label, version: request.version ?? 1 };
+  const data = (request.data ?? []).map((bytes) =>
+    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+  );
+  if (request.op === 'encrypt') {
+    const [plaintext, aad] = data as [Buffer, Buffer];
+    const out = hsm.encrypt(key, plaintext, aad);
+    return { data: [out.iv, out.ciphertext, out.tag] };
+  }
+  const [iv, ciphertext, tag, aad] = data as [Buffer, Buffer, Buffer, Buffer];
+  return { data: [hsm.decrypt(key, { iv, ciphertext, tag }, aad)] };
+}
+
+/**
+ * Pkcs11Config.exclusive for the threads of a process, by a lock they share: [0] holds the id of the
+ * thread in a library-wide step (a worker's threadId, -1 for the main thread), or 0. A worker
+ * terminated inside a step (abandoned at its deadline) runs no `finally`: the main thread releases
+ * its lock when it ends (worker-hsm.ts).
+ */
+export function exclusiveBy(lock: Int32Array, holder: number): <T>(step: () => T) => T {
+  return (step) => {
+    for (;;) {
+      const current = Atomics.compareExchange(lock, 0, 0, holder);
+      if (current === 0) break;
+      Atomics.wait(lock, 0, current, 50);
+    }
+    try {
+      return step();
+    } finally {
+      Atomics.compareExchange(lock, 0, holder, 0);
+      Atomics.notify(lock, 0);
+    }
+  };
 }

@@ -4,11 +4,13 @@
 // 'timeout' (503 DependencyTimeoutException) at the deadline, and a fresh worker with a session of
 // its own starts at once. While a call waits for the HSM, this thread serves other requests; when
 // they need the HSM too and every worker is busy, another worker starts (up to maxWorkers).
+// With firstCallsHere, the calls made before the first worker is ready run on this thread.
 import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { type AesGcmCiphertext, type Hsm, HsmError, type HsmInfo, type HsmKey } from './hsm.ts';
-import type { WorkerInit, WorkerReady, WorkerRequest, WorkerResponse } from './hsm-worker.ts';
+import type { WorkerInit, WorkerReady } from './hsm-worker.ts';
+import type { HsmRequest, HsmResponse, Pkcs11Hsm } from './pkcs11-hsm.ts';
 
 export interface WorkerHsmOptions {
   pkcs11: WorkerInit['config'];
@@ -16,6 +18,16 @@ export interface WorkerHsmOptions {
   callTimeoutMs: number;
   /** Deadline of the first connection (module load, C_Initialize, C_Login) of the first worker. */
   startTimeoutMs: number;
+  /**
+   * Until a worker is ready, calls run on this thread, without a deadline (a pkcs11js call cannot
+   * be interrupted here): for a Lambda environment made for a request that is waiting (on-demand),
+   * whose login and first calls would otherwise wait for a worker thread's own Node start, about
+   * a Node process's start-up (docs/performance.md, "Cold start"). The first worker starts at
+   * startWorker(), once that request has been answered: a worker starting beside the cold start
+   * would share its CPU, a fraction of a core in Lambda. A connection here that fails is left to the
+   * workers, which have deadlines; a refused PIN is not tried again by them either.
+   */
+  firstCallsHere?: boolean;
   /**
    * How long a key's description (its current version, key spec and usage) is reused before the
    * HSM is asked again: a new key version is used after this long. 60 s when absent.
@@ -68,7 +80,7 @@ function libraryOf(modulePath: string): string {
 
 /**
  * PKCS#11 libraries held open by this thread for the life of the process, from the first
- * abandonment of a worker using them. A worker that ends closes its handle on its library
+ * abandonment of a worker using them (or the end of this thread's own connection). A worker that ends closes its handle on its library
  * (pkcs11js dlclose), and a terminated worker runs no C_Finalize: an abandoned worker ending before
  * its replacement has loaded the library would unload it while it is still initialised, losing
  * its state, and a network HSM's client library with threads of its own would take the process
@@ -99,24 +111,9 @@ function workerScript(): string | URL {
   return process.env.XKS_HSM_WORKER || new URL('./hsm-worker.ts', import.meta.url);
 }
 
-/**
- * A worker started before the configuration is known (prestartWorker), for the first WorkerHsm
- * to take: a worker thread needs tens of ms before its first line runs, which then overlaps the
- * loading of the handler's modules instead of following it.
- */
-let prestarted: Worker | undefined;
-
-/** Starts a worker that waits for its configuration (WorkerInit, posted by the first WorkerHsm). */
-export function prestartWorker(): void {
-  if (prestarted !== undefined) return;
-  const thread = newWorker({ deferred: true });
-  thread.once('exit', () => {
-    if (prestarted === thread) prestarted = undefined;
-  });
-  prestarted = thread;
-}
-
-function newWorker(workerData: WorkerInit | { deferred: true }): Worker {
+function newWorker(workerData: WorkerInit): Worker {
+  // Loaded when first used: a cold start on demand starts its first worker after its response.
+  const { Worker } = process.getBuiltinModule('node:worker_threads');
   const thread = new Worker(workerScript(), {
     workerData,
     // None of the process's flags: some stop a worker from starting (--input-type of node -e,
@@ -136,8 +133,8 @@ function newWorker(workerData: WorkerInit | { deferred: true }): Worker {
 
 /** A call waiting for a worker, then for its answer. */
 interface Call {
-  request: WorkerRequest;
-  resolve: (response: WorkerResponse) => void;
+  request: HsmRequest;
+  resolve: (response: HsmResponse) => void;
   reject: (error: HsmError) => void;
   timer: NodeJS.Timeout | undefined;
   /** While no worker was ever ready: the first connection's deadline, which the call may use. */
@@ -169,9 +166,15 @@ export class WorkerHsm implements Hsm {
    */
   readonly #keys = new Map<string, { key: HsmKey; expires: number }>();
 
+  /** firstCallsHere: this thread's connection, until a worker is ready (#here while it loads). */
+  #here: Promise<Pkcs11Hsm | undefined> | undefined;
+  #hereHsm: Pkcs11Hsm | undefined;
+
   constructor(options: WorkerHsmOptions) {
     this.#options = options;
-    this.#start(); // the worker connects while the rest of the init phase goes on
+    // Either connects while the rest of the init phase goes on.
+    if (options.firstCallsHere) this.#here = this.#connectHere();
+    else this.#start();
   }
 
   info(): HsmInfo | undefined {
@@ -214,11 +217,89 @@ export class WorkerHsm implements Hsm {
 
   close(): void {
     this.#closed = true;
+    if (this.#hereHsm !== undefined) this.#leaveHere(this.#hereHsm);
+    this.#here = undefined;
     for (const call of this.#queue.splice(0)) this.#settle(call, new HsmError('unavailable', 'HSM closed'));
     for (const t of this.#threads) void t.thread.terminate();
   }
 
-  #call(request: WorkerRequest): Promise<WorkerResponse> {
+  #call(request: HsmRequest): Promise<HsmResponse> {
+    if (this.#here !== undefined) return this.#callHere(this.#here, request);
+    return this.#callWorker(request);
+  }
+
+  /** Loads pkcs11js and the library on this thread, and logs in (firstCallsHere). */
+  async #connectHere(): Promise<Pkcs11Hsm | undefined> {
+    let pkcs11: typeof import('./pkcs11-hsm.ts');
+    try {
+      // Imported when used: a pkcs11js that cannot load is then the workers' to report.
+      pkcs11 = await import('./pkcs11-hsm.ts');
+    } catch {
+      this.#here = undefined;
+      this.#startIfNone();
+      return undefined;
+    }
+    const users = usersOf(this.#options.pkcs11.modulePath);
+    Atomics.add(users, 0, 1);
+    const hsm = new pkcs11.Pkcs11Hsm({
+      ...this.#options.pkcs11,
+      canFinalize: () => Atomics.load(users, 0) <= 1,
+      exclusive: pkcs11.exclusiveBy(new Int32Array(LOCK), -1),
+    });
+    this.#hereHsm = hsm;
+    const failure = hsm.connectionError();
+    if (failure !== undefined && hsm.pinRefused()) {
+      // Kept: it answers every call with the refusal, without asking the token again.
+      this.#options.onConnectFailure?.(failure.message);
+      return hsm;
+    }
+    this.#info = hsm.info();
+    if (failure !== undefined) this.#leaveHere(hsm);
+    return hsm;
+  }
+
+  /** Starts a worker if none is running (firstCallsHere: the calls go to it once it is ready). */
+  startWorker(): void {
+    this.#startIfNone();
+  }
+
+  async #callHere(here: Promise<Pkcs11Hsm | undefined>, request: HsmRequest): Promise<HsmResponse> {
+    const hsm = await here;
+    if (hsm === undefined || hsm !== this.#hereHsm) return this.#callWorker(request);
+    const response = hsm.answer(request);
+    this.#info = hsm.info() ?? this.#info;
+    for (const event of response.events ?? []) this.#options.onEvent?.(event);
+    const error = response.error;
+    if (error === undefined) return response;
+    // The workers, with their deadlines, reconnect from here on.
+    if (error.kind === 'unavailable' && !hsm.pinRefused()) this.#leaveHere(hsm);
+    throw new HsmError(error.kind, error.message, error.ckr);
+  }
+
+  /**
+   * Gives up this thread's connection: only its session while a worker uses the library. The
+   * library stays loaded (pinned), so that the worker does not load it afresh: its handle here
+   * would otherwise close when this Pkcs11Hsm is collected, unloading a library no worker holds yet.
+   */
+  #leaveHere(hsm: Pkcs11Hsm): void {
+    this.#here = undefined;
+    this.#hereHsm = undefined;
+    pinLibrary(this.#options.pkcs11.modulePath);
+    hsm.close();
+    Atomics.sub(usersOf(this.#options.pkcs11.modulePath), 0, 1);
+    this.#startIfNone();
+  }
+
+  #startIfNone(): void {
+    if (this.#threads.size > 0 || this.#closed) return;
+    try {
+      this.#start();
+    } catch {
+      // Too many stuck: the next call says so.
+    }
+  }
+
+  #callWorker(request: HsmRequest): Promise<HsmResponse> {
     return new Promise((resolve, reject) => {
       const now = performance.now();
       const waitMs = this.#everReady ? this.#options.callTimeoutMs : this.#options.startTimeoutMs;
@@ -290,14 +371,10 @@ export class WorkerHsm implements Hsm {
       lock: LOCK,
       users: users.buffer as SharedArrayBuffer,
     };
-    let thread = prestarted;
-    prestarted = undefined;
-    // A prestarted worker that died meanwhile still reports 'exit' below, and is replaced.
-    if (thread !== undefined) thread.postMessage(init);
-    else thread = newWorker(init);
+    const thread = newWorker(init);
     const t: HsmThread = { thread, id: thread.threadId, state: 'starting', call: undefined };
     this.#threads.add(t);
-    thread.on('message', (message: WorkerReady | WorkerResponse) => this.#receive(t, message));
+    thread.on('message', (message: WorkerReady | HsmResponse) => this.#receive(t, message));
     thread.on('error', (error) =>
       this.#options.onConnectFailure?.(`HSM worker thread failed: ${error.message}`),
     );
@@ -320,11 +397,12 @@ export class WorkerHsm implements Hsm {
     });
   }
 
-  #receive(t: HsmThread, message: WorkerReady | WorkerResponse): void {
+  #receive(t: HsmThread, message: WorkerReady | HsmResponse): void {
     if (!this.#threads.has(t)) return; // abandoned: its call was answered at the deadline
     if (message.info !== undefined) this.#info = message.info;
     if ('ready' in message) {
       this.#everReady = true;
+      if (this.#hereHsm !== undefined) this.#leaveHere(this.#hereHsm);
       this.#answering = message.failure === undefined;
       if (message.failure !== undefined) this.#options.onConnectFailure?.(message.failure);
       t.state = 'idle';
@@ -359,17 +437,11 @@ export class WorkerHsm implements Hsm {
       this.#settle(call, new HsmError('timeout', `The HSM took more than ${timeoutMs} ms to answer`));
     }
     // The replacement connects now, not inside the next request's deadline.
-    if (this.#threads.size === 0 && !this.#closed) {
-      try {
-        this.#start();
-      } catch {
-        // Too many stuck: the next call says so.
-      }
-    }
+    this.#startIfNone();
     this.#dispatch();
   }
 
-  #settle(call: Call, outcome: WorkerResponse | HsmError): void {
+  #settle(call: Call, outcome: HsmResponse | HsmError): void {
     clearTimeout(call.timer);
     if (outcome instanceof HsmError) call.reject(outcome);
     else call.resolve(outcome);

@@ -1,15 +1,17 @@
 // The init phase (functions/runtime.ts) ends only once the HSM has logged in and an AES-GCM round
 // trip has gone through: provisioned concurrency runs it ahead of traffic, and whatever it leaves
 // running can be frozen and paid for by the first request. Bounded by hsm.startTimeoutMs: an HSM
-// that does not answer does not hold the start-up. The fault module (a PKCS#11 library over
-// SoftHSM) slows or blocks C_Login and traces every call.
+// that does not answer does not hold the start-up. On demand (a request waits for the init), the
+// HSM's first calls run on the main thread and the worker thread starts after the first response.
+// The fault module (a PKCS#11 library over SoftHSM) slows, fails or blocks calls and traces them.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { signedEvent } from '../helpers/events.ts';
 import { buildFaultModule, faultHsmInThisProcess } from '../helpers/fault-hsm.ts';
-import { ROOT } from '../helpers/proxy.ts';
+import { metadata, PREFIX, ROOT } from '../helpers/proxy.ts';
 
 const { setup, control, dir } = faultHsmInThisProcess('xks-init-phase');
 const modulePath = buildFaultModule();
@@ -18,12 +20,11 @@ const modulePath = buildFaultModule();
  * Imports the Encrypt handler in a fresh process, as Lambda's init phase does; the child reports,
  * the moment the import is done, how long it took and the PKCS#11 calls made by then.
  */
-function init(startTimeoutMs: number): Promise<{ ms: number; trace: string[]; output: string }> {
-  const configFile = join(dir, `config-${startTimeoutMs}.json`);
-  writeFileSync(
-    configFile,
-    JSON.stringify({ ...setup.config, hsm: { ...setup.config.hsm, modulePath, startTimeoutMs } }),
-  );
+function init(
+  startTimeoutMs: number,
+  env: Record<string, string> = {},
+): Promise<{ ms: number; trace: string[]; output: string }> {
+  const configFile = configWith({ startTimeoutMs });
   const script = [
     "const { readFileSync } = await import('node:fs');",
     'const t0 = performance.now();',
@@ -32,27 +33,49 @@ function init(startTimeoutMs: number): Promise<{ ms: number; trace: string[]; ou
     `const trace = readFileSync(${JSON.stringify(control.tracePath)}, 'utf8').split('\\n').filter(Boolean);`,
     "process.stderr.write('INIT ' + JSON.stringify({ ms, trace }) + '\\n');",
   ].join('\n');
+  return report(script, { ...env, XKS_PROXY_CONFIG: configFile }, 'INIT ');
+}
+
+/** A configuration file: the test token's, through the fault module, with `hsm` settings. */
+function configWith(hsm: Record<string, number>): string {
+  const configFile = join(dir, `config-${JSON.stringify(hsm).replace(/\W/g, '')}.json`);
+  writeFileSync(
+    configFile,
+    JSON.stringify({ ...setup.config, hsm: { ...setup.config.hsm, modulePath, ...hsm } }),
+  );
+  return configFile;
+}
+
+/** Runs `script` in a fresh process; resolves with the JSON of its line starting with `prefix`. */
+function report<T>(
+  script: string,
+  env: Record<string, string>,
+  prefix: string,
+): Promise<T & { output: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-      env: { ...process.env, XKS_PROXY_CONFIG: configFile },
+      env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
+    let found: string | undefined;
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     const onData = (data: Buffer) => {
       output += data.toString();
-      const line = output.split('\n').find((l) => l.startsWith('INIT '));
-      if (line === undefined) return;
-      // Lets a C_Login blocked by the rules return, so that the child can end.
+      if (found !== undefined) return;
+      found = output.split('\n').find((l) => l.startsWith(prefix));
+      if (found === undefined) return;
+      // Lets a call blocked by the rules return, so that the child can end; the next test starts
+      // once it has (a child still running could still be stuck in, or read, the next rules).
       control.clear();
       child.kill('SIGTERM');
-      resolve({ ...JSON.parse(line.slice('INIT '.length)), output });
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
     child.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`the init phase ended with ${code} and no report:\n${output}`));
+      if (found !== undefined) resolve({ ...JSON.parse(found.slice(prefix.length)), output });
+      else reject(new Error(`the child ended with ${code} and no report:\n${output}`));
     });
   });
 }
@@ -79,4 +102,99 @@ test('an HSM that never logs in holds the init phase for startTimeoutMs, then le
   assert.ok(ms >= 500, `the init phase took ${ms} ms: it did not wait for the login`);
   assert.ok(!trace.includes('C_Encrypt'), trace.join(' '));
   assert.match(output, /HSM not ready at the end of the init phase/);
+});
+
+/** Lambda's variable for an environment made for a request that waits (functions/aws.ts). */
+const ON_DEMAND = { AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand' };
+
+test('on demand: the login, the init and the first request run on the main thread; the worker starts after the response and gives later calls their deadline', async () => {
+  control.resetTrace();
+  const event = async () =>
+    signedEvent({
+      path: `${PREFIX}/kms/xks/v1/keys/foo/encrypt`,
+      body: {
+        requestMetadata: metadata('Encrypt'),
+        plaintext: Buffer.from('on demand').toString('base64'),
+        encryptionAlgorithm: 'AES_GCM',
+      },
+      credential: setup.credentials[0] as NonNullable<Parameters<typeof signedEvent>[0]['credential']>,
+    });
+  const events = [await event(), await event()];
+  const script = [
+    "import { createRequire, syncBuiltinESMExports } from 'node:module';",
+    "import { renameSync, utimesSync, writeFileSync } from 'node:fs';",
+    // Every Worker made from here on is counted.
+    "const threads = createRequire(import.meta.url)('node:worker_threads');",
+    'let workers = 0;',
+    'threads.Worker = class extends threads.Worker { constructor(...args) { super(...args); workers++; } };',
+    'syncBuiltinESMExports();',
+    `const { handler } = await import(${JSON.stringify(join(ROOT, 'functions/encrypt.ts'))});`,
+    'const atInit = workers;',
+    'const events = JSON.parse(process.env.TEST_EVENTS);',
+    "const context = { functionName: 'xks-test', awsRequestId: 'r', getRemainingTimeInMillis: () => 3000 };",
+    'const first = await handler(events[0], context);',
+    'const atResponse = workers;',
+    // Long enough for the worker to start and log in, on a busy machine too.
+    'await new Promise((r) => setTimeout(r, 2000));',
+    'const later = workers;',
+    // The next C_Encrypt hangs (the rules file as test/helpers/fault-hsm.ts writes it).
+    `const rules = ${JSON.stringify(control.controlPath)};`,
+    "writeFileSync(rules + '.child', 'C_Encrypt hang\\n');",
+    'const mtime = Date.now() / 1000 + 5;',
+    "utimesSync(rules + '.child', mtime, mtime);",
+    "renameSync(rules + '.child', rules);",
+    'const t = performance.now();',
+    'const slow = await handler(events[1], context);',
+    'const slowMs = performance.now() - t;',
+    "process.stderr.write('REPORT ' + JSON.stringify({ atInit, atResponse, later, first: first.statusCode, slow: { statusCode: slow.statusCode, body: slow.body, ms: slowMs } }) + '\\n');",
+  ].join('\n');
+  const result = await report<{
+    atInit: number;
+    atResponse: number;
+    later: number;
+    first: number;
+    slow: { statusCode: number; body: string; ms: number };
+  }>(
+    script,
+    {
+      ...ON_DEMAND,
+      XKS_PROXY_CONFIG: configWith({ callTimeoutMs: 300 }),
+      TEST_EVENTS: JSON.stringify(events),
+    },
+    'REPORT ',
+  );
+  assert.equal(result.first, 200, result.output);
+  assert.equal(result.atInit, 0, 'a worker thread started in the init phase');
+  assert.equal(result.atResponse, 0, 'a worker thread started before the first response');
+  assert.equal(result.later, 1, `no worker thread after the first response:\n${result.output}`);
+  // Answered by the worker: a call on the main thread would have hung with it.
+  assert.equal(result.slow.statusCode, 503, result.slow.body);
+  assert.equal(JSON.parse(result.slow.body).errorName, 'DependencyTimeoutException');
+  assert.ok(result.slow.ms < 2000, `the hung call was answered after ${result.slow.ms} ms`);
+});
+
+test('on demand: a PIN the token refused on the main thread is not tried again by a worker', async () => {
+  control.resetTrace();
+  control.set(['C_Login fail CKR_PIN_INCORRECT']);
+  const { trace, output } = await init(1000, ON_DEMAND);
+  assert.equal(trace.filter((call) => call === 'C_Login').length, 1, trace.join(' '));
+  assert.match(output, /refused the PIN/);
+});
+
+test('on demand: a login that fails on the main thread is made again by a worker, and the init ends after its round trip', async () => {
+  control.resetTrace();
+  control.set(['C_Login fail CKR_DEVICE_ERROR count=1']);
+  const { trace, output } = await init(5000, ON_DEMAND);
+  const logins = trace.flatMap((call, index) => (call === 'C_Login' ? [index] : []));
+  assert.equal(logins.length, 2, `${trace.join(' ')}\n${output}`);
+  assert.ok(trace.indexOf('C_Encrypt') > (logins[1] as number), trace.join(' '));
+  assert.doesNotMatch(output, /HSM not ready at the end of the init phase/);
+});
+
+test('on demand: a slow login holds the init past startTimeoutMs (no deadline on the main thread)', async () => {
+  control.resetTrace();
+  control.set(['C_Login delay 800']);
+  const { ms, trace } = await init(200, ON_DEMAND);
+  assert.ok(ms >= 800, `the init phase took ${ms} ms, less than the login`);
+  assert.ok(trace.includes('C_Encrypt'), trace.join(' '));
 });

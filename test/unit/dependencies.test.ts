@@ -221,10 +221,6 @@ describe('runtime code imports production dependencies only', () => {
 
 /** The proxy's own runtime code these rules are about. */
 const PROXY_DIRS = ['functions/', 'local/', 'layers/'];
-/** The four Lambda entry files: each makes its runtime at init (functions/runtime.ts). */
-const ENTRY_FILES = ['getHealthStatus', 'getKeyMetadata', 'encrypt', 'decrypt'].map(
-  (f) => `functions/${f}.ts`,
-);
 /** XKS domain rules: pure computation over requests, keys and records. */
 const DOMAIN = [
   'errors',
@@ -250,7 +246,12 @@ const AWS_BOUNDARY = 'functions/aws.ts';
 const AWS_PACKAGE = /^(?:@aws-sdk\/|@smithy\/|@aws-lambda-powertools\/parameters)/;
 /** Packages domain code must not load, however indirectly. */
 const NOT_IN_DOMAIN = /^(?:@middy\/|pkcs11js$|@aws-sdk\/|@smithy\/|@aws-lambda-powertools\/)/;
-const PRESTART = 'layers/pkcs11/prestart.ts';
+/**
+ * Built-ins a cold start does without: node:http with net, streams and the HTTP client and server
+ * (front-door.ts has the reason phrases), and node:worker_threads, loaded with the first HSM worker,
+ * which an on-demand cold start starts after its response (layers/pkcs11/worker-hsm.ts).
+ */
+const NOT_AT_COLD_START = ['node:http', 'node:worker_threads'];
 
 /** A relative specifier as a path from the repository's root; a package name as it is. */
 function target(file: string, specifier: string): string {
@@ -389,17 +390,22 @@ const RULES: Rule[] = [
     breaches: [['local/x.ts', 'res.writeHead(404);']],
   },
   {
-    name: 'only the four Lambda entry files import the HSM worker prestart, and each first',
+    name: 'the functions and the HSM layer import no built-in a cold start does without',
     check: (file, source) => {
+      if (
+        file.startsWith('local/') ||
+        file === 'layers/pkcs11/hsm-worker.ts' ||
+        (!file.startsWith('layers/pkcs11/') && !file.startsWith('functions/'))
+      )
+        return [];
       const imports = importsOf(file, source);
-      if (ENTRY_FILES.includes(file)) {
-        return imports[0] === PRESTART ? [] : [`${file} does not import ${PRESTART} first`];
-      }
-      return imports.includes(PRESTART) ? [`${file} imports ${PRESTART}`] : [];
+      return NOT_AT_COLD_START.filter((name) => imports.includes(name)).map(
+        (name) => `${file} imports ${name}`,
+      );
     },
     breaches: [
-      ['functions/encrypt.ts', "import './config.ts';\nimport '../layers/pkcs11/prestart.ts';"],
-      ['functions/middleware.ts', "import '../layers/pkcs11/prestart.ts';"],
+      ['functions/front-door.ts', "import { STATUS_CODES } from 'node:http';"],
+      ['layers/pkcs11/worker-hsm.ts', "import { Worker } from 'node:worker_threads';"],
     ],
   },
 ];

@@ -2,8 +2,10 @@
 // of an ALB event, the answer in each event's shape; the ALB listener rules' path patterns as the
 // local server applies them (functions/handlers.ts albRoute); client certificate subjects (RFC 2253).
 import assert from 'node:assert/strict';
+import { STATUS_CODES } from 'node:http';
 import { describe, test } from 'node:test';
 import type { ALBEvent, APIGatewayProxyEvent } from 'aws-lambda';
+import { ERROR_STATUS, REASON_PHRASES } from '../../functions/errors.ts';
 import { frontDoorResult, httpRequestOf } from '../../functions/front-door.ts';
 import { albRoute } from '../../functions/handlers.ts';
 import { commonNameOf } from '../../functions/mtls.ts';
@@ -171,4 +173,13 @@ describe('commonNameOf (RFC 2253 as the front doors give it, or as Node prints i
   for (const [subject, cn] of cases) {
     test(`${JSON.stringify(subject)} -> ${cn}`, () => assert.equal(commonNameOf(subject), cn));
   }
+});
+
+test("the ALB status descriptions: node:http's reason phrase for 200 and every status of the error table", () => {
+  const statuses = [200, ...new Set(Object.values(ERROR_STATUS))].sort((a, b) => a - b);
+  assert.deepEqual(
+    Object.fromEntries(statuses.map((status) => [status, REASON_PHRASES[status]])),
+    Object.fromEntries(statuses.map((status) => [status, STATUS_CODES[status]])),
+  );
+  assert.deepEqual(Object.keys(REASON_PHRASES).map(Number), statuses);
 });

@@ -1,11 +1,11 @@
 // Importing a module does nothing: no configuration read, no line printed, no HSM worker started,
 // no audit chain begun. Only the four Lambda entry files act when loaded (they make their runtime
-// in the init phase), and layers/pkcs11/prestart.ts, which they import first to start the HSM
-// worker early. Checked in a fresh process with no configuration in its environment.
+// in the init phase). Checked in a fresh process with no configuration in its environment.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { ROOT } from '../helpers/proxy.ts';
 
 const ACTING = new Set([
@@ -54,9 +54,12 @@ test('every module of functions/ and local/ but the entry files imports without 
 });
 
 test('the checks see what acting modules do', () => {
-  // The prestart starts a worker at once.
-  const prestart = importAll([join(ROOT, 'layers/pkcs11/prestart.ts')]);
-  assert.equal(prestart.stdout, 'workers: 1\n', prestart.stderr);
+  // A module that starts an HSM worker is seen doing so.
+  const worker = join(ROOT, 'layers/pkcs11/worker-hsm.ts');
+  const starting = importAll([
+    `data:text/javascript,import { WorkerHsm } from ${JSON.stringify(pathToFileURL(worker).href)}; new WorkerHsm({ pkcs11: { modulePath: '/nonexistent', pin: '' }, callTimeoutMs: 100, startTimeoutMs: 100 }).close();`,
+  ]);
+  assert.equal(starting.stdout, 'workers: 1\n', starting.stderr);
   // An entry file reads its configuration, which is missing here: its init fails, saying so.
   const entry = importAll([join(ROOT, 'functions/encrypt.ts')]);
   assert.notEqual(entry.status, 0);
