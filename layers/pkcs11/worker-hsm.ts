@@ -258,8 +258,12 @@ export class WorkerHsm implements Hsm {
     return hsm;
   }
 
-  /** Starts a worker if none is running (firstCallsHere: the calls go to it once it is ready). */
+  /**
+   * Starts a worker if none is running (firstCallsHere: the calls go to it once it is ready); not
+   * after this thread's connection found the PIN refused, which no one may try again.
+   */
   startWorker(): void {
+    if (this.#hereHsm?.pinRefused()) return;
     this.#startIfNone();
   }
 

@@ -9,6 +9,8 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WorkerHsm } from '../../layers/pkcs11/worker-hsm.ts';
 import { signedEvent } from '../helpers/events.ts';
 import { buildFaultModule, faultHsmInThisProcess } from '../helpers/fault-hsm.ts';
 import { metadata, PREFIX, ROOT } from '../helpers/proxy.ts';
@@ -179,6 +181,32 @@ test('on demand: a PIN the token refused on the main thread is not tried again b
   const { trace, output } = await init(1000, ON_DEMAND);
   assert.equal(trace.filter((call) => call === 'C_Login').length, 1, trace.join(' '));
   assert.match(output, /refused the PIN/);
+});
+
+test('on demand: after a PIN refused on the main thread, the worker is not started to try it again', async () => {
+  control.resetTrace();
+  control.set(['C_Login fail CKR_PIN_INCORRECT']);
+  const hsm = new WorkerHsm({
+    pkcs11: {
+      modulePath,
+      libraryParameters: setup.config.hsm.libraryParameters,
+      tokenLabel: setup.config.hsm.tokenLabel,
+      pin: setup.config.hsm.pin as string,
+    },
+    callTimeoutMs: 1000,
+    startTimeoutMs: 1000,
+    firstCallsHere: true,
+  });
+  try {
+    await assert.rejects(hsm.findKey('foo'), /refused the PIN/);
+    hsm.startWorker(); // as after the first response
+    await sleep(1000);
+    await assert.rejects(hsm.findKey('foo'), /refused the PIN/);
+    assert.equal(control.calls('C_Login'), 1, control.trace().join(' '));
+  } finally {
+    hsm.close();
+    control.clear();
+  }
 });
 
 test('on demand: a login that fails on the main thread is made again by a worker, and the init ends after its round trip', async () => {
