@@ -20,10 +20,10 @@ export function frontDoorOf(env: Env): FrontDoor {
   return value;
 }
 
-/** What a Lambda entry file makes its runtime with (functions/runtime.ts RuntimeOptions). */
 /**
- * The runtime's options in Lambda. AWS_LAMBDA_INITIALIZATION_TYPE 'on-demand': the environment is
- * made for a request that waits for its init phase (not 'provisioned-concurrency').
+ * What a Lambda entry file makes its runtime with (functions/runtime.ts RuntimeOptions).
+ * AWS_LAMBDA_INITIALIZATION_TYPE 'on-demand': the environment is made for a request that waits for
+ * its init phase (not 'provisioned-concurrency').
  */
 export function lambdaRuntimeOptions(env: Env): {
   inLambda: boolean;

@@ -91,7 +91,8 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
     namespace: process.env.POWERTOOLS_METRICS_NAMESPACE || NAMESPACE,
     serviceName,
   });
-  // First: the HSMs log in (on their worker threads, while the rest is read).
+  // First: the HSMs start connecting while the rest is read (on their worker threads, or on this
+  // thread with firstCallsHere).
   const firstCallsHere = options.initOnRequestPath === true;
   const { fleet: hsm, workerHsms } = await createFleet(config, logger, firstCallsHere);
   // After the response: the worker's start (`new Worker`) takes this thread a few ms.

@@ -80,12 +80,12 @@ function libraryOf(modulePath: string): string {
 
 /**
  * PKCS#11 libraries held open by this thread for the life of the process, from the first
- * abandonment of a worker using them (or the end of this thread's own connection). A worker that ends closes its handle on its library
- * (pkcs11js dlclose), and a terminated worker runs no C_Finalize: an abandoned worker ending before
- * its replacement has loaded the library would unload it while it is still initialised, losing
- * its state, and a network HSM's client library with threads of its own would take the process
- * down (test/integration/worker-abandon.test.ts). The stuck worker still holds the library when
- * this runs, so this only adds a handle.
+ * abandonment of a worker using them (or the end of this thread's own connection). A worker that
+ * ends closes its handle on its library (pkcs11js dlclose), and a terminated worker runs no
+ * C_Finalize: an abandoned worker ending before its replacement has loaded the library would
+ * unload it while it is still initialised, losing its state, and a network HSM's client library
+ * with threads of its own would take the process down (test/integration/worker-abandon.test.ts).
+ * The stuck worker still holds the library when this runs, so this only adds a handle.
  */
 const pinned = new Map<string, object | undefined>();
 

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkerHsm } from '../../layers/pkcs11/worker-hsm.ts';
+import { COUNT_WORKERS } from '../helpers/count-workers.ts';
 import { signedEvent } from '../helpers/events.ts';
 import { buildFaultModule, faultHsmInThisProcess } from '../helpers/fault-hsm.ts';
 import { metadata, PREFIX, ROOT } from '../helpers/proxy.ts';
@@ -123,13 +124,8 @@ test('on demand: the login, the init and the first request run on the main threa
     });
   const events = [await event(), await event()];
   const script = [
-    "import { createRequire, syncBuiltinESMExports } from 'node:module';",
     "import { renameSync, utimesSync, writeFileSync } from 'node:fs';",
-    // Every Worker made from here on is counted.
-    "const threads = createRequire(import.meta.url)('node:worker_threads');",
-    'let workers = 0;',
-    'threads.Worker = class extends threads.Worker { constructor(...args) { super(...args); workers++; } };',
-    'syncBuiltinESMExports();',
+    ...COUNT_WORKERS,
     `const { handler } = await import(${JSON.stringify(join(ROOT, 'functions/encrypt.ts'))});`,
     'const atInit = workers;',
     'const events = JSON.parse(process.env.TEST_EVENTS);',

@@ -6,6 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { COUNT_WORKERS } from '../helpers/count-workers.ts';
 import { ROOT } from '../helpers/proxy.ts';
 
 const ACTING = new Set([
@@ -20,12 +21,7 @@ const ACTING = new Set([
 /** Imports `files` in a fresh process; what it printed, and how many worker threads it started. */
 function importAll(files: string[]): { status: number | null; stdout: string; stderr: string } {
   const script = [
-    "import { createRequire, syncBuiltinESMExports } from 'node:module';",
-    // Every Worker made from here on is counted, whoever imports node:worker_threads.
-    "const threads = createRequire(import.meta.url)('node:worker_threads');",
-    'let workers = 0;',
-    'threads.Worker = class extends threads.Worker { constructor(...args) { super(...args); workers++; } };',
-    'syncBuiltinESMExports();',
+    ...COUNT_WORKERS,
     `for (const file of ${JSON.stringify(files)}) await import(file);`,
     // Long enough for anything started in the background to print.
     'await new Promise((r) => setTimeout(r, 300));',
