@@ -8,10 +8,13 @@
 //     [--iterations 5000] [--warmup 500] [--rounds 10] [--only encrypt-32] [--no-bare] [--samples]
 //
 // --samples: each timed handler call's time too, in order, with how many handler calls came before
-// the first (to pair each with its log line: bench/lib/proxy-share.ts).
+// the first (to pair each with its log line: bench/lib/proxy-share.ts), and which of them a garbage
+// collection pause fell into (node:perf_hooks 'gc' entries).
+// --gap-ms N: N ms of idle time before each timed handler call (outside the timed window), as a
+// Lambda environment idles between requests and while an HSM call is on the network.
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
+import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { ProxyConfig } from '../functions/config.ts';
@@ -28,8 +31,8 @@ import {
   metadataBody,
   xksPath,
 } from './lib/requests.ts';
-import { cdfPoints, round, roundSummary, summarize } from './lib/util.ts';
-import type { HandlerMeasurement } from './suites/handler.ts';
+import { cdfPoints, round, roundSummary, sleep, summarize } from './lib/util.ts';
+import type { HandlerMeasurement, HandlerSamples } from './suites/handler.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -40,12 +43,14 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     bare: { type: 'boolean', default: true },
     samples: { type: 'boolean', default: false },
+    'gap-ms': { type: 'string', default: '0' },
   },
   allowNegative: true,
 });
 const iterations = Number(args.iterations);
 const warmup = Number(args.warmup);
 const rounds = Math.max(1, Math.min(Number(args.rounds), iterations));
+const gapMs = Number(args['gap-ms']);
 
 type Handler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 const load = async (name: string) => (await import(`../functions/${name}.ts`)).handler as Handler;
@@ -159,7 +164,16 @@ const variants: Variant[] = [
 ].filter((v) => args.only === undefined || v.id === args.only);
 if (variants.length === 0) throw new Error(`no variant ${args.only}`);
 
-const results: Array<HandlerMeasurement & { samples?: { firstCall: number; us: number[] } }> = [];
+/** Garbage collection pauses of this thread: start and end, performance.now() ms. */
+const gcPauses: Array<[number, number]> = [];
+const gcObserver = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcPauses.push([e.startTime, e.startTime + e.duration]);
+});
+if (args.samples) gcObserver.observe({ entryTypes: ['gc'] });
+
+const results: Array<HandlerMeasurement & { samples?: HandlerSamples }> = [];
+/** Per result: its timed calls' start and end (performance.now() ms), for the GC pauses. */
+const spansOf: Array<Array<[number, number]>> = [];
 // For the CPU profile: the measured loop's start and end on the monotonic clock V8's profiler uses.
 const loop = { startUs: Number(process.hrtime.bigint() / 1000n), endUs: 0 };
 for (const v of variants) {
@@ -169,6 +183,7 @@ for (const v of variants) {
     if (withBare) v.bare?.();
   }
   const handlerUs: number[] = [];
+  const spans: Array<[number, number]> = [];
   const bareUs: number[] = [];
   const firstCall = calls;
   const perRound = Math.ceil(iterations / rounds);
@@ -182,9 +197,12 @@ for (const v of variants) {
       }
     }
     for (let i = 0; i < perRound; i++) {
+      if (gapMs > 0) await sleep(gapMs);
       const start = performance.now();
       await call(v.handler, v.event, context);
-      handlerUs.push((performance.now() - start) * 1000);
+      const end = performance.now();
+      handlerUs.push((end - start) * 1000);
+      if (args.samples) spans.push([start, end]);
     }
   }
   results.push({
@@ -195,7 +213,17 @@ for (const v of variants) {
     bare: withBare ? roundSummary(summarize(bareUs)) : undefined,
     handlerCdf: cdfPoints(handlerUs, 200).map(([x, q]) => [round(x, 2), q]),
     bareCdf: withBare ? cdfPoints(bareUs, 200).map(([x, q]) => [round(x, 2), q]) : undefined,
-    ...(args.samples ? { samples: { firstCall, us: handlerUs.map((v) => round(v, 2)) } } : {}),
+    ...(args.samples ? { samples: { firstCall, us: handlerUs.map((v) => round(v, 2)), gc: [] } } : {}),
+  });
+  spansOf.push(spans);
+}
+if (args.samples) {
+  // The observer is called asynchronously: let it see the loop's last pauses.
+  await sleep(20);
+  gcObserver.disconnect();
+  results.forEach((r, k) => {
+    const inPause = ([start, end]: [number, number]) => gcPauses.some(([s, e]) => s < end && e > start);
+    if (r.samples) r.samples.gc = (spansOf[k] ?? []).flatMap((span, i) => (inPause(span) ? [i] : []));
   });
 }
 loop.endUs = Number(process.hrtime.bigint() / 1000n);

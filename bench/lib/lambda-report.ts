@@ -3,7 +3,7 @@
 // bench/suites/network-hsm.ts; the soak at that distance, suite 8, is rendered with suite 4's
 // section). Every figure comes from results.json.
 import type { CpuShareResults, CpuShareRow } from '../suites/cpu-share.ts';
-import type { NetworkHsmResults } from '../suites/network-hsm.ts';
+import type { NetworkHandlerRow, NetworkHsmResults } from '../suites/network-hsm.ts';
 import type { SoakResults } from '../suites/soak.ts';
 import { barChart } from './svg.ts';
 import { median, table } from './util.ts';
@@ -104,6 +104,38 @@ export function cpuShareSvg(c: CpuShareResults | undefined): string {
   });
 }
 
+/** Suite 7a's rows: handler, HSM and the proxy's share (ms), and the requests a GC pause fell into. */
+function shareTable(rows: NetworkHandlerRow[], label: (row: NetworkHandlerRow) => string): string {
+  return table(
+    [
+      'run',
+      'requests',
+      'handler p50',
+      'p99',
+      'HSM p50',
+      'HSM p99',
+      'proxy share p50',
+      'p99',
+      'max',
+      'requests with a GC pause',
+      'share p99 without them',
+    ],
+    rows.map((row) => [
+      label(row),
+      String(row.iterations),
+      f2(row.handler.p50),
+      f2(row.handler.p99),
+      f2(row.hsm.p50),
+      f2(row.hsm.p99),
+      f3(row.share.p50),
+      f3(row.share.p99),
+      f3(row.share.max),
+      String(row.gcCalls),
+      f3(row.shareWithoutGc.p99),
+    ]),
+  );
+}
+
 export function networkHsmSection(n: NetworkHsmResults): string[] {
   const d = `${n.distanceMs} ± ${n.jitterMs} ms`;
   const out = [
@@ -123,25 +155,32 @@ export function networkHsmSection(n: NetworkHsmResults): string[] {
     '',
     '`node bench/run.ts --only network-hsm`',
     '',
-    table(
-      ['CPU', 'requests', 'handler p50', 'p99', 'HSM p50', 'HSM p99', 'proxy share p50', 'p99', 'max'],
-      n.handler.map((row) => [
-        row.memoryMb === undefined ? 'full (2 cores)' : `${row.memoryMb} MB share (${row.cpuShare} vCPU)`,
-        String(row.iterations),
-        f2(row.handler.p50),
-        f2(row.handler.p99),
-        f2(row.hsm.p50),
-        f2(row.hsm.p99),
-        f3(row.share.p50),
-        f3(row.share.p99),
-        f3(row.share.max),
-      ]),
+    shareTable(n.handler, (row) =>
+      row.memoryMb === undefined ? 'full (2 cores)' : `${row.memoryMb} MB share (${row.cpuShare} vCPU)`,
     ),
     '',
     n.target.p99Ms === undefined
       ? `The ${n.target.memoryMb} MB row was **skipped**: ${n.cpuShareSkipped}.`
       : `Target: the proxy's share at p99 at the ${n.target.memoryMb} MB share ≤ ${n.target.limitMs} ms: ` +
         `${f3(n.target.p99Ms)} ms, **${n.target.pass ? 'pass' : 'FAIL'}**.`,
+    '',
+    "A request with a GC pause: one that a garbage collection pause of the handler's thread fell into " +
+      "(node:perf_hooks 'gc' entries).",
+    ...(n.noDistance.length === 0
+      ? []
+      : [
+          '',
+          `The control: the same handler at the ${n.target.memoryMb} MB share with SoftHSM in-process (the ` +
+            'fault-injecting module without rules), back to back, and with the thread idle before each request ' +
+            'as long as the HSM made it wait above (a timer, outside the timed call): what idling alone does to ' +
+            'the same work, whose caches and CPU come back cold. A Lambda environment idles between requests as ' +
+            'well as during HSM calls. Back to back the process wants more than its share of the CPU, so CFS ' +
+            'throttles it now and then (the max).',
+          '',
+          shareTable(n.noDistance, (row) =>
+            row.gapMs === 0 ? 'no distance, back to back' : `no distance, ${row.gapMs} ms idle before each`,
+          ),
+        ]),
     '',
     `### b. A slow HSM's tail, and the call deadline`,
     '',

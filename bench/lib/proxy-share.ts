@@ -32,15 +32,24 @@ export interface ProxyShare {
   handler: Summary;
   hsm: Summary;
   share: Summary;
+  /** How many timed calls a garbage collection pause fell into, and the share of the others. */
+  gcCalls: number;
+  shareWithoutGc: Summary;
 }
 
 /**
  * Pairs the timed calls (`handlerUs`, in order, the first being handler call number `firstCall`
  * counted from 0) with their log lines and summarises handler time, HSM time and their difference.
- * Throws when the pairing cannot be right: too few lines, or a line whose own latency is longer
- * than the handler call around it.
+ * `gc`: the timed calls a GC pause fell into (indices into handlerUs). Throws when the pairing
+ * cannot be right: too few lines, or a line whose own latency is longer than the handler call
+ * around it.
  */
-export function proxyShare(handlerUs: number[], firstCall: number, lines: RequestTimes[]): ProxyShare {
+export function proxyShare(
+  handlerUs: number[],
+  firstCall: number,
+  lines: RequestTimes[],
+  gc: readonly number[] = [],
+): ProxyShare {
   if (lines.length < firstCall + handlerUs.length) {
     throw new Error(`${lines.length} request lines for ${firstCall} + ${handlerUs.length} handler calls`);
   }
@@ -60,5 +69,12 @@ export function proxyShare(handlerUs: number[], firstCall: number, lines: Reques
     hsm.push(line.hsmMs);
     share.push(handlerMs - line.hsmMs);
   });
-  return { handler: summarize(handler), hsm: summarize(hsm), share: summarize(share) };
+  const paused = new Set(gc);
+  return {
+    handler: summarize(handler),
+    hsm: summarize(hsm),
+    share: summarize(share),
+    gcCalls: paused.size,
+    shareWithoutGc: summarize(share.filter((_, i) => !paused.has(i))),
+  };
 }

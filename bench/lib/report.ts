@@ -282,7 +282,14 @@ function profileSection(
     .join(', ');
   const pctOf = (p: ProfileAnalysis | undefined, ms: number | undefined) =>
     p ? ((100 * (ms ?? 0)) / Math.max(p.busyMs, 1)).toFixed(0) : '0';
-  const respondShare = frameShare(small, 'functions/middleware.ts', 'finish');
+  // The request's line and metrics: `finish` and what it calls in functions/ (the audit record apart).
+  const respondShare =
+    Math.round(
+      10 *
+        (frameShare(small, 'functions/middleware.ts', 'finish') +
+          frameShare(small, 'functions/middleware.ts', 'writeLine') +
+          frameShare(small, 'functions/metrics.ts')),
+    ) / 10;
   const sigv4Share = frameShare(small, 'functions/sigv4.ts');
   const mw = 'functions/middleware.ts';
   const largeRow = handlerRows?.find((r) => r.id === 'encrypt-max');
@@ -297,9 +304,10 @@ function profileSection(
     `2. **SigV4** (\`${lineOf('functions/sigv4.ts', 'export function verifySigV4')}\` and callees: ${sigv4Share}%): ` +
       'SHA-256 of the body, SHA-256 of the canonical request and one HMAC (the signing key is cached), plus ' +
       'parsing. Header lookups, the canonical URI and the signing-key lookup are already cached or scan-free.',
-    `3. **The log line and the metrics** (\`finish\` in \`${lineOf(mw, 'const finish =')}\`: ${respondShare}%): one ` +
-      'line in the Powertools format and one EMF document, written with one write; Powertools is still asked ' +
-      `for the log level, the invocation context and stored metrics (environment reads per 32-byte Encrypt: ` +
+    `3. **The log line and the metrics** (\`finish\` in \`${lineOf(mw, 'const finish =')}\` with \`writeLine\` ` +
+      `and \`publishRequestMetrics\`: ${respondShare}%): the request line (with its audit record) through ` +
+      "Powertools Logger and one EMF document through Powertools Metrics, each its own write to stdout; Powertools' " +
+      `public API, kept for its format and behaviour (environment reads per 32-byte Encrypt: ` +
       `${readList || 'none'}; \`getStringFromEnv\`/\`shouldUseInvokeStore\` ${envShare}% of the CPU).`,
     dataFloor
       ? `4. **The data itself** (${largeRow?.name ?? 'largest Encrypt'}, a ${dataFloor.bodyBytes}-byte body): ` +

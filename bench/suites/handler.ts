@@ -21,6 +21,16 @@ export interface HandlerMeasurement {
   bareCdf: Array<[number, number]> | undefined;
 }
 
+/** Each timed call of one route, in order (bench/handler-child.ts --samples). */
+export interface HandlerSamples {
+  /** Handler calls made before the first timed one (each writes one request line). */
+  firstCall: number;
+  /** Each timed call's time, µs. */
+  us: number[];
+  /** The timed calls (indices into `us`) that a garbage collection pause of the thread fell into. */
+  gc: number[];
+}
+
 export interface HandlerRow extends HandlerMeasurement {
   /** handler p50 / bare p50: information (a Lambda bills whole milliseconds; a network HSM takes several). */
   ratio: number | undefined;
@@ -67,16 +77,18 @@ export function handlerEnv(setup: BenchSetup, extra: Record<string, string> = {}
 /**
  * Encrypt 32 B alone, one request at a time, without the bare calls (suites 6 and 7): its summary
  * (µs) and, with `samples`, each call's time and the handler calls before the first (proxy-share.ts).
+ * `gapMs`: idle time before each timed call.
  */
 export async function encryptAlone(options: {
   env: NodeJS.ProcessEnv;
   iterations: number;
   warmup: number;
   samples: boolean;
+  gapMs?: number;
   launch: Launch;
   /** Where the results and the child's stdout go (`<path>.json`, `<path>.log`). */
   path: string;
-}): Promise<{ handler: Summary; samples?: { firstCall: number; us: number[] }; logFile: string }> {
+}): Promise<{ handler: Summary; samples?: HandlerSamples; logFile: string }> {
   const args = [
     '--only',
     'encrypt-32',
@@ -84,13 +96,14 @@ export async function encryptAlone(options: {
     '--rounds',
     '1',
     ...(options.samples ? ['--samples'] : []),
+    ...(options.gapMs ? ['--gap-ms', String(options.gapMs)] : []),
   ];
   const loop = ['--iterations', String(options.iterations), '--warmup', String(options.warmup)];
   const out = `${options.path}.json`;
   const logFile = `${options.path}.log`;
   await runChild([], ['--out', out, ...args, ...loop], options.env, logFile, 300_000, options.launch);
   const { results } = JSON.parse(readFileSync(out, 'utf8')) as {
-    results: Array<{ handler: Summary; samples?: { firstCall: number; us: number[] } }>;
+    results: Array<{ handler: Summary; samples?: HandlerSamples }>;
   };
   const result = results[0];
   if (result === undefined) throw new Error('the handler child measured nothing');

@@ -2,7 +2,10 @@
 // round trip away for every PKCS#11 call. The fault-injecting module (test/fault-pkcs11) puts
 // SoftHSM `distanceMs` ± `jitterMs` away (`* delay 2 jitter=0.5`), and then:
 //   a. the Lambda handler (bench/handler-child.ts, one request at a time) at full CPU and at the
-//      1024 MB CPU share: handler time, HSM time, and the proxy's own share (handler − HSM);
+//      1024 MB CPU share: handler time, HSM time, and the proxy's own share (handler − HSM); the
+//      requests a GC pause fell into; and, as a control, the same handler with no distance, back to
+//      back and with an idle gap as long as the HSM's wait before each request (what idling alone
+//      does to the same work);
 //   b. a slow HSM's tail with a call deadline: the local server, one connection, one C_EncryptInit
 //      in `every` taking `slowMs`, at two values of hsm.callTimeoutMs;
 //   c. the local server's throughput while one request waits on a slow HSM call.
@@ -45,10 +48,15 @@ export interface NetworkHandlerRow {
   memoryMb: number | undefined;
   cpuShare: number | undefined;
   iterations: number;
+  /** Idle time before each request (ms); 0: back to back. */
+  gapMs: number;
   /** Milliseconds per request. */
   handler: Summary;
   hsm: Summary;
   share: Summary;
+  /** Requests a garbage collection pause of the handler's thread fell into, and the share of the others. */
+  gcCalls: number;
+  shareWithoutGc: Summary;
 }
 
 export interface DeadlineRow {
@@ -79,7 +87,12 @@ export interface NetworkHsmResults {
   distanceMs: number;
   jitterMs: number;
   handler: NetworkHandlerRow[];
-  /** Why the CPU-share row is missing (no root or no cgroup v1 cpu controller). */
+  /**
+   * The control, at the target's CPU share: the same handler with SoftHSM in-process (the
+   * fault-injecting module without rules), back to back and with an idle gap before each request.
+   */
+  noDistance: NetworkHandlerRow[];
+  /** Why the CPU-share rows are missing (no root or no cgroup v1 cpu controller). */
   cpuShareSkipped: string | undefined;
   target: { memoryMb: number; limitMs: number; p99Ms: number | undefined; pass: boolean | undefined };
   deadline: { slowMs: number; every: number; durationS: number; rows: DeadlineRow[] };
@@ -91,10 +104,12 @@ async function handlerAtDistance(options: {
   iterations: number;
   warmup: number;
   memoryMb: number | undefined;
+  gapMs?: number;
   launch: Launch;
   workDir: string;
 }): Promise<NetworkHandlerRow> {
-  const label = options.memoryMb === undefined ? 'full' : `${options.memoryMb}mb`;
+  const gapMs = options.gapMs ?? 0;
+  const label = `${options.memoryMb === undefined ? 'full' : `${options.memoryMb}mb`}-${options.rules.length > 0 ? 'distance' : 'in-process'}-gap${gapMs}`;
   const { setup, control } = faultBenchSetup(options.workDir, 100);
   try {
     control.set(options.rules);
@@ -103,18 +118,22 @@ async function handlerAtDistance(options: {
       iterations: options.iterations,
       warmup: options.warmup,
       samples: true,
+      gapMs,
       launch: options.launch,
       path: join(options.workDir, `network-handler-${label}`),
     });
     if (samples === undefined) throw new Error('handler-child wrote no samples');
-    const share = proxyShare(samples.us, samples.firstCall, requestTimesOf(logFile));
+    const share = proxyShare(samples.us, samples.firstCall, requestTimesOf(logFile), samples.gc);
     return {
       memoryMb: options.memoryMb,
       cpuShare: options.memoryMb === undefined ? undefined : round(cpuShare(options.memoryMb), 3),
       iterations: samples.us.length,
+      gapMs,
       handler: roundSummary(share.handler, 3),
       hsm: roundSummary(share.hsm, 3),
       share: roundSummary(share.share, 3),
+      gcCalls: share.gcCalls,
+      shareWithoutGc: roundSummary(share.shareWithoutGc, 3),
     };
   } finally {
     removeSetup(setup);
@@ -231,22 +250,33 @@ export async function networkHsmSuite(options: {
   const rules = [distanceRule(options.distanceMs, options.jitterMs)];
   const loop = { rules, iterations: options.iterations, warmup: options.warmup, workDir };
   const handler = [await handlerAtDistance({ ...loop, memoryMb: undefined, launch: DIRECT })];
+  const noDistance: NetworkHandlerRow[] = [];
   const support: CgroupSupport = cgroupSupport();
   if (support.ok) {
     const group = createCpuGroup(PROXY_SHARE_MEMORY_MB);
     try {
-      handler.push(
-        await handlerAtDistance({ ...loop, memoryMb: PROXY_SHARE_MEMORY_MB, launch: group.launch }),
+      const atDistance = await handlerAtDistance({
+        ...loop,
+        memoryMb: PROXY_SHARE_MEMORY_MB,
+        launch: group.launch,
+      });
+      handler.push(atDistance);
+      // The control: no distance, back to back, then idle as long as the HSM's median wait.
+      const inProcess = { ...loop, rules: [], memoryMb: PROXY_SHARE_MEMORY_MB, launch: group.launch };
+      noDistance.push(await handlerAtDistance(inProcess));
+      noDistance.push(
+        await handlerAtDistance({ ...inProcess, gapMs: Math.max(1, Math.round(atDistance.hsm.p50)) }),
       );
     } finally {
       await group.remove();
     }
   }
-  for (const row of handler) {
+  for (const row of [...handler, ...noDistance]) {
+    const where = `${row.memoryMb === undefined ? 'full CPU' : `${row.memoryMb} MB share`}${handler.includes(row) ? '' : `, no distance, ${row.gapMs} ms idle before each`}`;
     options.log(
-      `  handler, ${row.memoryMb === undefined ? 'full CPU' : `${row.memoryMb} MB share`}: p50 ${row.handler.p50.toFixed(2)} ms ` +
-        `p99 ${row.handler.p99.toFixed(2)} ms; HSM p50 ${row.hsm.p50.toFixed(2)} ms; proxy share p50 ` +
-        `${row.share.p50.toFixed(3)} ms p99 ${row.share.p99.toFixed(3)} ms`,
+      `  handler, ${where}: p50 ${row.handler.p50.toFixed(2)} ms p99 ${row.handler.p99.toFixed(2)} ms; HSM p50 ` +
+        `${row.hsm.p50.toFixed(2)} ms; proxy share p50 ${row.share.p50.toFixed(3)} ms p99 ${row.share.p99.toFixed(3)} ms ` +
+        `(${row.gcCalls} requests with a GC pause; p99 without them ${row.shareWithoutGc.p99.toFixed(3)} ms)`,
     );
   }
   const atShare = handler.find((row) => row.memoryMb === PROXY_SHARE_MEMORY_MB);
@@ -272,6 +302,7 @@ export async function networkHsmSuite(options: {
     distanceMs: options.distanceMs,
     jitterMs: options.jitterMs,
     handler,
+    noDistance,
     cpuShareSkipped: support.ok ? undefined : support.reason,
     target: {
       memoryMb: PROXY_SHARE_MEMORY_MB,

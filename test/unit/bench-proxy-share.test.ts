@@ -30,6 +30,16 @@ test('share = handler time − HSM time, per call, after the calls made before t
   assert.equal(result.handler.max, 6.4);
 });
 
+test('the calls a GC pause fell into are counted and left out of shareWithoutGc', () => {
+  const lines = [line(1.5, 1.2), line(2.1, 2), line(6.2, 6)].map((l) => requestTimes(l) as never);
+  const result = proxyShare([1600, 4100, 6400], 0, lines, [1]);
+  assert.equal(result.gcCalls, 1);
+  assert.equal(result.share.max.toFixed(3), '2.100', 'the paused call stays in the share');
+  assert.equal(result.shareWithoutGc.n, 2);
+  assert.equal(result.shareWithoutGc.max.toFixed(3), '0.400');
+  assert.equal(proxyShare([1600, 4100, 6400], 0, lines).gcCalls, 0);
+});
+
 test('a misaligned pairing (a line slower than its handler call) or too few lines throws', () => {
   const lines = [line(1.5, 1.2), line(6.2, 6), line(2.1, 2)].map((l) => requestTimes(l) as never);
   assert.throws(() => proxyShare([1600, 2300, 6400], 0, lines), /misaligned/);
