@@ -45,7 +45,8 @@ export interface RuntimeOptions {
   /**
    * The init phase runs while a request waits for it: a Lambda environment made on demand. The
    * HSMs' first calls are then made on this thread instead of after a worker thread's own start
-   * (WorkerHsm firstCallsHere); with provisioned concurrency the init waits for the workers.
+   * (WorkerHsm firstCallsHere), and the init makes no round trip of its own (warmUp); with
+   * provisioned concurrency the init waits for the workers and the round trip.
    */
   initOnRequestPath?: boolean;
 }
@@ -80,7 +81,8 @@ export interface Runtime {
 
 /**
  * The runtime of `config`. It is ready once an HSM has logged in and done a round trip (at most
- * hsm.startTimeoutMs later: see warmUp). Fails, naming the cause but never a secret, when a secret,
+ * hsm.startTimeoutMs later: see warmUp); with initOnRequestPath, as soon as it is made (the first
+ * request's calls wait for the login). Fails, naming the cause but never a secret, when a secret,
  * a policy file, a credentials file, the audit key or the revocation switch cannot be read.
  */
 export async function createRuntime(config: ProxyConfig, options: RuntimeOptions = {}): Promise<Runtime> {
@@ -115,7 +117,9 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
     const credentials = new CredentialSources(config, keystores, logger, { inLambda: options.inLambda });
     credentials.refreshFiles();
     await credentials.refreshIfDue();
-    await warmUp(hsm, config, logger);
+    // On demand a request is waiting, and its own calls follow at once: the round trip would only
+    // make it wait for more calls, each a network round trip to a real HSM.
+    if (!firstCallsHere) await warmUp(hsm, config, logger);
     const allowed = config.clientCertificate?.allowedCommonNames;
     return {
       config,

@@ -2,7 +2,8 @@
 // trip has gone through: provisioned concurrency runs it ahead of traffic, and whatever it leaves
 // running can be frozen and paid for by the first request. Bounded by hsm.startTimeoutMs: an HSM
 // that does not answer does not hold the start-up. On demand (a request waits for the init), the
-// HSM's first calls run on the main thread and the worker thread starts after the first response.
+// HSM's first calls run on the main thread, the init makes no round trip of its own (the request's
+// calls follow at once), and the worker thread starts after the first response.
 // The fault module (a PKCS#11 library over SoftHSM) slows, fails or blocks calls and traces them.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -37,6 +38,49 @@ function init(
     "process.stderr.write('INIT ' + JSON.stringify({ ms, trace }) + '\\n');",
   ].join('\n');
   return report(script, { ...env, XKS_PROXY_CONFIG: configFile }, 'INIT ');
+}
+
+/** Lambda's variable for an environment made for a request that waits (functions/aws.ts). */
+const ON_DEMAND = { AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand' };
+
+/** A signed Encrypt event for the Lambda handler, of `text`. */
+function encryptEvent(text: string) {
+  return signedEvent({
+    path: `${PREFIX}/kms/xks/v1/keys/foo/encrypt`,
+    body: {
+      requestMetadata: metadata('Encrypt'),
+      plaintext: Buffer.from(text).toString('base64'),
+      encryptionAlgorithm: 'AES_GCM',
+    },
+    credential: setup.credentials[0] as NonNullable<Parameters<typeof signedEvent>[0]['credential']>,
+  });
+}
+
+/**
+ * On demand: imports the Encrypt handler in a fresh process and calls it once, as Lambda does for
+ * the request that made the environment. Reports the PKCS#11 calls made by the end of the import
+ * (`atInit`) and by the response, its status, and the time from the import's start to the response.
+ */
+async function firstRequest(
+  startTimeoutMs: number,
+): Promise<{ status: number; ms: number; atInit: string[]; trace: string[]; output: string }> {
+  const event = await encryptEvent('first request');
+  const trace = `readFileSync(${JSON.stringify(control.tracePath)}, 'utf8').split('\\n').filter(Boolean)`;
+  const script = [
+    "const { readFileSync } = await import('node:fs');",
+    'const t0 = performance.now();',
+    `const { handler } = await import(${JSON.stringify(join(ROOT, 'functions/encrypt.ts'))});`,
+    `const atInit = ${trace};`,
+    "const context = { functionName: 'xks-test', awsRequestId: 'r', getRemainingTimeInMillis: () => 3000 };",
+    'const response = await handler(JSON.parse(process.env.TEST_EVENT), context);',
+    'const ms = performance.now() - t0;',
+    `process.stderr.write('FIRST ' + JSON.stringify({ status: response.statusCode, ms, atInit, trace: ${trace} }) + '\\n');`,
+  ].join('\n');
+  return report(
+    script,
+    { ...ON_DEMAND, XKS_PROXY_CONFIG: configWith({ startTimeoutMs }), TEST_EVENT: JSON.stringify(event) },
+    'FIRST ',
+  );
 }
 
 /** A configuration file: the test token's, through the fault module, with `hsm` settings. */
@@ -107,22 +151,9 @@ test('an HSM that never logs in holds the init phase for startTimeoutMs, then le
   assert.match(output, /HSM not ready at the end of the init phase/);
 });
 
-/** Lambda's variable for an environment made for a request that waits (functions/aws.ts). */
-const ON_DEMAND = { AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand' };
-
 test('on demand: the login, the init and the first request run on the main thread; the worker starts after the response and gives later calls their deadline', async () => {
   control.resetTrace();
-  const event = async () =>
-    signedEvent({
-      path: `${PREFIX}/kms/xks/v1/keys/foo/encrypt`,
-      body: {
-        requestMetadata: metadata('Encrypt'),
-        plaintext: Buffer.from('on demand').toString('base64'),
-        encryptionAlgorithm: 'AES_GCM',
-      },
-      credential: setup.credentials[0] as NonNullable<Parameters<typeof signedEvent>[0]['credential']>,
-    });
-  const events = [await event(), await event()];
+  const events = [await encryptEvent('on demand'), await encryptEvent('on demand')];
   const script = [
     "import { renameSync, utimesSync, writeFileSync } from 'node:fs';",
     ...COUNT_WORKERS,
@@ -171,10 +202,24 @@ test('on demand: the login, the init and the first request run on the main threa
   assert.ok(result.slow.ms < 2000, `the hung call was answered after ${result.slow.ms} ms`);
 });
 
+test("on demand: the init makes no round trip; the first request's calls follow the login", async () => {
+  control.resetTrace();
+  const { status, atInit, trace, output } = await firstRequest(5000);
+  assert.equal(status, 200, output);
+  for (const call of ['C_Encrypt', 'C_Decrypt']) {
+    assert.ok(!atInit.includes(call), `${call} in the init phase: ${atInit.join(' ')}`);
+  }
+  // The request's Encrypt, and no health-check round trip (its Decrypt) at all.
+  assert.equal(trace.filter((call) => call === 'C_Encrypt').length, 1, trace.join(' '));
+  assert.ok(!trace.includes('C_Decrypt'), trace.join(' '));
+  assert.ok(trace.indexOf('C_Encrypt') > trace.indexOf('C_Login'), trace.join(' '));
+});
+
 test('on demand: a PIN the token refused on the main thread is not tried again by a worker', async () => {
   control.resetTrace();
   control.set(['C_Login fail CKR_PIN_INCORRECT']);
-  const { trace, output } = await init(1000, ON_DEMAND);
+  const { status, trace, output } = await firstRequest(1000);
+  assert.notEqual(status, 200, output);
   assert.equal(trace.filter((call) => call === 'C_Login').length, 1, trace.join(' '));
   assert.match(output, /refused the PIN/);
 });
@@ -205,20 +250,21 @@ test('on demand: after a PIN refused on the main thread, the worker is not start
   }
 });
 
-test('on demand: a login that fails on the main thread is made again by a worker, and the init ends after its round trip', async () => {
+test('on demand: a login that fails on the main thread is made again by a worker, which serves the first request', async () => {
   control.resetTrace();
   control.set(['C_Login fail CKR_DEVICE_ERROR count=1']);
-  const { trace, output } = await init(5000, ON_DEMAND);
+  const { status, trace, output } = await firstRequest(5000);
+  assert.equal(status, 200, output);
   const logins = trace.flatMap((call, index) => (call === 'C_Login' ? [index] : []));
   assert.equal(logins.length, 2, `${trace.join(' ')}\n${output}`);
   assert.ok(trace.indexOf('C_Encrypt') > (logins[1] as number), trace.join(' '));
-  assert.doesNotMatch(output, /HSM not ready at the end of the init phase/);
 });
 
-test('on demand: a slow login holds the init past startTimeoutMs (no deadline on the main thread)', async () => {
+test('on demand: the first request waits for a slow login past startTimeoutMs (no deadline on the main thread)', async () => {
   control.resetTrace();
   control.set(['C_Login delay 800']);
-  const { ms, trace } = await init(200, ON_DEMAND);
-  assert.ok(ms >= 800, `the init phase took ${ms} ms, less than the login`);
+  const { status, ms, trace, output } = await firstRequest(200);
+  assert.equal(status, 200, output);
+  assert.ok(ms >= 800, `the init and the first request took ${ms} ms, less than the login`);
   assert.ok(trace.includes('C_Encrypt'), trace.join(' '));
 });
