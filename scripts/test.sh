@@ -21,7 +21,7 @@ node --test --test-concurrency=2 --test-timeout=120000 'test/unit/**/*.test.ts' 
 echo "== the HSM tests again, on NSS softoken (a second PKCS#11 implementation; test/helpers/proxy.ts)"
 # Every route and every HSM error mapping, token identity, key rotation and the keys CLI, faults.
 XKS_TEST_HSM=nss node --test --test-concurrency=2 --test-timeout=120000 \
-  test/integration/{routes,crypto,handlers,key-rotation,new-hsm,hsm-identity,hsm-faults,hsm-unavailable,fault-module,pkcs11-layer,vendor-profiles}.test.ts
+  test/integration/{routes,crypto,handlers,key-rotation,key-facts,new-hsm,hsm-identity,hsm-faults,hsm-unavailable,fault-module,pkcs11-layer,vendor-profiles}.test.ts
 echo "== the route, SigV4 and mTLS suites again, behind an ALB (ALB events; test/helpers/proxy.ts)"
 XKS_TEST_FRONT_DOOR=alb node --test --test-concurrency=2 --test-timeout=120000 \
   test/integration/{routes,auth,access-control}.test.ts

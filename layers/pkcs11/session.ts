@@ -182,17 +182,25 @@ export function attribute(
 ): Buffer | undefined {
   try {
     const [attr] = lib.C_GetAttributeValue(session, handle, [{ type }]);
-    return Buffer.isBuffer(attr?.value) ? attr.value : undefined;
+    return bufferOf(attr?.value);
   } catch (err) {
-    const code = codeOf(err);
-    if (code === P.CKR_ATTRIBUTE_TYPE_INVALID || code === P.CKR_ATTRIBUTE_SENSITIVE) return undefined;
+    if (noSuchValue(err)) return undefined;
     throw err;
   }
 }
 
+/** The object has no such attribute, or keeps it secret. */
+function noSuchValue(err: unknown): boolean {
+  const code = codeOf(err);
+  return code === P.CKR_ATTRIBUTE_TYPE_INVALID || code === P.CKR_ATTRIBUTE_SENSITIVE;
+}
+
 /** A CK_BBOOL attribute; null where the object has none. */
 export function flag(lib: pkcs11.PKCS11, session: Buffer, handle: Buffer, type: number): boolean | null {
-  const value = attribute(lib, session, handle, type);
+  return flagOf(attribute(lib, session, handle, type));
+}
+
+function flagOf(value: Buffer | undefined): boolean | null {
   return value === undefined || value.length === 0 ? null : value[0] !== 0;
 }
 
@@ -251,19 +259,55 @@ export interface KeyFacts {
   usage: KeyUsage[];
 }
 
+/** The attributes keyFacts reads. */
+const FACT_ATTRIBUTES = [
+  P.CKA_ID,
+  P.CKA_KEY_TYPE,
+  P.CKA_VALUE_LEN,
+  ...USAGE_ATTRIBUTES.map(([type]) => type),
+];
+
 export function keyFacts(lib: pkcs11.PKCS11, session: Buffer, handle: Buffer): KeyFacts {
-  const id = attribute(lib, session, handle, P.CKA_ID);
+  const values = attributes(lib, session, handle, FACT_ATTRIBUTES);
+  const id = values.get(P.CKA_ID);
   const usage: KeyUsage[] = [];
-  for (const [type, name] of USAGE_ATTRIBUTES) if (flag(lib, session, handle, type)) usage.push(name);
+  for (const [type, name] of USAGE_ATTRIBUTES) if (flagOf(values.get(type))) usage.push(name);
   return {
     version: versionOf(id),
     id,
-    keySpec: keySpecOf(
-      ulong(attribute(lib, session, handle, P.CKA_KEY_TYPE)),
-      ulong(attribute(lib, session, handle, P.CKA_VALUE_LEN)),
-    ),
+    keySpec: keySpecOf(ulong(values.get(P.CKA_KEY_TYPE)), ulong(values.get(P.CKA_VALUE_LEN))),
     usage,
   };
+}
+
+/**
+ * Attributes of an object, undefined where it has none or keeps it secret. In one
+ * C_GetAttributeValue (pkcs11js makes it two calls, sizes then values: two round trips to a network
+ * HSM where one per attribute would be twice as many as there are attributes). A token that has no
+ * such attribute, or keeps it secret, fails the whole call (PKCS#11 C_GetAttributeValue): then
+ * each is read on its own.
+ */
+export function attributes(
+  lib: pkcs11.PKCS11,
+  session: Buffer,
+  handle: Buffer,
+  types: readonly number[],
+): Map<number, Buffer | undefined> {
+  try {
+    const template = lib.C_GetAttributeValue(
+      session,
+      handle,
+      types.map((type) => ({ type })),
+    );
+    return new Map(types.map((type, i) => [type, bufferOf(template[i]?.value)]));
+  } catch (err) {
+    if (!noSuchValue(err)) throw err;
+    return new Map(types.map((type) => [type, attribute(lib, session, handle, type)]));
+  }
+}
+
+function bufferOf(value: unknown): Buffer | undefined {
+  return Buffer.isBuffer(value) ? value : undefined;
 }
 
 /**
