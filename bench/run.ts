@@ -92,6 +92,7 @@ const P = smoke
         warmup: 20,
         deadline: { slowMs: 300, every: 20, durationS: 1, callTimeoutsMs: [100] },
         slowRequest: { delayMs: 300, rounds: 1, connections: 10 },
+        coldStartRuns: 1,
       },
       soakNetwork: { rate: NETWORK_HSM.soakRate, durationS: 5, warmupS: 1, connections: 20 },
     }
@@ -120,6 +121,7 @@ const P = smoke
         warmup: 200,
         deadline: { slowMs: 300, every: 50, durationS: 10, callTimeoutsMs: [100, 1000] },
         slowRequest: { delayMs: 500, rounds: 5, connections: 10 },
+        coldStartRuns: 5,
       },
       soakNetwork: { rate: NETWORK_HSM.soakRate, durationS: 300, warmupS: 20, connections: 20 },
     };

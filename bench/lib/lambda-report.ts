@@ -136,6 +136,33 @@ function shareTable(rows: NetworkHandlerRow[], label: (row: NetworkHandlerRow) =
   );
 }
 
+/** Suite 7d: suite 3's cold starts with every PKCS#11 call at the distance. */
+function coldStartAtDistance(n: NetworkHsmResults): string[] {
+  const c = n.coldStart;
+  return [
+    `### d. Cold start, the HSM ${n.distanceMs} ± ${n.jitterMs} ms away`,
+    '',
+    `Suite 3 (a fresh process per run, spawn to the first response to a signed event, median of ${c.runs} ` +
+      'interleaved runs per bundle, on-demand as there) with the fault-injecting module in front of the token: ' +
+      "the bundles' calls and the HSM floor's alike are a network distance away. Each call on the way counts: " +
+      "the login's, the first request's key lookup and its operation. Information, no target.",
+    '',
+    table(
+      ['bundle', 'cold start (ms)', '× HSM floor', 'first invocation (ms)'],
+      c.rows.map((row) => [
+        row.name,
+        f1(row.medianMs),
+        `${(row.medianMs / c.hsmFloorMs).toFixed(2)}×`,
+        f1(row.breakdownMs.firstInvoke),
+      ]),
+    ),
+    '',
+    `HSM floor at the distance (its process: load pkcs11js, log in, find the key, encrypt once): ${f1(c.hsmFloorMs)} ms; ` +
+      `node floor ${f1(c.nodeFloorMs)} ms.`,
+    '',
+  ];
+}
+
 export function networkHsmSection(n: NetworkHsmResults): string[] {
   const d = `${n.distanceMs} ± ${n.jitterMs} ms`;
   const out = [
@@ -255,6 +282,7 @@ export function networkHsmSection(n: NetworkHsmResults): string[] {
     '',
     `Non-2xx in the slow seconds: ${n.slowRequest.slowNon2xx}; client p99 in them: ${n.slowRequest.slowP99Ms.join(', ')} ms.`,
     '',
+    ...(n.coldStart ? coldStartAtDistance(n) : []),
   ];
   return out;
 }

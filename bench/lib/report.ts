@@ -537,7 +537,8 @@ export function renderMarkdown(r: BenchResults, images: Images): string {
         'environment variables set. Bundle size: the entry file and the chunks it imports statically (what a cold ' +
         'start loads), then the chunks loaded only on demand (the Secrets Manager client). A fresh ' +
         '`node` process per run, timed from `spawn` to the first successful response to a signed event (module ' +
-        `load, C_Initialize/C_OpenSession/C_Login, first invocation). Median of ${c.runs} run${c.runs === 1 ? '' : 's'}, interleaved. ` +
+        'load, C_Initialize/C_OpenSession/C_Login, first invocation; the child says so on stderr at once, and its ' +
+        `warm calls after it are timed apart). Median of ${c.runs} run${c.runs === 1 ? '' : 's'}, interleaved. ` +
         `Floors from the same run: an empty Node process ${ms(c.nodeFloorMs)}; Node + require pkcs11js + login + one ` +
         `encrypt ${ms(c.hsmFloorMs)}.`,
       '',

@@ -18,6 +18,7 @@ import {
   decryptBody,
   type EncryptResponse,
   encryptBody,
+  faultBenchSetup,
   healthBody,
   metadataBody,
   removeSetup,
@@ -70,13 +71,17 @@ const TARGET_RATIO = 1.5;
 const TARGET_BYTES = 300 * 1024;
 
 interface ChildTimes {
+  /** Spawn to the child's FIRST line (its first response), or to its RESULT line when it writes none. */
   totalMs: number;
   line: string;
   /** Resolves when the child has exited (its CPU profile, if any, is written then). */
   exited: Promise<void>;
 }
 
-/** Spawns `node -e script` and resolves when it writes a RESULT line to stderr. */
+/**
+ * Spawns `node -e script` and resolves when it writes a RESULT line to stderr, timed to its FIRST
+ * line when it writes one before (what came after the first response is not the cold start's).
+ */
 function timeChild(
   script: string,
   env: NodeJS.ProcessEnv,
@@ -96,13 +101,17 @@ function timeChild(
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
     let stderr = '';
     let done = false;
+    let firstMs: number | undefined;
     const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
     child.stderr?.on('data', (d: Buffer) => {
       stderr += d.toString();
-      const line = stderr.split('\n').find((l) => l.startsWith('RESULT '));
+      const lines = stderr.split('\n');
+      if (firstMs === undefined && lines.some((l) => l === 'FIRST')) firstMs = performance.now() - started;
+      const line = lines.find((l) => l.startsWith('RESULT '));
       if (line && !done) {
         done = true;
-        resolvePromise({ totalMs: performance.now() - started, line: line.slice(7), exited });
+        const totalMs = firstMs ?? performance.now() - started;
+        resolvePromise({ totalMs, line: line.slice(7), exited });
       }
     });
     child.once('exit', (code) => {
@@ -195,8 +204,15 @@ export async function coldStartSuite(options: {
   workDir: string;
   /** How each child is started (inside a CPU group: bench/lib/cgroup.ts); as it is when absent. */
   launch?: Launch;
+  /**
+   * The HSM behind the fault-injecting module with these rules (a network distance: suite 7), for
+   * the bundles and the floors alike; SoftHSM as it is when absent.
+   */
+  hsmRules?: string[];
 }): Promise<ColdStartResults> {
-  const setup = benchSetup();
+  const fault = options.hsmRules ? faultBenchSetup(options.workDir) : undefined;
+  fault?.control.set(options.hsmRules ?? []);
+  const setup = fault?.setup ?? benchSetup();
   try {
     const task = join(options.workDir, 'task');
     const bundles = await buildFunctions(task);
@@ -213,6 +229,7 @@ export async function coldStartSuite(options: {
       XKS_HSM_WORKER: worker,
       XKS_PROXY_CONFIG: setup.configFile,
       SOFTHSM2_CONF: setup.softhsmConf,
+      ...fault?.control.env(),
     };
     const event = (route: string, body: unknown) =>
       signedEvent({ path: xksPath(route), body, credential: setup.credential, base64: true });
@@ -231,6 +248,9 @@ export async function coldStartSuite(options: {
         "const context = { functionName: 'xks-bench', awsRequestId: 'cold', getRemainingTimeInMillis: () => 3000 };",
         'const result = await handler(event, context);',
         'const t2 = performance.now();',
+        // The cold start ends here; the warm calls below (and the HSM worker's start after the first
+        // response) are timed apart.
+        "process.stderr.write('FIRST\\n');",
         'const warm = [];',
         'for (let i = 0; i < 5; i++) { const s = performance.now(); await handler(event, context); warm.push(performance.now() - s); }',
         'const warmMs = warm.sort((a, b) => a - b)[2];',
@@ -296,12 +316,16 @@ export async function coldStartSuite(options: {
     const rows: ColdStartRow[] = [];
     const runs = new Map<string, Array<Awaited<ReturnType<typeof runBundle>>>>(FUNCTIONS.map((n) => [n, []]));
     // Interleaved: run r of every bundle (and of the floors) before run r + 1 of any.
+    // Each process is waited for to its exit before the next starts: one still exiting would take
+    // CPU from the next one's start.
+    const floor = async (script: string, scriptEnv: NodeJS.ProcessEnv) => {
+      const times = await timeChild(script, scriptEnv, options.workDir, [], options.launch);
+      await times.exited;
+      return times.totalMs;
+    };
     for (let r = 0; r < options.runs; r++) {
-      floors.node.push(
-        (await timeChild("process.stderr.write('RESULT {}\\n');", env, options.workDir, [], options.launch))
-          .totalMs,
-      );
-      floors.hsm.push((await timeChild(hsmScript, hsmEnv, options.workDir, [], options.launch)).totalMs);
+      floors.node.push(await floor("process.stderr.write('RESULT {}\\n');", env));
+      floors.hsm.push(await floor(hsmScript, hsmEnv));
       for (const name of FUNCTIONS) runs.get(name)?.push(await runBundle(name, events[name]));
     }
     const hsmFloorMs = round(median(floors.hsm), 1);

@@ -8,7 +8,8 @@
 //      does to the same work);
 //   b. a slow HSM's tail with a call deadline: the local server, one connection, one C_EncryptInit
 //      in `every` taking `slowMs`, at two values of hsm.callTimeoutMs;
-//   c. the local server's throughput while one request waits on a slow HSM call.
+//   c. the local server's throughput while one request waits on a slow HSM call;
+//   d. the cold start of suite 3 (each bundle and both floors) with the HSM at that distance.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -26,6 +27,7 @@ import { encryptBody, faultBenchSetup, removeSetup } from '../lib/requests.ts';
 import { startServer } from '../lib/servers.ts';
 import { signedRequest } from '../lib/signed.ts';
 import { median, round, roundSummary, type Summary } from '../lib/util.ts';
+import { type ColdStartResults, coldStartSuite } from './coldstart.ts';
 import { encryptAlone, handlerEnv } from './handler.ts';
 
 /** The proxy's own share of a request must stay within this at p99, at the 1024 MB CPU share. */
@@ -97,6 +99,8 @@ export interface NetworkHsmResults {
   target: { memoryMb: number; limitMs: number; p99Ms: number | undefined; pass: boolean | undefined };
   deadline: { slowMs: number; every: number; durationS: number; rows: DeadlineRow[] };
   slowRequest: SlowRequestResults;
+  /** Suite 3 with the HSM at the distance (bundles and floors alike). */
+  coldStart: ColdStartResults;
 }
 
 async function handlerAtDistance(options: {
@@ -242,6 +246,7 @@ export async function networkHsmSuite(options: {
   warmup: number;
   deadline: { slowMs: number; every: number; durationS: number; callTimeoutsMs: number[] };
   slowRequest: { delayMs: number; rounds: number; connections: number };
+  coldStartRuns: number;
   workDir: string;
   log: (line: string) => void;
 }): Promise<NetworkHsmResults> {
@@ -298,6 +303,16 @@ export async function networkHsmSuite(options: {
   options.log(
     `  median: ${median(slowRequest.healthy)} healthy, ${median(slowRequest.slow)} with one slow call`,
   );
+  const coldStart = await coldStartSuite({
+    runs: options.coldStartRuns,
+    workDir: join(workDir, 'cold'),
+    hsmRules: rules,
+  });
+  options.log(
+    `  cold start (${options.coldStartRuns} runs): ` +
+      coldStart.rows.map((row) => `${row.name} ${row.medianMs} ms`).join(', ') +
+      `; HSM floor ${coldStart.hsmFloorMs} ms`,
+  );
   return {
     distanceMs: options.distanceMs,
     jitterMs: options.jitterMs,
@@ -317,5 +332,6 @@ export async function networkHsmSuite(options: {
       rows: deadlineRows,
     },
     slowRequest,
+    coldStart,
   };
 }
