@@ -281,13 +281,13 @@ export function keyFacts(lib: pkcs11.PKCS11, session: Buffer, handle: Buffer): K
 }
 
 /**
- * Attributes of an object, undefined where it has none or keeps it secret. In one
- * C_GetAttributeValue (pkcs11js makes it two calls, sizes then values: two round trips to a network
- * HSM where one per attribute would be twice as many as there are attributes). A token that has no
- * such attribute, or keeps it secret, fails the whole call (PKCS#11 C_GetAttributeValue): then
- * each is read on its own.
+ * Attributes of an object, undefined where it has none or keeps it secret, in one
+ * C_GetAttributeValue: pkcs11js makes it two calls (sizes, then values), each a round trip to a
+ * network HSM, where reading them one by one takes two per attribute. An object without one of
+ * them, or keeping one secret, fails the whole call (PKCS#11 C_GetAttributeValue): then each is
+ * read on its own.
  */
-export function attributes(
+function attributes(
   lib: pkcs11.PKCS11,
   session: Buffer,
   handle: Buffer,
