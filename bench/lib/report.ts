@@ -348,12 +348,13 @@ function coldStartRecommendations(c: ColdStartResults): string {
     '- **ajv compiles at build time**: the validators of `functions/config.ts` and `functions/schemas.ts` are ' +
       "ajv's standalone code in the bundle; ajv's compiler is not in it.",
     `- **Where the time goes now** (encrypt, medians): Node bootstrap ${b.bootstrap} ms, module load and init ` +
-      `${b.importInit} ms, first invocation ${b.firstInvoke} ms, then ${b.warmInvoke} ms warm. The init waits for ` +
-      'the HSM worker thread to start (a worker isolate, its bundle, pkcs11js, C_Initialize, C_Login) and to do ' +
-      `the health check's encrypt and decrypt: in the profiled cold start the main thread spent ${hsm} ms of ` +
-      `${total.toFixed(0)} ms sampled in \`layers/pkcs11/\` (mostly waiting), against the floor of one process ` +
-      `doing the same PKCS#11 start-up in-process (${c.hsmFloorMs} ms from spawn). What the first invocation pays ` +
-      "beyond a warm one is the handler code's first run (V8 compiles each function at its first call) and the " +
+      `${b.importInit} ms, first invocation ${b.firstInvoke} ms, then ${b.warmInvoke} ms warm. On demand (as here: ` +
+      '`AWS_LAMBDA_INITIALIZATION_TYPE` `on-demand`) the main thread loads pkcs11js, logs in and makes the first ' +
+      "request's PKCS#11 calls itself, with no round trip of the init's own, and the HSM worker thread starts after " +
+      `the first response: in the profiled cold start the main thread spent ${hsm} ms of ${total.toFixed(0)} ms ` +
+      `sampled in \`layers/pkcs11/\`, against the floor of one process doing the same PKCS#11 start-up ` +
+      `(${c.hsmFloorMs} ms from spawn). The first invocation pays, beyond a warm one, for the login when the init ` +
+      "has not finished it, the handler code's first run (V8 compiles each function at its first call) and the " +
       'first lookup of the customer key.',
     '- In Lambda the init phase also includes the runtime bootstrap, the layer and Secrets Manager calls for the PIN ' +
       'and credentials (network round trips), so real cold starts are longer than these local numbers: they do not ' +
