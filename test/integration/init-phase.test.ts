@@ -40,6 +40,13 @@ function init(
   return report(script, { ...env, XKS_PROXY_CONFIG: configFile }, 'INIT ');
 }
 
+/**
+ * A child's last statement, after its report: holds its main thread until the test ends it, so that
+ * the HSM worker the first response starts never runs (its login would rewrite the token's files
+ * as the child is ended).
+ */
+const HOLD = 'Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);';
+
 /** Lambda's variable for an environment made for a request that waits (functions/aws.ts). */
 const ON_DEMAND = { AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand' };
 
@@ -75,6 +82,7 @@ async function firstRequest(
     'const response = await handler(JSON.parse(process.env.TEST_EVENT), context);',
     'const ms = performance.now() - t0;',
     `process.stderr.write('FIRST ' + JSON.stringify({ status: response.statusCode, ms, atInit, trace: ${trace} }) + '\\n');`,
+    HOLD,
   ].join('\n');
   return report(
     script,
@@ -112,15 +120,17 @@ function report<T>(
       if (found !== undefined) return;
       found = output.split('\n').find((l) => l.startsWith(prefix));
       if (found === undefined) return;
-      // Lets a call blocked by the rules return, so that the child can end; the next test starts
-      // once it has (a child still running could still be stuck in, or read, the next rules).
-      control.clear();
+      // Ended with any call the rules block still blocked in the fault module: released, it would
+      // go on into SoftHSM, which rewrites the token's files at a login, and a child ended in the
+      // middle of that leaves the token unreadable for the tests after it.
       child.kill('SIGTERM');
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
     child.on('exit', (code) => {
       clearTimeout(timer);
+      // The next test starts once the child has gone (one still running could read its rules).
+      control.clear();
       if (found !== undefined) resolve({ ...JSON.parse(found.slice(prefix.length)), output });
       else reject(new Error(`the child ended with ${code} and no report:\n${output}`));
     });
@@ -153,7 +163,7 @@ test('an HSM that never logs in holds the init phase for startTimeoutMs, then le
 
 test('on demand: the login, the init and the first request run on the main thread; the worker starts after the response and gives later calls their deadline', async () => {
   control.resetTrace();
-  const events = [await encryptEvent('on demand'), await encryptEvent('on demand')];
+  const events = await Promise.all([1, 2, 3].map(() => encryptEvent('on demand')));
   const script = [
     "import { renameSync, utimesSync, writeFileSync } from 'node:fs';",
     ...COUNT_WORKERS,
@@ -166,16 +176,24 @@ test('on demand: the login, the init and the first request run on the main threa
     // Long enough for the worker to start and log in, on a busy machine too.
     'await new Promise((r) => setTimeout(r, 2000));',
     'const later = workers;',
-    // The next C_Encrypt hangs (the rules file as test/helpers/fault-hsm.ts writes it).
+    // The rules file as test/helpers/fault-hsm.ts writes it.
     `const rules = ${JSON.stringify(control.controlPath)};`,
-    "writeFileSync(rules + '.child', 'C_Encrypt hang\\n');",
-    'const mtime = Date.now() / 1000 + 5;',
-    "utimesSync(rules + '.child', mtime, mtime);",
-    "renameSync(rules + '.child', rules);",
+    'const setRules = (text, ahead) => {',
+    "  writeFileSync(rules + '.child', text);",
+    '  const mtime = Date.now() / 1000 + ahead;',
+    "  utimesSync(rules + '.child', mtime, mtime);",
+    "  renameSync(rules + '.child', rules);",
+    '};',
+    // The next C_Encrypt hangs.
+    "setRules('C_Encrypt hang\\n', 5);",
     'const t = performance.now();',
     'const slow = await handler(events[1], context);',
     'const slowMs = performance.now() - t;',
-    "process.stderr.write('REPORT ' + JSON.stringify({ atInit, atResponse, later, first: first.statusCode, slow: { statusCode: slow.statusCode, body: slow.body, ms: slowMs } }) + '\\n');",
+    // Then the worker that replaced the abandoned one serves a request (it has logged in by then).
+    "setRules('', 10);",
+    'const next = await handler(events[2], context);',
+    "process.stderr.write('REPORT ' + JSON.stringify({ atInit, atResponse, later, first: first.statusCode, slow: { statusCode: slow.statusCode, body: slow.body, ms: slowMs }, next: next.statusCode }) + '\\n');",
+    HOLD,
   ].join('\n');
   const result = await report<{
     atInit: number;
@@ -183,6 +201,7 @@ test('on demand: the login, the init and the first request run on the main threa
     later: number;
     first: number;
     slow: { statusCode: number; body: string; ms: number };
+    next: number;
   }>(
     script,
     {
@@ -200,6 +219,7 @@ test('on demand: the login, the init and the first request run on the main threa
   assert.equal(result.slow.statusCode, 503, result.slow.body);
   assert.equal(JSON.parse(result.slow.body).errorName, 'DependencyTimeoutException');
   assert.ok(result.slow.ms < 2000, `the hung call was answered after ${result.slow.ms} ms`);
+  assert.equal(result.next, 200, `the replacement worker did not serve the next request:\n${result.output}`);
 });
 
 test("on demand: the init makes no round trip; the first request's calls follow the login", async () => {
