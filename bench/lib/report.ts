@@ -149,6 +149,17 @@ export function targetRows(r: BenchResults): TargetRow[] {
       target: `≤ ${n.target.limitMs} ms`,
       pass: n.target.pass,
     });
+    for (const row of n.coldStart?.rows ?? []) {
+      rows.push({
+        suite: '7 Network HSM',
+        measure: `${row.name}: cold start, HSM ${n.distanceMs} ms away (median of ${n.coldStart.runs})`,
+        measured: ms(row.medianMs),
+        floor: `${ms(n.coldStart.hsmFloorMs)} (the HSM floor, its calls as far)`,
+        ratio: x(row.medianMs / n.coldStart.hsmFloorMs),
+        target: INFORMATION,
+        pass: undefined,
+      });
+    }
   }
   if (r.soakNetwork) rows.push(...soakTargetRows(r.soakNetwork, '8 Soak, network HSM'));
   return rows;
