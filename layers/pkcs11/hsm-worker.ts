@@ -9,7 +9,7 @@ import type { HsmRequest, HsmResponse, Pkcs11Config, Pkcs11Hsm } from './pkcs11-
 export interface WorkerInit {
   /** The configuration, without its functions (they do not cross threads). */
   config: Omit<Pkcs11Config, 'canFinalize' | 'exclusive' | 'now'>;
-  /** The process-wide lock of library-wide steps (pkcs11-hsm.ts exclusiveBy). */
+  /** The process-wide lock of library-wide steps (pkcs11-hsm.ts sharedLibraryHsm). */
   lock: SharedArrayBuffer;
   /** [0]: how many users (threads) of this process use the same library (worker-hsm.ts). */
   users: SharedArrayBuffer;
@@ -34,12 +34,8 @@ let loadError: HsmError | undefined;
 try {
   // Imported here, not statically: a pkcs11js that cannot load (a layer built for another
   // architecture) is then reported to every call, instead of a worker that dies at start.
-  const pkcs11 = await import('./pkcs11-hsm.ts');
-  hsm = new pkcs11.Pkcs11Hsm({
-    ...init.config,
-    canFinalize: () => Atomics.load(users, 0) <= 1,
-    exclusive: pkcs11.exclusiveBy(new Int32Array(init.lock), threadId),
-  });
+  const { sharedLibraryHsm } = await import('./pkcs11-hsm.ts');
+  hsm = sharedLibraryHsm(init.config, { lock: init.lock, users, holder: threadId });
 } catch (err) {
   loadError = new HsmError('unavailable', `PKCS#11 library not loaded: ${(err as Error).message}`);
 }

@@ -484,12 +484,28 @@ function serve(hsm: Pkcs11Hsm, request: HsmRequest): HsmResponse {
 }
 
 /**
- * Pkcs11Config.exclusive for the threads of a process, by a lock they share: [0] holds the id of the
- * thread in a library-wide step (a worker's threadId, -1 for the main thread), or 0. A worker
- * terminated inside a step (abandoned at its deadline) runs no `finally`: the main thread releases
- * its lock when it ends (worker-hsm.ts).
+ * A Pkcs11Hsm on one of the threads of a process that share its library (worker-hsm.ts):
+ * `users` [0] counts the threads using the library (C_Finalize only by the last one), and `lock`
+ * [0] holds the id of the thread in a library-wide step (`holder`: a worker's threadId, -1 for the
+ * main thread), or 0.
  */
-export function exclusiveBy(lock: Int32Array, holder: number): <T>(step: () => T) => T {
+export function sharedLibraryHsm(
+  config: Omit<Pkcs11Config, 'canFinalize' | 'exclusive' | 'now'>,
+  shared: { lock: SharedArrayBuffer; users: Int32Array; holder: number },
+): Pkcs11Hsm {
+  return new Pkcs11Hsm({
+    ...config,
+    canFinalize: () => Atomics.load(shared.users, 0) <= 1,
+    exclusive: exclusiveBy(new Int32Array(shared.lock), shared.holder),
+  });
+}
+
+/**
+ * Pkcs11Config.exclusive for the threads of a process, by a lock they share. A worker terminated
+ * inside a step (abandoned at its deadline) runs no `finally`: the main thread releases its lock
+ * when it ends (worker-hsm.ts).
+ */
+function exclusiveBy(lock: Int32Array, holder: number): <T>(step: () => T) => T {
   return (step) => {
     for (;;) {
       const current = Atomics.compareExchange(lock, 0, 0, holder);

@@ -241,11 +241,7 @@ export class WorkerHsm implements Hsm {
     }
     const users = usersOf(this.#options.pkcs11.modulePath);
     Atomics.add(users, 0, 1);
-    const hsm = new pkcs11.Pkcs11Hsm({
-      ...this.#options.pkcs11,
-      canFinalize: () => Atomics.load(users, 0) <= 1,
-      exclusive: pkcs11.exclusiveBy(new Int32Array(LOCK), -1),
-    });
+    const hsm = pkcs11.sharedLibraryHsm(this.#options.pkcs11, { lock: LOCK, users, holder: -1 });
     this.#hereHsm = hsm;
     const failure = hsm.connectionError();
     if (failure !== undefined && hsm.pinRefused()) {
