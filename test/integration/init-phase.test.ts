@@ -19,6 +19,8 @@ import { metadata, PREFIX, ROOT } from '../helpers/proxy.ts';
 
 const { setup, control, dir } = faultHsmInThisProcess('xks-init-phase');
 const modulePath = buildFaultModule();
+/** A child's expression for the PKCS#11 calls traced so far (its script imports readFileSync). */
+const READ_TRACE = `readFileSync(${JSON.stringify(control.tracePath)}, 'utf8').split('\\n').filter(Boolean)`;
 
 /**
  * Imports the Encrypt handler in a fresh process, as Lambda's init phase does; the child reports,
@@ -34,7 +36,7 @@ function init(
     'const t0 = performance.now();',
     `await import(${JSON.stringify(join(ROOT, 'functions/encrypt.ts'))});`,
     'const ms = performance.now() - t0;',
-    `const trace = readFileSync(${JSON.stringify(control.tracePath)}, 'utf8').split('\\n').filter(Boolean);`,
+    `const trace = ${READ_TRACE};`,
     "process.stderr.write('INIT ' + JSON.stringify({ ms, trace }) + '\\n');",
   ].join('\n');
   return report(script, { ...env, XKS_PROXY_CONFIG: configFile }, 'INIT ');
@@ -72,16 +74,15 @@ async function firstRequest(
   startTimeoutMs: number,
 ): Promise<{ status: number; ms: number; atInit: string[]; trace: string[]; output: string }> {
   const event = await encryptEvent('first request');
-  const trace = `readFileSync(${JSON.stringify(control.tracePath)}, 'utf8').split('\\n').filter(Boolean)`;
   const script = [
     "const { readFileSync } = await import('node:fs');",
     'const t0 = performance.now();',
     `const { handler } = await import(${JSON.stringify(join(ROOT, 'functions/encrypt.ts'))});`,
-    `const atInit = ${trace};`,
+    `const atInit = ${READ_TRACE};`,
     "const context = { functionName: 'xks-test', awsRequestId: 'r', getRemainingTimeInMillis: () => 3000 };",
     'const response = await handler(JSON.parse(process.env.TEST_EVENT), context);',
     'const ms = performance.now() - t0;',
-    `process.stderr.write('FIRST ' + JSON.stringify({ status: response.statusCode, ms, atInit, trace: ${trace} }) + '\\n');`,
+    `process.stderr.write('FIRST ' + JSON.stringify({ status: response.statusCode, ms, atInit, trace: ${READ_TRACE} }) + '\\n');`,
     HOLD,
   ].join('\n');
   return report(
