@@ -9,12 +9,13 @@
 //
 // --samples: each timed handler call's time too, in order, with how many handler calls came before
 // the first (to pair each with its log line: bench/lib/proxy-share.ts), and which of them a garbage
-// collection pause fell into (node:perf_hooks 'gc' entries).
+// collection pause fell into (node:perf_hooks 'gc' entries): one of V8's own, or one the proxy made
+// while the request waited for the HSM (forced: functions/young-gc.ts).
 // --gap-ms N: N ms of idle time before each timed handler call (outside the timed window), as a
 // Lambda environment idles between requests and while an HSM call is on the network.
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { PerformanceObserver, performance } from 'node:perf_hooks';
+import { constants, PerformanceObserver, performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { ProxyConfig } from '../functions/config.ts';
@@ -164,10 +165,18 @@ const variants: Variant[] = [
 ].filter((v) => args.only === undefined || v.id === args.only);
 if (variants.length === 0) throw new Error(`no variant ${args.only}`);
 
-/** Garbage collection pauses of this thread: start and end, performance.now() ms. */
+/**
+ * Garbage collection pauses of this thread: start and end, performance.now() ms. Apart: the
+ * collections the proxy forces while a request waits for the HSM (functions/young-gc.ts).
+ */
 const gcPauses: Array<[number, number]> = [];
+const forcedPauses: Array<[number, number]> = [];
 const gcObserver = new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) gcPauses.push([e.startTime, e.startTime + e.duration]);
+  for (const e of list.getEntries()) {
+    const { flags } = (e as unknown as { detail: { flags: number } }).detail;
+    const forced = flags & constants.NODE_PERFORMANCE_GC_FLAGS_FORCED;
+    (forced ? forcedPauses : gcPauses).push([e.startTime, e.startTime + e.duration]);
+  }
 });
 if (args.samples) gcObserver.observe({ entryTypes: ['gc'] });
 
@@ -213,7 +222,9 @@ for (const v of variants) {
     bare: withBare ? roundSummary(summarize(bareUs)) : undefined,
     handlerCdf: cdfPoints(handlerUs, 200).map(([x, q]) => [round(x, 2), q]),
     bareCdf: withBare ? cdfPoints(bareUs, 200).map(([x, q]) => [round(x, 2), q]) : undefined,
-    ...(args.samples ? { samples: { firstCall, us: handlerUs.map((v) => round(v, 2)), gc: [] } } : {}),
+    ...(args.samples
+      ? { samples: { firstCall, us: handlerUs.map((v) => round(v, 2)), gc: [], forcedGc: [] } }
+      : {}),
   });
   spansOf.push(spans);
 }
@@ -222,8 +233,12 @@ if (args.samples) {
   await sleep(20);
   gcObserver.disconnect();
   results.forEach((r, k) => {
-    const inPause = ([start, end]: [number, number]) => gcPauses.some(([s, e]) => s < end && e > start);
-    if (r.samples) r.samples.gc = (spansOf[k] ?? []).flatMap((span, i) => (inPause(span) ? [i] : []));
+    const within = (pauses: Array<[number, number]>) => (spans: Array<[number, number]>) =>
+      spans.flatMap(([start, end], i) => (pauses.some(([s, e]) => s < end && e > start) ? [i] : []));
+    if (r.samples) {
+      r.samples.gc = within(gcPauses)(spansOf[k] ?? []);
+      r.samples.forcedGc = within(forcedPauses)(spansOf[k] ?? []);
+    }
   });
 }
 loop.endUs = Number(process.hrtime.bigint() / 1000n);

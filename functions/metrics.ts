@@ -1,7 +1,7 @@
 // The names of the metrics the proxy emits (namespace XksProxy, dimensions service and operation),
 // from metric-names.json, which infra/ reads too for the dashboard and alarms; and each request's
 // EMF documents, through Powertools Metrics. A test checks the names against the dashboard and alarms.
-import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { MetricUnit as Unit } from '@aws-lambda-powertools/metrics/types';
 import metricNames from './metric-names.json' with { type: 'json' };
 
@@ -13,7 +13,6 @@ export const METRIC = metricNames;
 
 /** What one request measured. */
 export interface RequestMeasures {
-  operation: string;
   /** undefined: the request succeeded. */
   errorName: string | undefined;
   latencyMs: number;
@@ -24,13 +23,24 @@ export interface RequestMeasures {
 }
 
 /**
- * One request's EMF documents: Requests, Errors, Latency, HsmLatency (when the HSM was called) and
- * the handler's own metrics in one (dimension operation), and a failed request's ErrorsByName in a
- * second (dimensions operation and errorName). Added and published in one synchronous step: requests
- * that overlap (the local server serves several at once) never share a document.
+ * The Metrics of one operation's requests, with the operation as a default dimension (a Lambda
+ * function serves one operation): a request adds no dimension of its own.
+ */
+export function operationMetrics(
+  options: { namespace: string; serviceName: string },
+  operation: string,
+): Metrics {
+  return new Metrics({ ...options, defaultDimensions: { operation } });
+}
+
+/**
+ * One request's EMF documents, on its operation's Metrics (operationMetrics): Requests, Errors,
+ * Latency, HsmLatency (when the HSM was called) and the handler's own metrics in one (dimension
+ * operation), and a failed request's ErrorsByName in a second (dimensions operation and errorName).
+ * Added and published in one synchronous step: requests that overlap (the local server serves
+ * several at once) never share a document.
  */
 export function publishRequestMetrics(metrics: Metrics, m: RequestMeasures): void {
-  metrics.addDimension('operation', m.operation);
   metrics.addMetric(METRIC.requests, MetricUnit.Count, 1);
   metrics.addMetric(METRIC.errors, MetricUnit.Count, m.errorName === undefined ? 0 : 1);
   metrics.addMetric(METRIC.latency, MetricUnit.Milliseconds, m.latencyMs);
@@ -40,7 +50,6 @@ export function publishRequestMetrics(metrics: Metrics, m: RequestMeasures): voi
   if (m.errorName !== undefined) {
     metrics
       .singleMetric()
-      .addDimension('operation', m.operation)
       .addDimension('errorName', m.errorName)
       .addMetric(METRIC.errorsByName, MetricUnit.Count, 1);
   }

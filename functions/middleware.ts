@@ -49,6 +49,7 @@ import { type Operation, parseRoute, type Route } from './routes.ts';
 import type { Keystore, Runtime } from './runtime.ts';
 import { type RequestMetadata, validatorFor } from './schemas.ts';
 import { verifySigV4 } from './sigv4.ts';
+import type { YoungGenerationCollector } from './young-gc.ts';
 
 /** What a route's handler gets: everything checked, nothing left to parse. */
 export interface XksRequest<Body> {
@@ -139,11 +140,13 @@ export function xksHandler<Body>(
             state.servedBy = id;
           }),
           state,
+          runtime.collector,
         ),
         fleet: {
           members,
           health: (index) => runtime.hsm.health(index),
-          probe: (index, call) => runtime.hsm.probe(index, (hsm) => call(new TimedHsm(hsm, state))),
+          probe: (index, call) =>
+            runtime.hsm.probe(index, (hsm) => call(new TimedHsm(hsm, state, runtime.collector))),
         },
         logger: runtime.logger,
         addMetric: (name, unit, value) => {
@@ -176,6 +179,7 @@ function frontDoor(): Middleware {
 
 /** 1. Success and error responses; one log line and the metrics of every request. */
 function respond(runtime: Runtime, operation: Operation): Middleware {
+  const metrics = runtime.metricsOf(operation);
   const finish = (request: XksMiddyRequest, response: HttpResponse, error?: XksError) => {
     request.response = response;
     const state = request.context.xks;
@@ -192,8 +196,7 @@ function respond(runtime: Runtime, operation: Operation): Middleware {
     };
     const audit = auditRecord(runtime.audit, operation, state, line);
     writeLine(runtime.auditLogger, request.context, { ...line, audit }, error);
-    publishRequestMetrics(runtime.metrics, {
-      operation,
+    publishRequestMetrics(metrics, {
       errorName: error?.errorName,
       latencyMs,
       hsmMs: state.hsmMs,
@@ -510,15 +513,18 @@ function logUnverifiedRequestId(context: XksContext): void {
 
 /**
  * An Hsm with each call's duration added to the request's HSM time, and, for the fleet's routed
- * calls, the HSM that served it noted as each call ends.
+ * calls, the HSM that served it noted as each call ends. While a call is out, the runtime's
+ * collector (in Lambda) may collect the young generation (functions/young-gc.ts).
  */
 class TimedHsm implements Hsm {
   readonly #inner: Hsm;
   readonly #state: State;
+  readonly #collector: YoungGenerationCollector | undefined;
 
-  constructor(inner: Hsm, state: State) {
+  constructor(inner: Hsm, state: State, collector: YoungGenerationCollector | undefined) {
     this.#inner = inner;
     this.#state = state;
+    this.#collector = collector;
   }
 
   info() {
@@ -526,17 +532,17 @@ class TimedHsm implements Hsm {
   }
 
   findKey(label: string, version?: number): Promise<HsmKey | undefined> {
-    return this.#timed(() => this.#inner.findKey(label, version));
+    return this.#timed('findKey', () => this.#inner.findKey(label, version));
   }
 
   encrypt(key: HsmKey, plaintext: Buffer, aad: Buffer): Promise<AesGcmCiphertext> {
     this.#state.keyVersion = key.version;
-    return this.#timed(() => this.#inner.encrypt(key, plaintext, aad));
+    return this.#timed('encrypt', () => this.#inner.encrypt(key, plaintext, aad));
   }
 
   decrypt(key: HsmKey, input: AesGcmCiphertext, aad: Buffer): Promise<Buffer> {
     this.#state.keyVersion = key.version;
-    return this.#timed(() => this.#inner.decrypt(key, input, aad));
+    return this.#timed('decrypt', () => this.#inner.decrypt(key, input, aad));
   }
 
   close(): void {
@@ -544,12 +550,17 @@ class TimedHsm implements Hsm {
   }
 
   /** Runs an HSM call, adding its duration (failed or not) to the request's HSM time. */
-  async #timed<T>(call: () => Promise<T>): Promise<T> {
+  async #timed<T>(kind: string, call: () => Promise<T>): Promise<T> {
     const start = performance.now();
     try {
-      return await call();
+      const answer = call();
+      // The call is on its way (WorkerHsm posts it before returning): this thread would idle now.
+      this.#collector?.whileWaiting(kind);
+      return await answer;
     } finally {
-      this.#state.hsmMs += performance.now() - start;
+      const ms = performance.now() - start;
+      this.#state.hsmMs += ms;
+      this.#collector?.took(kind, ms);
     }
   }
 }

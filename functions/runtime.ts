@@ -23,9 +23,12 @@ import {
   parsePinSecret,
 } from './config.ts';
 import type { FrontDoor } from './front-door.ts';
+import { operationMetrics } from './metrics.ts';
 import { commonNameMatcher } from './mtls.ts';
 import { ALL_KEYSTORES, RevocationSwitch } from './revocation.ts';
+import type { Operation } from './routes.ts';
 import { healthRoundTrip } from './xks.ts';
+import { YoungGenerationCollector } from './young-gc.ts';
 
 export const SERVICE = 'xks-proxy';
 const NAMESPACE = 'XksProxy';
@@ -60,12 +63,20 @@ export interface Runtime {
    * switch's changes. Written whatever the configured level: a record left out breaks the chain.
    */
   readonly auditLogger: Logger;
+  /** The cold start metric (captureColdStartMetric). */
   readonly metrics: Metrics;
+  /** A new Metrics for one operation's requests (functions/metrics.ts, operationMetrics). */
+  metricsOf(operation: Operation): Metrics;
   readonly hsm: HsmFleet;
   /** Key stores by path prefix. */
   readonly keystores: ReadonlyMap<string, Keystore>;
   /** This runtime's audit chain (functions/audit.ts), started when the runtime was made. */
   readonly audit: AuditChain;
+  /**
+   * In Lambda, where one request at a time waits for each HSM call: collects the young generation
+   * during those waits (functions/young-gc.ts). Undefined elsewhere, or without gc().
+   */
+  readonly collector: YoungGenerationCollector | undefined;
   /** With clientCertificate: whether a client certificate's subject CN may call the proxy. */
   readonly allowsCommonName: ((commonName: string | undefined) => boolean) | undefined;
   /** Step 0 of every request: the sources that can change while the proxy runs, read again when due. */
@@ -89,10 +100,8 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
   const serviceName = process.env.POWERTOOLS_SERVICE_NAME || SERVICE;
   const logger = new Logger({ serviceName });
   const auditLogger = logger.createChild({ logLevel: 'INFO' });
-  const metrics = new Metrics({
-    namespace: process.env.POWERTOOLS_METRICS_NAMESPACE || NAMESPACE,
-    serviceName,
-  });
+  const metricsOptions = { namespace: process.env.POWERTOOLS_METRICS_NAMESPACE || NAMESPACE, serviceName };
+  const metrics = new Metrics(metricsOptions);
   // First: the HSMs start connecting while the rest is read (on their worker threads, or on this
   // thread with firstCallsHere).
   const firstCallsHere = options.initOnRequestPath === true;
@@ -126,9 +135,11 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
       logger,
       auditLogger,
       metrics,
+      metricsOf: (operation) => operationMetrics(metricsOptions, operation),
       hsm,
       keystores,
       audit,
+      collector: options.inLambda === true ? YoungGenerationCollector.create() : undefined,
       allowsCommonName: allowed && commonNameMatcher(allowed),
       refreshIfDue: () => {
         const read = credentials.refreshIfDue();

@@ -119,6 +119,8 @@ function shareTable(rows: NetworkHandlerRow[], label: (row: NetworkHandlerRow) =
       'max',
       'requests with a GC pause',
       'share p99 without them',
+      'collected during the HSM call',
+      'their HSM p50',
     ],
     rows.map((row) => [
       label(row),
@@ -132,6 +134,8 @@ function shareTable(rows: NetworkHandlerRow[], label: (row: NetworkHandlerRow) =
       f3(row.share.max),
       String(row.gcCalls),
       f3(row.shareWithoutGc.p99),
+      String(row.forcedGcCalls ?? 0),
+      row.hsmWithForcedGc === undefined ? '—' : f2(row.hsmWithForcedGc.p50),
     ]),
   );
 }
@@ -192,7 +196,11 @@ export function networkHsmSection(n: NetworkHsmResults): string[] {
         `${f3(n.target.p99Ms)} ms, **${n.target.pass ? 'pass' : 'FAIL'}**.`,
     '',
     "A request with a GC pause: one that a garbage collection pause of the handler's thread fell into " +
-      "(node:perf_hooks 'gc' entries).",
+      "(node:perf_hooks 'gc' entries), made by V8 when the young generation was full. Collected during " +
+      'the HSM call: the requests during whose HSM call the function collected its young generation ' +
+      '(`functions/young-gc.ts`, with `NODE_OPTIONS=--expose-gc` as deployed): that pause is in the HSM ' +
+      'time, and only delays the request where it outlasts the HSM’s answer; their HSM p50 beside the ' +
+      'run’s shows whether it did.',
     ...(n.noDistance.length === 0
       ? []
       : [

@@ -35,12 +35,19 @@ export interface ProxyShare {
   /** How many timed calls a garbage collection pause fell into, and the share of the others. */
   gcCalls: number;
   shareWithoutGc: Summary;
+  /**
+   * How many timed calls the proxy collected during (in the HSM wait: functions/young-gc.ts), and
+   * their HSM time: a collection that outlasted the HSM's answer would show there.
+   */
+  forcedGcCalls: number;
+  hsmWithForcedGc: Summary | undefined;
 }
 
 /**
  * Pairs the timed calls (`handlerUs`, in order, the first being handler call number `firstCall`
  * counted from 0) with their log lines and summarises handler time, HSM time and their difference.
- * `gc`: the timed calls a GC pause fell into (indices into handlerUs). Throws when the pairing
+ * `gc`: the timed calls a GC pause fell into (indices into handlerUs); `forcedGc`: those the proxy
+ * collected during. Throws when the pairing
  * cannot be right: too few lines, or a line whose own latency is longer than the handler call
  * around it.
  */
@@ -49,6 +56,7 @@ export function proxyShare(
   firstCall: number,
   lines: RequestTimes[],
   gc: readonly number[] = [],
+  forcedGc: readonly number[] = [],
 ): ProxyShare {
   if (lines.length < firstCall + handlerUs.length) {
     throw new Error(`${lines.length} request lines for ${firstCall} + ${handlerUs.length} handler calls`);
@@ -70,11 +78,14 @@ export function proxyShare(
     share.push(handlerMs - line.hsmMs);
   });
   const paused = new Set(gc);
+  const collected = new Set(forcedGc);
   return {
     handler: summarize(handler),
     hsm: summarize(hsm),
     share: summarize(share),
     gcCalls: paused.size,
     shareWithoutGc: summarize(share.filter((_, i) => !paused.has(i))),
+    forcedGcCalls: collected.size,
+    hsmWithForcedGc: collected.size === 0 ? undefined : summarize(hsm.filter((_, i) => collected.has(i))),
   };
 }

@@ -29,6 +29,8 @@ export interface HandlerSamples {
   us: number[];
   /** The timed calls (indices into `us`) that a garbage collection pause of the thread fell into. */
   gc: number[];
+  /** The timed calls during which the proxy collected (functions/young-gc.ts). */
+  forcedGc: number[];
 }
 
 export interface HandlerRow extends HandlerMeasurement {
@@ -55,6 +57,8 @@ export interface HandlerResults {
 
 /** What Lambda puts in the environment, so that Powertools behaves as it does there. */
 export const LAMBDA_ENV = {
+  // As serverless.yml sets it (functions/young-gc.ts).
+  NODE_OPTIONS: '--expose-gc',
   AWS_LAMBDA_FUNCTION_NAME: 'xks-bench',
   AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '1024',
   AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',

@@ -3,7 +3,8 @@
 // SoftHSM `distanceMs` ± `jitterMs` away (`* delay 2 jitter=0.5`), and then:
 //   a. the Lambda handler (bench/handler-child.ts, one request at a time) at full CPU and at the
 //      1024 MB CPU share: handler time, HSM time, and the proxy's own share (handler − HSM); the
-//      requests a GC pause fell into; and, as a control, the same handler with no distance, back to
+//      requests a GC pause fell into, and those the proxy collected during (in the HSM call:
+//      functions/young-gc.ts), with their HSM time; and, as a control, the same handler with no distance, back to
 //      back and with an idle gap as long as the HSM's wait before each request (what idling alone
 //      does to the same work);
 //   b. a slow HSM's tail with a call deadline: the local server, one connection, one C_EncryptInit
@@ -59,6 +60,9 @@ export interface NetworkHandlerRow {
   /** Requests a garbage collection pause of the handler's thread fell into, and the share of the others. */
   gcCalls: number;
   shareWithoutGc: Summary;
+  /** Requests the proxy collected during, in the HSM wait (functions/young-gc.ts), and their HSM time. */
+  forcedGcCalls: number;
+  hsmWithForcedGc: Summary | undefined;
 }
 
 export interface DeadlineRow {
@@ -127,7 +131,13 @@ async function handlerAtDistance(options: {
       path: join(options.workDir, `network-handler-${label}`),
     });
     if (samples === undefined) throw new Error('handler-child wrote no samples');
-    const share = proxyShare(samples.us, samples.firstCall, requestTimesOf(logFile), samples.gc);
+    const share = proxyShare(
+      samples.us,
+      samples.firstCall,
+      requestTimesOf(logFile),
+      samples.gc,
+      samples.forcedGc,
+    );
     return {
       memoryMb: options.memoryMb,
       cpuShare: options.memoryMb === undefined ? undefined : round(cpuShare(options.memoryMb), 3),
@@ -138,6 +148,8 @@ async function handlerAtDistance(options: {
       share: roundSummary(share.share, 3),
       gcCalls: share.gcCalls,
       shareWithoutGc: roundSummary(share.shareWithoutGc, 3),
+      forcedGcCalls: share.forcedGcCalls,
+      hsmWithForcedGc: share.hsmWithForcedGc && roundSummary(share.hsmWithForcedGc, 3),
     };
   } finally {
     removeSetup(setup);
@@ -281,7 +293,8 @@ export async function networkHsmSuite(options: {
     options.log(
       `  handler, ${where}: p50 ${row.handler.p50.toFixed(2)} ms p99 ${row.handler.p99.toFixed(2)} ms; HSM p50 ` +
         `${row.hsm.p50.toFixed(2)} ms; proxy share p50 ${row.share.p50.toFixed(3)} ms p99 ${row.share.p99.toFixed(3)} ms ` +
-        `(${row.gcCalls} requests with a GC pause; p99 without them ${row.shareWithoutGc.p99.toFixed(3)} ms)`,
+        `(${row.gcCalls} requests with a GC pause; p99 without them ${row.shareWithoutGc.p99.toFixed(3)} ms; ` +
+        `${row.forcedGcCalls} collected during the HSM call)`,
     );
   }
   const atShare = handler.find((row) => row.memoryMb === PROXY_SHARE_MEMORY_MB);

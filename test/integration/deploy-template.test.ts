@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { LAMBDA_ENV } from '../../bench/suites/handler.ts';
 import { loadConfig, parseConfig, SCHEMA } from '../../functions/config.ts';
 import { ERROR_STATUS } from '../../functions/errors.ts';
 import METRIC from '../../functions/metric-names.json' with { type: 'json' };
@@ -276,6 +277,8 @@ for (const stage of STAGES) {
       for (const name of FUNCTIONS) {
         const env = t.Resources[`${name}LambdaFunction`].Properties.Environment.Variables;
         assert.equal(env.XKS_FRONT_DOOR, EXPECT[stage].frontDoor, name);
+        // gc() for functions/young-gc.ts, as the benchmarks run the functions.
+        assert.equal(env.NODE_OPTIONS, LAMBDA_ENV.NODE_OPTIONS, name);
       }
       // The functions are reached through the front door only: no function URL.
       assert.equal(ofType(t, 'AWS::Lambda::Url').length, 0);

@@ -167,6 +167,14 @@ test('metrics per route: requests, errors, latency, HSM latency; errors by error
   // ErrorsByName is its own EMF document, with the errorName dimension.
   assert.equal(byName?.errorName, 'InvalidKeyUsageException');
   assert.equal(byName?.operation, 'Encrypt');
+  // The dimension sets the dashboard and alarms read (infra/): service and operation, and errorName.
+  const dimensions = (m: Record<string, unknown> | undefined) =>
+    (m?._aws as { CloudWatchMetrics: Array<{ Dimensions: string[][] }> } | undefined)?.CloudWatchMetrics[0]
+      ?.Dimensions;
+  assert.deepEqual(dimensions(success), [['service', 'operation']]);
+  assert.deepEqual(dimensions(failure), [['service', 'operation']]);
+  assert.deepEqual(dimensions(byName), [['service', 'operation', 'errorName']]);
+  assert.equal(success?.service, 'xks-proxy');
 });
 
 test("GetHealthStatus's deep check counts as HSM time (HsmLatency), as other routes' calls do", async () => {

@@ -40,6 +40,16 @@ test('the calls a GC pause fell into are counted and left out of shareWithoutGc'
   assert.equal(proxyShare([1600, 4100, 6400], 0, lines).gcCalls, 0);
 });
 
+test('the calls the proxy collected during are counted apart, with their HSM time', () => {
+  const lines = [line(1.5, 1.2), line(2.1, 2), line(6.2, 6)].map((l) => requestTimes(l) as never);
+  const result = proxyShare([1600, 4100, 6400], 0, lines, [], [2]);
+  assert.equal(result.gcCalls, 0);
+  assert.equal(result.shareWithoutGc.n, 3, 'a collection in the HSM wait leaves the call in');
+  assert.equal(result.forcedGcCalls, 1);
+  assert.equal(result.hsmWithForcedGc?.p50, 6);
+  assert.equal(proxyShare([1600, 4100, 6400], 0, lines).hsmWithForcedGc, undefined);
+});
+
 test('a misaligned pairing (a line slower than its handler call) or too few lines throws', () => {
   const lines = [line(1.5, 1.2), line(6.2, 6), line(2.1, 2)].map((l) => requestTimes(l) as never);
   assert.throws(() => proxyShare([1600, 2300, 6400], 0, lines), /misaligned/);
