@@ -12,7 +12,6 @@
 // 1 ms): not during a key lookup answered from the cache, nor with an in-process HSM. A collection
 // that outlasts the HSM's answer delays the request by what is left of it: still less than the
 // whole pause that the young generation, once full, would have put on a request anyway.
-import { getHeapSpaceStatistics } from 'node:v8';
 
 /** A call is worth collecting during when the last one of its kind took at least this. */
 const MIN_WAIT_MS = 1;
@@ -37,7 +36,11 @@ export class YoungGenerationCollector {
    */
   whileWaiting(kind: string): void {
     if ((this.#lastWaitMs.get(kind) ?? 0) < MIN_WAIT_MS) return;
-    const young = getHeapSpaceStatistics().find((space) => space.space_name === 'new_space');
+    // node:v8 loaded only now: at the init phase it would cost every cold start a few ms.
+    const young = process
+      .getBuiltinModule('node:v8')
+      .getHeapSpaceStatistics()
+      .find((space) => space.space_name === 'new_space');
     // space_size counts both semi-spaces; what fills up is used + available.
     if (young === undefined) return;
     const free = young.space_available_size;
