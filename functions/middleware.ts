@@ -554,7 +554,8 @@ class TimedHsm implements Hsm {
     const start = performance.now();
     try {
       const answer = call();
-      // The call is on its way (WorkerHsm posts it before returning): this thread would idle now.
+      // The call is on its way to the HSM's worker thread (WorkerHsm posts it before returning), as
+      // every call is in Lambda once the worker has started: this thread would idle now.
       this.#collector?.whileWaiting(kind);
       return await answer;
     } finally {

@@ -9,9 +9,9 @@
 //
 // It needs V8's gc() (node --expose-gc: serverless.yml sets NODE_OPTIONS); without it, nothing
 // happens. Only during calls that take the HSM a while (the last call of the kind took at least
-// 1 ms): not during a key lookup answered from the cache, nor with an in-process HSM. A collection
-// that outlasts the HSM's answer delays the request by what is left of it: still less than the
-// whole pause that the young generation, once full, would have put on a request anyway.
+// 1 ms): not during a key lookup answered from the cache, and seldom with an in-process HSM. A
+// collection that outlasts the HSM's answer delays the request by what is left of it: still less
+// than the whole pause that the young generation, once full, would have put on a request anyway.
 
 /** A call is worth collecting during when the last one of its kind took at least this. */
 const MIN_WAIT_MS = 1;
