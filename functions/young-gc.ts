@@ -20,6 +20,8 @@ export class YoungGenerationCollector {
   readonly #gc: NodeJS.GCFunction;
   /** How long the last call of each kind took (ms): what the next one will likely take. */
   readonly #lastWaitMs = new Map<string, number>();
+  /** Set when gc() or the heap statistics failed: the collector then stays out of the way. */
+  #off = false;
 
   /** undefined without gc() (node --expose-gc). */
   static create(gc: NodeJS.GCFunction | undefined = globalThis.gc): YoungGenerationCollector | undefined {
@@ -35,17 +37,23 @@ export class YoungGenerationCollector {
    * for its answer: collects the young generation if it is three quarters full.
    */
   whileWaiting(kind: string): void {
-    if ((this.#lastWaitMs.get(kind) ?? 0) < MIN_WAIT_MS) return;
-    // node:v8 loaded only now: at the init phase it would cost every cold start a few ms.
-    const young = process
-      .getBuiltinModule('node:v8')
-      .getHeapSpaceStatistics()
-      .find((space) => space.space_name === 'new_space');
-    // space_size counts both semi-spaces; what fills up is used + available.
-    if (young === undefined) return;
-    const free = young.space_available_size;
-    if (free > (young.space_used_size + free) / 4) return;
-    this.#gc({ type: 'minor' });
+    if (this.#off || (this.#lastWaitMs.get(kind) ?? 0) < MIN_WAIT_MS) return;
+    try {
+      // node:v8 loaded only now: at the init phase it would cost every cold start a few ms.
+      const young = process
+        .getBuiltinModule('node:v8')
+        .getHeapSpaceStatistics()
+        .find((space) => space.space_name === 'new_space');
+      // space_size counts both semi-spaces; what fills up is used + available.
+      if (young === undefined) return;
+      const free = young.space_available_size;
+      if (free > (young.space_used_size + free) / 4) return;
+      this.#gc({ type: 'minor' });
+    } catch {
+      // A Node whose gc() takes no options, or whose heap has no such space: V8 collects as usual.
+      // Never the request's failure: it runs inside the request's HSM call.
+      this.#off = true;
+    }
   }
 
   /** What a call of `kind` took, from its start to its answer. */
