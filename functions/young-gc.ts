@@ -50,8 +50,8 @@ export class YoungGenerationCollector {
       if (free > (young.space_used_size + free) / 4) return;
       this.#gc({ type: 'minor' });
     } catch {
-      // A Node whose gc() takes no options, or whose heap has no such space: V8 collects as usual.
-      // Never the request's failure: it runs inside the request's HSM call.
+      // A Node whose gc() or heap statistics fail: V8 collects as usual. Never the request's
+      // failure: this runs inside the request's HSM call.
       this.#off = true;
     }
   }
