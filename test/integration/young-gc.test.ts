@@ -5,6 +5,7 @@
 // its main thread observed (node:perf_hooks 'gc' entries, whose flags tell a forced one).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { COUNT_WORKERS } from '../helpers/count-workers.ts';
@@ -29,7 +30,6 @@ interface Report {
 
 /** REQUESTS Encrypt requests, one at a time, through the Lambda handler in a fresh process. */
 async function run(nodeArgs: string[]): Promise<Report> {
-  const { writeFileSync } = await import('node:fs');
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, JSON.stringify({ ...setup.config, hsm: { ...setup.config.hsm, modulePath } }));
   const event = await signedEvent({
