@@ -131,6 +131,12 @@ function newWorker(workerData: WorkerInit): Worker {
   return thread;
 }
 
+/** The HsmError an answer carries (pkcs11-hsm.ts errorResponse's inverse), or undefined. */
+function errorOf(response: HsmResponse): HsmError | undefined {
+  const error = response.error;
+  return error === undefined ? undefined : new HsmError(error.kind, error.message, error.ckr);
+}
+
 /** A call waiting for a worker, then for its answer. */
 interface Call {
   request: HsmRequest;
@@ -269,11 +275,11 @@ export class WorkerHsm implements Hsm {
     const response = hsm.answer(request);
     this.#info = hsm.info() ?? this.#info;
     for (const event of response.events ?? []) this.#options.onEvent?.(event);
-    const error = response.error;
+    const error = errorOf(response);
     if (error === undefined) return response;
     // The workers, with their deadlines, reconnect from here on.
     if (error.kind === 'unavailable' && !hsm.pinRefused()) this.#leaveHere(hsm);
-    throw new HsmError(error.kind, error.message, error.ckr);
+    throw error;
   }
 
   /**
@@ -415,10 +421,7 @@ export class WorkerHsm implements Hsm {
     t.state = 'idle';
     const kind = message.error?.kind;
     this.#answering = kind !== 'unavailable' && kind !== 'timeout';
-    if (call !== undefined) {
-      const error = message.error;
-      this.#settle(call, error === undefined ? message : new HsmError(error.kind, error.message, error.ckr));
-    }
+    if (call !== undefined) this.#settle(call, errorOf(message) ?? message);
     this.#dispatch();
   }
 
