@@ -248,10 +248,11 @@ const AWS_PACKAGE = /^(?:@aws-sdk\/|@smithy\/|@aws-lambda-powertools\/parameters
 const NOT_IN_DOMAIN = /^(?:@middy\/|pkcs11js$|@aws-sdk\/|@smithy\/|@aws-lambda-powertools\/)/;
 /**
  * Built-ins a cold start does without: node:http with net, streams and the HTTP client and server
- * (front-door.ts has the reason phrases), and node:worker_threads, loaded with the first HSM worker,
- * which an on-demand cold start starts after its response (layers/pkcs11/worker-hsm.ts).
+ * (errors.ts has the reason phrases); node:worker_threads, loaded with the first HSM worker, which
+ * an on-demand cold start starts after its response (layers/pkcs11/worker-hsm.ts); node:v8, loaded
+ * at the first young-generation collection, during an HSM call (functions/young-gc.ts).
  */
-const NOT_AT_COLD_START = ['node:http', 'node:worker_threads'];
+const NOT_AT_COLD_START = ['node:http', 'node:worker_threads', 'node:v8'];
 
 /** A relative specifier as a path from the repository's root; a package name as it is. */
 function target(file: string, specifier: string): string {
@@ -403,6 +404,7 @@ const RULES: Rule[] = [
     breaches: [
       ['functions/front-door.ts', "import { STATUS_CODES } from 'node:http';"],
       ['layers/pkcs11/worker-hsm.ts', "import { Worker } from 'node:worker_threads';"],
+      ['functions/young-gc.ts', "import { getHeapSpaceStatistics } from 'node:v8';"],
     ],
   },
 ];
