@@ -244,12 +244,13 @@ if (args.samples) {
   // The observer is called asynchronously: let it see the loop's last pauses.
   await sleep(20);
   gcObserver.disconnect();
+  /** The spans (indices) that one of `pauses` overlaps. */
+  const within = (pauses: Array<[number, number]>, spans: Array<[number, number]>) =>
+    spans.flatMap(([start, end], i) => (pauses.some(([s, e]) => s < end && e > start) ? [i] : []));
   results.forEach((r, k) => {
-    const within = (pauses: Array<[number, number]>) => (spans: Array<[number, number]>) =>
-      spans.flatMap(([start, end], i) => (pauses.some(([s, e]) => s < end && e > start) ? [i] : []));
     if (r.samples) {
-      r.samples.gc = within(gcPauses)(spansOf[k] ?? []);
-      r.samples.forcedGc = within(forcedPauses)(spansOf[k] ?? []);
+      r.samples.gc = within(gcPauses, spansOf[k] ?? []);
+      r.samples.forcedGc = within(forcedPauses, spansOf[k] ?? []);
     }
   });
 }

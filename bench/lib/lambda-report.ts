@@ -104,7 +104,10 @@ export function cpuShareSvg(c: CpuShareResults | undefined): string {
   });
 }
 
-/** Suite 7a's rows: handler, HSM and the proxy's share (ms), and the requests a GC pause fell into. */
+/**
+ * Suite 7a's rows: handler, HSM and the proxy's share (ms), the requests a GC pause fell into, and
+ * those collected during their HSM call with their HSM time.
+ */
 function shareTable(rows: NetworkHandlerRow[], label: (row: NetworkHandlerRow) => string): string {
   return table(
     [
@@ -134,7 +137,7 @@ function shareTable(rows: NetworkHandlerRow[], label: (row: NetworkHandlerRow) =
       f3(row.share.max),
       String(row.gcCalls),
       f3(row.shareWithoutGc.p99),
-      String(row.forcedGcCalls ?? 0),
+      String(row.forcedGcCalls),
       row.hsmWithForcedGc === undefined ? '—' : f2(row.hsmWithForcedGc.p50),
     ]),
   );

@@ -47,9 +47,8 @@ export interface ProxyShare {
  * Pairs the timed calls (`handlerUs`, in order, the first being handler call number `firstCall`
  * counted from 0) with their log lines and summarises handler time, HSM time and their difference.
  * `gc`: the timed calls a GC pause fell into (indices into handlerUs); `forcedGc`: those the proxy
- * collected during. Throws when the pairing
- * cannot be right: too few lines, or a line whose own latency is longer than the handler call
- * around it.
+ * collected during. Throws when the pairing cannot be right: too few lines, or a line whose own
+ * latency is longer than the handler call around it.
  */
 export function proxyShare(
   handlerUs: number[],

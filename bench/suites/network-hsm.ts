@@ -4,9 +4,9 @@
 //   a. the Lambda handler (bench/handler-child.ts, one request at a time) at full CPU and at the
 //      1024 MB CPU share: handler time, HSM time, and the proxy's own share (handler − HSM); the
 //      requests a GC pause fell into, and those the proxy collected during (in the HSM call:
-//      functions/young-gc.ts), with their HSM time; and, as a control, the same handler with no distance, back to
-//      back and with an idle gap as long as the HSM's wait before each request (what idling alone
-//      does to the same work);
+//      functions/young-gc.ts), with their HSM time; and, as a control, the same handler with no
+//      distance, back to back and with an idle gap as long as the HSM's wait before each request
+//      (what idling alone does to the same work);
 //   b. a slow HSM's tail with a call deadline: the local server, one connection, one C_EncryptInit
 //      in `every` taking `slowMs`, at two values of hsm.callTimeoutMs;
 //   c. the local server's throughput while one request waits on a slow HSM call;
