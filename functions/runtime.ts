@@ -14,6 +14,7 @@ import { WorkerHsm } from '../layers/pkcs11/worker-hsm.ts';
 import { AUDIT_KEY_BYTES, AuditChain, parseAuditKey } from './audit.ts';
 import { type Authorizer, createAuthorizer } from './authorization.ts';
 import { readSecret } from './aws.ts';
+import { lowerV8WorkerPriority } from './background-threads.ts';
 import {
   type Credential,
   type CredentialRules,
@@ -36,7 +37,9 @@ const NAMESPACE = 'XksProxy';
 export interface RuntimeOptions {
   /**
    * Running as a Lambda function: credentials read later must not be the public demo ones, and
-   * behind API Gateway, API Gateway enforces the key stores' throttle.
+   * behind API Gateway, API Gateway enforces the key stores' throttle. The process serves one
+   * request at a time: it collects its young generation during HSM calls (`collector`) and puts
+   * V8's background threads behind the request's thread (`answered`).
    */
   inLambda?: boolean;
   /**
@@ -83,7 +86,8 @@ export interface Runtime {
   refreshIfDue(): Promise<unknown> | undefined;
   /**
    * Told by the middleware that a response is made. After the first, with initOnRequestPath, the HSM
-   * worker threads start: off the cold start's path, in time for the next requests' deadlines.
+   * worker threads start: off the cold start's path, in time for the next requests' deadlines. In
+   * Lambda, V8's background threads then go to the lowest priority (functions/background-threads.ts).
    */
   answered(): void;
   /** Stops the HSM workers. */
@@ -106,10 +110,13 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
   // thread with firstCallsHere).
   const firstCallsHere = options.initOnRequestPath === true;
   const { fleet: hsm, workerHsms } = await createFleet(config, logger, firstCallsHere);
-  // After the response: the worker's start (`new Worker`) takes this thread a few ms.
-  let workersStarted = !firstCallsHere;
-  const startWorkers = () => {
-    for (const member of workerHsms) member.startWorker();
+  // After the first response: the worker's start (`new Worker`) takes this thread a few ms.
+  let answeredOnce = false;
+  const afterFirstResponse = () => {
+    if (firstCallsHere) for (const member of workerHsms) member.startWorker();
+    if (options.inLambda === true) {
+      logger.debug('V8 background threads at the lowest priority', { threads: lowerV8WorkerPriority() });
+    }
   };
   try {
     const audit = new AuditChain(await auditKey(config, logger));
@@ -147,9 +154,9 @@ export async function createRuntime(config: ProxyConfig, options: RuntimeOptions
         return read && revoked ? Promise.all([read, revoked]) : (read ?? revoked);
       },
       answered: () => {
-        if (workersStarted) return;
-        workersStarted = true;
-        setImmediate(startWorkers);
+        if (answeredOnce) return;
+        answeredOnce = true;
+        setImmediate(afterFirstResponse);
       },
       close: () => hsm.close(),
     };

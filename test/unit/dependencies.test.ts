@@ -250,9 +250,10 @@ const NOT_IN_DOMAIN = /^(?:@middy\/|pkcs11js$|@aws-sdk\/|@smithy\/|@aws-lambda-p
  * Built-ins a cold start does without: node:http with net, streams and the HTTP client and server
  * (errors.ts has the reason phrases); node:worker_threads, loaded with the first HSM worker, which
  * an on-demand cold start starts after its response (layers/pkcs11/worker-hsm.ts); node:v8, loaded
- * at the first young-generation collection, during an HSM call (functions/young-gc.ts).
+ * at the first young-generation collection, during an HSM call (functions/young-gc.ts); node:os,
+ * loaded after the first response to lower V8's background threads (functions/background-threads.ts).
  */
-const NOT_AT_COLD_START = ['node:http', 'node:worker_threads', 'node:v8'];
+const NOT_AT_COLD_START = ['node:http', 'node:worker_threads', 'node:v8', 'node:os'];
 
 /** A relative specifier as a path from the repository's root; a package name as it is. */
 function target(file: string, specifier: string): string {
@@ -405,6 +406,7 @@ const RULES: Rule[] = [
       ['functions/front-door.ts', "import { STATUS_CODES } from 'node:http';"],
       ['layers/pkcs11/worker-hsm.ts', "import { Worker } from 'node:worker_threads';"],
       ['functions/young-gc.ts', "import { getHeapSpaceStatistics } from 'node:v8';"],
+      ['functions/background-threads.ts', "import { setPriority } from 'node:os';"],
     ],
   },
 ];

@@ -1,5 +1,5 @@
 // The young-generation collector's rules (functions/young-gc.ts), with V8's real heap and a gc()
-// that records its calls or fails: test/integration/young-gc.test.ts runs the real gc() in the
+// that records its calls or fails: test/integration/lambda-process.test.ts runs the real gc() in the
 // Lambda handler.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';

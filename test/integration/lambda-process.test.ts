@@ -1,11 +1,16 @@
-// In Lambda, with gc() (node --expose-gc, as serverless.yml sets NODE_OPTIONS), the function
-// collects its young generation while a request waits for the HSM (functions/young-gc.ts), so
-// that no scavenge pauses a request after the HSM has answered. Checked in a fresh process running
-// the Encrypt handler as Lambda does, the HSM 2 ms away (the fault module), each V8 collection of
-// its main thread observed (node:perf_hooks 'gc' entries, whose flags tell a forced one).
+// What the function does to its own process in Lambda, where it serves one request at a time,
+// checked in a fresh process running the Encrypt handler as Lambda does, the HSM 2 ms away (the
+// fault module):
+// - with gc() (node --expose-gc, as serverless.yml sets NODE_OPTIONS), it collects its young
+//   generation while a request waits for the HSM (functions/young-gc.ts), so that no scavenge
+//   pauses a request after the HSM has answered: each V8 collection of its main thread observed
+//   (node:perf_hooks 'gc' entries, whose flags tell a forced one);
+// - after its first response, V8's background threads run at the lowest priority
+//   (functions/background-threads.ts), the request's thread and the HSM's worker thread at theirs.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { COUNT_WORKERS } from '../helpers/count-workers.ts';
@@ -26,6 +31,8 @@ interface Report {
   /** Minor collections (scavenges) in the counted requests' time: forced ones, and the others. */
   forced: number;
   unforced: number;
+  /** The nice value of each of the process's threads at the end, by thread name (/proc). */
+  nice: Record<string, number[]>;
 }
 
 /** REQUESTS Encrypt requests, one at a time, through the Lambda handler in a fresh process. */
@@ -44,6 +51,7 @@ async function run(nodeArgs: string[]): Promise<Report> {
   const script = [
     "import { PerformanceObserver, constants } from 'node:perf_hooks';",
     "import { setImmediate } from 'node:timers/promises';",
+    "import { readdirSync, readFileSync } from 'node:fs';",
     ...COUNT_WORKERS,
     'const scavenges = [];',
     'new PerformanceObserver((list) => {',
@@ -66,7 +74,13 @@ async function run(nodeArgs: string[]): Promise<Report> {
     'await new Promise((resolve) => setTimeout(resolve, 50));',
     'const counted = scavenges.filter((s) => s.at >= from);',
     'const forced = counted.filter((s) => s.forced).length;',
-    "process.stderr.write('REPORT ' + JSON.stringify({ statuses, workers, forced, unforced: counted.length - forced }) + '\\n');",
+    'const nice = {};',
+    "for (const tid of readdirSync('/proc/self/task')) {",
+    "  const stat = readFileSync('/proc/self/task/' + tid + '/stat', 'utf8');",
+    "  const name = readFileSync('/proc/self/task/' + tid + '/comm', 'utf8').trim();",
+    "  (nice[name] ??= []).push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));",
+    '}',
+    "process.stderr.write('REPORT ' + JSON.stringify({ statuses, workers, forced, unforced: counted.length - forced, nice }) + '\\n');",
     'process.exit(0);',
   ].join('\n');
   return new Promise((resolve, reject) => {
@@ -119,4 +133,18 @@ test('without gc(), the young generation is collected when full, as V8 does by i
   } finally {
     control.clear();
   }
+});
+
+test('after its first response, V8 background threads have the lowest priority, the others their own', {
+  skip: process.platform !== 'linux' && 'needs /proc',
+}, async () => {
+  const { statuses, workers, nice } = await run([]);
+  assert.deepEqual(new Set(statuses), new Set([200]));
+  assert.equal(workers, 1);
+  // The child's threads start at this process's priority; Node names them (/proc/<tid>/comm).
+  const own = getPriority();
+  assert.ok((nice.V8Worker ?? []).length >= 1, `threads: ${JSON.stringify(nice)}`);
+  assert.deepEqual(new Set(nice.V8Worker), new Set([19]));
+  assert.deepEqual(nice.MainThread, [own], "the requests' thread");
+  assert.deepEqual(nice.WorkerThread, [own], "the HSM's worker thread");
 });
