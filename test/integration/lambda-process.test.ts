@@ -1,10 +1,9 @@
 // What the function does to its own process in Lambda, where it serves one request at a time,
-// checked in a fresh process running the Encrypt handler as Lambda does, the HSM 2 ms away (the
-// fault module):
+// checked in a fresh process running the Encrypt handler as Lambda does, through the fault module:
 // - with gc() (node --expose-gc, as serverless.yml sets NODE_OPTIONS), it collects its young
-//   generation while a request waits for the HSM (functions/young-gc.ts), so that no scavenge
-//   pauses a request after the HSM has answered: each V8 collection of its main thread observed
-//   (node:perf_hooks 'gc' entries, whose flags tell a forced one);
+//   generation while a request waits for the HSM, here 2 ms away (functions/young-gc.ts), so that
+//   no scavenge pauses a request after the HSM has answered: each V8 collection of its main thread
+//   observed (node:perf_hooks 'gc' entries, whose flags tell a forced one);
 // - after its first response, V8's background threads run at the lowest priority
 //   (functions/background-threads.ts), the request's thread and the HSM's worker thread at theirs.
 import assert from 'node:assert/strict';
