@@ -190,8 +190,11 @@ test('on demand: the login, the init and the first request run on the main threa
     'const t = performance.now();',
     'const slow = await handler(events[1], context);',
     'const slowMs = performance.now() - t;',
-    // Then the worker that replaced the abandoned one serves a request (it has logged in by then).
+    // Then the worker that replaced the abandoned one serves a request, once it has started and
+    // logged in: a request sooner waits for it until its deadline (300 ms here), which a worker's
+    // start can take on a machine busy with the other test files.
     "setRules('', 10);",
+    'await new Promise((r) => setTimeout(r, 2000));',
     'const next = await handler(events[2], context);',
     "process.stderr.write('REPORT ' + JSON.stringify({ atInit, atResponse, later, first: first.statusCode, slow: { statusCode: slow.statusCode, body: slow.body, ms: slowMs }, next: next.statusCode }) + '\\n');",
     HOLD,
