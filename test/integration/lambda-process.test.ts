@@ -50,7 +50,7 @@ async function run(nodeArgs: string[]): Promise<Report> {
   const script = [
     "import { PerformanceObserver, constants } from 'node:perf_hooks';",
     "import { setImmediate } from 'node:timers/promises';",
-    "import { readdirSync, readFileSync } from 'node:fs';",
+    `import { threadsOfThisProcess } from ${JSON.stringify(join(ROOT, 'test/helpers/threads.ts'))};`,
     ...COUNT_WORKERS,
     'const scavenges = [];',
     'new PerformanceObserver((list) => {',
@@ -74,11 +74,7 @@ async function run(nodeArgs: string[]): Promise<Report> {
     'const counted = scavenges.filter((s) => s.at >= from);',
     'const forced = counted.filter((s) => s.forced).length;',
     'const nice = {};',
-    "for (const tid of readdirSync('/proc/self/task')) {",
-    "  const stat = readFileSync('/proc/self/task/' + tid + '/stat', 'utf8');",
-    "  const name = readFileSync('/proc/self/task/' + tid + '/comm', 'utf8').trim();",
-    "  (nice[name] ??= []).push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));",
-    '}',
+    'for (const thread of threadsOfThisProcess()) (nice[thread.name] ??= []).push(thread.nice);',
     "process.stderr.write('REPORT ' + JSON.stringify({ statuses, workers, forced, unforced: counted.length - forced, nice }) + '\\n');",
     'process.exit(0);',
   ].join('\n');

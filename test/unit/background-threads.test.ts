@@ -2,27 +2,12 @@
 // threads beside the main thread. test/integration/lambda-process.test.ts checks that the Lambda
 // handler lowers them after its first response.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { lowerV8WorkerPriority } from '../../functions/background-threads.ts';
-
-interface Thread {
-  tid: string;
-  name: string;
-  nice: number;
-}
-
-/** This process's threads, with their nice values (/proc/<tid>/stat: the 19th field). */
-function threads(): Thread[] {
-  return readdirSync('/proc/self/task').map((tid) => {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const name = readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim();
-    return { tid, name, nice: Number(fields[16]) };
-  });
-}
+import { threadsOfThisProcess as threads } from '../helpers/threads.ts';
 
 const linuxOnly = { skip: process.platform !== 'linux' && 'needs /proc' };
 
