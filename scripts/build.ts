@@ -141,7 +141,7 @@ function keyOf(options: Options | undefined, schema: object): string {
  * that records instead of compiling (config.ts compiles at load; schemas.ts compiles each
  * operation's schema on first use, so every operation is asked for).
  */
-async function recordCompiles(): Promise<Compiled[]> {
+export async function recordCompiles(): Promise<Compiled[]> {
   const work = mkdtempSync(join(tmpdir(), 'xks-ajv-'));
   try {
     const entry = [
@@ -197,9 +197,13 @@ async function precompile(): Promise<{ shim: string; code: string[] }> {
   for (const { options, schema } of await recordCompiles()) {
     const key = keyOf(options, schema);
     if (byKey.has(key)) continue;
-    const ajv = new Ajv({ ...options, code: { ...options?.code, source: true, esm: true } });
+    const ajv = new Ajv({
+      ...options,
+      inlineRefs: false,
+      code: { ...options?.code, source: true, esm: true },
+    });
     // module.exports is the function, and .default too: the typings see only the latter.
-    byKey.set(key, standalone.default(ajv, ajv.compile(schema)));
+    byKey.set(key, standalone.default(ajv, ajv.compile(subschemasApart(schema))));
   }
   const keys = [...byKey.keys()];
   const shim = [
@@ -218,6 +222,42 @@ async function precompile(): Promise<{ shim: string; code: string[] }> {
     'export default Ajv;',
   ].join('\n');
   return { shim, code: [...byKey.values()] };
+}
+
+/**
+ * The same schema with each object and array below the root moved to `$defs` and referenced, which
+ * ajv (inlineRefs false) compiles to a function of its own. ajv's code for a schema is otherwise one
+ * function, and V8 compiles a whole function at its first call: the configuration's is 56 KB, 5-8 ms
+ * of every cold start, much of it for sections a configuration leaves out (the fleet, the local
+ * server's limits, the client certificate). As functions, only the parts a document reaches are
+ * compiled (docs/performance.md, "Cold start"). What a validator accepts, the defaults it fills in
+ * and its first error's instancePath, keyword, params and message are the same
+ * (test/unit/validator-build.test.ts); only schemaPath names the `$defs` entry.
+ */
+export function subschemasApart(schema: object): object {
+  const defs: Record<string, object> = {};
+  const isSchema = (value: unknown): value is Record<string, unknown> =>
+    typeof value === 'object' && value !== null && !Array.isArray(value);
+  const withParts = (sub: Record<string, unknown>): Record<string, unknown> => {
+    const out = { ...sub };
+    if (isSchema(sub.properties)) {
+      out.properties = Object.fromEntries(Object.entries(sub.properties).map(([k, v]) => [k, apart(v)]));
+    }
+    if (isSchema(sub.items)) out.items = apart(sub.items);
+    return out;
+  };
+  const apart = (sub: unknown): unknown => {
+    if (!isSchema(sub)) return sub;
+    const part = withParts(sub);
+    if (part.type !== 'object' && part.type !== 'array') return part;
+    const { default: value, ...rest } = part;
+    const name = `s${Object.keys(defs).length}`;
+    defs[name] = rest;
+    // The default stays here: ajv's useDefaults reads it from the parent's `properties`.
+    return value === undefined ? { $ref: `#/$defs/${name}` } : { $ref: `#/$defs/${name}`, default: value };
+  };
+  const root = withParts(schema as Record<string, unknown>);
+  return Object.keys(defs).length === 0 ? root : { ...root, $defs: defs };
 }
 
 let precompiled: Promise<{ shim: string; code: string[] }> | undefined;
