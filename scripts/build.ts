@@ -3,12 +3,12 @@
 //
 //   node scripts/build.ts [outdir]
 //
-// Two things keep what a cold start loads small:
-// - Code splitting: what is only imported dynamically (the AWS SDK's Secrets Manager client, behind
-//   `import('@aws-lambda-powertools/parameters/secrets')`, used only when a secret ARN is
-//   configured) goes to chunks of its own (dist/<function>/chunk-*.mjs) that are read only when
-//   that import runs. The entry file and the chunks it imports statically are what a cold start
-//   loads; `Bundle.bytes` counts exactly those.
+// Three things keep a cold start short:
+// - One file: what a cold start runs is the entry file alone. The AWS SDK's Secrets Manager client,
+//   imported only when a secret ARN is configured (functions/aws.ts), is bundled into a file of its
+//   own beside it (secrets-manager.mjs, secretsManagerApart) and read only when that import runs.
+//   No code splitting: each further ES module a cold start loads (esbuild's shared chunks, the
+//   chunk of a dynamic import) cost it time in Node's module loader.
 // - ajv compiles at build time: every `new Ajv(options).compile(schema)` of the functions is
 //   compiled here into standalone validator code (ajv/dist/standalone), and the bundles get a
 //   small `Ajv` whose compile() returns that code for the same options and schema. The functions'
@@ -16,10 +16,10 @@
 //   neither ajv's compiler nor its ~100 ms of compiling at init.
 // - Node built-ins are loaded with require(), not import (builtinsByRequire): Node's ES module
 //   wrapper of a built-in reads every export, which runs the lazy ones.
-import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { isBuiltin } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Ajv, type Options } from 'ajv';
 import standalone from 'ajv/dist/standalone/index.js';
@@ -37,11 +37,8 @@ export const BUNDLE_OPTIONS: BuildOptions = {
   format: 'esm',
   minify: true,
   sourcemap: true,
-  // Dynamic imports become chunks loaded on demand (ESM only); needs outdir, not outfile.
-  splitting: true,
   outExtension: { '.js': '.mjs' },
   entryNames: 'index',
-  chunkNames: 'chunk-[hash]',
   // Native addon and wasm: both ship in the layer (nodejs/node_modules), not in the bundles.
   external: ['pkcs11js', '@cedar-policy/cedar-wasm'],
   // Some dependencies are CommonJS and call require() for Node built-ins.
@@ -53,17 +50,17 @@ export const BUNDLE_OPTIONS: BuildOptions = {
 };
 
 export interface Bundle {
-  /** The entry file: dist/<function>/index.mjs. */
+  /** The entry file: dist/<function>/index.mjs, all that a cold start loads. */
   file: string;
-  /** What a cold start loads: the entry and every chunk it imports statically, in bytes. */
+  /** The entry file's size in bytes. */
   bytes: number;
-  /** Chunks loaded only when a dynamic import runs (the Secrets Manager client), in bytes. */
+  /** The file read only when a secret is configured (the Secrets Manager client), in bytes. */
   lazyBytes: number;
-  /** The source files in what a cold start loads, relative to the project (node_modules/... for dependencies). */
+  /** The source files in the entry file, relative to the project (node_modules/... for dependencies). */
   inputs: string[];
   /** Bytes each of those source files takes in the output. */
   inputBytes: Record<string, number>;
-  /** The source files in the lazily loaded chunks. */
+  /** The source files in the Secrets Manager client's file. */
   lazyInputs: string[];
 }
 
@@ -74,52 +71,98 @@ export async function buildFunctions(outdir = join(root, 'dist')): Promise<Recor
     const dir = join(outdir, name);
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
+    let secrets: Metafile | undefined;
     const { metafile } = await build({
       ...BUNDLE_OPTIONS,
       absWorkingDir: root,
       entryPoints: [join(root, 'functions', `${name}.ts`)],
       outdir: dir,
       metafile: true,
-      plugins: [ajvPlugin, builtinsByRequire()],
+      plugins: [
+        ajvPlugin,
+        builtinsByRequire(),
+        secretsManagerApart((built) => {
+          secrets = built;
+        }),
+      ],
     });
-    bundles[name] = describeBundle(metafile, join(dir, 'index.mjs'));
+    if (secrets === undefined) throw new Error(`${name}: no ${SECRETS_FILE} built`);
+    bundles[name] = describeBundle(metafile, join(dir, 'index.mjs'), secrets);
   }
   return bundles;
 }
 
-/** Splits a build's outputs into what the entry loads at once and what it loads on demand. */
-export function describeBundle(metafile: Metafile, entryFile: string): Bundle {
-  const outputs = metafile.outputs;
-  const entry = Object.keys(outputs).find((o) => resolve(root, o) === resolve(entryFile));
-  if (entry === undefined) throw new Error(`no output ${entryFile} in the build`);
-  const eager = new Set<string>();
-  const visit = (output: string) => {
-    if (eager.has(output)) return;
-    eager.add(output);
-    for (const imported of outputs[output]?.imports ?? []) {
-      if (imported.kind === 'import-statement' && !imported.external) visit(imported.path);
-    }
+/** What a function's build made: its entry file, and the Secrets Manager client's file beside it. */
+export function describeBundle(metafile: Metafile, entryFile: string, secrets: Metafile): Bundle {
+  const outputOf = (built: Metafile, file: string) => {
+    const found = Object.entries(built.outputs).find(([o]) => resolve(root, o) === resolve(file));
+    if (found === undefined) throw new Error(`no output ${file} in the build`);
+    return found[1];
   };
-  visit(entry);
-  const code = Object.keys(outputs).filter((o) => o.endsWith('.mjs'));
-  const lazy = code.filter((o) => !eager.has(o));
-  const sizeOf = (list: string[]) => list.reduce((sum, o) => sum + statSync(resolve(root, o)).size, 0);
-  const inputsOf = (list: string[]) => [
-    ...new Set(list.flatMap((o) => Object.keys(outputs[o]?.inputs ?? {}))),
-  ];
-  const inputBytes: Record<string, number> = {};
-  for (const o of eager) {
-    for (const [input, { bytesInOutput }] of Object.entries(outputs[o]?.inputs ?? {})) {
-      inputBytes[input] = (inputBytes[input] ?? 0) + bytesInOutput;
-    }
-  }
+  const entry = outputOf(metafile, entryFile);
+  const lazy = outputOf(secrets, join(dirname(entryFile), SECRETS_FILE));
   return {
-    file: resolve(root, entry),
-    bytes: sizeOf([...eager]),
-    lazyBytes: sizeOf(lazy),
-    inputs: inputsOf([...eager]),
-    inputBytes,
-    lazyInputs: inputsOf(lazy),
+    file: resolve(entryFile),
+    bytes: entry.bytes,
+    lazyBytes: lazy.bytes,
+    inputs: Object.keys(entry.inputs),
+    inputBytes: Object.fromEntries(
+      Object.entries(entry.inputs).map(([i, { bytesInOutput }]) => [i, bytesInOutput]),
+    ),
+    lazyInputs: Object.keys(lazy.inputs),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Secrets Manager client, apart
+
+/** What functions/aws.ts imports to read a secret, only when a secret ARN is configured. */
+const SECRETS_MODULE = '@aws-lambda-powertools/parameters/secrets';
+/** Its bundle, beside each function's bundle. */
+export const SECRETS_FILE = 'secrets-manager.mjs';
+
+/**
+ * An esbuild plugin: the dynamic import of the Secrets Manager client (SECRETS_MODULE, with the AWS
+ * SDK behind it: ~450 KB) becomes an import of ./secrets-manager.mjs, which the plugin bundles beside
+ * each entry file once the build ends. The function's own code stays one file without esbuild's code
+ * splitting, so that a cold start loads one ES module. `onBuilt` gets that file's metafile.
+ */
+export function secretsManagerApart(onBuilt?: (metafile: Metafile) => void): Plugin {
+  return {
+    name: 'secrets-manager-apart',
+    setup(b) {
+      b.initialOptions.metafile = true;
+      const cwd = b.initialOptions.absWorkingDir ?? process.cwd();
+      b.onResolve({ filter: /^@aws-lambda-powertools\/parameters\/secrets$/ }, (args) =>
+        args.kind === 'dynamic-import' ? { path: `./${SECRETS_FILE}`, external: true } : undefined,
+      );
+      b.onEnd(async (result) => {
+        if (result.errors.length > 0 || result.metafile === undefined) return;
+        const dirs = new Set(
+          Object.entries(result.metafile.outputs)
+            .filter(([, output]) => output.entryPoint !== undefined)
+            .map(([file]) => dirname(resolve(cwd, file))),
+        );
+        for (const dir of dirs) {
+          const { metafile } = await build({
+            ...BUNDLE_OPTIONS,
+            absWorkingDir: root,
+            stdin: {
+              contents: `export { getSecret } from '${SECRETS_MODULE}';`,
+              resolveDir: root,
+              sourcefile: 'secrets-manager.ts',
+              loader: 'ts',
+            },
+            entryNames: undefined,
+            outExtension: undefined,
+            outfile: join(dir, SECRETS_FILE),
+            metafile: true,
+            plugins: [builtinsByRequire()],
+          });
+          onBuilt?.(metafile);
+        }
+      });
+    },
   };
 }
 
@@ -321,10 +364,10 @@ export function builtinsByRequire(): Plugin {
 /**
  * For serverless-esbuild (serverless.yml `custom.esbuild.plugins: scripts/build.ts`): it requires
  * this file and calls its default export for the plugins, so that `sls package` builds the same
- * bundles as buildFunctions (with `splitting: true` there too).
+ * bundles as buildFunctions.
  */
 export default function serverlessEsbuildPlugins(): Plugin[] {
-  return [precompiledAjv(), builtinsByRequire()];
+  return [precompiledAjv(), builtinsByRequire(), secretsManagerApart()];
 }
 
 // No top-level await: serverless-esbuild require()s this file for its plugins.

@@ -350,14 +350,15 @@ function coldStartRecommendations(c: ColdStartResults): string {
   const total = c.initProfile.reduce((n, p) => n + p.ms, 0);
   const b = encrypt.breakdownMs;
   return [
-    `- **What a cold start loads** is the entry file and the chunks it imports statically: ${kb(encrypt.bundleBytes)} ` +
+    `- **What a cold start loads** is one file, the entry file: ${kb(encrypt.bundleBytes)} ` +
       'for the encrypt bundle, the size counted against the 300 KiB target. The AWS SDK Secrets Manager client ' +
-      `(${kb(encrypt.lazyBytes ?? 0)}) is in chunks of its own (esbuild \`splitting\`, \`scripts/build.ts\`), read only ` +
+      `(${kb(encrypt.lazyBytes ?? 0)}) is in a file of its own beside it (\`secrets-manager.mjs\`, \`scripts/build.ts\`), read only ` +
       `when the dynamic import in \`${lineOf('functions/aws.ts', "await import('@aws-lambda-powertools/parameters/secrets')")}\` ` +
       'runs, i.e. when a PIN or credentials secret ARN is configured: a deployment that reads its PIN from Secrets ' +
-      'Manager loads them in its init phase too (measured here without secrets).',
+      'Manager loads it in its init phase too (measured here without secrets).',
     '- **ajv compiles at build time**: the validators of `functions/config.ts` and `functions/schemas.ts` are ' +
-      "ajv's standalone code in the bundle; ajv's compiler is not in it.",
+      "ajv's standalone code in the bundle, each object and array of a schema a function of its own (V8 compiles " +
+      "only those a document reaches); ajv's compiler is not in it.",
     `- **Where the time goes now** (encrypt, medians): Node bootstrap ${b.bootstrap} ms, module load and init ` +
       `${b.importInit} ms, first invocation ${b.firstInvoke} ms, then ${b.warmInvoke} ms warm. On demand (as here: ` +
       '`AWS_LAMBDA_INITIALIZATION_TYPE` `on-demand`) the main thread loads pkcs11js, logs in and makes the first ' +
@@ -546,8 +547,8 @@ export function renderMarkdown(r: BenchResults, images: Images): string {
       '',
       'Each bundle built by `buildFunctions` (`scripts/build.ts`, the esbuild output that deploys) into a temporary ' +
         'folder, pkcs11js only on `NODE_PATH` and the HSM worker bundle where the layer provides them, Lambda ' +
-        'environment variables set. Bundle size: the entry file and the chunks it imports statically (what a cold ' +
-        'start loads), then the chunks loaded only on demand (the Secrets Manager client). A fresh ' +
+        'environment variables set. Bundle size: the entry file (all that a cold start loads), then the file ' +
+        'loaded only on demand (the Secrets Manager client). A fresh ' +
         '`node` process per run, timed from `spawn` to the first successful response to a signed event (module ' +
         'load, C_Initialize/C_OpenSession/C_Login, first invocation; the child says so on stderr at once, and its ' +
         `warm calls after it are timed apart). Median of ${c.runs} run${c.runs === 1 ? '' : 's'}, interleaved. ` +

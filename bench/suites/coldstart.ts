@@ -30,9 +30,9 @@ import { LAMBDA_ENV } from './handler.ts';
 
 export interface ColdStartRow {
   name: string;
-  /** What a cold start loads: the entry file and the chunks it imports statically. */
+  /** What a cold start loads: the entry file. */
   bundleBytes: number;
-  /** Chunks loaded only on demand (the Secrets Manager client, when a secret is configured). */
+  /** The file loaded only on demand (the Secrets Manager client, when a secret is configured). */
   lazyBytes: number;
   /** Spawn to the response in the parent, per run (ms). */
   runsMs: number[];
@@ -135,7 +135,7 @@ function initProfile(profileFile: string, bundle: string): Array<{ name: string;
     samples: number[];
     timeDeltas: number[];
   };
-  // The entry and its chunks, each with its own source map.
+  // The entry (and any other file of the bundle's folder), each with its own source map.
   const bundleDir = pathToFileURL(dirname(bundle)).href;
   const maps = new Map<string, SourceMap>();
   const mapOf = (url: string) => {

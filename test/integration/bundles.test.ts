@@ -1,7 +1,7 @@
 // The esbuild bundles, which are what deploys: each runs in a fresh Node process from a folder with
 // nothing but itself, finding pkcs11js only where the Lambda layer puts it (NODE_PATH), and answers a
-// signed request. What a cold start loads is bounded (300 KiB); the Secrets Manager client
-// is in chunks loaded on demand; ajv's validators are compiled at build time.
+// signed request. What a cold start loads is one file, bounded (300 KiB); the Secrets Manager client
+// is in a file of its own, loaded on demand; ajv's validators are compiled at build time.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import {
@@ -23,7 +23,7 @@ import { promisify } from 'node:util';
 import { XksError } from '../../functions/errors.ts';
 import { validatorFor } from '../../functions/schemas.ts';
 import { buildHsmWorker } from '../../layers/build.ts';
-import { type Bundle, buildFunctions, FUNCTIONS } from '../../scripts/build.ts';
+import { type Bundle, buildFunctions, FUNCTIONS, SECRETS_FILE } from '../../scripts/build.ts';
 import { signedEvent } from '../helpers/events.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
 import { createTestSetup, metadata, PREFIX, ROOT, type TestSetup } from '../helpers/proxy.ts';
@@ -137,9 +137,9 @@ test('the validators compiled at build time refuse what ajv refuses at run time,
   assert.deepEqual(JSON.parse(result.body), { errorName: 'ValidationException', errorMessage: expected });
 });
 
-test('with the PIN and the credentials in Secrets Manager, the bundle loads the SDK chunk and answers', async () => {
+test("with the PIN and the credentials in Secrets Manager, the bundle loads the SDK's file and answers", async () => {
   // A local stand-in for Secrets Manager's GetSecretValue (JSON 1.1 protocol), reached through the
-  // SDK's standard endpoint override: the chunk with the SDK client must load from the bundle folder.
+  // SDK's standard endpoint override: the file with the SDK client must load from the bundle folder.
   const secrets: Record<string, string> = {
     'arn:aws:secretsmanager:us-east-1:123456789012:secret:xks-pin': JSON.stringify({
       pin: setup.config.hsm.pin,
@@ -199,7 +199,7 @@ test('with the PIN and the credentials in Secrets Manager, the bundle loads the 
   }
 });
 
-test('what a cold start loads is under 300 KiB; the AWS SDK only in chunks loaded on demand; no ajv compiler', () => {
+test('what a cold start loads is one file under 300 KiB; the AWS SDK only in the file loaded on demand; no ajv compiler', () => {
   // The lockfile marks every package only the development tree needs with "dev": true.
   const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8'));
   const devOnly = Object.entries(lock.packages as Record<string, { dev?: boolean }>)
@@ -217,6 +217,16 @@ test('what a cold start loads is under 300 KiB; the AWS SDK only in chunks loade
   const packagesOf = (inputs: string[]) =>
     new Set(inputs.map(packageOf).filter((p): p is string => p !== undefined));
   for (const [name, bundle] of Object.entries(bundles)) {
+    assert.deepEqual(readdirSync(join(work, 'task', name)).sort(), [
+      'index.mjs',
+      'index.mjs.map',
+      SECRETS_FILE,
+      `${SECRETS_FILE}.map`,
+    ]);
+    // Each further ES module would cost the cold start a load in Node's module loader.
+    const entry = readFileSync(bundle.file, 'utf8');
+    assert.equal(entry.match(/\bfrom\s*"\.[^"]*"/g), null, `${name} imports another file of its own`);
+    assert.deepEqual(entry.match(/\bimport\("\.[^"]*"\)/g), [`import("./${SECRETS_FILE}")`], name);
     assert.ok(bundle.bytes < 300 * 1024, `${name}: ${bundle.bytes} bytes at cold start`);
     assert.ok(bundle.bytes + bundle.lazyBytes < 700_000, `${name}: ${bundle.lazyBytes} bytes on demand`);
     const eager = packagesOf(bundle.inputs);

@@ -16,6 +16,7 @@ import { ERROR_STATUS } from '../../functions/errors.ts';
 import METRIC from '../../functions/metric-names.json' with { type: 'json' };
 import { matchesPathPattern } from '../../functions/routes.ts';
 import { checkParams, DEPLOY_SCHEMA } from '../../infra/params.ts';
+import { SECRETS_FILE } from '../../scripts/build.ts';
 import { ensureCiLayer, packageStage, type Template } from '../../scripts/package-stage.ts';
 import { ROOT } from '../helpers/proxy.ts';
 import { toolPath } from '../helpers/tools.ts';
@@ -222,6 +223,26 @@ for (const stage of STAGES) {
           AWS_LAMBDA_FUNCTION_NAME: `xks-proxy-${stage}-${name}`,
         });
         assert.deepEqual(loaded, parseConfig(JSON.parse(text), { AWS_LAMBDA_FUNCTION_NAME: 'f' }));
+      }
+    });
+
+    test("every function's package: its handler one file, the Secrets Manager client's file beside it", async () => {
+      for (const name of FUNCTIONS) {
+        const unpacked = join(work, stage, `${name[0]?.toLowerCase()}${name.slice(1)}`);
+        const code = readdirSync(join(unpacked, 'functions')).filter((f) => f.endsWith('.mjs'));
+        const handler = `${name[0]?.toLowerCase()}${name.slice(1)}.mjs`;
+        assert.deepEqual(code.sort(), [handler, SECRETS_FILE].sort(), name);
+        // A cold start loads the handler's file alone: no import statement of another file of the package.
+        const text = readFileSync(join(unpacked, 'functions', handler), 'utf8');
+        assert.deepEqual(text.match(/\bfrom\s*"\.[^"]*"/g), null, name);
+        assert.ok(text.includes(`import("./${SECRETS_FILE}")`), name);
+        // The client's file loads by itself, as Lambda runs it: no node_modules in the package.
+        const { stdout } = await run(process.execPath, [
+          '--input-type=module',
+          '-e',
+          `const m = await import(${JSON.stringify(join(unpacked, 'functions', SECRETS_FILE))}); console.log(typeof m.getSecret);`,
+        ]);
+        assert.equal(stdout.trim(), 'function', name);
       }
     });
 
