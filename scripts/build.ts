@@ -342,7 +342,12 @@ export function precompiledAjv(): Plugin {
  * require). Node answers an import of a built-in with an ES module wrapper that copies every export
  * of it, so each lazy export is loaded: node:http's WebSocket and fetch classes load undici, tens of ms
  * at cold start for the one `STATUS_CODES` the front door reads; node:fs's `promises` loads
- * fs/promises and readline. esbuild's interop reads an export when the code uses it.
+ * fs/promises and readline.
+ *
+ * The module esbuild gets for the built-in is an ES module with one export per export of the
+ * built-in, each read from it only if the bundle uses it (a pure expression, dropped when unused).
+ * As CommonJS (`module.exports = require(...)`), each file importing it got esbuild's interop copy:
+ * a getter per export of the built-in, about a thousand at every cold start.
  */
 export function builtinsByRequire(): Plugin {
   return {
@@ -353,10 +358,19 @@ export function builtinsByRequire(): Plugin {
           ? { path: args.path, namespace: 'builtin-by-require' }
           : undefined,
       );
-      b.onLoad({ filter: /.*/, namespace: 'builtin-by-require' }, (args) => ({
-        contents: `module.exports = require(${JSON.stringify(args.path)});`,
-        loader: 'js',
-      }));
+      b.onLoad({ filter: /.*/, namespace: 'builtin-by-require' }, (args) => {
+        const names = Object.keys(process.getBuiltinModule(args.path) as object).filter(
+          (name) => name !== 'default' && /^[A-Za-z_$][\w$]*$/.test(name),
+        );
+        return {
+          contents: [
+            `const builtin = require(${JSON.stringify(args.path)});`,
+            ...names.map((name) => `export const ${name} = /* @__PURE__ */ (() => builtin.${name})();`),
+            'export default builtin;',
+          ].join('\n'),
+          loader: 'js',
+        };
+      });
     },
   };
 }

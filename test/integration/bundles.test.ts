@@ -83,10 +83,13 @@ async function runBundle(
   writeFileSync(eventFile, JSON.stringify(event));
   const script = [
     `const { handler } = await import(${JSON.stringify(join(work, 'task', name, 'index.mjs'))});`,
-    "const { readFileSync } = await import('node:fs');",
+    // Not `import('node:fs')`: its ES module wrapper would load fs/promises (the cold start's modules are checked).
+    "const { readFileSync } = process.getBuiltinModule('node:fs');",
     `const event = JSON.parse(readFileSync(${JSON.stringify(eventFile)}, 'utf8'));`,
     "const context = { functionName: 'f', awsRequestId: 'r', getRemainingTimeInMillis: () => 3000 };",
-    "process.stderr.write('RESULT ' + JSON.stringify(await handler(event, context)) + '\\n');",
+    'const result = await handler(event, context);',
+    "process.stderr.write('MODULES ' + JSON.stringify(process.moduleLoadList) + '\\n');",
+    "process.stderr.write('RESULT ' + JSON.stringify(result) + '\\n');",
   ].join('\n');
   const { stderr, stdout } = await promisify(execFile)(
     process.execPath,
@@ -105,9 +108,12 @@ async function runBundle(
   );
   const line = stderr.split('\n').find((l) => l.startsWith('RESULT '));
   assert.ok(line, stderr);
+  const modules = stderr.split('\n').find((l) => l.startsWith('MODULES ')) ?? 'MODULES []';
   return {
     result: JSON.parse(line.slice(7)) as { statusCode: number; body: string },
-    output: stdout + stderr,
+    /** Node's internal modules loaded when the first response was made (process.moduleLoadList). */
+    modules: JSON.parse(modules.slice(8)) as string[],
+    output: stdout + stderr.replace(/^MODULES .*$/m, ''),
   };
 }
 
@@ -120,6 +126,32 @@ for (const name of FUNCTIONS) {
     assertNoLeaks(output, setup.secrets, []);
   });
 }
+
+test("a cold start loads none of Node's modules the function does not use", async () => {
+  // On demand, as a Lambda environment made for a waiting request: the HSM worker starts after the
+  // first response. Each of these costs a cold start milliseconds: node:http (the front door reads
+  // status texts only), undici (node:http's lazy fetch), fs/promises and fs.Dir (node:fs's lazy
+  // exports), WebCrypto (node:crypto's), the worker thread's module.
+  const [route, body] = ROUTES.encrypt;
+  const { result, modules } = await runBundle('encrypt', route, body, {
+    env: { AWS_LAMBDA_FUNCTION_NAME: 'f', AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand' },
+  });
+  assert.equal(result.statusCode, 200, result.body);
+  assert.ok(modules.includes('NativeModule crypto'), 'the list is the real one');
+  const unused = [
+    'NativeModule http',
+    'NativeModule internal/deps/undici/undici',
+    'NativeModule internal/fs/promises',
+    'NativeModule internal/fs/dir',
+    'NativeModule internal/crypto/webcrypto',
+    'NativeModule readline',
+    'NativeModule worker_threads',
+  ];
+  assert.deepEqual(
+    modules.filter((m) => unused.includes(m)),
+    [],
+  );
+});
 
 test('the validators compiled at build time refuse what ajv refuses at run time, with the same message', async () => {
   const [route, valid] = ROUTES.encrypt;
