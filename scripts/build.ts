@@ -133,7 +133,7 @@ export function secretsManagerApart(onBuilt?: (metafile: Metafile) => void): Plu
     setup(b) {
       b.initialOptions.metafile = true;
       const cwd = b.initialOptions.absWorkingDir ?? process.cwd();
-      b.onResolve({ filter: /^@aws-lambda-powertools\/parameters\/secrets$/ }, (args) =>
+      b.onResolve({ filter: new RegExp(`^${SECRETS_MODULE}$`) }, (args) =>
         args.kind === 'dynamic-import' ? { path: `./${SECRETS_FILE}`, external: true } : undefined,
       );
       b.onEnd(async (result) => {

@@ -228,9 +228,10 @@ for (const stage of STAGES) {
 
     test("every function's package: its handler one file, the Secrets Manager client's file beside it", async () => {
       for (const name of FUNCTIONS) {
-        const unpacked = join(work, stage, `${name[0]?.toLowerCase()}${name.slice(1)}`);
+        const fn = `${name[0]?.toLowerCase()}${name.slice(1)}`;
+        const unpacked = join(work, stage, fn);
         const code = readdirSync(join(unpacked, 'functions')).filter((f) => f.endsWith('.mjs'));
-        const handler = `${name[0]?.toLowerCase()}${name.slice(1)}.mjs`;
+        const handler = `${fn}.mjs`;
         assert.deepEqual(code.sort(), [handler, SECRETS_FILE].sort(), name);
         // A cold start loads the handler's file alone: no import statement of another file of the package.
         const text = readFileSync(join(unpacked, 'functions', handler), 'utf8');
