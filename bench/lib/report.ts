@@ -553,7 +553,8 @@ export function renderMarkdown(r: BenchResults, images: Images): string {
         'load, C_Initialize/C_OpenSession/C_Login, first invocation; the child says so on stderr at once, and its ' +
         `warm calls after it are timed apart). Median of ${c.runs} run${c.runs === 1 ? '' : 's'}, interleaved. ` +
         `Floors from the same run: an empty Node process ${ms(c.nodeFloorMs)}; Node + require pkcs11js + login + one ` +
-        `encrypt ${ms(c.hsmFloorMs)}.`,
+        `encrypt ${ms(c.hsmFloorMs)}` +
+        (c.hsmFloorRunsMs ? ` (runs: ${c.hsmFloorRunsMs.map((v) => v.toFixed(0)).join(', ')}).` : '.'),
       '',
       table(
         [

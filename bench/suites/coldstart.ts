@@ -57,6 +57,8 @@ export interface ColdStartResults {
   nodeFloorMs: number;
   /** A fresh process: require pkcs11js, C_Initialize, C_OpenSession, C_Login, find the key, one encrypt. */
   hsmFloorMs: number;
+  /** The same, per run, in order (absent in results written before it was kept). */
+  hsmFloorRunsMs?: number[];
   rows: ColdStartRow[];
   /** Self CPU time of one profiled Encrypt cold start (spawn to first response), by package. */
   initProfile: Array<{ name: string; ms: number }>;
@@ -371,6 +373,7 @@ export async function coldStartSuite(options: {
           : initProfile(join(profDir, profFile), join(task, 'encrypt', 'index.mjs')),
       nodeFloorMs: round(median(floors.node), 1),
       hsmFloorMs,
+      hsmFloorRunsMs: floors.hsm.map((v) => round(v, 1)),
       rows,
     };
   } finally {
