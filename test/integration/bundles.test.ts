@@ -24,6 +24,7 @@ import { XksError } from '../../functions/errors.ts';
 import { validatorFor } from '../../functions/schemas.ts';
 import { buildHsmWorker } from '../../layers/build.ts';
 import { type Bundle, buildFunctions, FUNCTIONS, SECRETS_FILE } from '../../scripts/build.ts';
+import { importsOf } from '../helpers/bundle-imports.ts';
 import { signedEvent } from '../helpers/events.ts';
 import { assertNoLeaks } from '../helpers/leaks.ts';
 import { createTestSetup, metadata, PREFIX, ROOT, type TestSetup } from '../helpers/proxy.ts';
@@ -256,9 +257,10 @@ test('what a cold start loads is one file under 300 KiB; the AWS SDK only in the
       `${SECRETS_FILE}.map`,
     ]);
     // Each further ES module would cost the cold start a load in Node's module loader.
-    const entry = readFileSync(bundle.file, 'utf8');
-    assert.equal(entry.match(/\bfrom\s*"\.[^"]*"/g), null, `${name} imports another file of its own`);
-    assert.deepEqual(entry.match(/\bimport\("\.[^"]*"\)/g), [`import("./${SECRETS_FILE}")`], name);
+    const { statements, dynamic } = importsOf(readFileSync(bundle.file, 'utf8'));
+    const own = (specifier: string) => specifier.startsWith('.');
+    assert.deepEqual(statements.filter(own), [], `${name} imports another file of its own`);
+    assert.deepEqual(dynamic.filter(own), [`./${SECRETS_FILE}`], name);
     assert.ok(bundle.bytes < 300 * 1024, `${name}: ${bundle.bytes} bytes at cold start`);
     assert.ok(bundle.bytes + bundle.lazyBytes < 700_000, `${name}: ${bundle.lazyBytes} bytes on demand`);
     const eager = packagesOf(bundle.inputs);
@@ -299,11 +301,7 @@ test("the bundles load Node's built-ins with require(), never with an import sta
     for (const file of files) {
       const code = readFileSync(join(dir, file), 'utf8');
       assert.ok(code.startsWith(banner), `${name}/${file} starts with the banner`);
-      const imported = [
-        ...code.slice(banner.length).matchAll(/\bimport\s*(?:[\w${}\s,*]+from\s*)?["']([^"']+)["']/g),
-      ]
-        .map((m) => m[1] as string)
-        .filter((specifier) => isBuiltin(specifier));
+      const imported = importsOf(code.slice(banner.length)).statements.filter((s) => isBuiltin(s));
       assert.deepEqual(imported, [], `${name}/${file} imports built-ins as ES modules`);
     }
   }

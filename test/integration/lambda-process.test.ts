@@ -17,7 +17,7 @@ import { signedEvent } from '../helpers/events.ts';
 import { buildFaultModule, faultHsmInThisProcess } from '../helpers/fault-hsm.ts';
 import { metadata, PREFIX, ROOT } from '../helpers/proxy.ts';
 
-const { setup, control, dir } = faultHsmInThisProcess('xks-young-gc');
+const { setup, control, dir } = faultHsmInThisProcess('xks-lambda-process');
 const modulePath = buildFaultModule();
 const REQUESTS = 400;
 /** Requests before the ones counted: the young generation grows to its size meanwhile. */
