@@ -8,7 +8,7 @@
 //   imported only when a secret ARN is configured (functions/aws.ts), is bundled into a file of its
 //   own beside it (secrets-manager.mjs, secretsManagerApart) and read only when that import runs.
 //   No code splitting: each further ES module a cold start loads (esbuild's shared chunks, the
-//   chunk of a dynamic import) cost it time in Node's module loader.
+//   chunk of a dynamic import) costs it a job of Node's module loader.
 // - ajv compiles at build time: every `new Ajv(options).compile(schema)` of the functions is
 //   compiled here into standalone validator code (ajv/dist/standalone), and the bundles get a
 //   small `Ajv` whose compile() returns that code for the same options and schema. The functions'
